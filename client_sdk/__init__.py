@@ -1,0 +1,1 @@
+"""matchreplay's async Python client for players, spectators and leaderboards."""

@@ -1,0 +1,1 @@
+"""The matchreplay server: the imperative shell over replay/."""

@@ -1,0 +1,1 @@
+"""Subcommands of the ``matchreplay`` CLI, one module each."""

@@ -12,10 +12,16 @@ __all__ = [
     "CorruptEventError",
     "EventEncodeError",
     "EventTooLargeError",
+    "InvalidEventError",
     "MatchEndedError",
     "MatchExistsError",
     "ReplayError",
+    "ReplayFileCorruptError",
+    "ReplayFileError",
+    "ReplayFileTruncatedError",
+    "ReplayFileUnsupportedError",
     "StoreClosedError",
+    "TickOutOfRangeError",
     "UnknownMatchError",
 ]
 
@@ -82,6 +88,13 @@ class EventEncodeError(ReplayError, ValueError):
     code = "event_encode"
 
 
+class InvalidEventError(ReplayError, ValueError):
+    """A batch breaks a store rule: it is empty, or its ticks go backwards (within the
+    batch or against the match's last stored tick). Nothing was written."""
+
+    code = "invalid_event"
+
+
 class CorruptEventError(ReplayError):
     """A stored event could not be decoded. Names the match and seq range when known."""
 
@@ -92,3 +105,41 @@ class StoreClosedError(ReplayError):
     """The store was closed; no more appends are accepted."""
 
     code = "store_closed"
+
+
+class TickOutOfRangeError(ReplayError, ValueError):
+    """A replay asked for a tick outside ``0..last durable tick`` of the match."""
+
+    code = "tick_out_of_range"
+
+    def __init__(self, match_id: str, tick: int, last_tick: int) -> None:
+        super().__init__(
+            f"match {match_id!r} has ticks 0..{last_tick}; tick {tick} is outside the match"
+        )
+        self.match_id = match_id
+        self.tick = tick
+        self.last_tick = last_tick
+
+
+class ReplayFileError(ReplayError):
+    """A replay file (``.mrp``, docs/replay-format.md) that cannot be read. Nothing was imported."""
+
+    code = "replay_file"
+
+
+class ReplayFileTruncatedError(ReplayFileError):
+    """The file ends before its trailer, or an offset points past its end."""
+
+    code = "replay_file_truncated"
+
+
+class ReplayFileCorruptError(ReplayFileError):
+    """A checksum does not match, or a section does not decode."""
+
+    code = "replay_file_corrupt"
+
+
+class ReplayFileUnsupportedError(ReplayFileError):
+    """The file's format version (or its game) is unknown to this build."""
+
+    code = "replay_file_unsupported_version"

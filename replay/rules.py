@@ -145,8 +145,8 @@ def register(rules: Rules[Any]) -> Rules[Any]:
 
 def rules_for(game: str) -> Rules[Any]:
     """The registered rules of ``game``; importing ``replay.games`` registers the built-in ones."""
-    if not _registry:
-        import replay.games  # noqa: F401  (registers the built-in games)
+    import replay.games  # noqa: F401  (registers the built-in games; cached after the first call)
+
     try:
         return _registry[game]
     except KeyError:

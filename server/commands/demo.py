@@ -1,0 +1,86 @@
+"""``matchreplay demo`` (``make run``): the server with a demo match of bots.
+
+Starts the real server on 127.0.0.1:8765 (SQLite under ./data/), creates an
+arena match played by bots through the client SDK (a new one whenever the
+last ends), prints where to look and ready-made tokens, and runs until Ctrl-C
+(a graceful shutdown: the match in progress is flushed and marked interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+
+from client_sdk.bots import run_bots
+from server import auth, config
+from server.app import App
+from server.commands.bots import bot_tokens
+
+DEMO_SETTINGS = {"max_players": 8, "min_players": 4, "time_limit_s": 120.0, "score_limit": 15}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="run the server with a demo match of bots")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--db", default=None, help="SQLite file (default data/matchreplay.db)")
+    parser.add_argument("--bots", type=int, default=6)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    overrides = {"host": args.host, "port": args.port}
+    if args.db:
+        overrides["db"] = args.db
+    settings = config.from_args(None, **overrides)
+    asyncio.run(_demo(settings, max(2, min(args.bots, 8))))
+    return 0
+
+
+async def _demo(settings: config.Settings, bots: int) -> None:
+    app = App(settings)
+    await app.start()
+    base = f"http://{settings.host}:{app.port}"
+    admin = auth.issue(app.secret, "admin", "admin", ttl=7 * 24 * 3600)
+    spectator = auth.issue(app.secret, "viewer", "spectator", ttl=7 * 24 * 3600)
+    print(
+        f"""matchreplay demo is running (Ctrl-C stops it gracefully)
+  websocket   ws://{settings.host}:{app.port}/ws   (subprotocol matchreplay.v1)
+  health      {base}/healthz
+  metrics     {base}/metrics
+  matches     {base}/api/matches
+  viewer      {base}/   (once the viewer is installed)
+  event store {settings.db}
+  admin token     {admin}
+  spectator token {spectator}
+  bots: {bots} per match, a new match whenever one ends""",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def matches() -> None:
+        while True:
+            match = await app.lobby.create("arena", DEMO_SETTINGS, start_players=bots)
+            print(f"  match {match.match_id}: {bots} bots playing", flush=True)
+            await run_bots(
+                f"ws://{settings.host}:{app.port}/ws",
+                match.match_id,
+                bot_tokens(app.secret, match.match_id, bots),
+            )
+            info = await app.lobby.describe(match.match_id)
+            print(f"  match {match.match_id}: {info['status']} at tick {info['tick']}", flush=True)
+
+    player = asyncio.create_task(matches())
+    await stop.wait()
+    player.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await player
+    await app.stop()
+    print("stopped; every event is stored", flush=True)

@@ -1,0 +1,462 @@
+"""Behaviour every EventStore backend must have.
+
+A backend's test module subclasses :class:`EventStoreContract` and provides
+``make_store()`` returning a new, empty, *unopened* store; the ``store``
+fixture opens and closes it. Nothing here knows which backend it runs against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from replay.errors import (
+    ConcurrencyError,
+    CorruptEventError,
+    EventEncodeError,
+    EventTooLargeError,
+    InvalidEventError,
+    MatchEndedError,
+    MatchExistsError,
+    StoreClosedError,
+    UnknownMatchError,
+)
+from replay.events import EventCatalog, EventType, NewEvent
+from replay.rules import register
+from replay.store.base import DEFAULT_MAX_EVENT_BYTES, EventIds, EventStore, Keyframe, MatchRecord
+
+_ids = itertools.count(1)
+
+UPCAST_GAME = "contract-upcast"
+
+
+def _upcast_catalog() -> EventCatalog:
+    """A test game whose ``moved`` is at version 3: v1 (player, x) gained y in v2
+    and v2 (player, x, y) had x and y scaled by 10 in v3."""
+    return EventCatalog(
+        [
+            EventType(
+                1,
+                "moved",
+                ("player", "x", "y"),
+                version=3,
+                upcasters={
+                    1: lambda d: (*d, 0),
+                    2: lambda d: (d[0], d[1] * 10, d[2] * 10),
+                },
+            ),
+            EventType(2, "said", ("player", "text")),
+        ]
+    )
+
+
+class _UpcastGame:
+    """Registered under UPCAST_GAME: the store reads only ``catalog`` from a game."""
+
+    name = UPCAST_GAME
+    version = "test"
+    catalog = _upcast_catalog()
+
+
+def _register_upcast_game() -> None:
+    # Load the built-in games first: rules_for() only imports them while the
+    # registry is empty, and this registration must not hide them from other tests.
+    with contextlib.suppress(ImportError):
+        importlib.import_module("replay.games")
+    register(_UpcastGame())  # type: ignore[arg-type]
+
+
+def record(game: str = "contract-game", **changes: Any) -> MatchRecord:
+    return MatchRecord(
+        match_id=f"m-{next(_ids)}",
+        game=game,
+        rules_version="1.0",
+        tick_rate=30,
+        players=("alice", "bob"),
+        settings={"map": "arena", "rounds": 3},
+        seed=42,
+        **changes,
+    )
+
+
+def tick_batch(tick: int, n: int = 4, type_: int = 6) -> list[NewEvent]:
+    return [NewEvent(type_, tick, (i, tick * 2, -tick)) for i in range(n)]
+
+
+class EventStoreContract:
+    """The shared test cases. Subclasses implement ``make_store``."""
+
+    def make_store(self) -> EventStore:
+        raise AssertionError("a backend's test class must provide make_store()")
+
+    @pytest.fixture
+    async def store(self):
+        store = self.make_store()
+        await store.open()
+        yield store
+        await store.close()
+
+    async def new_match(self, store: EventStore, **changes: Any) -> MatchRecord:
+        return await store.create_match(record(**changes))
+
+    # -- matches ---------------------------------------------------------------
+
+    async def test_create_and_get_match(self, store: EventStore) -> None:
+        rec = record(status="running")
+        created = await store.create_match(rec)
+        got = await store.get_match(rec.match_id)
+        assert created == got == rec.with_changes(version=0, last_tick=-1)
+        with pytest.raises(MatchExistsError) as err:
+            await store.create_match(rec)
+        assert err.value.code == "match_exists"
+        with pytest.raises(UnknownMatchError) as unknown:
+            await store.get_match("nope")
+        assert unknown.value.code == "unknown_match"
+
+    async def test_list_and_filter_matches(self, store: EventStore) -> None:
+        a = await self.new_match(store, created_at=100.0, game="g1")
+        b = await self.new_match(store, created_at=200.0, game="g2", status="running")
+        c = await self.new_match(store, created_at=300.0, game="g1", status="ended")
+        ids = lambda recs: [r.match_id for r in recs]  # noqa: E731
+        assert ids(await store.list_matches()) == ids([c, b, a])  # newest first
+        assert ids(await store.list_matches(game="g1")) == ids([c, a])
+        assert ids(await store.list_matches(status="running")) == ids([b])
+        assert ids(await store.list_matches(status=["created", "ended"])) == ids([c, a])
+        assert ids(await store.list_matches(limit=1, offset=1)) == ids([b])
+
+    async def test_match_version_and_last_tick_follow_events(self, store: EventStore) -> None:
+        m = await self.new_match(store)
+        await store.append(m.match_id, tick_batch(7, 3), 0)
+        got = await store.get_match(m.match_id)
+        assert (got.version, got.last_tick) == (3, 7)
+        listed = await store.list_matches()
+        assert (listed[0].version, listed[0].last_tick) == (3, 7)
+
+    async def test_update_match_and_read_only_after_end(self, store: EventStore) -> None:
+        m = await self.new_match(store)
+        await store.append(m.match_id, tick_batch(1), 0)
+        running = await store.update_match(m.match_id, status="running", players=["a", "b", "c"])
+        assert running.status == "running" and running.players == ("a", "b", "c")
+        ended = await store.update_match(m.match_id, status="interrupted", ended_at=5.0)
+        assert (ended.status, ended.ended_at) == ("interrupted", 5.0)
+        with pytest.raises(MatchEndedError) as err:
+            await store.append(m.match_id, tick_batch(2), 4)
+        assert err.value.code == "match_ended"
+        assert (await store.update_match(m.match_id, status="ended")).status == "ended"
+        with pytest.raises(MatchEndedError):
+            await store.update_match(m.match_id, status="running")
+        assert (await store.get_match(m.match_id)).version == 4
+        with pytest.raises(UnknownMatchError):
+            await store.update_match("nope", status="ended")
+
+    # -- appends and reads -------------------------------------------------------
+
+    async def test_append_assigns_seqs_positions_and_ids(self, store: EventStore) -> None:
+        m1, m2 = await self.new_match(store), await self.new_match(store)
+        start = await store.last_position()
+        r1 = await store.append(m1.match_id, tick_batch(0, 3), 0)
+        r2 = await store.append(m2.match_id, tick_batch(0, 2), 0)
+        r3 = await store.append(m1.match_id, tick_batch(1, 2), 3)
+        assert (r1.first_seq, r1.last_seq, r3.first_seq, r3.last_seq) == (1, 3, 4, 5)
+        assert r1.first_position == start + 1 and r1.last_position == start + 3
+        assert r2.first_position == r1.last_position + 1
+        assert r3.first_position == r2.last_position + 1
+        assert await store.last_position() == r3.last_position
+        events = await store.read(m1.match_id)
+        assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+        assert [e.position for e in events] == [
+            *range(r1.first_position, r1.last_position + 1),
+            *range(r3.first_position, r3.last_position + 1),
+        ]
+        assert [e.id for e in events[:3]] == [r1.first_id + i for i in range(3)]
+        assert [e.new_event() for e in events] == tick_batch(0, 3) + tick_batch(1, 2)
+
+    async def test_wrong_expected_version_raises_and_writes_nothing(
+        self, store: EventStore
+    ) -> None:
+        m = await self.new_match(store)
+        await store.append(m.match_id, tick_batch(0), 0)
+        before = await store.last_position()
+        for wrong in (0, 3, 5, 100):
+            with pytest.raises(ConcurrencyError) as err:
+                await store.append(m.match_id, tick_batch(1), wrong)
+            assert err.value.code == "concurrency"
+            assert (err.value.expected, err.value.actual) == (wrong, 4)
+        assert await store.last_position() == before
+        assert len(await store.read(m.match_id)) == 4
+
+    async def test_retry_with_same_ids_returns_original_and_writes_once(
+        self, store: EventStore
+    ) -> None:
+        m = await self.new_match(store)
+        ids = EventIds()
+        first_id = ids.take(4)
+        original = await store.append(m.match_id, tick_batch(0), 0, first_id=first_id)
+        await store.append(m.match_id, tick_batch(1), 4, first_id=ids.take(4))
+        before = await store.last_position()
+        retried = await store.append(m.match_id, tick_batch(0), 0, first_id=first_id)
+        assert retried == original
+        assert await store.last_position() == before
+        assert [e.seq for e in await store.read(m.match_id)] == list(range(1, 9))
+        # Same expected version, different ids: a real conflict.
+        with pytest.raises(ConcurrencyError):
+            await store.append(m.match_id, tick_batch(0), 0, first_id=ids.take(4))
+        # Same ids, different batch size: not the same batch.
+        with pytest.raises(ConcurrencyError):
+            await store.append(m.match_id, tick_batch(0, 3), 0, first_id=first_id)
+        # A retry still succeeds after the match ended.
+        await store.update_match(m.match_id, status="ended")
+        assert await store.append(m.match_id, tick_batch(0), 0, first_id=first_id) == original
+
+    async def test_read_seq_and_tick_ranges(self, store: EventStore) -> None:
+        m = await self.new_match(store)
+        version = 0
+        for tick in range(0, 20, 2):  # ticks 0, 2, ..., 18; 4 events each
+            await store.append(m.match_id, tick_batch(tick), version)
+            version += 4
+        events = await store.read(m.match_id, 6, 13)
+        assert [e.seq for e in events] == list(range(6, 14))
+        assert [e.seq for e in await store.read(m.match_id, 38)] == [38, 39, 40]
+        assert await store.read(m.match_id, 41) == []
+        ticks = await store.read_ticks(m.match_id, 3, 8)
+        assert sorted({e.tick for e in ticks}) == [4, 6, 8]
+        assert len(ticks) == 12
+        assert await store.read_ticks(m.match_id, 19, 100) == []
+        batches = await store.read_batches(m.match_id, from_tick=5, to_tick=5)
+        assert batches == []
+        batches = await store.read_batches(m.match_id, from_seq=6, to_seq=12, from_tick=3)
+        assert [b.first_seq for b in batches] == [9]
+        with pytest.raises(UnknownMatchError):
+            await store.read("nope")
+
+    async def test_batch_spanning_ticks_is_found_by_tick_range(self, store: EventStore) -> None:
+        m = await self.new_match(store)
+        events = [NewEvent(1, t, (t,)) for t in (10, 10, 15, 30)]
+        await store.append(m.match_id, events, 0)
+        await store.append(m.match_id, [NewEvent(1, 30, (0,)), NewEvent(1, 40, (1,))], 4)
+        assert [e.tick for e in await store.read_ticks(m.match_id, 12, 20)] == [15]
+        assert [e.seq for e in await store.read_ticks(m.match_id, 30, 30)] == [4, 5]
+        assert [e.tick for e in await store.read_ticks(m.match_id, 0, 100)] == [
+            10,
+            10,
+            15,
+            30,
+            30,
+            40,
+        ]
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        ticks=st.lists(st.integers(0, 3), min_size=1, max_size=60),
+        cuts=st.lists(st.integers(1, 59), max_size=12),
+        lo=st.integers(0, 100),
+        span=st.integers(0, 100),
+    )
+    async def test_any_batch_split_reads_back_identically(
+        self, store: EventStore, ticks: list[int], cuts: list[int], lo: int, span: int
+    ) -> None:
+        m = await self.new_match(store)
+        tick, events = 0, []
+        for i, step in enumerate(ticks):
+            tick += step
+            events.append(NewEvent(i % 5, tick, (i, "x" * (i % 3), [i, -i]), 1 + i % 2))
+        bounds = sorted({c for c in cuts if c < len(events)} | {0, len(events)})
+        for a, b in itertools.pairwise(bounds):
+            await store.append(m.match_id, events[a:b], a)
+        stored = await store.read(m.match_id)
+        assert [e.new_event() for e in stored] == [
+            NewEvent(e.type, e.tick, tuple(e.data), e.version) for e in events
+        ]
+        assert [e.seq for e in stored] == list(range(1, len(events) + 1))
+        from_seq, to_seq = lo % (len(events) + 2), (lo % (len(events) + 2)) + span % 20
+        assert await store.read(m.match_id, from_seq, to_seq) == [
+            e for e in stored if from_seq <= e.seq <= to_seq
+        ]
+        t0, t1 = lo % (tick + 2), lo % (tick + 2) + span % 10
+        assert await store.read_ticks(m.match_id, t0, t1) == [
+            e for e in stored if t0 <= e.tick <= t1
+        ]
+
+    async def test_read_all_in_global_order_from_a_position(self, store: EventStore) -> None:
+        ms = [await self.new_match(store) for _ in range(3)]
+        start = await store.last_position()
+        for round_ in range(3):
+            for m in ms:
+                await store.append(m.match_id, tick_batch(round_, 3), round_ * 3)
+        everything = await store.read_all(start)
+        assert [e.position for e in everything] == list(range(start + 1, start + 28))
+        assert [e.match_id for e in everything[:9]] == [m.match_id for m in ms for _ in range(3)]
+        # Starting mid-batch trims the batch; a limit cuts mid-batch too.
+        assert [e.position for e in await store.read_all(start + 4, limit=5)] == list(
+            range(start + 5, start + 10)
+        )
+        assert await store.read_all(start + 27) == []
+
+    async def test_subscribe_catches_up_then_follows_live(self, store: EventStore) -> None:
+        m = await self.new_match(store)
+        start = await store.last_position()
+        await store.append(m.match_id, tick_batch(0, 5), 0)
+        seen: list[int] = []
+
+        async def follow() -> None:
+            async for event in store.subscribe(start + 2, poll_interval=0.2):
+                seen.append(event.position)
+                if event.position == start + 15:
+                    return
+
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(0.05)
+        await store.append(m.match_id, tick_batch(1, 5), 5)
+        await store.append(m.match_id, tick_batch(2, 5), 10)
+        await asyncio.wait_for(task, 10)
+        assert seen == list(range(start + 3, start + 16))
+
+    # -- bad input -----------------------------------------------------------------
+
+    async def test_bad_appends_are_typed_and_write_nothing(self, store: EventStore) -> None:
+        m = await self.new_match(store)
+        await store.append(m.match_id, tick_batch(5, 2), 0)
+        before = await store.last_position()
+        limit = store.max_event_bytes
+        assert limit == DEFAULT_MAX_EVENT_BYTES
+        cases: list[tuple[type[Exception], str, str, list[NewEvent]]] = [
+            (UnknownMatchError, "unknown_match", "nope", tick_batch(6)),
+            (InvalidEventError, "invalid_event", m.match_id, []),
+            (InvalidEventError, "invalid_event", m.match_id, tick_batch(4)),  # before tick 5
+            (
+                InvalidEventError,
+                "invalid_event",
+                m.match_id,
+                [NewEvent(1, 7, ()), NewEvent(1, 6, ())],
+            ),
+            (
+                EventTooLargeError,
+                "event_too_large",
+                m.match_id,
+                [NewEvent(1, 6, (1,)), NewEvent(1, 6, (b"x" * limit,))],
+            ),
+            (EventEncodeError, "event_encode", m.match_id, [NewEvent(1, 6, (object(),))]),
+            (EventEncodeError, "event_encode", m.match_id, [NewEvent(1, 6, 5)]),  # type: ignore[arg-type]
+            (InvalidEventError, "invalid_event", m.match_id, [NewEvent(1, -1, ())]),
+            (InvalidEventError, "invalid_event", m.match_id, [NewEvent(1, 2**70, ())]),
+            (InvalidEventError, "invalid_event", m.match_id, [NewEvent(1, "6", ())]),  # type: ignore[arg-type]
+            (InvalidEventError, "invalid_event", m.match_id, [NewEvent(-3, 6, ())]),
+            (InvalidEventError, "invalid_event", m.match_id, [NewEvent(1, 6, (), 0)]),
+        ]
+        for error, code, match_id, events in cases:
+            with pytest.raises(error) as err:
+                await store.append(match_id, events, 2)
+            assert err.value.code == code
+            assert str(err.value)
+        with pytest.raises(InvalidEventError):
+            await store.append(m.match_id, tick_batch(6), 2, first_id=-1)
+        assert await store.last_position() == before
+        assert (await store.get_match(m.match_id)).version == 2
+        # Many events under the limit may make a batch over it: that is fine.
+        big = [NewEvent(1, 6, (b"y" * (limit // 4),)) for _ in range(8)]
+        assert (await store.append(m.match_id, big, 2)).last_seq == 10
+
+    async def test_a_failing_append_does_not_fail_its_group(self, store: EventStore) -> None:
+        ms = [await self.new_match(store) for _ in range(10)]
+        calls = [store.append(m.match_id, tick_batch(0), 0) for m in ms]
+        calls.append(store.append(ms[0].match_id, tick_batch(0), 7))  # wrong version
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(results[-1], ConcurrencyError)
+        assert all(r.last_seq == 4 for r in results[:-1])  # type: ignore[union-attr]
+        for m in ms:
+            assert len(await store.read(m.match_id)) == 4
+
+    async def test_racing_writers_exactly_one_wins(self, store: EventStore) -> None:
+        m = await self.new_match(store)
+        for version in range(0, 40, 4):
+            results = await asyncio.gather(
+                store.append(m.match_id, tick_batch(version), version),
+                store.append(m.match_id, tick_batch(version), version),
+                return_exceptions=True,
+            )
+            assert sorted(type(r).__name__ for r in results) == ["AppendResult", "ConcurrencyError"]
+        assert [e.seq for e in await store.read(m.match_id)] == list(range(1, 41))
+
+    async def test_close_flushes_pending_appends_then_refuses(self) -> None:
+        store = self.make_store()
+        await store.open()
+        ms = [await store.create_match(record()) for _ in range(20)]
+        tasks = [asyncio.create_task(store.append(m.match_id, tick_batch(1), 0)) for m in ms]
+        await asyncio.sleep(0)  # let every append enqueue
+        await store.close()
+        assert all(t.result().last_seq == 4 for t in tasks)
+        with pytest.raises(StoreClosedError) as err:
+            await store.append(ms[0].match_id, tick_batch(2), 4)
+        assert err.value.code == "store_closed"
+
+    # -- upcasting -----------------------------------------------------------------
+
+    async def test_reads_upcast_old_versions_with_the_games_catalog(
+        self, store: EventStore
+    ) -> None:
+        _register_upcast_game()
+        m = await self.new_match(store, game=UPCAST_GAME)
+        old = [
+            NewEvent(1, 1, ("alice", 2), version=1),
+            NewEvent(1, 1, ("bob", 3, 4), version=2),
+            NewEvent(1, 2, ("carol", 50, 60), version=3),
+            NewEvent(2, 2, ("alice", "gg"), version=1),
+        ]
+        await store.append(m.match_id, old, 0)
+        expected = [
+            NewEvent(1, 1, ("alice", 20, 0), 3),
+            NewEvent(1, 1, ("bob", 30, 40), 3),
+            NewEvent(1, 2, ("carol", 50, 60), 3),
+            NewEvent(2, 2, ("alice", "gg"), 1),
+        ]
+        assert [e.new_event() for e in await store.read(m.match_id)] == expected
+        assert [e.new_event() for e in await store.read_ticks(m.match_id, 1, 1)] == expected[:2]
+        mine = [e for e in await store.read_all() if e.match_id == m.match_id]
+        assert [e.new_event() for e in mine] == expected
+        (batch,) = await store.read_batches(m.match_id)
+        assert [(t, v, tick, d) for t, v, tick, d in batch.events] == [
+            (e.type, e.version, e.tick, e.data) for e in expected
+        ]
+        # A version from the future is reported, naming the match and seq.
+        await store.append(m.match_id, [NewEvent(1, 3, ("x", 1, 1), version=9)], 4)
+        with pytest.raises(CorruptEventError, match=f"{m.match_id}.*5"):
+            await store.read(m.match_id, 5)
+
+    async def test_unregistered_game_reads_stored_versions(self, store: EventStore) -> None:
+        m = await self.new_match(store, game="no-such-game")
+        old = [NewEvent(1, 1, ("alice", 2), version=1)]
+        await store.append(m.match_id, old, 0)
+        assert [e.new_event() for e in await store.read(m.match_id)] == old
+
+    # -- keyframes ---------------------------------------------------------------
+
+    async def test_keyframes_nearest_at_or_before(self, store: EventStore) -> None:
+        m = await self.new_match(store)
+        assert await store.get_keyframe(m.match_id, 1000) is None
+        for tick in (0, 90, 180):
+            await store.put_keyframe(Keyframe(m.match_id, tick, 1, b"s%d" % tick, b"c" * 16))
+        assert (await store.get_keyframe(m.match_id, 179)).tick == 90  # type: ignore[union-attr]
+        got = await store.get_keyframe(m.match_id, 180)
+        assert got == Keyframe(m.match_id, 180, 1, b"s180", b"c" * 16)
+        await store.put_keyframe(Keyframe(m.match_id, 90, 2, b"new", b"d" * 16))
+        assert await store.get_keyframe(m.match_id, 100) == Keyframe(
+            m.match_id, 90, 2, b"new", b"d" * 16
+        )
+        assert await store.keyframe_ticks(m.match_id) == [0, 90, 180]
+        assert await store.delete_keyframes(m.match_id, before_tick=100) == 2
+        assert await store.get_keyframe(m.match_id, 100) is None
+        assert await store.delete_keyframes(m.match_id) == 1
+        assert await store.keyframe_ticks(m.match_id) == []
+        with pytest.raises(UnknownMatchError):
+            await store.put_keyframe(Keyframe("nope", 0, 1, b"", b""))

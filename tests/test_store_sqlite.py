@@ -1,0 +1,115 @@
+"""The SQLite backend: the shared contract on real files, plus what only SQLite has."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from replay.errors import CorruptEventError
+from replay.events import NewEvent
+from replay.store import open_store
+from replay.store.sqlite import SQLiteEventStore
+from tests.store_contract import EventStoreContract, record, tick_batch
+
+
+class TestSQLiteContract(EventStoreContract):
+    @pytest.fixture(autouse=True)
+    def _tmp(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+
+    def make_store(self) -> SQLiteEventStore:
+        return SQLiteEventStore(str(self.tmp_path / "events.db"))
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "events.db")
+
+
+async def test_corrupt_row_names_match_and_seqs_and_spares_other_matches(db: str) -> None:
+    async with SQLiteEventStore(db) as store:
+        good, bad = await store.create_match(record()), await store.create_match(record())
+        for m in (good, bad):
+            await store.append(m.match_id, tick_batch(0, 3), 0)
+            await store.append(m.match_id, tick_batch(1, 3), 3)
+    with sqlite3.connect(db) as raw:
+        raw.execute(
+            "UPDATE batches SET blob = x'c1c1c1' WHERE first_seq = 4 AND mkey ="
+            " (SELECT mkey FROM matches WHERE match_id = ?)",
+            (bad.match_id,),
+        )
+    async with SQLiteEventStore(db) as store:
+        with pytest.raises(CorruptEventError) as err:
+            await store.read(bad.match_id)
+        assert err.value.code == "corrupt_event"
+        assert f"match {bad.match_id!r} seq 4..6" in str(err.value)
+        assert len(await store.read(bad.match_id, 1, 3)) == 3  # rows before it still read
+        assert len(await store.read(good.match_id)) == 6
+        await store.append(good.match_id, tick_batch(2, 3), 6)  # and the store still writes
+
+
+async def test_reopen_continues_versions_positions_and_status(db: str) -> None:
+    async with open_store(f"sqlite:///{db}") as store:
+        m = await store.create_match(record())
+        ended = await store.create_match(record())
+        first = await store.append(m.match_id, tick_batch(3), 0)
+        await store.update_match(ended.match_id, status="ended")
+    async with SQLiteEventStore(db, synchronous="NORMAL") as store:
+        second = await store.append(m.match_id, tick_batch(4), 4)
+        assert second.first_seq == 5 and second.first_position == first.last_position + 1
+        with pytest.raises(Exception) as err:
+            await store.append(m.match_id, tick_batch(5), 4)
+        assert getattr(err.value, "code", None) == "concurrency"
+        with pytest.raises(Exception) as err:
+            await store.append(ended.match_id, tick_batch(5), 0)
+        assert getattr(err.value, "code", None) == "match_ended"
+        with pytest.raises(Exception) as err:
+            await store.append(m.match_id, tick_batch(2), 8)  # before the stored tick 4
+        assert getattr(err.value, "code", None) == "invalid_event"
+
+
+async def test_concurrent_appends_are_group_committed(db: str) -> None:
+    async with SQLiteEventStore(db) as store:
+        ms = [await store.create_match(record()) for _ in range(100)]
+        commits = store.commits
+        await asyncio.gather(*(store.append(m.match_id, tick_batch(0), 0) for m in ms))
+        assert store.commits - commits < 10  # 100 appends, a handful of transactions
+
+
+async def test_an_open_reader_does_not_block_appends(db: str) -> None:
+    async with SQLiteEventStore(db) as store:
+        m = await store.create_match(record())
+        await store.append(m.match_id, tick_batch(0), 0)
+        raw = sqlite3.connect(db, isolation_level=None)
+        try:
+            raw.execute("BEGIN")
+            assert raw.execute("SELECT count(*) FROM batches").fetchone() == (1,)
+            await store.append(m.match_id, tick_batch(1), 4)  # a snapshot is held open
+            assert len(await store.read(m.match_id)) == 8
+            assert raw.execute("SELECT count(*) FROM batches").fetchone() == (1,)
+        finally:
+            raw.close()
+
+
+async def test_durability_level_is_applied_and_validated(db: str) -> None:
+    for level, code in (("FULL", 2), ("NORMAL", 1)):
+        async with SQLiteEventStore(db, synchronous=level) as store:  # type: ignore[arg-type]
+            rows = await store._fetch("PRAGMA journal_mode", ())
+            assert rows == [("wal",)]
+            async with store._conn_w().execute("PRAGMA synchronous") as cur:
+                assert await cur.fetchone() == (code,)
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteEventStore(db, synchronous="OFF")  # type: ignore[arg-type]
+
+
+async def test_configurable_event_size_limit(db: str) -> None:
+    async with SQLiteEventStore(db, max_event_bytes=64) as store:
+        m = await store.create_match(record())
+        await store.append(m.match_id, [NewEvent(1, 0, (b"x" * 50,))], 0)
+        with pytest.raises(Exception) as err:
+            await store.append(m.match_id, [NewEvent(1, 0, (b"x" * 64,))], 1)
+        assert getattr(err.value, "code", None) == "event_too_large"
+        assert "limit is 64" in str(err.value)

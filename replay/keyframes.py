@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from replay.rules import Rules
-from replay.store.base import Keyframe
+from replay.rules import Rules, rules_for
+from replay.source import read_events
+from replay.store.base import EventStore, Keyframe
 
 __all__ = [
     "DEFAULT_KEYFRAME_SECONDS",
@@ -21,6 +23,7 @@ __all__ = [
     "keyframe_interval_ticks",
     "load_keyframe",
     "make_keyframe",
+    "rebuild_keyframes",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,3 +80,35 @@ def load_keyframe(rules: Rules[Any], keyframe: Keyframe) -> Any | None:
         )
         return None
     return state
+
+
+async def rebuild_keyframes(
+    store: EventStore,
+    match_id: str,
+    *,
+    seconds: float = DEFAULT_KEYFRAME_SECONDS,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Replace the keyframes of ``match_id`` by folding its events once from tick 0 and
+    writing a keyframe every ``keyframe_interval_ticks`` ticks. Returns how many.
+
+    ``progress`` is called with the number of ticks folded since its last call.
+    Readers meanwhile stay exact: a missing keyframe only means a longer fold.
+    """
+    record = await store.get_match(match_id)
+    rules = rules_for(record.game)
+    interval = keyframe_interval_ticks(record.tick_rate, seconds)
+    await store.delete_keyframes(match_id)
+    state = rules.initial_state(record.settings, record.seed)
+    written, start = 0, 0
+    while start <= record.last_tick:
+        # Windows end on keyframe ticks: interval - 1, then every interval ticks.
+        end = min(record.last_tick, (start // interval + 1) * interval)
+        state = rules.evolve(state, await read_events(store, match_id, start, end), end)
+        if end % interval == 0 and end > 0:
+            await store.put_keyframe(make_keyframe(rules, match_id, state))
+            written += 1
+        if progress is not None:
+            progress(end - start + 1)
+        start = end + 1
+    return written

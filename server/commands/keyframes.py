@@ -1,0 +1,63 @@
+"""``matchreplay keyframes rebuild [MATCH] --db PATH``: (re)build keyframes from the events.
+
+Keyframes are derived data: rebuilding folds each match once from tick 0 and
+writes a keyframe every interval, replacing whatever was there (corrupt,
+missing, or made with another interval or state format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from tqdm import tqdm
+
+from replay.errors import ReplayError
+from replay.keyframes import DEFAULT_KEYFRAME_SECONDS, rebuild_keyframes
+from replay.store import open_store
+
+PAGE = 100
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("keyframes", help="manage replay keyframes")
+    sub = parser.add_subparsers(dest="keyframes_command", required=True, metavar="ACTION")
+    rebuild = sub.add_parser("rebuild", help="rebuild the keyframes of one match or of all")
+    rebuild.add_argument("match", nargs="?", help="match id (default: every match)")
+    rebuild.add_argument("--db", required=True, help="event store (SQLite file)")
+    rebuild.add_argument(
+        "--seconds",
+        type=float,
+        default=DEFAULT_KEYFRAME_SECONDS,
+        help=f"match seconds between keyframes (default {DEFAULT_KEYFRAME_SECONDS:g})",
+    )
+    rebuild.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.seconds <= 0:
+        print("error [bad_argument]: --seconds must be > 0", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_rebuild(args.db, args.match, args.seconds))
+    except ReplayError as exc:
+        print(f"error [{exc.code}]: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _rebuild(db: str, match_id: str | None, seconds: float) -> int:
+    async with open_store(db) as store:
+        if match_id is not None:
+            ids = [match_id]
+        else:
+            ids, offset = [], 0
+            while page := await store.list_matches(limit=PAGE, offset=offset):
+                ids += [m.match_id for m in page]
+                offset += PAGE
+        for mid in ids:
+            record = await store.get_match(mid)
+            with tqdm(total=record.last_tick + 1, desc=mid, unit="tick", leave=False) as bar:
+                n = await rebuild_keyframes(store, mid, seconds=seconds, progress=bar.update)
+            print(f"{mid}: {n} keyframes over {record.last_tick + 1} ticks")
+    return 0

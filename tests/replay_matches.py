@@ -1,0 +1,120 @@
+"""Arena matches for the replay tests: the offline generator's bots, recorded into a
+real SQLite store, with the live state hashes the generator reported."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Container
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from replay.games.arena.offline import match_settings, simulate
+from replay.keyframes import rebuild_keyframes
+from replay.rules import rules_for
+from replay.store import open_store
+from replay.store.base import EventStore, MatchRecord
+
+# Ticks appended per wave of concurrent appends: the store's group commit writes
+# a wave in one or a few transactions instead of one fsync per tick.
+WAVE_TICKS = 200
+
+
+@dataclass
+class Recorded:
+    match_id: str
+    last_tick: int
+    hashes: dict[int, bytes]
+    """Live state hash at every tick asked for."""
+    events: int
+
+
+class _All:
+    def __contains__(self, tick: object) -> bool:
+        return True
+
+
+ALL_TICKS: Container[int] = _All()
+
+
+async def record_match(
+    store: EventStore,
+    match_id: str = "m1",
+    *,
+    players: int = 8,
+    seconds: float = 20.0,
+    tick_rate: int = 30,
+    seed: int = 7,
+    hash_ticks: Container[int] = ALL_TICKS,
+    max_ticks: int | None = None,
+    keyframes: bool = True,
+    end: bool = True,
+) -> Recorded:
+    rules = rules_for("arena")
+    settings = rules.normalize_settings(match_settings(players, seconds / 60.0, tick_rate))
+    await store.create_match(
+        MatchRecord(
+            match_id,
+            "arena",
+            rules.version,
+            tick_rate,
+            players=tuple(f"bot-{i:03d}" for i in range(1, players + 1)),
+            settings=settings,
+            seed=seed,
+            status="running",
+        )
+    )
+    # The live state at tick 0 is the initial state: the generator's first tick is 1.
+    hashes = {0: rules.state_hash(rules.initial_state(settings, seed))} if 0 in hash_ticks else {}
+    version = 0
+    wave: list[asyncio.Future[object]] = []
+    for out in simulate(players, settings, seed, hash_ticks=hash_ticks, max_ticks=max_ticks):
+        if out.state_hash is not None:
+            hashes[out.tick] = out.state_hash
+        if out.events:
+            wave.append(asyncio.ensure_future(store.append(match_id, out.events, version)))
+            version += len(out.events)
+        if len(wave) >= WAVE_TICKS:
+            await asyncio.gather(*wave)
+            wave = []
+    await asyncio.gather(*wave)
+    if keyframes:
+        await rebuild_keyframes(store, match_id)
+    if end:
+        await store.update_match(match_id, status="ended", ended_at=1.0)
+    record = await store.get_match(match_id)
+    # Only ticks up to the last stored event are part of the recorded match.
+    hashes = {t: h for t, h in hashes.items() if t <= record.last_tick}
+    return Recorded(match_id, record.last_tick, hashes, version)
+
+
+@dataclass
+class MatchFile:
+    """A closed SQLite store file holding one recorded match (copy it before changing it)."""
+
+    path: Path
+    match: Recorded
+
+    def copy(self, to: Path) -> Path:
+        shutil.copy(self.path, to)
+        return to
+
+
+def record_to_file(path: Path, **kwargs: Any) -> MatchFile:
+    async def run() -> Recorded:
+        async with open_store(str(path), synchronous="NORMAL") as store:
+            return await record_match(store, **kwargs)
+
+    return MatchFile(path, asyncio.run(run()))
+
+
+_shared: list[MatchFile] = []
+
+
+def shared_arena_file(tmp_path_factory: Any) -> MatchFile:
+    """An ended 8-player, 20-second arena match with keyframes and every tick's live hash,
+    recorded once per test session (test modules wrap this in their own fixture)."""
+    if not _shared:
+        _shared.append(record_to_file(tmp_path_factory.mktemp("arena") / "match.db"))
+    return _shared[0]

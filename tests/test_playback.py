@@ -1,0 +1,195 @@
+"""Playback: frame order, states, controls, paced speed (virtual clock), live follow."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from replay_matches import MatchFile, record_match, shared_arena_file
+
+from replay.engine import ReplayEngine
+from replay.errors import TickOutOfRangeError
+from replay.playback import Frame, InvalidSpeedError, Playback
+from replay.rules import rules_for
+from replay.store import open_store
+from replay.store.base import EventStore
+
+RULES = rules_for("arena")
+
+
+@pytest.fixture(scope="session")
+def arena_file(tmp_path_factory: pytest.TempPathFactory) -> MatchFile:
+    return shared_arena_file(tmp_path_factory)
+
+
+async def test_frames_cover_every_tick_with_its_events(arena_file: MatchFile) -> None:
+    async with open_store(str(arena_file.path)) as store:
+        by_tick: dict[int, list[tuple[object, ...]]] = defaultdict(list)
+        for e in await store.read_ticks("m1", 100, 400):
+            by_tick[e.tick].append((e.type, e.version, e.tick, e.data))
+        playback = Playback(ReplayEngine(store), "m1", start=100, end=400, speed=None)
+        frames = [f async for f in playback]
+        assert [f.tick for f in frames] == list(range(100, 401))
+        assert all(f.state is None for f in frames)
+        assert {f.tick: f.events for f in frames if f.events} == by_tick
+
+
+async def test_frames_with_state_match_the_live_hashes(arena_file: MatchFile) -> None:
+    match = arena_file.match
+    async with open_store(str(arena_file.path)) as store:
+        playback = Playback(ReplayEngine(store), "m1", start=140, with_state=True, speed=None)
+        frames = [f async for f in playback]
+        assert frames[-1].tick == match.last_tick
+        for f in frames:
+            assert RULES.state_hash(f.state) == match.hashes[f.tick], f.tick
+        frames[0].state.x[:] = 1  # each frame's state is the caller's copy
+        assert RULES.state_hash(frames[1].state) == match.hashes[141]
+
+
+async def _blocked(playback: Playback) -> asyncio.Task[Frame]:
+    task = asyncio.ensure_future(anext(playback))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    return task
+
+
+async def test_pause_step_resume_and_seek_backwards(arena_file: MatchFile) -> None:
+    match = arena_file.match
+    async with open_store(str(arena_file.path)) as store:
+        playback = Playback(ReplayEngine(store), "m1", start=300, with_state=True, speed=None)
+        assert (await anext(playback)).tick == 300
+        playback.pause()
+        task = await _blocked(playback)
+        assert not task.done()  # paused: no frame
+        playback.step()
+        frame = await task
+        assert frame.tick == 301 and playback.paused
+        playback.step()
+        assert (await anext(playback)).tick == 302
+        await playback.seek(45)  # backwards, while paused
+        task = await _blocked(playback)
+        assert not task.done()
+        playback.resume()
+        frame = await task
+        assert frame.tick == 45 and RULES.state_hash(frame.state) == match.hashes[45]
+        frame = await anext(playback)
+        assert frame.tick == 46 and RULES.state_hash(frame.state) == match.hashes[46]
+        await playback.seek(match.last_tick)  # forwards to the end
+        assert (await anext(playback)).tick == match.last_tick
+        with pytest.raises(StopAsyncIteration):
+            await anext(playback)
+        with pytest.raises(TickOutOfRangeError):
+            await playback.seek(match.last_tick + 1)
+
+
+class VirtualClock:
+    """A clock that only moves when the playback sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_speed_paces_frames_by_the_match_tick_rate(arena_file: MatchFile) -> None:
+    async with open_store(str(arena_file.path)) as store:
+        clock = VirtualClock()
+        playback = Playback(
+            ReplayEngine(store), "m1", start=10, speed=2.0, clock=clock, sleep=clock.sleep
+        )
+        for _ in range(31):
+            await anext(playback)
+        # 30 Hz at 2x: one frame every 1/60 s; 30 frames after the first.
+        assert clock.sleeps == pytest.approx([1 / 60] * 30)
+        playback.set_speed(0.25)
+        clock.sleeps.clear()
+        for _ in range(5):
+            await anext(playback)
+        assert clock.sleeps == pytest.approx([1 / 7.5] * 4)
+        playback.set_speed(None)
+        clock.sleeps.clear()
+        for _ in range(50):
+            await anext(playback)
+        assert clock.sleeps == []
+        assert playback.position == 10 + 31 + 5 + 50
+        for bad in (0, 0.1, 16.5, -1):
+            with pytest.raises(InvalidSpeedError) as err:
+                playback.set_speed(bad)
+            assert err.value.code == "invalid_speed"
+        assert playback.speed is None
+
+
+async def _copy_ticks(src: EventStore, dst: EventStore, from_tick: int, to_tick: int) -> None:
+    for batch in await src.read_batches("live", from_tick=from_tick, to_tick=to_tick):
+        if from_tick <= batch.events[0][2] <= to_tick:
+            events = [e.new_event() for e in batch.recorded()]
+            await dst.append("live", events, batch.first_seq - 1, first_id=batch.first_id)
+
+
+async def test_live_follow_plays_up_to_the_edge_then_follows_it(tmp_path: Path) -> None:
+    async with (
+        open_store(str(tmp_path / "full.db"), synchronous="NORMAL") as full,
+        open_store(str(tmp_path / "live.db"), synchronous="NORMAL") as live,
+    ):
+        # The whole match, recorded elsewhere, is fed to the live store tick range by range.
+        rec = await record_match(full, "live", seconds=60, max_ticks=400, keyframes=False)
+        record = await full.get_match("live")
+        await live.create_match(record.with_changes(status="running", ended_at=None))
+        await _copy_ticks(full, live, 0, 200)
+
+        async def feed() -> None:
+            for start in range(201, 401, 50):
+                await asyncio.sleep(0.01)
+                await _copy_ticks(full, live, start, start + 49)
+            await live.update_match("live", status="ended")
+
+        playback = Playback(
+            ReplayEngine(live),
+            "live",
+            start=150,
+            speed=None,
+            with_state=True,
+            follow_live=True,
+            live_poll_seconds=0.05,
+        )
+        feeder = asyncio.create_task(feed())
+        frames = [f async for f in playback]
+        await feeder
+        assert [f.tick for f in frames] == list(range(150, rec.last_tick + 1))
+        for f in frames:
+            assert RULES.state_hash(f.state) == rec.hashes[f.tick], f.tick
+
+
+async def test_without_follow_a_live_match_stops_at_the_edge(tmp_path: Path) -> None:
+    async with open_store(str(tmp_path / "edge.db"), synchronous="NORMAL") as store:
+        await record_match(store, "live", seconds=60, max_ticks=120, keyframes=False, end=False)
+        frames = [f async for f in Playback(ReplayEngine(store), "live", start=100, speed=None)]
+        assert [f.tick for f in frames] == list(range(100, 121))
+
+
+async def test_seek_back_while_waiting_at_the_live_edge(tmp_path: Path) -> None:
+    async with open_store(str(tmp_path / "wait.db"), synchronous="NORMAL") as store:
+        rec = await record_match(
+            store, "live", seconds=60, max_ticks=120, keyframes=False, end=False
+        )
+        playback = Playback(
+            ReplayEngine(store), "live", start=120, speed=None, with_state=True, follow_live=True
+        )
+        assert (await anext(playback)).tick == 120
+        task = await _blocked(playback)
+        assert not task.done()  # waiting for tick 121 to become durable
+        await playback.seek(50)
+        frame = await task
+        assert frame.tick == 50 and RULES.state_hash(frame.state) == rec.hashes[50]
+        await store.update_match("live", status="ended")
+        await playback.seek_live()
+        assert [f.tick async for f in playback] == [120]

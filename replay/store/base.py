@@ -241,6 +241,25 @@ class EventStore(abc.ABC):
     async def read_all(self, after: int = 0, limit: int = 10_000) -> list[RecordedEvent]:
         """Events of all matches with position > ``after``, in global order."""
 
+    async def read_all_batches(self, after: int = 0, limit: int = 1_000) -> list[EventBatch]:
+        """Events of all matches with position > ``after``, in global order, as at most
+        ``limit`` batches: the fast path for projections and rebuilds (no object per
+        event). Backends override it; this default groups ``read_all``'s events."""
+        out: list[EventBatch] = []
+        for e in await self.read_all(after, limit):
+            last = out[-1] if out else None
+            row = (e.type, e.version, e.tick, e.data)
+            if (
+                last is not None
+                and last.match_id == e.match_id
+                and (last.last_seq, last.last_position) == (e.seq - 1, e.position - 1)
+                and last.first_id + len(last.events) == e.id
+            ):
+                last.events.append(row)
+            else:
+                out.append(EventBatch(e.match_id, e.seq, e.position, e.id, [row]))
+        return out
+
     @abc.abstractmethod
     async def last_position(self) -> int:
         """The highest committed position (0 when empty)."""

@@ -610,6 +610,22 @@ class SQLiteEventStore(EventStore):
                 return out[:limit]
         return out
 
+    async def read_all_batches(self, after: int = 0, limit: int = 1_000) -> list[EventBatch]:
+        # Stored batches as they are, the first trimmed to positions > after.
+        rows = await self._fetch(
+            f"SELECT {_BATCH_COLS} FROM batches WHERE position > ? ORDER BY position LIMIT ?",
+            (after, limit),
+        )
+        out: list[EventBatch] = []
+        for row in rows:
+            if row[1] not in self._by_mkey:
+                await self._load_mkey(row[1])
+            b = self._decode(row)
+            if (k := after + 1 - b.first_position) > 0:
+                b = EventBatch(b.match_id, b.first_seq + k, after + 1, b.first_id + k, b.events[k:])
+            out.append(b)
+        return out
+
     async def last_position(self) -> int:
         rows = await self._fetch("SELECT coalesce(max(position), 0) FROM batches", ())
         return rows[0][0]

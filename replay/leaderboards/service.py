@@ -1,0 +1,206 @@
+"""Leaderboard queries: validated arguments in, JSON-ready answers out.
+
+Shared by the HTTP handler (server/leaderboard_api.py) and the websocket
+protocol. Every answer carries ``board``, ``period`` and ``position`` (the
+global event position the board reflects). Bad arguments raise a
+:class:`~replay.leaderboards.errors.LeaderboardError` (code + message + 4xx
+status). Queries are in-memory reads: no disk, no await, except :meth:`wait`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from replay.leaderboards.board import REACHED_SLOTS, Board, RankedEntry
+from replay.leaderboards.definitions import BoardDefinition
+from replay.leaderboards.errors import (
+    BadCursorError,
+    BadParameterError,
+    LimitTooLargeError,
+    UnknownBoardError,
+    UnknownPeriodError,
+    UnknownPlayerError,
+)
+from replay.leaderboards.periods import parse_period, period_key, previous_period
+from replay.leaderboards.projection import LeaderboardProjection
+
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "MAX_WAIT_S", "Leaderboards"]
+
+MAX_LIMIT = 1000
+"""Most entries one answer holds (~100 bytes of JSON each: ~100 KB per answer)."""
+DEFAULT_LIMIT = 100
+DEFAULT_AROUND = 21
+MAX_WAIT_S = 30.0
+"""Longest a query may wait for a position; one waiting query costs one suspended task."""
+_EMPTY = Board()
+
+
+def entry_json(e: RankedEntry) -> dict[str, Any]:
+    return {
+        "rank": e.rank,
+        "owner": e.owner,
+        "value": e.value,
+        "subscore": e.subscore,
+        "reached_at": e.reached // REACHED_SLOTS,
+    }
+
+
+def check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise BadParameterError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    if limit > MAX_LIMIT:
+        raise LimitTooLargeError(f"limit {limit} is above the cap of {MAX_LIMIT}")
+    return limit
+
+
+class Leaderboards:
+    """Queries over a projection's boards. ``clock`` gives the UTC time deciding the
+    current period of boards with resets."""
+
+    def __init__(
+        self, projection: LeaderboardProjection, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.projection = projection
+        self.clock = clock
+
+    # -- helpers -------------------------------------------------------------------
+
+    def definition(self, board_id: str) -> BoardDefinition:
+        defs = self.projection.state.definitions
+        if board_id not in defs:
+            raise UnknownBoardError(board_id, sorted(defs))
+        return defs[board_id]
+
+    def _resolve(self, board_id: str, period: str | None) -> tuple[BoardDefinition, str, Board]:
+        d = self.definition(board_id)
+        current = period_key(d.reset, self.clock())
+        boards = self.projection.state.boards[board_id]
+        if period in (None, "", "current"):
+            key = current
+        elif period == "previous":
+            try:
+                key = previous_period(d.reset, current)
+            except ValueError as exc:
+                raise UnknownPeriodError(f"board {board_id!r}: {exc}") from None
+        else:
+            try:
+                key = parse_period(d.reset, period)
+            except ValueError as exc:
+                raise UnknownPeriodError(f"board {board_id!r}: {exc}") from None
+        board = boards.get(key)
+        if board is None:
+            if key != current:
+                raise UnknownPeriodError(
+                    f"board {board_id!r} has no period {key!r}; periods: {self._periods(d)}"
+                )
+            board = _EMPTY
+        return d, key, board
+
+    def _periods(self, d: BoardDefinition) -> list[str]:
+        keys = set(self.projection.state.boards[d.id]) | {period_key(d.reset, self.clock())}
+        return sorted(keys, reverse=True)
+
+    def _answer(self, board_id: str, period: str, board: Board) -> dict[str, Any]:
+        return {
+            "board": board_id,
+            "period": period,
+            "position": self.projection.position,
+            "count": len(board),
+        }
+
+    # -- queries -------------------------------------------------------------------
+
+    async def wait(self, position: int, timeout: float) -> bool:
+        """Wait until the boards reflect ``position``; False when ``timeout`` passed first."""
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise BadParameterError(f"wait must be a position >= 0, got {position!r}")
+        if not 0 <= timeout <= MAX_WAIT_S:
+            raise BadParameterError(f"timeout must be 0..{MAX_WAIT_S} seconds, got {timeout!r}")
+        return await self.projection.wait_for(position, timeout)
+
+    def boards(self) -> dict[str, Any]:
+        return {
+            "position": self.projection.position,
+            "boards": [
+                d.as_dict() | {"current_period": period_key(d.reset, self.clock())}
+                for d in self.projection.state.definitions.values()
+            ],
+        }
+
+    def periods(self, board_id: str) -> dict[str, Any]:
+        d = self.definition(board_id)
+        return {
+            "board": board_id,
+            "position": self.projection.position,
+            "current": period_key(d.reset, self.clock()),
+            "periods": self._periods(d),
+        }
+
+    def top(
+        self,
+        board_id: str,
+        *,
+        period: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """The best ``limit`` entries, or those after ``cursor`` (from an earlier page)."""
+        check_limit(limit)
+        _, key, board = self._resolve(board_id, period)
+        start = 0
+        if cursor:
+            start = board.index_after(*decode_cursor(cursor, board_id, key))
+        page = board.slice(start, start + limit)
+        out = self._answer(board_id, key, board)
+        out["entries"] = [entry_json(e) for e in page]
+        more = page and start + len(page) < len(board)
+        out["next_cursor"] = encode_cursor(board_id, key, page[-1]) if more else None
+        return out
+
+    def entry(self, board_id: str, player: str, *, period: str | None = None) -> dict[str, Any]:
+        """``player``'s rank and entry."""
+        _, key, board = self._resolve(board_id, period)
+        e = board.rank(player)
+        if e is None:
+            raise UnknownPlayerError(board_id, key, player)
+        return self._answer(board_id, key, board) | {"entry": entry_json(e)}
+
+    def around(
+        self, board_id: str, player: str, *, period: str | None = None, limit: int = DEFAULT_AROUND
+    ) -> dict[str, Any]:
+        """``limit`` entries around ``player``, always including ``player``."""
+        check_limit(limit)
+        _, key, board = self._resolve(board_id, period)
+        page = board.around(player, limit)
+        if page is None:
+            raise UnknownPlayerError(board_id, key, player)
+        return self._answer(board_id, key, board) | {"entries": [entry_json(e) for e in page]}
+
+    def count(self, board_id: str, *, period: str | None = None) -> dict[str, Any]:
+        _, key, board = self._resolve(board_id, period)
+        return self._answer(board_id, key, board)
+
+
+def encode_cursor(board_id: str, period: str, last: RankedEntry) -> str:
+    """Opaque to clients: the key of the last entry returned, so the next page starts
+    right after it even if entries moved meanwhile."""
+    raw = json.dumps([board_id, period, last.value, last.subscore, last.reached])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, board_id: str, period: str) -> tuple[int, int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        b, p, v, s, r = json.loads(raw)
+        if not all(type(x) is int for x in (v, s, r)) or r < 0:
+            raise ValueError("not a cursor")
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadCursorError(f"malformed cursor {cursor[:64]!r}") from None
+    if (b, p) != (board_id, period):
+        raise BadCursorError(f"the cursor belongs to board {b!r}, period {p!r}")
+    return v, s, r

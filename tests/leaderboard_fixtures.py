@@ -1,0 +1,75 @@
+"""Arena matches for the leaderboard tests: the offline generator's bots, several
+matches played at once and recorded into a real SQLite store, interleaved in the
+global order the way a server running them concurrently would write them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from replay.games.arena.offline import match_settings, simulate
+from replay.rules import rules_for
+from replay.store import open_store
+from replay.store.base import EventStore, MatchRecord
+
+
+async def record_matches(
+    store: EventStore,
+    count: int = 4,
+    *,
+    players: int = 8,
+    seconds: float = 20.0,
+    tick_rate: int = 30,
+    seed: int = 1,
+    prefix: str = "m",
+    created_at: float | None = None,
+    end: bool = True,
+) -> list[str]:
+    """Play ``count`` matches tick-interleaved into ``store``; returns their ids."""
+    rules = rules_for("arena")
+    created_at = time.time() if created_at is None else created_at
+    ids, runs, versions = [], [], []
+    for i in range(count):
+        mid = f"{prefix}{i}"
+        settings = rules.normalize_settings(match_settings(players, seconds / 60.0, tick_rate))
+        await store.create_match(
+            MatchRecord(
+                mid,
+                "arena",
+                rules.version,
+                tick_rate,
+                settings=settings,
+                seed=seed + i,
+                status="running",
+                created_at=created_at,
+            )
+        )
+        ids.append(mid)
+        runs.append(simulate(players, settings, seed + i))
+        versions.append(0)
+    live = list(range(count))
+    while live:
+        wave = []
+        for _ in range(50):
+            for i in list(live):
+                out = next(runs[i], None)
+                if out is None:
+                    live.remove(i)
+                    continue
+                if out.events:
+                    wave.append(store.append(ids[i], out.events, versions[i]))
+                    versions[i] += len(out.events)
+        await asyncio.gather(*wave)
+    if end:
+        for mid in ids:
+            await store.update_match(mid, status="ended", ended_at=time.time())
+    return ids
+
+
+async def fill(path: str, **kwargs: object) -> list[str]:
+    store = open_store(path, synchronous="NORMAL")
+    await store.open()
+    try:
+        return await record_matches(store, **kwargs)  # type: ignore[arg-type]
+    finally:
+        await store.close()

@@ -1,0 +1,202 @@
+"""The pure leaderboard core: ranked board, operators, periods, rating, definitions."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replay.leaderboards.board import Board, Entry
+from replay.leaderboards.definitions import ARENA_DEFAULTS, load_definitions
+from replay.leaderboards.errors import BoardConfigError
+from replay.leaderboards.operators import combine
+from replay.leaderboards.periods import parse_period, period_key, previous_period
+from replay.leaderboards.rating import elo_update
+from replay.leaderboards.scoreboard import ScoreboardFeed
+from replay.rules import rules_for
+
+
+def naive_order(entries: dict[str, Entry], descending: bool) -> list[str]:
+    sign = -1 if descending else 1
+    return sorted(
+        entries,
+        key=lambda o: (sign * entries[o].value, sign * entries[o].subscore, entries[o].reached, o),
+    )
+
+
+updates = st.lists(
+    st.lists(
+        st.tuples(
+            st.sampled_from([f"p{i}" for i in range(12)]), st.integers(-5, 5), st.integers(-2, 2)
+        ),
+        max_size=8,
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches=updates, descending=st.booleans())
+def test_board_matches_a_naive_sort_with_distinct_ranks(batches, descending) -> None:
+    board, model, reached = Board(descending), {}, 0
+    for batch in batches:
+        changes = {}
+        for owner, v, s in batch:
+            reached += 1
+            changes[owner] = Entry(v, s, reached)
+        board.apply(changes)
+        model.update(changes)
+        order = naive_order(model, descending)
+        assert [e.owner for e in board.slice(0, len(board))] == order
+        for i, owner in enumerate(order):
+            assert board.rank(owner).rank == i + 1
+        for owner in order:
+            for limit in (1, 2, 5):
+                page = board.around(owner, limit)
+                assert owner in [e.owner for e in page]
+                assert len(page) == min(limit, len(order))
+                assert [e.rank for e in page] == list(range(page[0].rank, page[0].rank + len(page)))
+
+
+def test_extreme_values_keep_their_order() -> None:
+    board = Board(descending=True)
+    big, small = 2**63 - 1, -(2**63)
+    board.apply(
+        {
+            "a": Entry(small, 0, 1),
+            "b": Entry(big, 0, 2),
+            "c": Entry(0, big, 3),
+            "d": Entry(0, small, 4),
+            "e": Entry(0, 0, 5),
+        }
+    )
+    assert [e.owner for e in board.slice(0, 5)] == ["b", "c", "e", "d", "a"]
+
+
+def test_tie_break_is_first_reached_then_owner_id_via_reached() -> None:
+    board = Board()
+    board.apply({"zed": Entry(10, 1, 100), "amy": Entry(10, 1, 200), "bob": Entry(10, 2, 300)})
+    assert [e.owner for e in board.slice(0, 3)] == ["bob", "zed", "amy"]
+
+
+def test_cursor_position_survives_entries_moving() -> None:
+    board = Board()
+    board.apply({f"p{i}": Entry(100 - i, 0, i) for i in range(10)})
+    first = board.slice(0, 4)
+    last = first[-1]
+    # p0 drops below everything and a newcomer goes to the top: the next page still
+    # starts right after p3's key, so nobody is skipped or shown twice.
+    board.apply({"p0": Entry(0, 0, 50), "new": Entry(1000, 0, 51)})
+    nxt = board.slice(board.index_after(last.value, last.subscore, last.reached), 100)
+    assert [e.owner for e in nxt] == [f"p{i}" for i in range(4, 10)] + ["p0"]
+
+
+@pytest.mark.parametrize(
+    ("op", "desc", "old", "obs", "expected"),
+    [
+        ("incr", True, None, (3, 1), (3, 1, 9)),
+        ("incr", True, (2, 1, 1), (3, 1), (5, 2, 9)),
+        ("decr", True, None, (3, 0), (-3, 0, 9)),
+        ("decr", True, (5, 0, 1), (3, 0), (2, 0, 9)),
+        ("best", True, (5, 0, 1), (4, 9), None),
+        ("best", True, (5, 0, 1), (5, 0), None),  # equal: the first to reach it keeps it
+        ("best", True, (5, 0, 1), (5, 1), (5, 1, 9)),
+        ("best", False, (5, 0, 1), (4, 9), (4, 9, 9)),
+        ("set", True, (5, 0, 1), (4, 0), (4, 0, 9)),
+        ("set", True, (5, 0, 1), (5, 0), None),
+        ("incr", True, (2**63 - 2, 0, 1), (5, 0), (2**63 - 1, 0, 9)),  # saturates
+    ],
+)
+def test_operators(op, desc, old, obs, expected) -> None:
+    got = combine(op, desc, Entry(*old) if old else None, *obs, 9)
+    assert got == (Entry(*expected) if expected else None)
+
+
+def test_periods_are_utc_and_previous_periods_chain() -> None:
+    t = datetime(2024, 1, 1, 0, 30, tzinfo=UTC).timestamp()  # a Monday, ISO week 1
+    assert period_key("none", t) == "all"
+    assert period_key("daily", t) == "2024-01-01"
+    assert period_key("daily", t - 3600) == "2023-12-31"
+    assert period_key("weekly", t) == "2024-W01"
+    assert period_key("weekly", t - 3600) == "2023-W52"
+    assert period_key("monthly", t) == "2024-01"
+    assert previous_period("monthly", "2024-01") == "2023-12"
+    assert previous_period("weekly", "2024-W01") == "2023-W52"
+    assert previous_period("daily", "2024-03-01") == "2024-02-29"
+    assert parse_period("weekly", "2024-W01") == "2024-W01"
+    for reset, bad in [
+        ("daily", "2024-02-30"),
+        ("weekly", "2024-W60"),
+        ("monthly", "2024-13"),
+        ("monthly", "x"),
+        ("none", "2024-01"),
+    ]:
+        with pytest.raises(ValueError):
+            parse_period(reset, bad)
+
+
+def test_elo_rule() -> None:
+    # Two equal players: the winner takes K/2 = 16 points.
+    assert elo_update({}, {"a": (3,), "b": (1,)}) == {"a": 1516, "b": 1484}
+    # A draw between equals changes nothing; one player alone is not rated.
+    assert elo_update({}, {"a": (1,), "b": (1,)}) == {"a": 1500, "b": 1500}
+    assert elo_update({}, {"a": (1,)}) == {}
+    # An upset moves more points; a free-for-all is worth at most K per player.
+    up = elo_update({"a": 1400, "b": 1600}, {"a": (2,), "b": (1,)})
+    assert up["a"] - 1400 > 16
+    ffa = elo_update({}, {p: (i,) for i, p in enumerate("abcdefgh")})
+    assert ffa["h"] == 1516 and ffa["a"] == 1484 and sum(ffa.values()) == 8 * 1500
+
+
+def test_config_files(tmp_path) -> None:
+    toml = tmp_path / "boards.toml"
+    toml.write_text(
+        '[[board]]\nid = "deaths_daily"\nmetric = "deaths"\noperator = "incr"\n'
+        'order = "asc"\nreset = "daily"\n'
+    )
+    (d,) = load_definitions(toml)
+    assert (d.id, d.metric, d.order, d.reset, d.descending) == (
+        "deaths_daily",
+        "deaths",
+        "asc",
+        "daily",
+        False,
+    )
+    js = tmp_path / "boards.json"
+    js.write_text(json.dumps([b.as_dict() for b in ARENA_DEFAULTS]))
+    assert load_definitions(js) == ARENA_DEFAULTS
+    for body, needle in [
+        ('[[board]]\nid = "x"\nmetric = "nope"\noperator = "incr"\n', "unknown metric"),
+        ('[[board]]\nid = "x"\nmetric = "kills"\noperator = "max"\n', "operator"),
+        ('[[board]]\nid = "X Y"\nmetric = "kills"\noperator = "incr"\n', "board id"),
+        ('[[board]]\nid = "x"\nmetric = "kills"\noperator = "incr"\nreset = "hourly"\n', "reset"),
+        ('[[board]]\nid = "x"\nmetric = "kills"\n', "lacks"),
+        ('[[board]]\nid = "x"\nmetric = "kills"\noperator = "incr"\ncolour = "red"\n', "unknown"),
+        ('[[board]]\nid = "x"\nmetric = "kills"\noperator = "incr"\n' * 2, "duplicate"),
+        ("not toml [", "cannot read"),
+    ]:
+        toml.write_text(body)
+        with pytest.raises(BoardConfigError, match=needle):
+            load_definitions(toml)
+
+
+def test_scoreboard_feed_pushes_only_on_change() -> None:
+    from replay.events import NewEvent
+    from replay.games.arena import events as ev
+
+    rules = rules_for("arena")
+    state = rules.initial_state({"max_players": 4, "min_players": 2}, 1)
+    feed = ScoreboardFeed(rules)
+    from replay.rules import Command
+
+    join = rules.decide(state, 1, Command("join", "ann", {"name": "Ann"}))
+    rules.evolve(state, join, 1)
+    board = feed.update(state, join)
+    assert board is not None and board[0]["player"] == "ann"
+    chat = [NewEvent(ev.CHAT, 2, (0, "hi"))]
+    rules.evolve(state, chat, 2)
+    assert feed.update(state, chat) is None  # not a scoreboard event
+    assert feed.update(state, join) is None  # a scoreboard event that changed nothing

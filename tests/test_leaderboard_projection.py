@@ -1,0 +1,363 @@
+"""The leaderboard projection over a real SQLite event store filled by the offline
+generator: chunking, restarts, crashes (SIGKILL of a real child process), rebuilds,
+definition changes, periods and read-your-writes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from leaderboard_fixtures import fill, record_matches
+
+from replay.leaderboards.definitions import ARENA_DEFAULTS, BoardDefinition
+from replay.leaderboards.projection import LeaderboardProjection
+from replay.leaderboards.service import Leaderboards
+from replay.store import open_store
+
+HERE = Path(__file__).parent
+WEEK = 7 * 24 * 3600
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six interleaved 8-player matches of 30 s (~15k events), created last week and
+    this week so the weekly board has two periods."""
+    path = tmp_path_factory.mktemp("lb") / "events.db"
+    now = time.time()
+    asyncio.run(fill(str(path), count=3, seconds=30, seed=1, prefix="old", created_at=now - WEEK))
+    asyncio.run(fill(str(path), count=3, seconds=30, seed=9, prefix="new", created_at=now))
+    return path
+
+
+@pytest.fixture
+def store_path(filled: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "events.db"
+    shutil.copy(filled, path)
+    return path
+
+
+def rows(path: Path) -> tuple[list[tuple], int]:
+    with sqlite3.connect(path) as db:
+        entries = db.execute("SELECT * FROM entries ORDER BY board, period, owner").fetchall()
+        (pos,) = db.execute("SELECT value FROM meta WHERE key = 'position'").fetchone()
+    return entries, pos
+
+
+def ranks(p: LeaderboardProjection) -> dict[tuple[str, str], list[tuple]]:
+    return {
+        (b, period): board.slice(0, len(board))
+        for b, periods in p.state.boards.items()
+        for period, board in periods.items()
+    }
+
+
+async def full_build(store_path: Path, boards: Path, **kw) -> LeaderboardProjection:
+    store = open_store(str(store_path))
+    await store.open()
+    p = LeaderboardProjection(store, str(boards), **kw)
+    await p.open()
+    await p.catch_up()
+    return p
+
+
+async def close(p: LeaderboardProjection) -> None:
+    await p.close()
+    await p.store.close()
+
+
+async def test_chunking_and_restarts_do_not_change_the_boards(store_path: Path, tmp_path) -> None:
+    ref = await full_build(store_path, tmp_path / "ref.sqlite", read_limit=100_000)
+    assert ref.position == await ref.store.last_position()
+    expected_ranks = ranks(ref)
+    await close(ref)
+    # Small chunks, closing and reopening every few chunks: the same boards.
+    boards = tmp_path / "b.sqlite"
+    while True:
+        store = open_store(str(store_path))
+        await store.open()
+        p = LeaderboardProjection(store, str(boards), read_limit=37)
+        await p.open()
+        steps = [await p.step() for _ in range(25)]
+        done = steps[-1] == 0
+        if done:
+            assert ranks(p) == expected_ranks
+        await close(p)
+        if done:
+            break
+    assert rows(boards) == rows(tmp_path / "ref.sqlite")
+    # The boards hold the arena metrics: everyone who played has a rating and kills add up.
+    kills = {k: v for k, v in expected_ranks.items() if k[0] == "kills"}
+    assert sum(e.value for e in kills["kills", "all"]) == sum(
+        e.value for (b, _), es in expected_ranks.items() if b == "kills_weekly" for e in es
+    )
+    assert len(expected_ranks["rating", "all"]) == 8
+    assert {e.subscore for e in expected_ranks["rating", "all"]} == {6}  # six rated matches
+
+
+def test_killed_projection_resumes_exactly(store_path: Path, tmp_path: Path) -> None:
+    """SIGKILL the projection process at random moments; the boards it finally writes
+    equal a full rebuild from position 0 (entries, ranks and position)."""
+    boards = tmp_path / "crash.sqlite"
+    child = [
+        sys.executable,
+        str(HERE / "leaderboard_projection_child.py"),
+        str(store_path),
+        str(boards),
+        "15",  # stored batches (ticks) per transaction: a few hundred transactions in all
+    ]
+    env = os.environ | {"PYTHONPATH": str(HERE.parent)}
+    rng = random.Random(7)
+    kills, last_seen = 0, 0
+    while True:
+        proc = subprocess.Popen(child, stdout=subprocess.PIPE, text=True, env=env)
+        assert proc.stdout is not None
+        start = int(proc.stdout.readline().split()[1])
+        assert start >= last_seen  # a reported (committed) checkpoint is never lost
+        target = rng.randint(1, 60) if kills < 8 else None
+        for seen, line in enumerate(proc.stdout, 1):
+            word, pos = line.split()
+            last_seen = int(pos)
+            if word == "done":
+                break
+            if target is not None and seen >= target:
+                time.sleep(rng.uniform(0, 0.01))  # land anywhere in the next chunk
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+        proc.wait(timeout=60)
+        if target is None or word == "done":
+            assert proc.returncode == 0
+            break
+    assert kills == 8
+
+    async def compare() -> None:
+        ref = await full_build(store_path, tmp_path / "ref.sqlite")
+        try:
+            assert rows(boards) == rows(tmp_path / "ref.sqlite")
+            crashed = await full_build(store_path, boards)
+            assert ranks(crashed) == ranks(ref)
+            assert crashed.position == ref.position == await ref.store.last_position()
+            await close(crashed)
+        finally:
+            await close(ref)
+
+    asyncio.run(compare())
+
+
+async def test_rebuild_builds_aside_while_queries_answer(store_path: Path, tmp_path) -> None:
+    p = await full_build(store_path, tmp_path / "b.sqlite", read_limit=200)
+    svc = Leaderboards(p)
+    before = svc.top("kills", limit=1000)
+    expected = ranks(p)
+    # Damage the in-memory boards the way a bug would; rebuild must restore them.
+    p.state.boards["kills"]["all"].apply(
+        {"bot-001": p.state.boards["kills"]["all"].get("bot-001")._replace(value=10_000)}
+    )
+    assert svc.top("kills", limit=1)["entries"][0]["owner"] == "bot-001"
+    answers = []
+
+    async def query() -> None:
+        while not done.is_set():
+            answers.append(svc.top("kills", limit=1000))
+            await asyncio.sleep(0)
+
+    done = asyncio.Event()
+    q = asyncio.create_task(query())
+    read = await p.rebuild(["kills"])
+    done.set()
+    await q
+    assert read == p.position
+    assert len(answers) > 1  # queries were answered during the rebuild
+    assert all(a["count"] == before["count"] for a in answers)  # never a half-built board
+    assert svc.top("kills", limit=1000) == before
+    assert ranks(p) == expected
+    await close(p)
+    assert rows(tmp_path / "b.sqlite")[0] == rows(tmp_path / "b.sqlite")[0]
+    ref = await full_build(store_path, tmp_path / "ref.sqlite")
+    assert rows(tmp_path / "b.sqlite") == rows(tmp_path / "ref.sqlite")
+    await close(ref)
+
+
+async def test_changed_definitions_are_rebuilt_on_open(store_path: Path, tmp_path) -> None:
+    boards = tmp_path / "b.sqlite"
+    await close(await full_build(store_path, boards))
+    deaths = BoardDefinition("deaths", "deaths", "incr", order="asc")
+    changed = [*ARENA_DEFAULTS[:1], BoardDefinition("wins", "wins", "decr"), deaths]
+    p = await full_build(store_path, boards, definitions=changed)
+    ref = await full_build(store_path, tmp_path / "ref.sqlite", definitions=changed)
+    assert ranks(p) == ranks(ref)
+    assert rows(boards) == rows(tmp_path / "ref.sqlite")
+    assert {b for b, *_ in rows(boards)[0]} == {"kills", "wins", "deaths"}
+    assert all(e.value < 0 for e in ranks(p)["wins", "all"])
+    await close(p)
+    await close(ref)
+
+
+async def test_periods_and_queries(store_path: Path, tmp_path) -> None:
+    p = await full_build(store_path, tmp_path / "b.sqlite")
+    svc = Leaderboards(p)
+    periods = svc.periods("kills_weekly")
+    assert len(periods["periods"]) == 2 and periods["current"] == periods["periods"][0]
+    cur = svc.top("kills_weekly", limit=1000)
+    prev = svc.top("kills_weekly", period="previous", limit=1000)
+    assert prev["period"] == periods["periods"][1]
+    assert svc.top("kills_weekly", period=prev["period"])["entries"] == prev["entries"][:100]
+    total = {e["owner"]: e["value"] for e in svc.top("kills", limit=1000)["entries"]}
+    both: dict[str, int] = {}
+    for page in (cur, prev):
+        for e in page["entries"]:
+            both[e["owner"]] = both.get(e["owner"], 0) + e["value"]
+    assert both == total
+    # Paging with a cursor visits every entry once, in rank order.
+    seen, cursor = [], None
+    while True:
+        page = svc.top("kills", limit=3, cursor=cursor)
+        seen += page["entries"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [e["rank"] for e in seen] == list(range(1, len(total) + 1))
+    me = svc.entry("rating", "bot-004")
+    around = svc.around("rating", "bot-004", limit=3)
+    assert me["entry"] in around["entries"]
+    assert all(a["position"] == p.position for a in (me, around, cur, prev))
+    await close(p)
+
+
+async def test_wait_for_a_position_gives_read_your_writes(store_path: Path, tmp_path) -> None:
+    p = await full_build(store_path, tmp_path / "b.sqlite")
+    svc = Leaderboards(p)
+    runner = asyncio.create_task(p.run(poll_interval=0.05))
+    start = p.position
+    assert await svc.wait(start + 1, 0.05) is False  # nothing appended: times out
+    await record_matches(p.store, 1, players=4, seconds=5, seed=42, prefix="late")
+    last = await p.store.last_position()
+    assert await svc.wait(last, 10.0) is True
+    assert svc.count("wins")["position"] >= last
+    entry = svc.entry("rating", "bot-001")["entry"]
+    assert entry["reached_at"] > start  # the late match moved bot-001's rating
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    await close(p)
+
+
+async def test_read_all_batches_matches_read_all(store_path: Path) -> None:
+    """The store's batch read (added for the projection) yields exactly read_all's
+    events, from any position, including one inside a stored batch; so does the
+    interface's default built on read_all (what other backends get)."""
+    from replay.store.base import EventStore
+
+    store = open_store(str(store_path))
+    await store.open()
+    try:
+        last = await store.last_position()
+        for after in (0, 1, 2, 3, last // 2, last - 1, last):
+            want = await store.read_all(after, 100_000)
+            for read in (
+                store.read_all_batches,
+                lambda a, n: EventStore.read_all_batches(store, a, n),
+            ):
+                batches = await read(after, 400)
+                got = [e for b in batches for e in b.recorded()]
+                assert got == want[: len(got)]
+                assert len(got) >= min(400, last - after)
+                assert all(e.position > after for e in got)
+    finally:
+        await store.close()
+
+
+def test_cli_rebuild_and_show(store_path: Path, tmp_path: Path) -> None:
+    boards = tmp_path / "cli.sqlite"
+    cli = [sys.executable, "-m", "server.cli", "leaderboards"]
+    env = os.environ | {"PYTHONPATH": str(HERE.parent)}
+    common = ["--db", str(store_path), "--boards-db", str(boards)]
+    done = subprocess.run(
+        [*cli, "rebuild", "kills", *common], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "rebuilt kills" in done.stdout
+    shown = subprocess.run(
+        [*cli, "show", "kills", "--limit", "3", *common], capture_output=True, text=True, env=env
+    )
+    assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 4
+    bad = subprocess.run(
+        [*cli, "rebuild", "nope", *common], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2 and "unknown_board" in bad.stdout
+
+    async def compare() -> None:
+        ref = await full_build(store_path, tmp_path / "ref.sqlite")
+        assert rows(boards) == rows(tmp_path / "ref.sqlite")
+        await close(ref)
+
+    asyncio.run(compare())
+
+
+def test_cli_rebuild_is_handed_to_a_running_projection(store_path: Path, tmp_path: Path) -> None:
+    """With a server's projection holding the read model (a child process following the
+    store), the CLI hands the rebuild over; it is built aside and swapped in there."""
+    boards = tmp_path / "served.sqlite"
+    env = os.environ | {"PYTHONPATH": str(HERE.parent)}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "leaderboard_projection_child.py"),
+            str(store_path),
+            str(boards),
+            "2000",
+            "follow",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if line.startswith("done"):
+                break
+        # Damage the stored rows behind the server's back: only a rebuild rewrites them.
+        with sqlite3.connect(boards) as db:
+            db.execute("UPDATE entries SET value = 999 WHERE board = 'kills'")
+        cli = [sys.executable, "-m", "server.cli", "leaderboards"]
+        common = ["--db", str(store_path), "--boards-db", str(boards), "--no-progress"]
+        done = subprocess.run(
+            [*cli, "rebuild", "kills", *common],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "in the running server" in done.stdout
+        bad = subprocess.run(
+            [*cli, "rebuild", "nope", *common], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert bad.returncode == 2 and "unknown_board" in bad.stdout
+        show = subprocess.run(
+            [*cli, "show", "kills", *common[:4]],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert show.returncode == 2 and "read_model_busy" in show.stdout
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+
+    async def compare() -> None:
+        ref = await full_build(store_path, tmp_path / "ref.sqlite")
+        assert rows(boards) == rows(tmp_path / "ref.sqlite")
+        await close(ref)
+
+    asyncio.run(compare())

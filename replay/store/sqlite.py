@@ -711,15 +711,18 @@ class SQLiteEventStore(EventStore):
     def _decode(self, row: Sequence[Any]) -> EventBatch:
         position, mkey, first_seq, count, base_tick, first_id, blob = row
         match_id, catalog = self._by_mkey[mkey]
-        where = f"match {match_id!r} seq {first_seq}..{first_seq + count - 1}"
         try:
             events = decode_batch(blob, base_tick)
         except CorruptEventError as exc:
-            raise CorruptEventError(f"{where}: {exc}") from exc
+            raise CorruptEventError(f"{_where(match_id, first_seq, count)}: {exc}") from exc
         if len(events) != count:
-            raise CorruptEventError(f"{where}: holds {len(events)} events, expected {count}")
-        if catalog is not None:
+            raise CorruptEventError(
+                f"{_where(match_id, first_seq, count)}: holds {len(events)} events, not {count}"
+            )
+        # The hot path: one set comprehension decides that nothing needs upcasting.
+        if catalog is not None and not {(e[0], e[1]) for e in events} <= catalog.current:
             current = catalog.current
+            where = _where(match_id, first_seq, count)
             for i, (type_, version, tick, data) in enumerate(events):
                 if (type_, version) in current:
                     continue
@@ -739,6 +742,10 @@ class SQLiteEventStore(EventStore):
             int.from_bytes(first_id, "big"),
             events,
         )
+
+
+def _where(match_id: str, first_seq: int, count: int) -> str:
+    return f"match {match_id!r} seq {first_seq}..{first_seq + count - 1}"
 
 
 def _check_events(match_id: str, events: Sequence[NewEvent]) -> None:

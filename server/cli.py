@@ -12,7 +12,16 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("server.commands.demo",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "server.commands.demo",
+    "server.commands.keyframes",
+    "server.commands.replay_file",
+    "server.commands.serve",
+    "server.commands.token",
+    "server.commands.bots",
+    "server.commands.leaderboards",
+    "server.commands.simulate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,138 @@
+"""Wiring: the store, the lobby, the websocket server and HTTP routes; startup and
+graceful shutdown.
+
+Shutdown order (SIGTERM/SIGINT): stop accepting connections; every match
+finishes its current tick and flushes its events durably, then is marked
+interrupted; connections are closed with 1001; the store is closed (flushed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from http import HTTPStatus
+from pathlib import Path
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from replay import protocol as p
+from replay.store import open_store
+from replay.store.base import EventStore
+from server import auth, http
+from server.config import Settings
+from server.connection import GameConnection
+from server.lobby import Lobby
+from server.metrics import Metrics
+from server.session import Session
+
+__all__ = ["App", "run"]
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    def __init__(self, settings: Settings, store: EventStore | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        if store is None:
+            Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
+            store = open_store(settings.db, synchronous=settings.synchronous)
+        self.store = store
+        self.secret = auth.load_secret(settings.secret, settings.secret_file, settings.data_dir)
+        self.lobby = Lobby(self.store, self.metrics, settings)
+        self.connections = 0
+        self.server: Server | None = None
+        self.stopped = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.lobby.recover()
+        s = self.settings
+        self.server = await serve(
+            self._handler,
+            s.host,
+            s.port,
+            process_request=self._process_request,
+            create_connection=GameConnection,
+            subprotocols=[p.SUBPROTOCOL],  # type: ignore[list-item]
+            max_size=s.max_frame_bytes,
+            max_queue=16,
+            open_timeout=s.open_timeout,
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_timeout,
+            compression=None,  # 64 KiB per connection, and msgpack barely compresses
+        )
+        log.info("listening on ws://%s:%d", s.host, self.port)
+
+    async def stop(self) -> None:
+        """Graceful shutdown (idempotent)."""
+        if self.stopped.is_set() or self.server is None:
+            return
+        self.stopped.set()
+        self.server.server.close()  # stop accepting; open connections stay for now
+        await self.lobby.stop_all()  # finish ticks, flush, mark interrupted, send ENDED
+        self.server.close()  # close the remaining connections with 1001
+        await self.server.wait_closed()
+        await self.store.close()
+        log.info("stopped")
+
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return await http.dispatch(self, conn, request)
+        offered = [
+            v.strip()
+            for h in request.headers.get_all("Sec-WebSocket-Protocol")
+            for v in h.split(",")
+        ]
+        if p.SUBPROTOCOL not in offered:
+            return conn.respond(
+                HTTPStatus.BAD_REQUEST,
+                f"unsupported protocol {', '.join(offered) or '(none)'}: this server speaks"
+                f" {p.SUBPROTOCOL} (Sec-WebSocket-Protocol)\n",
+            )
+        return None
+
+    async def _handler(self, conn: ServerConnection) -> None:
+        self.connections += 1
+        self.metrics.connections.inc()
+        try:
+            if self.connections > self.settings.max_connections:
+                await conn.close(p.CLOSE_TOO_MANY_CONNECTIONS, "too many connections")
+                return
+            token = http.request_token(conn.request) if conn.request is not None else None
+            if not token:
+                await conn.close(p.CLOSE_UNAUTHORIZED, "token required")
+                return
+            try:
+                identity = auth.verify(self.secret, token)
+            except auth.AuthError as exc:
+                await conn.close(p.CLOSE_UNAUTHORIZED, str(exc)[:120])
+                return
+            await Session(self, conn, identity).run()
+        except Exception:
+            log.exception("session failed")  # one connection's bug never reaches the others
+        finally:
+            self.connections -= 1
+            self.metrics.connections.dec()
+
+
+async def run(settings: Settings, on_ready: object = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    app = App(settings)
+    await app.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if callable(on_ready):
+        await on_ready(app)
+    await stop.wait()
+    log.info("signal received: shutting down")
+    await app.stop()

@@ -1,0 +1,80 @@
+"""Server settings: command-line flags over ``MATCHREPLAY_*`` environment variables
+over defaults (docs/operations.md lists every one)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from replay import protocol
+
+__all__ = ["Settings", "add_arguments", "from_args"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    db: str = "data/matchreplay.db"
+    data_dir: str = "data"
+    """Where the generated secret lives when none is configured."""
+    secret: str = ""
+    """HS256 key for tokens (MATCHREPLAY_SECRET); see also ``secret_file``."""
+    secret_file: str = ""
+    synchronous: str = "FULL"
+    """SQLite durability of an acknowledged append (FULL survives power loss)."""
+    max_connections: int = 10_000
+    """Each connection costs ~20-300 KiB (buffers); 10k connections <= ~3 GiB worst case."""
+    open_timeout: float = 10.0
+    """Seconds to complete the HTTP upgrade (handshake timeout)."""
+    join_timeout: float = 10.0
+    """Seconds after WELCOME within which a JOIN must arrive."""
+    ping_interval: float = 15.0
+    ping_timeout: float = 15.0
+    grace_period: float = 30.0
+    """Seconds a dropped player's seat is kept for a reconnect (then the player leaves)."""
+    seat_timeout: float = 15.0
+    """Seconds a reserved seat waits for its player's JOIN."""
+    input_rate: float = protocol.DEFAULT_INPUT_RATE
+    input_burst: int = protocol.DEFAULT_INPUT_BURST
+    max_frame_bytes: int = protocol.MAX_FRAME_BYTES
+    send_buffer_bytes: int = 256 * 1024
+    """A connection whose unsent updates exceed this is closed with 4010 (slow consumer)."""
+    token_ttl: float = 24 * 3600.0
+    """Default lifetime of tokens issued by the admin API."""
+
+
+_ENV_PREFIX = "MATCHREPLAY_"
+
+
+def _coerce(kind: Any, raw: str) -> Any:
+    return {"int": int, "float": float}.get(kind if isinstance(kind, str) else kind.__name__, str)(
+        raw
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per setting (``--max-connections``); defaults come from the environment."""
+    for f in fields(Settings):
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            type=lambda raw, kind=f.type: _coerce(kind, raw),
+            help=f"env {_ENV_PREFIX}{f.name.upper()} (default {f.default!r})",
+        )
+
+
+def from_args(args: argparse.Namespace | None = None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        env = os.environ.get(_ENV_PREFIX + f.name.upper())
+        if env is not None:
+            values[f.name] = _coerce(f.type, env)
+        flag = getattr(args, f.name, None) if args is not None else None
+        if flag is not None:
+            values[f.name] = flag
+    values.update(overrides)
+    return Settings(**values)

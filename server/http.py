@@ -1,0 +1,234 @@
+"""Plain HTTP on the websocket port: a small route table served from ``process_request``.
+
+websockets' handshake parser reads no request bodies, so write calls take their
+parameters in the query string (``POST /api/matches?game=arena&settings={...}``).
+Add a route with :func:`route`; a handler gets ``(app, connection, request, params)``
+and returns a :class:`websockets.http11.Response`. Responses are JSON unless
+noted. Auth: ``Authorization: Bearer <token>`` or ``?token=<token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
+from replay.errors import MatchExistsError, ReplayError, UnknownMatchError
+from server import auth
+from server.lobby import LobbyError
+from server.match import JoinRefused
+from server.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from server.app import App
+
+__all__ = ["ROUTES", "dispatch", "request_token", "route"]
+
+Params = dict[str, str]
+Handler = Callable[["App", ServerConnection, Request, Params], Awaitable[Response]]
+ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
+
+
+def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
+    def add(handler: Handler) -> Handler:
+        ROUTES.append((method, re.compile(pattern + r"\Z"), handler))
+        return handler
+
+    return add
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def respond(conn: ServerConnection, status: int, body: str, content_type: str) -> Response:
+    response = conn.respond(HTTPStatus(status), body)
+    del response.headers["Content-Type"]  # Headers is a multimap: replace, not add
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+def json_response(conn: ServerConnection, value: Any, status: int = 200) -> Response:
+    return respond(conn, status, json.dumps(value) + "\n", "application/json")
+
+
+def query(request: Request) -> Params:
+    return {k: v[-1] for k, v in parse_qs(urlsplit(request.path).query).items()}
+
+
+def request_token(request: Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return query(request).get("token")
+
+
+def identity(app: App, request: Request, *roles: str) -> auth.Identity:
+    token = request_token(request)
+    if not token:
+        raise HttpError(401, "unauthorized", "a token is required (Authorization: Bearer ...)")
+    try:
+        ident = auth.verify(app.secret, token)
+    except auth.AuthError as exc:
+        raise HttpError(401, "unauthorized", str(exc)) from None
+    if roles and ident.role not in roles:
+        raise HttpError(403, "forbidden", f"this call needs role {' or '.join(roles)}")
+    return ident
+
+
+async def dispatch(app: App, conn: ServerConnection, request: Request) -> Response:
+    path = urlsplit(request.path).path
+    allowed: list[str] = []
+    for method, pattern, handler in ROUTES:
+        m = pattern.match(path)
+        if m is None:
+            continue
+        if method != request.method:
+            allowed.append(method)
+            continue
+        try:
+            return await handler(app, conn, request, m.groupdict())
+        except HttpError as exc:
+            return json_response(conn, {"error": exc.code, "message": exc.message}, exc.status)
+        except UnknownMatchError as exc:
+            return json_response(conn, {"error": exc.code, "message": str(exc)}, 404)
+        except MatchExistsError as exc:
+            return json_response(conn, {"error": exc.code, "message": str(exc)}, 409)
+        except (LobbyError, ReplayError) as exc:
+            return json_response(conn, {"error": exc.code, "message": str(exc)}, 400)
+    if allowed:
+        return json_response(conn, {"error": "method_not_allowed", "message": path}, 405)
+    return json_response(conn, {"error": "not_found", "message": f"no route {path}"}, 404)
+
+
+# -- routes --------------------------------------------------------------------------------
+
+
+@route("GET", r"/healthz")
+async def healthz(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
+    return json_response(
+        conn,
+        {"status": "ok", "matches": len(app.lobby.live), "connections": app.connections},
+    )
+
+
+@route("GET", r"/metrics")
+async def metrics(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
+    return respond(conn, 200, app.metrics.render().decode(), CONTENT_TYPE)
+
+
+@route("GET", r"/api/matches")
+async def list_matches(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
+    q = query(request)
+    limit = _int(q.get("limit", "100"), "limit", 1, 1000)
+    return json_response(conn, await app.lobby.list(q.get("status"), limit))
+
+
+@route("GET", r"/api/matches/(?P<match_id>[^/]+)")
+async def get_match(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
+    return json_response(conn, await app.lobby.describe(p["match_id"]))
+
+
+@route("POST", r"/api/matches")
+async def create_match(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
+    identity(app, request, "admin")
+    q = query(request)
+    try:
+        settings = json.loads(q.get("settings", "{}"))
+    except json.JSONDecodeError as exc:
+        raise HttpError(400, "invalid_settings", f"settings is not JSON: {exc}") from None
+    if not isinstance(settings, dict):
+        raise HttpError(400, "invalid_settings", "settings must be a JSON object")
+    match = await app.lobby.create(
+        q.get("game", "arena"),
+        settings,
+        start_players=_int(q["start_players"], "start_players", 1, 1 << 16)
+        if "start_players" in q
+        else None,
+        match_id=q.get("match_id"),
+        seed=_int(q["seed"], "seed", 0, 2**63 - 1) if "seed" in q else None,
+    )
+    return json_response(conn, match.info() | {"settings": match.record.settings}, 201)
+
+
+@route("POST", r"/api/matches/(?P<match_id>[^/]+)/(?P<action>start|end)")
+async def admin_action(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
+    ident = identity(app, request, "admin")
+    match = _live(app, p["match_id"])
+    if p["action"] == "end":
+        await match.stop("ended", "ended by admin")
+        return json_response(conn, match.info())
+    outcome: list[Any] = []
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    match.command(ident.player, "start", {}, lambda r: (outcome.append(r), done.set_result(None)))
+    await done
+    if not isinstance(outcome[0], int):
+        raise HttpError(409, outcome[0].code, outcome[0].reason)
+    return json_response(conn, match.info() | {"started_tick": outcome[0]})
+
+
+@route("POST", r"/api/matches/(?P<match_id>[^/]+)/reserve")
+async def reserve(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
+    ident = identity(app, request, "player", "admin")
+    player = query(request).get("player", ident.player)
+    if player != ident.player and ident.role != "admin":
+        raise HttpError(403, "forbidden", "a player can only reserve a seat for itself")
+    if not ident.may_enter(p["match_id"]):
+        raise HttpError(403, "forbidden", f"this token is not for match {p['match_id']!r}")
+    match = _live(app, p["match_id"])
+    try:
+        match.reserve(player)
+    except JoinRefused as exc:
+        raise HttpError(409, exc.code, exc.message) from None
+    return json_response(
+        conn, {"match_id": match.match_id, "player": player, "expires_in": match.seat_timeout}
+    )
+
+
+@route("POST", r"/api/tokens")
+async def issue_token(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
+    identity(app, request, "admin")
+    q = query(request)
+    if "player" not in q:
+        raise HttpError(400, "invalid_field", "player is required")
+    try:
+        token = auth.issue(
+            app.secret,
+            q["player"],
+            q.get("role", "player"),
+            q.get("match", auth.ANY_MATCH),
+            float(q.get("ttl", app.settings.token_ttl)),
+        )
+    except ValueError as exc:
+        raise HttpError(400, "invalid_field", str(exc)) from None
+    return json_response(conn, {"token": token}, 201)
+
+
+def _live(app: App, match_id: str) -> Any:
+    match = app.lobby.get_live(match_id)
+    if match is None:
+        raise HttpError(409, "match_over", f"match {match_id!r} is not running here")
+    return match
+
+
+def _int(raw: str, name: str, lo: int, hi: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HttpError(400, "invalid_field", f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise HttpError(400, "invalid_field", f"{name} must be in [{lo}, {hi}]")
+    return value
+
+
+# The spectator viewer's page and data routes (server/viewer_api.py) register themselves.
+from server import viewer_api  # noqa: E402, F401

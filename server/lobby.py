@@ -1,0 +1,139 @@
+"""The matches of one server process: create, list, look up, and stop them all."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from replay.errors import ReplayError, UnknownMatchError
+from replay.rules import rules_for
+from replay.store.base import EventStore, MatchRecord
+from server.config import Settings
+from server.match import Match
+from server.metrics import Metrics
+
+__all__ = ["Lobby", "LobbyError"]
+
+log = logging.getLogger(__name__)
+
+MAX_LIVE_MATCHES = 1000
+"""Matches ticking in one process. A 64-slot arena match holds ~10 KiB of state."""
+
+
+class LobbyError(ReplayError, ValueError):
+    """Invalid match settings or request (``code`` ``invalid_settings``)."""
+
+    code = "invalid_settings"
+
+
+class Lobby:
+    def __init__(self, store: EventStore, metrics: Metrics, settings: Settings) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.settings = settings
+        self.live: dict[str, Match] = {}
+
+    async def recover(self) -> list[str]:
+        """After a restart: matches a previous process left created or running can no
+        longer continue (their live state and seats are gone): mark them interrupted.
+        Their events stay replayable."""
+        stale = await self.store.list_matches(status=["created", "running"], limit=100_000)
+        for record in stale:
+            await self.store.update_match(
+                record.match_id, status="interrupted", ended_at=time.time()
+            )
+        if stale:
+            log.warning("marked %d unfinished matches as interrupted", len(stale))
+        return [r.match_id for r in stale]
+
+    async def create(
+        self,
+        game: str,
+        settings: Mapping[str, Any] | None = None,
+        *,
+        start_players: int | None = None,
+        match_id: str | None = None,
+        seed: int | None = None,
+    ) -> Match:
+        if len(self.live) >= MAX_LIVE_MATCHES:
+            raise LobbyError(f"this server already runs {MAX_LIVE_MATCHES} matches")
+        try:
+            rules = rules_for(game)
+        except LookupError as exc:
+            raise LobbyError(str(exc)) from None
+        try:
+            normalized = rules.normalize_settings(dict(settings or {}))
+        except (ValueError, TypeError) as exc:
+            raise LobbyError(f"invalid settings: {exc}") from None
+        if match_id is not None and (not isinstance(match_id, str) or not 1 <= len(match_id) <= 64):
+            raise LobbyError("match_id must be 1..64 characters")
+        max_players = int(normalized.get("max_players", 2))
+        need = int(start_players if start_players is not None else normalized.get("min_players", 2))
+        if not 1 <= need <= max_players:
+            raise LobbyError(f"start_players must be in [1, {max_players}]")
+        record = MatchRecord(
+            match_id=match_id or secrets.token_hex(6),
+            game=rules.name,
+            rules_version=rules.version,
+            tick_rate=int(normalized.get("tick_rate", 30)),
+            settings=normalized,
+            seed=seed if seed is not None else secrets.randbits(63),
+        )
+        record = await self.store.create_match(record)  # MatchExistsError
+        s = self.settings
+        match = Match(
+            record,
+            rules,
+            self.store,
+            self.metrics,
+            start_players=need,
+            seat_timeout=s.seat_timeout,
+            grace_period=s.grace_period,
+            send_buffer_bytes=s.send_buffer_bytes,
+            on_finished=lambda m: self.live.pop(m.match_id, None),
+        )
+        self.live[record.match_id] = match
+        match.start()
+        log.info("match %s created (%s, start at %d players)", record.match_id, game, need)
+        return match
+
+    def get_live(self, match_id: str) -> Match | None:
+        return self.live.get(match_id)
+
+    async def describe(self, match_id: str) -> dict[str, Any]:
+        match = self.live.get(match_id)
+        if match is not None:
+            return match.info()
+        try:
+            return _record_info(await self.store.get_match(match_id))
+        except UnknownMatchError:
+            raise
+
+    async def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        records = await self.store.list_matches(status=status, limit=limit)
+        return [
+            self.live[r.match_id].info() if r.match_id in self.live else _record_info(r)
+            for r in records
+        ]
+
+    async def stop_all(self) -> None:
+        """Graceful shutdown: every match finishes its tick, flushes, and is marked interrupted."""
+        await asyncio.gather(*(m.stop("interrupted") for m in list(self.live.values())))
+
+
+def _record_info(r: MatchRecord) -> dict[str, Any]:
+    return {
+        "match_id": r.match_id,
+        "game": r.game,
+        "status": r.status,
+        "tick": r.last_tick,
+        "tick_rate": r.tick_rate,
+        "players": list(r.players),
+        "last_seq": r.version,
+        "created_at": r.created_at,
+        "ended_at": r.ended_at,
+    }

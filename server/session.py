@@ -1,0 +1,292 @@
+"""One websocket connection: WELCOME, JOIN, then inputs and commands until it closes.
+
+The session is the asyncio shell around :mod:`replay.protocol` (parsing) and
+:class:`server.match.Match` (the game). Bad frames get an ERROR and the session
+goes on; it closes only for what it cannot survive (see the close codes in
+docs/protocol.md). Nothing a client sends can raise out of :meth:`Session.run`
+into the match: the match sees only validated messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.exceptions import ConnectionClosed
+
+from replay import protocol as p
+from replay.codec import encode_batch
+from replay.errors import ReplayError, UnknownMatchError
+from replay.events import NewEvent
+from replay.rules import Rejection
+from server.auth import Identity
+from server.connection import GameConnection
+from server.fanout import Subscriber
+from server.match import JoinRefused, Match, Seat
+
+if TYPE_CHECKING:
+    from server.app import App
+
+__all__ = ["Session"]
+
+log = logging.getLogger(__name__)
+
+MAX_ERRORS_IN_A_ROW = 20
+"""Bad frames in a row (no good frame between) before the connection is closed with 4002."""
+CATCHUP_FRAME_BYTES = 64 * 1024
+"""Stored batches are regrouped into CATCHUP frames of about this size."""
+REFUSAL_REPORT_INTERVAL_S = 1.0
+"""A repeated refusal (same rules code) is reported at most once a second per connection."""
+PLAYER_COMMANDS = frozenset({"chat"})
+ADMIN_COMMANDS = frozenset({"chat", "start", "end"})
+
+
+class Session:
+    def __init__(self, app: App, conn: ServerConnection, identity: Identity) -> None:
+        self.app = app
+        self.conn = conn
+        self.identity = identity
+        self.match: Match | None = None
+        self.seat: Seat | None = None
+        self.sub: Subscriber | None = None
+        self._errors = 0
+        self._closing = False
+        self._refused = 0
+        self._last_refusal = ""
+        self._next_refusal_report = 0.0
+        self._tokens = float(app.settings.input_burst)
+        self._refill_at = time.monotonic()
+
+    # -- the Peer interface (used by the match) ---------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        broadcast([self.conn], frame)  # a synchronous write: never awaits the client
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Start the closing handshake without waiting for it: :meth:`run` keeps reading
+        (and discarding) what the client already sent, so the client's close frame is
+        not stuck behind a full receive buffer."""
+        self._closing = True
+        asyncio.get_running_loop().create_task(self.conn.close(code, reason))
+
+    # -- the session --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        s = self.app.settings
+        self.send(
+            p.welcome(
+                self.identity.player,
+                self.identity.role,
+                {
+                    "max_frame_bytes": s.max_frame_bytes,
+                    "max_inputs_per_frame": p.MAX_INPUTS_PER_FRAME,
+                    "input_rate": s.input_rate,
+                    "input_burst": s.input_burst,
+                    "grace_period": s.grace_period,
+                },
+            )
+        )
+        deadline = asyncio.get_running_loop().time() + s.join_timeout
+        try:
+            while True:
+                if self.match is None:
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            frame = await self.conn.recv()
+                    except TimeoutError:
+                        self.close_soon(p.CLOSE_JOIN_TIMEOUT, "no JOIN in time")
+                        deadline += 3600.0  # keep draining until the close completes
+                        continue
+                else:
+                    frame = await self.conn.recv()
+                if not self._closing:
+                    await self._handle(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._detach()
+
+    def _detach(self) -> None:
+        if self.match is not None:
+            if self.sub is not None:
+                self.match.feed.unsubscribe(self.sub)
+            if self.seat is not None:
+                self.match.detach(self.seat, self)
+
+    async def _handle(self, frame: bytes | str) -> None:
+        try:
+            msg = p.decode_client(frame)
+            if isinstance(msg, p.Inputs):
+                self._inputs(msg)
+            elif isinstance(msg, p.Join):
+                await self._join(msg)
+            elif isinstance(msg, p.Command):
+                self._command(msg)
+            else:
+                self._leave()
+        except p.ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        self._errors = 0
+
+    def _protocol_error(self, exc: p.ProtocolError) -> None:
+        self.app.metrics.reject(exc.code)
+        self.send(p.error(exc.code, exc.message, exc.ref))
+        self._errors += 1
+        if self._errors > MAX_ERRORS_IN_A_ROW:
+            self.close_soon(p.CLOSE_PROTOCOL_ERROR, "too many protocol errors")
+
+    # -- JOIN -----------------------------------------------------------------------------
+
+    async def _join(self, msg: p.Join) -> None:
+        if self.match is not None:
+            raise p.ProtocolError(p.E_ALREADY_JOINED, "this connection already joined a match")
+        ident = self.identity
+        if not ident.may_enter(msg.match_id):
+            raise p.ProtocolError(
+                p.E_FORBIDDEN, f"this token is for match {ident.match!r}, not {msg.match_id!r}"
+            )
+        match = self.app.lobby.get_live(msg.match_id)
+        if match is None or match.read_only:
+            try:
+                record = await self.app.store.get_match(msg.match_id)
+            except UnknownMatchError:
+                raise p.ProtocolError(p.E_UNKNOWN_MATCH, f"no match {msg.match_id!r}") from None
+            raise p.ProtocolError(p.E_MATCH_OVER, f"match {msg.match_id!r} is {record.status}")
+        seat, resumed = None, False
+        if ident.role == "player":
+            try:
+                seat, resumed = await match.join(ident.player, self)
+            except JoinRefused as exc:
+                raise p.ProtocolError(exc.code, exc.message) from None
+        self.match, self.seat = match, seat
+        self.sub = match.feed.subscribe(self.conn)
+        if seat is not None and isinstance(self.conn, GameConnection):
+            self.conn.fast_input = self._fast_input
+        self.send(
+            p.joined(
+                match.match_id,
+                seat.slot if seat else None,
+                match.record.game,
+                match.tick_rate,
+                match.record.settings,
+                match.record.seed,
+                match.status,
+                match.tick,
+                match.last_seq,
+                seat.acked_seq if seat else 0,
+                resumed,
+            )
+        )
+        if msg.from_seq is not None:
+            await self._catch_up(match, msg.from_seq)
+        match.feed.go_live(self.sub)
+
+    async def _catch_up(self, match: Match, from_seq: int) -> None:
+        """Stored events after ``from_seq``, regrouped into frames of ~64 KiB."""
+        try:
+            batches = await self.app.store.read_batches(match.match_id, from_seq=from_seq + 1)
+        except ReplayError as exc:
+            self.send(p.error(exc.code, f"catch-up failed: {exc}"))
+            return
+        group: list[NewEvent] = []
+        first = 0
+        size = 0
+        for batch in batches:
+            for k, (type_, version, tick, data) in enumerate(batch.events):
+                seq = batch.first_seq + k
+                if seq <= from_seq:
+                    continue
+                if not group:
+                    first = seq
+                group.append(NewEvent(type_, tick, data, version))
+                size += 24  # a typical arena event; the frame limit is approximate
+            if size >= CATCHUP_FRAME_BYTES:
+                self.send(p.catchup(first, group[0].tick, encode_batch(group)))
+                group, size = [], 0
+        if group:
+            self.send(p.catchup(first, group[0].tick, encode_batch(group)))
+
+    # -- INPUT, COMMAND, LEAVE ------------------------------------------------------------
+
+    def _fast_input(self, frame: bytes) -> None:
+        """An INPUT frame, handled synchronously as it is parsed (server/connection.py)."""
+        if self._closing:
+            return
+        try:
+            msg = p.decode_client(frame)
+            if not isinstance(msg, p.Inputs):
+                raise p.ProtocolError(p.E_MALFORMED, "a frame is an array [type, ...fields]")
+            self._inputs(msg)
+        except p.ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        self._errors = 0
+
+    def _inputs(self, msg: p.Inputs) -> None:
+        if self.identity.role != "player":
+            raise p.ProtocolError(p.E_FORBIDDEN, f"a {self.identity.role} cannot send inputs")
+        if self.match is None or self.seat is None:
+            raise p.ProtocolError(p.E_NOT_JOINED, "JOIN a match before sending inputs")
+        n = len(msg.inputs)
+        now = time.monotonic()
+        s = self.app.settings
+        self._tokens = min(
+            float(s.input_burst), self._tokens + (now - self._refill_at) * s.input_rate
+        )
+        self._refill_at = now
+        self._tokens -= n
+        if self._tokens < 0:
+            if self._tokens < -s.input_burst:
+                self.app.metrics.reject(p.E_RATE_LIMITED, n)
+                self.close_soon(p.CLOSE_RATE_LIMITED, "input flood")
+                return
+            last = msg.inputs[-1][0]
+            self.app.metrics.reject(p.E_RATE_LIMITED, n)
+            raise p.ProtocolError(
+                p.E_RATE_LIMITED,
+                f"{n} inputs dropped: over {s.input_rate:g} inputs/s (burst {s.input_burst})",
+                last,
+            )
+        rejected = self.match.submit_inputs(self.seat, msg.inputs)
+        if rejected:
+            # The same refusal is reported at most once a second: a dead player's inputs
+            # are refused 30 times a second and each ERROR costs a send; the acks cover
+            # refused inputs anyway. A different refusal code is reported at once.
+            self._refused += len(rejected)
+            first = rejected[0]
+            if now >= self._next_refusal_report or first.code != self._last_refusal:
+                more = f" ({self._refused - 1} more refused)" if self._refused > 1 else ""
+                self.send(p.error(p.E_REJECTED, f"{first.code}: {first.reason}{more}"))
+                self._refused = 0
+                self._last_refusal = first.code
+                self._next_refusal_report = now + REFUSAL_REPORT_INTERVAL_S
+
+    def _command(self, msg: p.Command) -> None:
+        if self.match is None:
+            raise p.ProtocolError(p.E_NOT_JOINED, "JOIN a match before sending commands", msg.ref)
+        allowed = {"admin": ADMIN_COMMANDS, "player": PLAYER_COMMANDS}.get(
+            self.identity.role, frozenset()
+        )
+        if msg.kind not in allowed:
+            raise p.ProtocolError(
+                p.E_FORBIDDEN, f"a {self.identity.role} cannot send {msg.kind!r}", msg.ref
+            )
+        ref = msg.ref
+
+        def reply(result: int | Rejection) -> None:
+            if isinstance(result, Rejection):
+                self.send(p.error(p.E_REJECTED, f"{result.code}: {result.reason}", ref))
+            else:
+                self.send(p.ok(ref, result))
+
+        self.match.command(self.identity.player, msg.kind, dict(msg.args), reply)
+
+    def _leave(self) -> None:
+        if self.match is None or self.seat is None:
+            raise p.ProtocolError(p.E_NOT_JOINED, "not seated in a match")
+        self.match.leave(self.seat)
+        self.close_soon(1000, "left the match")

@@ -18,6 +18,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from replay import protocol as p
+from replay.leaderboards.definitions import ARENA_DEFAULTS, load_definitions
+from replay.leaderboards.projection import LeaderboardProjection, boards_path_for
+from replay.leaderboards.service import Leaderboards
 from replay.store import open_store
 from replay.store.base import EventStore
 from server import auth, http
@@ -42,6 +45,15 @@ class App:
         self.store = store
         self.secret = auth.load_secret(settings.secret, settings.secret_file, settings.data_dir)
         self.lobby = Lobby(self.store, self.metrics, settings)
+        # The global leaderboards: a read model of the same store, followed by a
+        # background task, queried over HTTP and the websocket protocol.
+        self.projection = LeaderboardProjection(
+            self.store,
+            settings.boards_db or boards_path_for(getattr(self.store, "path", settings.db)),
+            load_definitions(settings.boards_config) if settings.boards_config else ARENA_DEFAULTS,
+        )
+        self.leaderboards = Leaderboards(self.projection)
+        self._projection_task: asyncio.Task[None] | None = None
         self.connections = 0
         self.server: Server | None = None
         self.stopped = asyncio.Event()
@@ -54,6 +66,11 @@ class App:
     async def start(self) -> None:
         await self.store.open()
         await self.lobby.recover()
+        await self.projection.open()
+        self._projection_task = asyncio.create_task(
+            self.projection.run(), name="leaderboard-projection"
+        )
+        self._projection_task.add_done_callback(_report_crash)
         s = self.settings
         self.server = await serve(
             self._handler,
@@ -80,6 +97,11 @@ class App:
         await self.lobby.stop_all()  # finish ticks, flush, mark interrupted, send ENDED
         self.server.close()  # close the remaining connections with 1001
         await self.server.wait_closed()
+        if self._projection_task is not None:
+            # A cancelled step writes nothing: the checkpoint stays with the boards.
+            self._projection_task.cancel()
+            await asyncio.gather(self._projection_task, return_exceptions=True)
+        await self.projection.close()
         await self.store.close()
         log.info("stopped")
 
@@ -121,6 +143,11 @@ class App:
         finally:
             self.connections -= 1
             self.metrics.connections.dec()
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the leaderboard projection stopped", exc_info=task.exception())
 
 
 async def run(settings: Settings, on_ready: object = None) -> None:

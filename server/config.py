@@ -44,6 +44,10 @@ class Settings:
     """A connection whose unsent updates exceed this is closed with 4010 (slow consumer)."""
     token_ttl: float = 24 * 3600.0
     """Default lifetime of tokens issued by the admin API."""
+    boards_config: str = ""
+    """Leaderboard definitions (TOML or JSON, docs/leaderboards.md); empty: arena's defaults."""
+    boards_db: str = ""
+    """The leaderboards' read-model file; empty: ``<db>.boards.sqlite``."""
 
 
 _ENV_PREFIX = "MATCHREPLAY_"

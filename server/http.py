@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from replay.errors import MatchExistsError, ReplayError, UnknownMatchError
-from server import auth
+from server import auth, leaderboard_api
 from server.lobby import LobbyError
 from server.match import JoinRefused
 from server.metrics import CONTENT_TYPE
@@ -211,6 +211,15 @@ async def issue_token(app: App, conn: ServerConnection, request: Request, _: Par
     except ValueError as exc:
         raise HttpError(400, "invalid_field", str(exc)) from None
     return json_response(conn, {"token": token}, 201)
+
+
+@route("GET", leaderboard_api.PREFIX + r"(?:/.*)?")
+async def leaderboards(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
+    # The handler validates its own parameters and answers every bad one with a 4xx.
+    status, body = await leaderboard_api.handle(
+        app.leaderboards, "GET", urlsplit(request.path).path, query(request)
+    )
+    return json_response(conn, body, status)
 
 
 def _live(app: App, match_id: str) -> Any:

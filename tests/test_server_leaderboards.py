@@ -1,0 +1,72 @@
+"""The global leaderboards served by a real server: a bot match is played over real
+websockets, the server's projection folds it, and HTTP queries read it back."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+from server_helpers import FAST_SETTINGS, running_app, token, url
+from test_server_match import call
+
+from client_sdk.bots import run_bots
+from replay.engine import ReplayEngine
+
+
+async def test_board_answers_reflect_a_finished_match(tmp_path):
+    async with running_app(tmp_path) as app:
+        admin = token("root", "admin")
+        settings = quote(json.dumps(FAST_SETTINGS | {"max_players": 4}))
+        status, created = await call(
+            app, "POST", f"/api/matches?game=arena&settings={settings}&start_players=4", admin
+        )
+        assert status == 201, created
+        match_id = created["match_id"]
+        players = [f"bot{i}" for i in range(4)]
+        await run_bots(url(app), match_id, [token(p, match=match_id) for p in players], seed=7)
+
+        record = await app.store.get_match(match_id)
+        assert record.status == "ended"
+        position = await app.store.last_position()
+        engine = ReplayEngine(app.store)
+        final = await engine.scoreboard_at(match_id, record.last_tick)
+        winner = (await engine.state_at(match_id, record.last_tick)).winner
+        kills = {row["player"]: row["kills"] for row in final}
+        assert sum(kills.values()) > 0, "bots that never score make this test vacuous"
+
+        # Read-your-writes: wait until the board reflects the match's last event.
+        for player in players:
+            status, body = await call(
+                app,
+                "GET",
+                f"/api/leaderboards/kills/players/{player}?wait={position}&timeout=10",
+            )
+            if kills[player] == 0 and status == 404:
+                continue  # a player who never scored has no entry on an incr board
+            assert status == 200, body
+            assert body["reached"] is True and body["position"] >= position
+            assert body["entry"]["value"] == kills[player]
+
+        status, top = await call(app, "GET", "/api/leaderboards/kills?limit=10")
+        assert status == 200
+        ranked = [(e["owner"], e["value"]) for e in top["entries"]]
+        assert [r["rank"] for r in top["entries"]] == list(range(1, len(ranked) + 1))
+        assert sorted(v for _, v in ranked) == sorted(v for v in kills.values() if v)
+        assert [v for _, v in ranked] == sorted((v for _, v in ranked), reverse=True)
+
+        status, wins = await call(app, "GET", "/api/leaderboards/wins?limit=10")
+        assert status == 200
+        assert [(e["owner"], e["value"]) for e in wins["entries"]] == [(winner, 1)]
+
+
+async def test_bad_board_queries_get_4xx_json(tmp_path):
+    async with running_app(tmp_path) as app:
+        for path, status, code in [
+            ("/api/leaderboards/nope", 404, "unknown_board"),
+            ("/api/leaderboards/kills?limit=5000", 400, "limit_too_large"),
+            ("/api/leaderboards/kills?cursor=%%%", 400, "bad_cursor"),
+            ("/api/leaderboards/kills/players/nobody", 404, "unknown_player"),
+            ("/api/leaderboards/kills?period=1999-01-01", 404, "unknown_period"),
+        ]:
+            got, body = await call(app, "GET", path)
+            assert (got, body["error"]["code"]) == (status, code), (path, body)

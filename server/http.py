@@ -50,6 +50,11 @@ class HttpError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The one error shape of every JSON route, leaderboards included."""
+    return {"error": {"code": code, "message": message}}
+
+
 def respond(conn: ServerConnection, status: int, body: str, content_type: str) -> Response:
     response = conn.respond(HTTPStatus(status), body)
     del response.headers["Content-Type"]  # Headers is a multimap: replace, not add
@@ -98,16 +103,16 @@ async def dispatch(app: App, conn: ServerConnection, request: Request) -> Respon
         try:
             return await handler(app, conn, request, m.groupdict())
         except HttpError as exc:
-            return json_response(conn, {"error": exc.code, "message": exc.message}, exc.status)
+            return json_response(conn, error_body(exc.code, exc.message), exc.status)
         except UnknownMatchError as exc:
-            return json_response(conn, {"error": exc.code, "message": str(exc)}, 404)
+            return json_response(conn, error_body(exc.code, str(exc)), 404)
         except MatchExistsError as exc:
-            return json_response(conn, {"error": exc.code, "message": str(exc)}, 409)
+            return json_response(conn, error_body(exc.code, str(exc)), 409)
         except (LobbyError, ReplayError) as exc:
-            return json_response(conn, {"error": exc.code, "message": str(exc)}, 400)
+            return json_response(conn, error_body(exc.code, str(exc)), 400)
     if allowed:
-        return json_response(conn, {"error": "method_not_allowed", "message": path}, 405)
-    return json_response(conn, {"error": "not_found", "message": f"no route {path}"}, 404)
+        return json_response(conn, error_body("method_not_allowed", path), 405)
+    return json_response(conn, error_body("not_found", f"no route {path}"), 404)
 
 
 # -- routes --------------------------------------------------------------------------------

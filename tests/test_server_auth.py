@@ -83,13 +83,13 @@ async def test_roles_and_match_scope_are_enforced(tmp_path):
         player = token("alice", match=a.match_id)
         # Only admins create matches and issue tokens.
         status, body = await call(app, "POST", "/api/matches?game=arena", player)
-        assert status == 403 and body["error"] == "forbidden"
+        assert status == 403 and body["error"]["code"] == "forbidden"
         status, body = await call(app, "POST", "/api/matches?game=arena")
         assert status == 401
         status, body = await call(app, "POST", "/api/tokens?player=x&role=admin", player)
         assert status == 403
         status, body = await call(app, "POST", "/api/matches?game=chess", admin)
-        assert status == 400 and body["error"] == "invalid_settings"
+        assert status == 400 and body["error"]["code"] == "invalid_settings"
         status, body = await call(app, "POST", '/api/matches?settings={"speed_mps":-1}', admin)
         assert status == 400 and "speed_mps" in body["message"]
         # A player reserves a seat for itself only.

@@ -134,7 +134,7 @@ async def test_admin_start_and_end_and_concurrent_matches(tmp_path):
         status, body = await call(app, "POST", f"/api/matches/{a.match_id}/start", admin_tok)
         assert status == 200, body
         status, body = await call(app, "POST", f"/api/matches/{a.match_id}/start", admin_tok)
-        assert status == 409 and body["error"] == "already_started"
+        assert status == 409 and body["error"]["code"] == "already_started"
         # A player may not end a match; an admin may.
         status, body = await call(app, "POST", f"/api/matches/{a.match_id}/end", token("a0"))
         assert status == 403

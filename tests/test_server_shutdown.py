@@ -110,7 +110,7 @@ async def test_sigterm_flushes_marks_interrupted_and_restart_replays(tmp_path):
             match_ids, "interrupted"
         )
         status, body = await http(port, "POST", f"/api/matches/{match_ids[0]}/start", admin)
-        assert status == 409 and body["error"] == "match_over"
+        assert status == 409 and body["error"]["code"] == "match_over"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await proc.wait() == 0

@@ -91,7 +91,7 @@ async def test_roles_and_match_scope_are_enforced(tmp_path):
         status, body = await call(app, "POST", "/api/matches?game=chess", admin)
         assert status == 400 and body["error"]["code"] == "invalid_settings"
         status, body = await call(app, "POST", '/api/matches?settings={"speed_mps":-1}', admin)
-        assert status == 400 and "speed_mps" in body["message"]
+        assert status == 400 and "speed_mps" in body["error"]["message"]
         # A player reserves a seat for itself only.
         status, body = await call(
             app, "POST", f"/api/matches/{a.match_id}/reserve?player=bob", player

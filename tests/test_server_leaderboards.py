@@ -16,7 +16,9 @@ from replay.engine import ReplayEngine
 async def test_board_answers_reflect_a_finished_match(tmp_path):
     async with running_app(tmp_path) as app:
         admin = token("root", "admin")
-        settings = quote(json.dumps(FAST_SETTINGS | {"max_players": 4}))
+        # Long enough that bots score (the score limit usually ends it much earlier).
+        match_settings = FAST_SETTINGS | {"max_players": 4, "time_limit_s": 20.0, "score_limit": 2}
+        settings = quote(json.dumps(match_settings))
         status, created = await call(
             app, "POST", f"/api/matches?game=arena&settings={settings}&start_players=4", admin
         )

@@ -226,6 +226,8 @@ def decode_client(data: bytes | str) -> ClientMessage:
         if len(msg) != 1:
             raise ProtocolError(E_INVALID_FIELD, "LEAVE is [4]")
         return Leave()
+    if SPECTATE_CLIENT_FIRST <= kind <= SPECTATE_CLIENT_LAST:
+        return _decode_spectate(kind, msg)
     raise ProtocolError(E_UNKNOWN_TYPE, f"unknown client message type {kind}")
 
 
@@ -424,3 +426,354 @@ def decode_server(data: bytes) -> ServerMessage:
         raise ProtocolError(E_MALFORMED, f"unexpected server frame: {exc}") from None
     except Exception as exc:
         raise ProtocolError(E_MALFORMED, f"server frame is not valid msgpack: {exc}") from None
+
+
+# == Spectating (docs/protocol.md, "Spectating") ==============================================
+#
+# Type codes: client -> server 32..47, server -> client 64..79 (48..63 are the
+# leaderboard queries). A spectator never sends JOIN/INPUT/COMMAND; a player may not
+# WATCH (its own match stream is UPDATE). Requests that get one answer carry a ``ref``
+# (an integer the client picks) which the answer and any ERROR echo.
+
+SPECTATE_CLIENT_FIRST = 32
+SPECTATE_CLIENT_LAST = 47
+# client -> server
+LIST = 32
+WATCH = 33
+SEEK = 34
+PLAY = 35
+PAUSE = 36
+STEP = 37
+LIVE = 38
+MARKERS = 39
+CLIP = 40
+SCOREBOARD = 41
+# server -> client
+MATCHES = 64
+WATCHING = 65
+STATE = 66
+FRAME = 67
+PLAYBACK = 68
+SKIPPED = 69
+MARKERS_REPLY = 70
+CLIP_REPLY = 71
+SCOREBOARD_REPLY = 72
+
+CLIENT_TYPES.update(
+    {
+        LIST: "LIST",
+        WATCH: "WATCH",
+        SEEK: "SEEK",
+        PLAY: "PLAY",
+        PAUSE: "PAUSE",
+        STEP: "STEP",
+        LIVE: "LIVE",
+        MARKERS: "MARKERS",
+        CLIP: "CLIP",
+        SCOREBOARD: "SCOREBOARD",
+    }
+)
+SERVER_TYPES.update(
+    {
+        MATCHES: "MATCHES",
+        WATCHING: "WATCHING",
+        STATE: "STATE",
+        FRAME: "FRAME",
+        PLAYBACK: "PLAYBACK",
+        SKIPPED: "SKIPPED",
+        MARKERS_REPLY: "MARKERS",
+        CLIP_REPLY: "CLIP",
+        SCOREBOARD_REPLY: "SCOREBOARD",
+    }
+)
+
+E_NOT_WATCHING = "not_watching"  # SEEK/PLAY/... before a successful WATCH
+
+MIN_SPEED = 0.25
+MAX_SPEED = 16.0
+MAX_STEP = 1000
+"""|n| of one STEP: a negative step is a seek, a positive one sends n FRAMEs at once."""
+MAX_LIST = 200
+"""Matches in one MATCHES answer."""
+MAX_CLIP_SECONDS = 60.0
+MAX_TICK = 2**31 - 1
+
+PLAYBACK_MODES = ("live", "replay", "paused")
+
+
+class ListMatches(NamedTuple):
+    """``[32, ref, status, limit]``: status ``"live"``, ``"finished"`` or nil (both)."""
+
+    ref: int
+    status: str | None
+    limit: int
+
+
+class Watch(NamedTuple):
+    """``[33, match_id, from]``: ``from`` is ``"live"`` or a tick (clamped to the edge)."""
+
+    match_id: str
+    start: str | int
+
+
+class Seek(NamedTuple):
+    """``[34, tick]``."""
+
+    tick: int
+
+
+class Play(NamedTuple):
+    """``[35, speed]``: 0.25..16 times the match tick rate."""
+
+    speed: float
+
+
+class Pause(NamedTuple):
+    """``[36]``."""
+
+
+class Step(NamedTuple):
+    """``[37, n]``: n ticks forward (n > 0) or back (n < 0); leaves playback paused."""
+
+    n: int
+
+
+class GoLive(NamedTuple):
+    """``[38]``: jump to the delayed live edge and follow it."""
+
+
+class Markers(NamedTuple):
+    """``[39, ref, from_tick, to_tick]``; to_tick nil: up to the edge."""
+
+    ref: int
+    from_tick: int
+    to_tick: int | None
+
+
+class Clip(NamedTuple):
+    """``[40, ref, kill_tick, seconds]``: the seconds before the kill at ``kill_tick``."""
+
+    ref: int
+    kill_tick: int
+    seconds: float
+
+
+class Scoreboard(NamedTuple):
+    """``[41, ref]``: the scoreboard at the tick the spectator is watching."""
+
+    ref: int
+
+
+SpectatorMessage = (
+    ListMatches | Watch | Seek | Play | Pause | Step | GoLive | Markers | Clip | Scoreboard
+)
+
+
+def _number(v: Any, lo: float, hi: float, what: str) -> float:
+    if type(v) not in (int, float) or not lo <= v <= hi:
+        raise ProtocolError(E_INVALID_FIELD, f"{what} must be a number in [{lo:g}, {hi:g}]")
+    return float(v)
+
+
+def _arity(msg: list[Any], n: int, shape: str) -> None:
+    if len(msg) != n:
+        raise ProtocolError(E_INVALID_FIELD, f"{CLIENT_TYPES[msg[0]]} is {shape}")
+
+
+def _decode_spectate(kind: int, msg: list[Any]) -> SpectatorMessage:
+    if kind == LIST:
+        _arity(msg, 4, "[32, ref, status|nil, limit]")
+        ref = _int(msg[1], 0, MAX_SEQ, "ref")
+        if msg[2] not in (None, "live", "finished"):
+            raise ProtocolError(E_INVALID_FIELD, "status must be 'live', 'finished' or nil", ref)
+        return ListMatches(ref, msg[2], _int(msg[3], 1, MAX_LIST, "limit"))
+    if kind == WATCH:
+        _arity(msg, 3, "[33, match_id, 'live'|tick]")
+        start = msg[2] if msg[2] == "live" else _int(msg[2], 0, MAX_TICK, "from")
+        return Watch(_str(msg[1], "match_id"), start)
+    if kind == SEEK:
+        _arity(msg, 2, "[34, tick]")
+        return Seek(_int(msg[1], 0, MAX_TICK, "tick"))
+    if kind == PLAY:
+        _arity(msg, 2, "[35, speed]")
+        return Play(_number(msg[1], MIN_SPEED, MAX_SPEED, "speed"))
+    if kind == PAUSE:
+        _arity(msg, 1, "[36]")
+        return Pause()
+    if kind == STEP:
+        _arity(msg, 2, "[37, n]")
+        n = _int(msg[1], -MAX_STEP, MAX_STEP, "n")
+        if n == 0:
+            raise ProtocolError(E_INVALID_FIELD, "n must not be 0")
+        return Step(n)
+    if kind == LIVE:
+        _arity(msg, 1, "[38]")
+        return GoLive()
+    if kind == MARKERS:
+        _arity(msg, 4, "[39, ref, from_tick, to_tick|nil]")
+        ref = _int(msg[1], 0, MAX_SEQ, "ref")
+        to = None if msg[3] is None else _int(msg[3], 0, MAX_TICK, "to_tick")
+        return Markers(ref, _int(msg[2], 0, MAX_TICK, "from_tick"), to)
+    if kind == CLIP:
+        _arity(msg, 4, "[40, ref, kill_tick, seconds]")
+        ref = _int(msg[1], 0, MAX_SEQ, "ref")
+        seconds = _number(msg[3], 0.0, MAX_CLIP_SECONDS, "seconds")
+        return Clip(ref, _int(msg[2], 0, MAX_TICK, "kill_tick"), seconds)
+    if kind == SCOREBOARD:
+        _arity(msg, 2, "[41, ref]")
+        return Scoreboard(_int(msg[1], 0, MAX_SEQ, "ref"))
+    raise ProtocolError(E_UNKNOWN_TYPE, f"unknown client message type {kind}")
+
+
+# -- spectating: server messages -----------------------------------------------------------
+
+
+def matches(ref: int, items: list[dict[str, Any]]) -> bytes:
+    """``[64, ref, [match, ...]]``."""
+    return pack([MATCHES, ref, items])
+
+
+def watching(info: dict[str, Any]) -> bytes:
+    """``[65, info]``: match metadata (docs/protocol.md lists the keys)."""
+    return pack([WATCHING, info])
+
+
+def state(tick: int, state_format: int, data: bytes) -> bytes:
+    """``[66, tick, state_format, data]``: replace the client's state (``rules.encode_state``)."""
+    return pack([STATE, tick, state_format, data])
+
+
+def frame(tick: int, events: bytes | None) -> bytes:
+    """``[67, tick, events|nil]``: the events of ``tick`` (``replay.codec`` batch bytes);
+    ticks between the previous frame and this one had no events."""
+    return pack([FRAME, tick, events])
+
+
+def playback(mode: str, speed: float, tick: int, live_edge: int, clamped: bool) -> bytes:
+    """``[68, mode, speed, tick, live_edge, clamped]``."""
+    return pack([PLAYBACK, mode, speed, tick, live_edge, clamped])
+
+
+def skipped(from_tick: int, to_tick: int, reason: str) -> bytes:
+    """``[69, from_tick, to_tick, reason]``: ticks the spectator will not get as frames."""
+    return pack([SKIPPED, from_tick, to_tick, reason])
+
+
+def markers_reply(ref: int, items: list[dict[str, Any]]) -> bytes:
+    """``[70, ref, [marker, ...]]``."""
+    return pack([MARKERS_REPLY, ref, items])
+
+
+def clip_reply(ref: int, clip: dict[str, Any]) -> bytes:
+    """``[71, ref, clip]``."""
+    return pack([CLIP_REPLY, ref, clip])
+
+
+def scoreboard(ref: int | None, tick: int, rows: list[dict[str, Any]]) -> bytes:
+    """``[72, ref|nil, tick, rows]``: an answer (ref) or a push when it changed (nil)."""
+    return pack([SCOREBOARD_REPLY, ref, tick, rows])
+
+
+def encode_list(ref: int, status: str | None = None, limit: int = 50) -> bytes:
+    return pack([LIST, ref, status, limit])
+
+
+def encode_watch(match_id: str, start: str | int = "live") -> bytes:
+    return pack([WATCH, match_id, start])
+
+
+def encode_seek(tick: int) -> bytes:
+    return pack([SEEK, tick])
+
+
+def encode_play(speed: float) -> bytes:
+    return pack([PLAY, float(speed)])
+
+
+def encode_pause() -> bytes:
+    return pack([PAUSE])
+
+
+def encode_step(n: int) -> bytes:
+    return pack([STEP, n])
+
+
+def encode_live() -> bytes:
+    return pack([LIVE])
+
+
+def encode_markers(ref: int, from_tick: int = 0, to_tick: int | None = None) -> bytes:
+    return pack([MARKERS, ref, from_tick, to_tick])
+
+
+def encode_clip(ref: int, kill_tick: int, seconds: float = 5.0) -> bytes:
+    return pack([CLIP, ref, kill_tick, float(seconds)])
+
+
+def encode_scoreboard(ref: int) -> bytes:
+    return pack([SCOREBOARD, ref])
+
+
+class Matches(NamedTuple):
+    ref: int
+    matches: list[dict[str, Any]]
+
+
+class Watching(NamedTuple):
+    info: dict[str, Any]
+
+
+class State(NamedTuple):
+    tick: int
+    state_format: int
+    data: bytes
+
+
+class Frame(NamedTuple):
+    tick: int
+    events: bytes | None
+
+
+class Playback(NamedTuple):
+    mode: str
+    speed: float
+    tick: int
+    live_edge: int
+    clamped: bool
+
+
+class Skipped(NamedTuple):
+    from_tick: int
+    to_tick: int
+    reason: str
+
+
+class MarkersReply(NamedTuple):
+    ref: int
+    markers: list[dict[str, Any]]
+
+
+class ClipReply(NamedTuple):
+    ref: int
+    clip: dict[str, Any]
+
+
+class ScoreboardReply(NamedTuple):
+    ref: int | None
+    tick: int
+    rows: list[dict[str, Any]]
+
+
+_SERVER_SHAPES.update(
+    {
+        MATCHES: Matches,
+        WATCHING: Watching,
+        STATE: State,
+        FRAME: Frame,
+        PLAYBACK: Playback,
+        SKIPPED: Skipped,
+        MARKERS_REPLY: MarkersReply,
+        CLIP_REPLY: ClipReply,
+        SCOREBOARD_REPLY: ScoreboardReply,
+    }
+)

@@ -29,6 +29,7 @@ from server.connection import GameConnection
 from server.lobby import Lobby
 from server.metrics import Metrics
 from server.session import Session
+from server.watcher import Spectating
 
 __all__ = ["App", "run"]
 
@@ -45,6 +46,13 @@ class App:
         self.store = store
         self.secret = auth.load_secret(settings.secret, settings.secret_file, settings.data_dir)
         self.lobby = Lobby(self.store, self.metrics, settings)
+        self.spectating = self.lobby.spectating = Spectating(
+            self.store,
+            settings.spectator_delay,
+            settings.spectator_queue_bytes,
+            settings.spectator_stall_seconds,
+            settings.spectator_max_skips,
+        )
         # The global leaderboards: a read model of the same store, followed by a
         # background task, queried over HTTP and the websocket protocol.
         self.projection = LeaderboardProjection(
@@ -130,13 +138,13 @@ class App:
                 return
             token = http.request_token(conn.request) if conn.request is not None else None
             if not token:
-                await conn.close(p.CLOSE_UNAUTHORIZED, "token required")
-                return
-            try:
-                identity = auth.verify(self.secret, token)
-            except auth.AuthError as exc:
-                await conn.close(p.CLOSE_UNAUTHORIZED, str(exc)[:120])
-                return
+                identity = auth.ANONYMOUS  # may only spectate public matches
+            else:
+                try:
+                    identity = auth.verify(self.secret, token)
+                except auth.AuthError as exc:
+                    await conn.close(p.CLOSE_UNAUTHORIZED, str(exc)[:120])
+                    return
             await Session(self, conn, identity).run()
         except Exception:
             log.exception("session failed")  # one connection's bug never reaches the others

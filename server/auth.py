@@ -43,6 +43,10 @@ class Identity:
         return self.role == "admin" or self.match in (ANY_MATCH, match_id)
 
 
+ANONYMOUS = Identity("", "spectator", "", float("inf"))
+"""A connection without a token: a spectator of public matches only (player ``""``)."""
+
+
 def issue(secret: str, player: str, role: str, match: str = ANY_MATCH, ttl: float = 3600) -> str:
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")

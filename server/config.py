@@ -42,6 +42,15 @@ class Settings:
     max_frame_bytes: int = protocol.MAX_FRAME_BYTES
     send_buffer_bytes: int = 256 * 1024
     """A connection whose unsent updates exceed this is closed with 4010 (slow consumer)."""
+    spectator_delay: float = 0.0
+    """Default ``spectator_delay`` (seconds) of matches that set none (a demo: 30)."""
+    spectator_queue_bytes: int = 64 * 1024
+    """Unsent bytes per spectator before it is skipped to the next keyframe (~2 s of a
+    10-player match); memory per spectator is at most this plus one frame."""
+    spectator_stall_seconds: float = 10.0
+    """A spectator skipped (or its playback blocked) this long is closed with 4010."""
+    spectator_max_skips: int = 3
+    """Skips allowed per minute; one more closes the spectator with 4010."""
     token_ttl: float = 24 * 3600.0
     """Default lifetime of tokens issued by the admin API."""
     boards_config: str = ""

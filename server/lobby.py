@@ -15,6 +15,8 @@ from replay.store.base import EventStore, MatchRecord
 from server.config import Settings
 from server.match import Match
 from server.metrics import Metrics
+from server.spectating import LiveHub, split_options
+from server.watcher import Spectating
 
 __all__ = ["Lobby", "LobbyError"]
 
@@ -36,6 +38,8 @@ class Lobby:
         self.metrics = metrics
         self.settings = settings
         self.live: dict[str, Match] = {}
+        self.spectating: Spectating | None = None
+        """Set by the app: live spectator hubs are created with the matches."""
 
     async def recover(self) -> list[str]:
         """After a restart: matches a previous process left created or running can no
@@ -66,7 +70,8 @@ class Lobby:
         except LookupError as exc:
             raise LobbyError(str(exc)) from None
         try:
-            normalized = rules.normalize_settings(dict(settings or {}))
+            game_settings, spectating = split_options(settings or {}, self.settings.spectator_delay)
+            normalized = rules.normalize_settings(game_settings)
         except (ValueError, TypeError) as exc:
             raise LobbyError(f"invalid settings: {exc}") from None
         if match_id is not None and (not isinstance(match_id, str) or not 1 <= len(match_id) <= 64):
@@ -94,12 +99,30 @@ class Lobby:
             seat_timeout=s.seat_timeout,
             grace_period=s.grace_period,
             send_buffer_bytes=s.send_buffer_bytes,
-            on_finished=lambda m: self.live.pop(m.match_id, None),
+            on_finished=self._finished,
         )
         self.live[record.match_id] = match
+        if self.spectating is not None:
+            self.spectating.options[record.match_id] = spectating
+            match.hub = self.spectating.hubs[record.match_id] = LiveHub(
+                record.match_id,
+                rules,
+                record.tick_rate,
+                spectating,
+                match.state,
+                queue_bytes=s.spectator_queue_bytes,
+                stall_seconds=s.spectator_stall_seconds,
+                max_skips=s.spectator_max_skips,
+                on_slow=self.metrics.slow_consumers.inc,
+            )
         match.start()
         log.info("match %s created (%s, start at %d players)", record.match_id, game, need)
         return match
+
+    def _finished(self, match: Match) -> None:
+        self.live.pop(match.match_id, None)
+        if match.hub is not None and self.spectating is not None:
+            self.spectating.retire(match.hub)
 
     def get_live(self, match_id: str) -> Match | None:
         return self.live.get(match_id)

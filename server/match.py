@@ -34,10 +34,12 @@ from replay.codec import encode_batch
 from replay.errors import ReplayError
 from replay.events import NewEvent
 from replay.keyframes import keyframe_interval_ticks, make_keyframe
+from replay.leaderboards.scoreboard import ScoreboardFeed
 from replay.rules import Command, Rejection, Rules
 from replay.store.base import EventIds, EventStore, MatchRecord
 from server.fanout import Feed
 from server.metrics import Metrics
+from server.spectating import LiveHub
 
 __all__ = ["JoinRefused", "Match", "Seat"]
 
@@ -93,6 +95,8 @@ class _TickRecord:
     done: list[tuple[Callable[[int], None], Sequence[NewEvent]]] = field(default_factory=list)
     keyframe: Any = None
     over: bool = False
+    scoreboard: list[dict[str, Any]] | None = None
+    """The standings, when this tick changed them (pushed to players and spectators)."""
 
 
 class Match:
@@ -143,6 +147,9 @@ class Match:
         self._background: set[asyncio.Task[Any]] = set()
         self._roster: list[str] = list(record.players)
         """Every player who ever joined, in join order (stored with the match)."""
+        self._scoreboard = ScoreboardFeed(rules)
+        self.hub: LiveHub | None = None
+        """Live spectators (server/spectating.py), set by the lobby."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -150,6 +157,11 @@ class Match:
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"tick:{self.match_id}")
         self._sender = asyncio.create_task(self._send_loop(), name=f"send:{self.match_id}")
         self.metrics.matches.labels(status="live").inc()
+
+    @property
+    def spectator_delay(self) -> float:
+        """Seconds spectators lag behind (docs/protocol.md 11.2); the viewer's HTTP API reads it."""
+        return self.hub.options.delay if self.hub is not None else 0.0
 
     @property
     def read_only(self) -> bool:
@@ -184,6 +196,8 @@ class Match:
             log.error("match %s: could not mark %s: %s", self.match_id, status, exc)
         frame = protocol.ended(status, reason, self.tick, self.rules.scoreboard(self.state))
         self.feed.publish(frame, self.last_seq)
+        if self.hub is not None:
+            self.hub.finish(frame, self.tick)
         code = protocol.CLOSE_MATCH_OVER if status == "ended" else protocol.CLOSE_GOING_AWAY
         for sub in list(self.feed.subscribers):
             self._spawn(sub.conn.close(code, f"match {status}: {reason}"))
@@ -413,9 +427,18 @@ class Match:
         events.extend(ticked)
         self.tick = t
         record.over = rules.is_over(state)
+        # Computed here, where the state is exactly this tick's (the sender runs behind).
+        record.scoreboard = self._scoreboard.update(state, events)
         if t % self._keyframe_every == 0 or record.over:
             record.keyframe = rules.copy_state(state)
-        if events or acks or record.done or record.keyframe is not None or record.over:
+        if (
+            events
+            or acks
+            or record.done
+            or record.keyframe is not None
+            or record.over
+            or record.scoreboard is not None
+        ):
             self._outbox.append(record)
             self._wake.set()
         return record.over
@@ -464,6 +487,10 @@ class Match:
         self.last_seq = last_seq
         blob = encode_batch(r.events) if r.events else None
         self.feed.publish(protocol.update(r.tick, last_seq, blob, r.acks), last_seq)
+        if r.scoreboard is not None:
+            self.feed.publish(protocol.scoreboard(None, r.tick, r.scoreboard), last_seq)
+        if self.hub is not None:
+            self.hub.publish(r.tick, blob, r.keyframe, r.scoreboard)
         acks = r.acks
         seats_by_slot = (
             {s.slot: s for s in self.seats.values() if s.slot is not None} if acks else {}

@@ -26,6 +26,7 @@ from server.auth import Identity
 from server.connection import GameConnection
 from server.fanout import Subscriber
 from server.match import JoinRefused, Match, Seat
+from server.watcher import Watcher
 
 if TYPE_CHECKING:
     from server.app import App
@@ -52,6 +53,8 @@ class Session:
         self.match: Match | None = None
         self.seat: Seat | None = None
         self.sub: Subscriber | None = None
+        self.watcher: Watcher | None = None
+        """Set by the first spectator message (LIST/WATCH): docs/protocol.md section 11."""
         self._errors = 0
         self._closing = False
         self._refused = 0
@@ -92,7 +95,7 @@ class Session:
         deadline = asyncio.get_running_loop().time() + s.join_timeout
         try:
             while True:
-                if self.match is None:
+                if self.match is None and self.watcher is None:
                     try:
                         async with asyncio.timeout_at(deadline):
                             frame = await self.conn.recv()
@@ -110,6 +113,8 @@ class Session:
             self._detach()
 
     def _detach(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close_now()
         if self.match is not None:
             if self.sub is not None:
                 self.match.feed.unsubscribe(self.sub)
@@ -125,10 +130,15 @@ class Session:
                 await self._join(msg)
             elif isinstance(msg, p.Command):
                 self._command(msg)
-            else:
+            elif isinstance(msg, p.Leave):
                 self._leave()
+            else:
+                await self._spectate(msg)
         except p.ProtocolError as exc:
             self._protocol_error(exc)
+            return
+        except ReplayError as exc:  # tick_out_of_range, unknown_match, ... from a spectator request
+            self._protocol_error(p.ProtocolError(exc.code, str(exc), getattr(msg, "ref", None)))
             return
         self._errors = 0
 
@@ -138,6 +148,22 @@ class Session:
         self._errors += 1
         if self._errors > MAX_ERRORS_IN_A_ROW:
             self.close_soon(p.CLOSE_PROTOCOL_ERROR, "too many protocol errors")
+
+    # -- spectating ------------------------------------------------------------------------
+
+    async def _spectate(self, msg: p.SpectatorMessage) -> None:
+        if self.match is not None:
+            raise p.ProtocolError(p.E_FORBIDDEN, "a connection that JOINed a match cannot WATCH")
+        if self.watcher is None:
+            self.watcher = Watcher(
+                self.app.spectating,
+                self.app.lobby,
+                self.conn,
+                self.identity,
+                self.send,
+                self.app.metrics.slow_consumers.inc,
+            )
+        await self.watcher.handle(msg)
 
     # -- JOIN -----------------------------------------------------------------------------
 
@@ -149,6 +175,11 @@ class Session:
             raise p.ProtocolError(
                 p.E_FORBIDDEN, f"this token is for match {ident.match!r}, not {msg.match_id!r}"
             )
+        if self.watcher is not None:
+            raise p.ProtocolError(p.E_FORBIDDEN, "a spectator WATCHes; it cannot JOIN")
+        if ident.role == "spectator" and self.app.spectating.options_of(msg.match_id).delay > 0:
+            # JOIN's stream is undelayed: it would bypass the anti-ghosting delay.
+            raise p.ProtocolError(p.E_FORBIDDEN, f"match {msg.match_id!r} is delayed: use WATCH")
         match = self.app.lobby.get_live(msg.match_id)
         if match is None or match.read_only:
             try:
@@ -266,8 +297,6 @@ class Session:
                 self._next_refusal_report = now + REFUSAL_REPORT_INTERVAL_S
 
     def _command(self, msg: p.Command) -> None:
-        if self.match is None:
-            raise p.ProtocolError(p.E_NOT_JOINED, "JOIN a match before sending commands", msg.ref)
         allowed = {"admin": ADMIN_COMMANDS, "player": PLAYER_COMMANDS}.get(
             self.identity.role, frozenset()
         )
@@ -275,6 +304,8 @@ class Session:
             raise p.ProtocolError(
                 p.E_FORBIDDEN, f"a {self.identity.role} cannot send {msg.kind!r}", msg.ref
             )
+        if self.match is None:
+            raise p.ProtocolError(p.E_NOT_JOINED, "JOIN a match before sending commands", msg.ref)
         ref = msg.ref
 
         def reply(result: int | Rejection) -> None:

@@ -15,8 +15,11 @@ A seek answers a *fragment base*, not the asked tick: the state at the multiple 
 page folds the events after it itself, so every seek exercises its fold, and the
 server's state cache holds one state per fragment instead of one per asked tick.
 
-Live matches are only served up to their *live edge*, ``last durable tick - delay``,
-so a spectator cannot see further than the delay allows (anti-ghosting).
+Access and the delay are the spectator protocol's own (docs/protocol.md, "Spectating"),
+through the same two calls as WATCH: ``Spectating.visible_to`` (token-less requests see
+only ``public_spectating`` matches; spectator tokens their match; players none) and
+``Spectating.edge`` (THE delay rule: nothing past a requester's live edge is ever served;
+admins see the last durable tick).
 """
 
 from __future__ import annotations
@@ -55,18 +58,17 @@ MAX_EVENT_TICKS = 900
 """Ticks per events request: 30 s at 30 Hz, ~60-600 KiB of events (10-64 players)."""
 MATCH_LIST_SCOREBOARDS = 50
 """Matches of a list that get standings (each costs one cached state, ~10 KiB)."""
-DEFAULT_SPECTATOR_DELAY_S = 2.0
-"""Delay of live matches that do not set their own ``spectator_delay``."""
 
 _CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
 
 
 class _Viewer:
-    """What the routes keep per server: a replay engine and a timeline over its store."""
+    """What the routes keep per server: the static files read so far. The replay engine
+    and timeline are the spectating ones (one cache per server)."""
 
     def __init__(self, app: App) -> None:
-        self.engine = ReplayEngine(app.store)
-        self.timeline = Timeline(self.engine)
+        self.engine: ReplayEngine = app.spectating.engine
+        self.timeline: Timeline = app.spectating.timeline
         self.files: dict[str, tuple[bytes, str]] = {}
 
 
@@ -80,15 +82,17 @@ def _viewer(app: App) -> _Viewer:
     return viewer
 
 
-def _check_token(app: App, request: Request) -> None:
-    """Spectating needs no token, but a token that is sent must be valid: a page opened
-    with a stale or forged token says so instead of silently watching anonymously."""
+def _identity(app: App, request: Request) -> auth.Identity:
+    """Who asks: anonymous without a token, else the token's identity. A token that is
+    sent must be valid: a page opened with a stale or forged token says so instead of
+    silently watching anonymously."""
     token = request_token(request)
-    if token:
-        try:
-            auth.verify(app.secret, token)
-        except auth.AuthError as exc:
-            raise HttpError(401, "unauthorized", f"the server refused the token: {exc}") from None
+    if not token:
+        return auth.ANONYMOUS
+    try:
+        return auth.verify(app.secret, token)
+    except auth.AuthError as exc:
+        raise HttpError(401, "unauthorized", f"the server refused the token: {exc}") from None
 
 
 def _binary(status: int, body: bytes, content_type: str) -> Response:
@@ -114,26 +118,28 @@ def _int(q: Params, name: str, default: int | None = None) -> int:
         raise HttpError(400, "invalid_field", f"{name} must be an integer") from None
 
 
-async def _edge(app: App, match_id: str) -> dict[str, Any]:
-    """Status, last durable tick, live edge and delay of a match."""
+async def _edge(app: App, ident: auth.Identity, match_id: str) -> dict[str, Any]:
+    """Status, live edge and delay of a match for ``ident``; 403 if it may not watch it."""
     engine = _viewer(app).engine
     record = await engine.match(match_id, refresh=True)  # UnknownMatchError -> 404
-    last = max(0, record.last_tick)
+    if not app.spectating.visible_to(ident, match_id):
+        raise HttpError(
+            403,
+            "forbidden",
+            f"match {match_id!r} is not public: open it with a spectator token (?token=...)"
+            if not ident.player
+            else f"this token may not watch match {match_id!r}",
+        )
+    privileged = ident.role == "admin"
     live = record.status not in READ_ONLY_STATUSES
-    delay_s = 0.0
-    if live:
-        match = app.lobby.get_live(match_id)
-        delay_s = float(getattr(match, "spectator_delay", None) or DEFAULT_SPECTATOR_DELAY_S)
-    delay_ticks = round(delay_s * record.tick_rate)
     return {
         "match_id": record.match_id,
         "game": record.game,
         "status": record.status,
         "tick_rate": record.tick_rate,
-        "last_tick": last,
         "live": live,
-        "delay_s": delay_s,
-        "live_edge": max(0, last - delay_ticks),
+        "delay_s": 0.0 if privileged else app.spectating.options_of(match_id).delay,
+        "live_edge": app.spectating.edge(record, privileged),
         "players": list(record.players),
         "max_players": record.settings.get("max_players"),
     }
@@ -170,22 +176,28 @@ def _static_file(app: App, rel: str) -> Response:
 
 @route("GET", r"/api/viewer/matches")
 async def matches(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
-    _check_token(app, request)
+    ident = _identity(app, request)
     q = query(request)
     limit = _int(q, "limit", 50)
     if not 1 <= limit <= 1000:
         raise HttpError(400, "invalid_field", "limit must be in [1, 1000]")
     engine = _viewer(app).engine
     out = []
-    for i, info in enumerate(await app.lobby.list(q.get("status"), limit)):
+    listed = [
+        i
+        for i in await app.lobby.list(q.get("status"), limit)
+        if app.spectating.visible_to(ident, i["match_id"])
+    ]
+    for i, info in enumerate(listed):
+        edge = await _edge(app, ident, info["match_id"])
         item = {
             k: info.get(k) for k in ("match_id", "game", "status", "tick", "tick_rate", "players")
         }
-        rate = info.get("tick_rate") or 1
-        item["duration_s"] = round(max(0, info.get("tick") or 0) / rate, 1)
+        # What this requester may see: the tick and standings at its live edge.
+        item["tick"] = edge["live_edge"]
+        item["duration_s"] = round(edge["live_edge"] / (info.get("tick_rate") or 1), 1)
         item["standings"] = None
         if i < MATCH_LIST_SCOREBOARDS:
-            edge = await _edge(app, info["match_id"])
             item["standings"] = await engine.scoreboard_at(info["match_id"], edge["live_edge"])
         out.append(item)
     # The page asks for leaderboards only where a route serves them, so a server without
@@ -196,14 +208,13 @@ async def matches(app: App, conn: ServerConnection, request: Request, _: Params)
 
 @route("GET", r"/api/viewer/matches/(?P<match_id>[^/]+)")
 async def meta(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
-    _check_token(app, request)
-    return json_response(conn, await _edge(app, p["match_id"]) | {"fragment": FRAGMENT_TICKS})
+    edge = await _edge(app, _identity(app, request), p["match_id"])
+    return json_response(conn, edge | {"fragment": FRAGMENT_TICKS})
 
 
 @route("GET", r"/api/viewer/matches/(?P<match_id>[^/]+)/state")
 async def state(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
-    _check_token(app, request)
-    edge = await _edge(app, p["match_id"])
+    edge = await _edge(app, _identity(app, request), p["match_id"])
     tick = _int(query(request), "tick")
     if not 0 <= tick <= edge["live_edge"]:
         raise TickOutOfRangeError(p["match_id"], tick, edge["live_edge"])
@@ -217,9 +228,8 @@ async def state(app: App, conn: ServerConnection, request: Request, p: Params) -
 
 @route("GET", r"/api/viewer/matches/(?P<match_id>[^/]+)/events")
 async def events(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
-    _check_token(app, request)
     q = query(request)
-    edge = await _edge(app, p["match_id"])
+    edge = await _edge(app, _identity(app, request), p["match_id"])
     first = _int(q, "from")
     last = min(_int(q, "to"), edge["live_edge"], first + MAX_EVENT_TICKS - 1)
     if first < 0:
@@ -236,8 +246,7 @@ async def events(app: App, conn: ServerConnection, request: Request, p: Params) 
 
 @route("GET", r"/api/viewer/matches/(?P<match_id>[^/]+)/markers")
 async def markers(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
-    _check_token(app, request)
-    edge = await _edge(app, p["match_id"])
+    edge = await _edge(app, _identity(app, request), p["match_id"])
     found = await _viewer(app).timeline.markers(p["match_id"], 0, edge["live_edge"])
     return json_response(
         conn,
@@ -250,9 +259,9 @@ async def markers(app: App, conn: ServerConnection, request: Request, p: Params)
 
 @route("GET", r"/api/viewer/matches/(?P<match_id>[^/]+)/clip")
 async def clip(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
-    _check_token(app, request)
     q = query(request)
-    tick = _int(q, "tick")
+    edge = await _edge(app, _identity(app, request), p["match_id"])
+    tick = min(_int(q, "tick"), edge["live_edge"])  # no clip of a kill past the edge
     try:
         seconds = float(q.get("seconds", "5"))
     except ValueError:

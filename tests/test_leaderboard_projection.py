@@ -166,9 +166,10 @@ async def test_rebuild_builds_aside_while_queries_answer(store_path: Path, tmp_p
     answers = []
 
     async def query() -> None:
+        # Paced so that the rebuild's own awaits are not starved by a busy-looping reader.
         while not done.is_set():
             answers.append(svc.top("kills", limit=1000))
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.002)
 
     done = asyncio.Event()
     q = asyncio.create_task(query())

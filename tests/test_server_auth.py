@@ -39,7 +39,10 @@ async def test_bad_tokens_are_refused_with_4001(tmp_path):
         {"sub": "p", "role": "admin", "match": "*", "exp": now + 100}, None, "none"
     )
     async with running_app(tmp_path) as app:
-        assert await refused(app, None) == (p.CLOSE_UNAUTHORIZED, "token required")
+        # No token: an anonymous spectator of public matches (docs/protocol.md 11.1).
+        ws = await connect(url(app), subprotocols=["matchreplay.v1"])
+        assert unpack(await ws.recv())[:4] == [p.WELCOME, 1, "", "spectator"]
+        await ws.close()
         assert await refused(app, expired) == (p.CLOSE_UNAUTHORIZED, "token expired")
         assert await refused(app, forged) == (p.CLOSE_UNAUTHORIZED, "token signature is invalid")
         code, reason = await refused(app, "not.a.token")

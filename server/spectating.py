@@ -1,0 +1,377 @@
+"""Live spectating of one match: frames encoded once, released after the delay,
+written to every live spectator without waiting for any of them.
+
+A :class:`LiveHub` per live match receives each durable tick from the match's
+sender (``Match._publish``), encodes its FRAME (and a STATE on keyframe ticks,
+a SCOREBOARD when the standings changed) once, and keeps it in ``entries``
+until every delay group has released it. A *group* is the spectators sharing
+one delay: the match's ``spectator_delay`` and 0 for admins. Releasing an entry
+writes the same bytes to all of a group's spectators, like
+``websockets.broadcast()`` (which it uses): synchronously, no task or copy per
+spectator.
+
+Slow spectators (docs/protocol.md, 11.7): a spectator's queue is its unsent
+bytes. Over ``queue_bytes`` it is skipped; at the next released keyframe it
+gets SKIPPED + STATE and live frames again once its queue has drained; too
+many skips or too long in skip mode closes it with 4010. Memory per spectator
+is therefore at most ``queue_bytes`` plus one frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.protocol import State
+
+from replay import protocol as p
+from replay.keyframes import DEFAULT_KEYFRAME_SECONDS
+from replay.rules import Rules
+
+__all__ = [
+    "MAX_SPECTATOR_DELAY",
+    "LiveHub",
+    "LiveSub",
+    "SpectatingOptions",
+    "finished_edge",
+    "split_options",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_SPECTATOR_DELAY = 600.0
+"""Seconds. Live frames of the last ``delay + 7`` s stay in memory per match
+(~0.2-1 KiB per tick): 600 s at 30 Hz is ~18k frames, 4-18 MiB."""
+SKIP_WINDOW_S = 60.0
+"""``max_skips`` counts the skips of the last minute."""
+RETAIN_EXTRA_S = DEFAULT_KEYFRAME_SECONDS + 2.0
+"""Released entries kept beyond the delay, so the latest released keyframe and the
+frames after it are in memory for a spectator who goes live."""
+
+
+@dataclass(frozen=True)
+class SpectatingOptions:
+    """Per-match spectating settings (not game rules: the game never sees them)."""
+
+    delay: float = 0.0
+    public: bool = False
+
+
+def split_options(
+    settings: Mapping[str, Any], default_delay: float
+) -> tuple[dict[str, Any], SpectatingOptions]:
+    """Take ``spectator_delay`` and ``public_spectating`` out of a match's settings.
+
+    Raises ValueError (the lobby reports it as ``invalid_settings``)."""
+    game = dict(settings)
+    delay = game.pop("spectator_delay", default_delay)
+    public = game.pop("public_spectating", False)
+    if (
+        isinstance(delay, bool)
+        or not isinstance(delay, int | float)
+        or not math.isfinite(delay)
+        or not 0 <= delay <= MAX_SPECTATOR_DELAY
+    ):
+        raise ValueError(
+            f"spectator_delay must be a number of seconds in [0, {MAX_SPECTATOR_DELAY:g}]"
+        )
+    if not isinstance(public, bool):
+        raise ValueError("public_spectating must be a boolean")
+    return game, SpectatingOptions(float(delay), public)
+
+
+def finished_edge(last_tick: int, tick_rate: int, ended_at: float | None, delay: float) -> int:
+    """The edge of a match that is no longer published tick by tick (11.3): all of
+    it once ``ended_at + delay`` has passed, else ticks were released at the rate."""
+    last = max(0, last_tick)
+    if delay <= 0 or ended_at is None:
+        return last
+    remaining = ended_at + delay - time.time()
+    if remaining <= 0:
+        return last
+    return max(0, last - math.ceil(remaining * tick_rate))
+
+
+class LiveSub:
+    """One live spectator of a hub."""
+
+    __slots__ = ("conn", "group", "on_close", "skipping_since", "skips", "tick")
+
+    def __init__(self, conn: ServerConnection, on_close: Callable[[], None]) -> None:
+        self.conn = conn
+        self.group: _Group | None = None
+        self.skipping_since: float | None = None
+        self.skips: deque[float] = deque()
+        self.tick = 0
+        """Last tick sent, valid while skipping (else the group's ``tick``)."""
+        self.on_close = on_close
+
+    def unsent(self) -> int:
+        transport = self.conn.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def shown_tick(self) -> int:
+        """The tick the client shows once it has read what was sent."""
+        if self.skipping_since is not None or self.group is None:
+            return self.tick
+        return self.group.tick
+
+
+@dataclass(slots=True)
+class _Entry:
+    tick: int
+    at: float
+    """Monotonic time the tick was published (its events durable)."""
+    frame: bytes | None
+    state: bytes | None
+    """STATE message on keyframe ticks."""
+    extra: bytes | None
+    """SCOREBOARD push or ENDED, sent right after the frame."""
+
+
+@dataclass(eq=False)
+class _Group:
+    delay: float
+    subs: set[LiveSub] = field(default_factory=set)
+    tick: int = 0
+    """Newest released tick: the live edge of this group."""
+    next_index: int = 0
+    """Absolute index (hub.base_index-based) of the next entry to release."""
+
+
+class LiveHub:
+    def __init__(
+        self,
+        match_id: str,
+        rules: Rules[Any],
+        tick_rate: int,
+        options: SpectatingOptions,
+        initial_state: Any,
+        *,
+        queue_bytes: int,
+        stall_seconds: float,
+        max_skips: int,
+        on_slow: Callable[[], None] | None = None,
+    ) -> None:
+        self.match_id = match_id
+        self.rules = rules
+        self.tick_rate = tick_rate
+        self.options = options
+        self.queue_bytes = queue_bytes
+        self.stall_seconds = stall_seconds
+        self.max_skips = max_skips
+        self._on_slow = on_slow
+        tick0 = rules.state_tick(initial_state)
+        # Invariant: entries[i] has absolute index base_index + i; ticks increase.
+        # The first entry is the initial state, so a young match always has a base.
+        self.entries: deque[_Entry] = deque(
+            [_Entry(tick0, time.monotonic(), None, self._state_msg(initial_state), None)]
+        )
+        self.base_index = 0
+        self.groups: dict[float, _Group] = {options.delay: _Group(options.delay, tick=tick0)}
+        self.groups.setdefault(0.0, _Group(0.0, tick=tick0))
+        for g in self.groups.values():
+            g.next_index = 1
+        self.finished = False
+        self.drained = asyncio.Event()
+        """Set once the match finished and every group released everything."""
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        if options.delay > 0:
+            self._task = asyncio.get_running_loop().create_task(
+                self._release_loop(), name=f"spectate:{match_id}"
+            )
+
+    def _state_msg(self, state: Any) -> bytes:
+        return p.state(
+            self.rules.state_tick(state), self.rules.state_format, self.rules.encode_state(state)
+        )
+
+    # -- input from the match ----------------------------------------------------------
+
+    def publish(
+        self, tick: int, blob: bytes | None, keyframe: Any, board: list[dict[str, Any]] | None
+    ) -> None:
+        """Tick ``tick`` is durable (called by the match's sender, in tick order)."""
+        frame = p.frame(tick, blob) if blob is not None else None
+        state = self._state_msg(keyframe) if keyframe is not None else None
+        extra = p.scoreboard(None, tick, board) if board is not None else None
+        if frame is None and state is None and extra is None:
+            return
+        self.entries.append(_Entry(tick, time.monotonic(), frame, state, extra))
+        self._release(time.monotonic())
+        self._wake.set()  # the release loop may be idle (nothing was pending)
+
+    def finish(self, ended: bytes, tick: int) -> None:
+        """The match is over: ``ended`` (the ENDED message) follows the last frame."""
+        self.entries.append(_Entry(tick, time.monotonic(), None, None, ended))
+        self.finished = True
+        self._release(time.monotonic())
+        self._wake.set()
+
+    # -- releasing --------------------------------------------------------------------
+
+    def _release(self, now: float) -> None:
+        for g in self.groups.values():
+            cutoff = now - g.delay
+            while g.next_index - self.base_index < len(self.entries):
+                entry = self.entries[g.next_index - self.base_index]
+                if entry.at > cutoff:
+                    break
+                g.next_index += 1
+                self._deliver(g, entry, now)
+        self._prune(now)
+        if self.finished and all(
+            g.next_index - self.base_index >= len(self.entries) for g in self.groups.values()
+        ):
+            self.drained.set()
+            self._wake.set()
+
+    def _prune(self, now: float) -> None:
+        # Keep what a group has not released, and RETAIN_EXTRA_S of released entries
+        # so the latest released keyframe stays available to spectators going live.
+        oldest_needed = min(g.next_index for g in self.groups.values())
+        horizon = now - max(self.groups) - RETAIN_EXTRA_S
+        entries = self.entries
+        while len(entries) > 1 and self.base_index < oldest_needed and entries[0].at < horizon:
+            entries.popleft()
+            self.base_index += 1
+
+    async def _release_loop(self) -> None:
+        while not self.drained.is_set():
+            self._wake.clear()
+            now = time.monotonic()
+            self._release(now)
+            due = [
+                self.entries[g.next_index - self.base_index].at + g.delay
+                for g in self.groups.values()
+                if g.next_index - self.base_index < len(self.entries)
+            ]
+            timeout = max(0.0, min(due) - time.monotonic()) if due else None
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    def _deliver(self, g: _Group, entry: _Entry, now: float) -> None:
+        if entry.frame is not None or entry.state is not None:
+            g.tick = entry.tick
+        if not g.subs:
+            return
+        # The hot loop of the fan-out: one buffer-size check per spectator, then one
+        # broadcast() of the shared bytes. Closed connections are skipped by broadcast()
+        # and leave the group when their session ends (Watcher.close_now).
+        ready: list[ServerConnection] = []
+        limit = self.queue_bytes
+        slow: list[LiveSub] = []
+        for sub in g.subs:
+            if sub.skipping_since is None:
+                transport = sub.conn.transport
+                if transport is None or transport.get_write_buffer_size() <= limit:
+                    ready.append(sub.conn)
+                    continue
+            slow.append(sub)
+        for sub in slow:
+            if sub.conn.state is not State.OPEN:
+                g.subs.discard(sub)
+                continue
+            if sub.skipping_since is not None:
+                if entry.state is not None and sub.unsent() <= self.queue_bytes // 2:
+                    # Resynchronise at this keyframe: the client resets its state.
+                    broadcast([sub.conn], p.skipped(sub.tick + 1, entry.tick, "slow_consumer"))
+                    broadcast([sub.conn], entry.state)
+                    sub.skipping_since = None
+                    if entry.extra is not None:
+                        broadcast([sub.conn], entry.extra)
+                elif now - sub.skipping_since > self.stall_seconds:
+                    self._close(g, sub, "slow consumer: stalled")
+                continue
+            if sub.unsent() > self.queue_bytes:
+                sub.tick = entry.tick - 1  # it has every tick before this entry
+                sub.skipping_since = now
+                sub.skips.append(now)
+                while sub.skips and sub.skips[0] < now - SKIP_WINDOW_S:
+                    sub.skips.popleft()
+                if len(sub.skips) > self.max_skips:
+                    self._close(g, sub, "slow consumer: too many skips")
+        if ready:
+            if entry.frame is not None:
+                broadcast(ready, entry.frame)
+            if entry.extra is not None:
+                broadcast(ready, entry.extra)
+
+    def _close(self, g: _Group, sub: LiveSub, reason: str) -> None:
+        g.subs.discard(sub)
+        sub.group = None
+        if self._on_slow is not None:
+            self._on_slow()
+        sub.on_close()
+        log.info("closing slow spectator %s of %s", sub.conn.remote_address, self.match_id)
+        asyncio.get_running_loop().create_task(sub.conn.close(p.CLOSE_SLOW_CONSUMER, reason))
+
+    # -- spectators --------------------------------------------------------------------
+
+    def edge(self, privileged: bool) -> int:
+        return self.groups[0.0 if privileged else self.options.delay].tick
+
+    def attach(self, sub: LiveSub, privileged: bool) -> int | None:
+        """Go live: send the latest released keyframe and the released frames after it,
+        then add ``sub`` to its group. Synchronous, so no frame is missed or doubled.
+        Returns the tick the client shows, or None when no keyframe is in memory
+        (the caller then resets the client from the store and calls :meth:`attach_after`)."""
+        g = self.groups[0.0 if privileged else self.options.delay]
+        released = g.next_index - self.base_index
+        start = None
+        for i in range(released - 1, -1, -1):
+            if self.entries[i].state is not None:
+                start = i
+                break
+        if start is None:
+            return None
+        conns = [sub.conn]
+        broadcast(conns, self.entries[start].state)  # type: ignore[arg-type]
+        self._send_released(conns, start + 1, released)
+        return self._join(g, sub)
+
+    def attach_after(self, sub: LiveSub, privileged: bool, tick: int) -> int:
+        """Like :meth:`attach` for a client already reset to ``tick``."""
+        g = self.groups[0.0 if privileged else self.options.delay]
+        released = g.next_index - self.base_index
+        first = next((i for i in range(released) if self.entries[i].tick > tick), released)
+        self._send_released([sub.conn], first, released)
+        return self._join(g, sub)
+
+    def _send_released(self, conns: list[ServerConnection], lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            e = self.entries[i]
+            if e.frame is not None:
+                broadcast(conns, e.frame)
+
+    def _join(self, g: _Group, sub: LiveSub) -> int:
+        sub.group = g
+        sub.skipping_since = None
+        g.subs.add(sub)
+        return g.tick
+
+    def detach(self, sub: LiveSub) -> None:
+        if sub.group is not None:
+            sub.tick = sub.shown_tick()
+            sub.group.subs.discard(sub)
+            sub.group = None
+
+    def queue_sizes(self) -> list[int]:
+        """Unsent bytes per live spectator (a test and metrics hook)."""
+        return [s.unsent() for g in self.groups.values() for s in g.subs]
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,283 @@
+"""Spectating over the network (docs/protocol.md section 11): a real server on
+loopback, real bot players, real SQLite. The client-side state is checked against
+the server's ``state_at`` by hash after resets, frames, seeks and steps."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import time
+
+import msgpack
+
+from client_sdk.bots import run_bots
+from client_sdk.game_client import GameClient
+from client_sdk.replay_file import ReplayFile
+from client_sdk.spectator import Spectator
+from replay import protocol as p
+from replay.engine import ReplayEngine
+from replay.replay_file import export_match
+from tests.server_helpers import FAST_SETTINGS, raw_connect, running_app, token, url
+
+DELAY = 1.0
+
+
+async def _bots(app, match_id: str, n: int = 3) -> asyncio.Task:
+    tokens = [token(f"b{i}") for i in range(n)]
+    task = asyncio.create_task(run_bots(url(app), match_id, tokens))
+    while app.lobby.live[match_id].status == "created":
+        await asyncio.sleep(0.02)
+    return task
+
+
+async def _same(engine: ReplayEngine, spec, match_id: str, tick: int | None = None) -> None:
+    """The spectator's local state (taken now, before awaiting) is the server's."""
+    have, at = spec.rules.state_hash(spec.state), spec.tick
+    assert tick is None or at == tick
+    want = await engine.state_at(match_id, at)
+    assert have == spec.rules.state_hash(want), at
+
+
+async def test_live_with_delay_is_never_early_and_seeks_are_clamped(tmp_path):
+    async with running_app(tmp_path) as app:
+        settings = FAST_SETTINGS | {"time_limit_s": 4.0}
+        settings |= {"spectator_delay": DELAY, "public_spectating": True}
+        match = await app.lobby.create("arena", settings, start_players=3)
+        # A player's view: when each tick became durable (its UPDATE arrived).
+        durable_at: dict[int, float] = {}
+        bots = await _bots(app, match.match_id)
+        watcher = GameClient(url(app), token("admin", "admin"))
+        await watcher.connect()
+        await watcher.join(match.match_id)
+
+        async def durable() -> None:
+            async for m in watcher:
+                if isinstance(m, p.Update):
+                    durable_at.setdefault(m.tick, time.monotonic())
+
+        watching = asyncio.create_task(durable())
+        spec = await Spectator.connect(url(app))  # no token: the match is public
+        info = await spec.watch(match.match_id, "live")
+        assert info["spectator_delay"] == DELAY and info["live"] is True
+        assert spec.status is not None and spec.status.mode == "live"
+        frames = 0
+        async for frame in spec:
+            now = time.monotonic()
+            # Never newer than now minus the delay (0.25 s slack for loop scheduling
+            # between the player's UPDATE and this frame in the same process).
+            if frame.tick in durable_at:
+                assert now - durable_at[frame.tick] >= DELAY - 0.25, frame.tick
+            frames += 1
+            if frames == 40:
+                status = await spec.seek(10**6)  # far beyond the live edge
+                assert status.clamped and status.tick <= status.live_edge
+                assert status.live_edge <= watcher.tick - 0.5 * DELAY * 30
+                await _same(ReplayEngine(app.store), spec, match.match_id, status.tick)
+                await spec.live()
+            if frames > 80:
+                break
+        # Markers and scoreboards are capped too.
+        status = await spec.pause()
+        tick, rows = await spec.scoreboard()
+        assert tick == status.tick <= status.live_edge and len(rows) == 3
+        assert all(m["tick"] <= watcher.tick - 0.5 * DELAY * 30 for m in await spec.markers())
+        await bots
+        watching.cancel()
+        await spec.close()
+        await watcher.close()
+
+
+async def test_late_join_seek_and_step_match_state_at_then_replay_to_the_end(tmp_path):
+    async with running_app(tmp_path) as app:
+        match = await app.lobby.create("arena", FAST_SETTINGS | {"time_limit_s": 5.0})
+        bots = await _bots(app, match.match_id, 2)
+        engine = ReplayEngine(app.store)
+        while match.tick < 100:
+            await asyncio.sleep(0.02)
+        # Late join: a keyframe STATE and the frames after it, then live frames.
+        spec = await Spectator.connect(url(app), token("viewer", "spectator"))
+        await spec.watch(match.match_id, "live")
+        first = await spec.__anext__()
+        assert first.reset
+        await _same(engine, spec, match.match_id)
+        for _ in range(5):
+            await spec.__anext__()
+            await _same(engine, spec, match.match_id)
+        await bots
+        while app.spectating.hubs.get(match.match_id):
+            await asyncio.sleep(0.05)  # the match finished and its hub retired
+        record = await app.store.get_match(match.match_id)
+        last = record.last_tick
+        # Seeks (keyframe ticks, in between, backwards) and steps both ways.
+        for target in (last // 2, 151, 150, 7, last - 1, 0):
+            status = await spec.seek(target)
+            assert status.tick == target and not status.clamped, (target, last, record)
+            await _same(engine, spec, match.match_id, target)
+        await spec.seek(last - 40)
+        for n in (-1, -12, 3, 1, 20):
+            status = await spec.step(n)
+            await _same(engine, spec, match.match_id, status.tick)
+        assert spec.tick == last - 40 - 1 - 12 + 3 + 1 + 20
+        status = await spec.step(100)  # past the end: clamped
+        assert status.clamped and status.tick == last == spec.tick
+        # The whole finished match, start to end, over the network at 16x.
+        await spec.seek(0)
+        await spec.play(16.0)
+        ticks = []
+        async for frame in spec:
+            ticks.append(frame.tick)
+            if frame.tick == last:
+                break
+        assert ticks[-1] == last and len(set(ticks)) == len(ticks)
+        final = await engine.state_at(match.match_id, last)
+        assert spec.rules.state_hash(spec.state) == spec.rules.state_hash(final)
+        # Markers and a clip before a kill.
+        kills = [m for m in await spec.markers() if "killer" in m["data"]]
+        if kills:
+            clip = await spec.clip(kills[0]["tick"], 2.0)
+            assert clip["to_tick"] == kills[0]["tick"] and clip["from_tick"] < clip["to_tick"]
+        # A finished match exported and opened locally with the same API.
+        path = tmp_path / "m.mrp"
+        await export_match(app.store, match.match_id, path)
+        await spec.close()
+    async with await ReplayFile.open(path) as replay:
+        await replay.watch(from_=0)
+        assert replay.tick == 0
+        await replay.seek(last // 2)
+        status = await replay.step(-3)
+        assert status.tick == last // 2 - 3
+        state_mid = replay.rules.state_hash(replay.state)
+        await replay.live()
+        assert replay.tick == last
+        assert replay.rules.state_hash(replay.state) == replay.rules.state_hash(final)
+        await replay.seek(last // 2 - 3)
+        assert replay.rules.state_hash(replay.state) == state_mid
+
+
+async def test_spectators_cannot_play_and_tokens_are_scoped(tmp_path):
+    async with running_app(tmp_path) as app:
+        delayed = await app.lobby.create("arena", FAST_SETTINGS | {"spectator_delay": 30})
+        private = await app.lobby.create("arena", FAST_SETTINGS)
+        ws = await raw_connect(app, token("eve", "spectator"))
+        await ws.recv()  # WELCOME
+
+        async def answer(frame: bytes) -> list:
+            await ws.send(frame)
+            return msgpack.unpackb(await ws.recv())
+
+        # Player messages from a spectator: ERROR forbidden; the connection goes on.
+        assert (await answer(p.encode_inputs([(1, [0, 0, 0, False])])))[:2] == [20, "forbidden"]
+        assert (await answer(p.encode_join(delayed.match_id, None)))[:2] == [20, "forbidden"]
+        assert (await answer(p.encode_seek(3)))[:2] == [20, "not_watching"]
+        assert (await answer(msgpack.packb([p.PLAY, 99.0])))[:2] == [20, "invalid_field"]
+        assert (await answer(p.encode_watch("nope")))[:2] == [20, "unknown_match"]
+        assert (await answer(p.encode_watch(delayed.match_id)))[0] == p.WATCHING
+        await ws.recv()  # STATE
+        assert msgpack.unpackb(await ws.recv())[0] == p.PLAYBACK
+        assert (await answer(p.encode_command(5, "chat", {"text": "hi"})))[:2] == [20, "forbidden"]
+        assert (await answer(p.encode_join(delayed.match_id, None)))[:2] == [20, "forbidden"]
+        await ws.close()
+        # Without a token only public matches are visible; players do not WATCH.
+        anon = await Spectator.connect(url(app))
+        assert await anon.list_matches() == []
+        try:
+            await anon.watch(private.match_id)
+            raise AssertionError("watched a private match without a token")
+        except p.ProtocolError as exc:
+            assert exc.code == "forbidden"
+        await anon.close()
+        player = await Spectator.connect(url(app), token("p1"))
+        try:
+            await player.watch(private.match_id)
+            raise AssertionError("a player watched")
+        except p.ProtocolError as exc:
+            assert exc.code == "forbidden"
+        await player.close()
+        status, body = await _create(app, {"spectator_delay": 601})
+        assert status == 400 and body["error"]["code"] == "invalid_settings"
+
+
+async def _create(app, settings: dict) -> tuple[int, dict]:
+    import json
+    from urllib.parse import quote
+
+    from tests.test_server_match import call  # the HTTP helper of the server tests
+
+    path = f"/api/matches?game=arena&settings={quote(json.dumps(settings))}"
+    return await call(app, "POST", path, token("root", "admin"))
+
+
+async def _stalled_client(port: int, match_id: str) -> socket.socket:
+    """A websocket client that WATCHes, then never reads: tiny receive buffer."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /ws?token={token('s', 'spectator')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Protocol: matchreplay.v1\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, request.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await loop.sock_recv(sock, 1024)
+    assert head.startswith(b"HTTP/1.1 101")
+    payload = p.encode_watch(match_id, "live")
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    await loop.sock_sendall(sock, bytes([0x82, 0x80 | len(payload)]) + mask + masked)
+    return sock
+
+
+async def test_100_stalled_spectators_do_not_disturb_the_match(tmp_path):
+    queue = 4096
+    async with running_app(
+        tmp_path, spectator_queue_bytes=queue, spectator_stall_seconds=1.0
+    ) as app:
+        match = await app.lobby.create("arena", FAST_SETTINGS | {"time_limit_s": 8.0})
+        bots = await _bots(app, match.match_id, 6)
+        stalled = [await _stalled_client(app.port, match.match_id) for _ in range(100)]
+        # Kernel buffers are outside our control: shrink the server's side too, so
+        # the stall reaches the server's own queue within the test.
+        await asyncio.sleep(0.3)
+        for conn in list(app.server.connections):
+            sock = conn.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2048)
+        reader = await Spectator.connect(url(app), token("ok", "spectator"))
+        await reader.watch(match.match_id, "live")
+        hub = app.spectating.hubs[match.match_id]
+        worst = 0
+        ticks = []
+        while not hub.finished:
+            ticks.append(match.tick)
+            sizes = hub.queue_sizes()
+            worst = max([worst, *sizes])
+            await asyncio.sleep(0.1)
+        clients = await bots
+        # The players kept playing: every tick ran, inputs were acknowledged.
+        assert ticks == sorted(ticks) and ticks[-1] > ticks[0] + 60
+        assert all(c.acked_seq > 0 for c in clients)
+        record = await app.store.get_match(match.match_id)
+        assert record.status == "ended"
+        # Bounded: no spectator queue beyond the limit plus one frame.
+        assert worst <= queue + 2048
+        closed = app.metrics.registry.get_sample_value("matchreplay_slow_consumers_total")
+        assert closed, (
+            worst,
+            closed,
+        ) and closed >= 50  # the stalled ones were skipped, then closed (4010)
+        # The reading spectator was not disturbed: its state is the server's.
+        engine = ReplayEngine(app.store)
+        while reader.tick < record.last_tick and reader.ended is None:
+            await reader.__anext__()
+        await _same(engine, reader, match.match_id)
+        await reader.close()
+        for s in stalled:
+            s.close()

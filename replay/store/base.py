@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from replay.events import NewEvent, RecordedEvent
 
@@ -68,6 +68,10 @@ class MatchRecord:
     """seq of the last stored event (0: none)."""
     last_tick: int = -1
     """tick of the last stored event (-1: none)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Server options of the match that the game rules never see (JSON object), e.g.
+    ``spectator_delay`` and ``public_spectating`` (docs/protocol.md, 11.2). Kept out of
+    ``settings`` so ``rules.initial_state(settings, seed)`` gets game settings only."""
 
     def with_changes(self, **changes: Any) -> MatchRecord:
         return replace(self, **changes)
@@ -96,8 +100,7 @@ class AppendResult:
     first_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class EventBatch:
+class EventBatch(NamedTuple):
     """One stored batch, decoded and upcast: the fast path for replay folds.
 
     ``events`` are ``(type, version, tick, data)`` tuples; event ``i`` has

@@ -474,7 +474,7 @@ def main() -> None:
     matches, players, minutes = (2, 16, 1.0) if args.quick else (8, 32, 2.0)
     cache = Path("data/bench")
     cache.mkdir(parents=True, exist_ok=True)
-    log = cache / f"leaderboard-log-{matches}x{players}x{minutes}.db"
+    log = cache / f"leaderboard-log-v2-{matches}x{players}x{minutes}.db"  # v2: typed batches
     if not log.exists():
         t0 = time.perf_counter()
         tmp = log.with_suffix(".tmp")

@@ -303,6 +303,43 @@ class EventStoreContract:
         )
         assert await store.read_all(start + 27) == []
 
+    async def test_scan_returns_every_wanted_event_and_how_far_it_looked(
+        self, store: EventStore
+    ) -> None:
+        ms = [await self.new_match(store) for _ in range(2)]
+        start = await store.last_position()
+        # Type 70 shares the mask's last bit with 62+: only the decoded check tells.
+        kinds = [(1, 1), (2, 3), (1, 1), (70, 2), (5, 63), (1, 2)]
+        versions = dict.fromkeys((m.match_id for m in ms), 0)
+        for i, types in enumerate(kinds):
+            m = ms[i % 2]
+            events = [NewEvent(t, i, (i, k), 1) for k, t in enumerate(types)]
+            await store.append(m.match_id, events, versions[m.match_id])
+            versions[m.match_id] += len(events)
+        everything = await store.read_all(start)
+        end = everything[-1].position
+        for wanted in ({2}, {3, 5}, {70}, {63}, {9}):
+            for after in (start, start + 1, start + 4):
+                for limit in (1, 2, 100):
+                    got: list[int] = []
+                    position = after
+                    while position < end:
+                        batches, through = await store.scan(position, limit, wanted)
+                        assert position < through <= end
+                        for b in batches:
+                            assert b.first_position > position and b.last_position <= through
+                            assert any(e[0] in wanted for e in b.events)
+                            got += [
+                                b.first_position + k
+                                for k, e in enumerate(b.events)
+                                if e[0] in wanted
+                            ]
+                        position = through
+                    assert got == [
+                        e.position for e in everything if e.type in wanted and e.position > after
+                    ], (wanted, after, limit)
+        assert await store.scan(end, 10, {1}) == ([], end)
+
     async def test_subscribe_catches_up_then_follows_live(self, store: EventStore) -> None:
         m = await self.new_match(store)
         start = await store.last_position()

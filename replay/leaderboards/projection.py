@@ -8,9 +8,11 @@ checkpoint in ONE transaction. Invariant: the stored checkpoint is exactly the
 position the stored boards reflect, so after a crash the projection resumes
 from it with no event counted twice and none missed.
 
-The loop is the store's subscription loop (``read_all`` after the checkpoint,
-then ``wait_for_commit``) taken a chunk at a time, so one transaction covers a
-whole chunk instead of one event. The read model uses ``synchronous=NORMAL``:
+The loop is the store's subscription loop (``scan`` after the checkpoint for
+the event types some board reads, then ``wait_for_commit``) taken a chunk at a
+time, so one transaction covers a whole chunk instead of one event. The
+checkpoint moves to the scanned position: batches without a relevant event
+(movement, aim, shots: nearly all of them) are passed over undecoded. The read model uses ``synchronous=NORMAL``:
 a power cut may lose its last commits, which only moves the checkpoint back
 with the boards; they are replayed.
 
@@ -187,14 +189,15 @@ class LeaderboardProjection:
     async def step(self) -> int:
         """Fold and persist the next chunk; returns how many events it had (0: caught up)."""
         async with self._lock:
-            batches = await self.store.read_all_batches(self.state.position, self.read_limit)
-            if not batches:
+            start = self.state.position
+            batches, through = await self.store.scan(start, self.read_limit, self.state.codes)
+            if through == start:
                 return 0
             await _add_matches(self.store, self.state, batches)
-            changes = self.state.apply(batches)
+            changes = self.state.apply(batches, through)
             await asyncio.to_thread(self._write, changes)
         self._signal()
-        return sum(len(b.events) for b in batches)
+        return through - start
 
     async def catch_up(self, progress: Progress | None = None) -> int:
         """Fold everything stored now; returns how many events."""
@@ -282,14 +285,14 @@ class LeaderboardProjection:
         while True:
             target = self.state.position
             while aside.position < target:
-                batches = _until(
-                    await self.store.read_all_batches(aside.position, self.read_limit), target
-                )
-                if not batches:
+                start = aside.position
+                batches, through = await self.store.scan(start, self.read_limit, aside.codes)
+                if through == start:
                     break
+                batches = _until(batches, target)
                 await _add_matches(self.store, aside, batches)
-                aside.apply(batches)
-                n = sum(len(b.events) for b in batches)
+                aside.apply(batches, min(through, target))
+                n = aside.position - start
                 read += n
                 if progress is not None:
                     progress(n)

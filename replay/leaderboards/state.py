@@ -49,6 +49,10 @@ class LeaderboardState:
         for d in self.definitions.values():
             code, fn = game_metrics(d.game).metrics[d.metric]
             self._triggers.setdefault(d.game, {}).setdefault(code, []).append((d, fn))
+        self.codes: frozenset[int] = frozenset().union(
+            *(game_metrics(g).codes for g in self._triggers)
+        )
+        """Every event code any board reads: the projection scans the log for these only."""
 
     def board(self, board_id: str, period: str) -> Board | None:
         return self.boards[board_id].get(period)
@@ -63,9 +67,11 @@ class LeaderboardState:
         else:
             self.tallies[match_id] = tally
 
-    def apply(self, batches: Sequence[EventBatch]) -> Changes:
-        """Fold ``batches`` (positions above ``self.position``, in global order). Every
-        match in them must have been added (see :meth:`needs_match`)."""
+    def apply(self, batches: Sequence[EventBatch], through: int | None = None) -> Changes:
+        """Fold ``batches`` (positions above ``self.position``, in global order) and
+        move the position to ``through`` (default: the last batch's end): a scan
+        may have passed over events no board reads. Every match in ``batches``
+        must have been added (see :meth:`needs_match`)."""
         pending: dict[tuple[str, str], dict[str, Entry]] = {}
         dirty: set[str] = set()
         ended: set[str] = set()
@@ -104,6 +110,9 @@ class LeaderboardState:
                     ended.add(b.match_id)
         if batches:
             self.position = batches[-1].last_position
+        if through is not None:
+            # Invariant: never beyond what was scanned, never backwards.
+            self.position = max(self.position, through)
         changes = Changes(self.position, ended=ended)
         for (board_id, period), pend in pending.items():
             if not pend:

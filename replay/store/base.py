@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
@@ -262,6 +262,22 @@ class EventStore(abc.ABC):
             else:
                 out.append(EventBatch(e.match_id, e.seq, e.position, e.id, [row]))
         return out
+
+    async def scan(
+        self, after: int, limit: int, types: Collection[int]
+    ) -> tuple[list[EventBatch], int]:
+        """The batches among the next ``limit`` after ``after`` that hold an event of
+        one of ``types`` (whole batches, the first trimmed to positions > ``after``),
+        and the position scanned through: every event up to it was considered.
+
+        A projection that reads a few event types moves its checkpoint to the scanned
+        position without decoding the batches it does not need. This default filters
+        ``read_all_batches``; backends that index event types skip the decoding.
+        """
+        batches = await self.read_all_batches(after, limit)
+        through = batches[-1].last_position if batches else after
+        wanted = frozenset(types)
+        return [b for b in batches if any(e[0] in wanted for e in b.events)], through
 
     @abc.abstractmethod
     async def last_position(self) -> int:

@@ -3,7 +3,7 @@
 Layout (one row per appended batch, see docs/events.md and docs/operations.md)::
 
     matches(mkey, match_id, game, rules_version, tick_rate, players, settings, seed,
-            created_at, ended_at, status)
+            created_at, ended_at, status, options)
     batches(position, mkey, first_seq, count, base_tick, last_tick, first_id, blob)
     keyframes(mkey, tick, format_version, data, checksum)
 
@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -89,7 +89,8 @@ CREATE TABLE IF NOT EXISTS matches (
     seed INTEGER NOT NULL,
     created_at REAL NOT NULL,
     ended_at REAL,
-    status TEXT NOT NULL
+    status TEXT NOT NULL,
+    options TEXT NOT NULL DEFAULT '{}'  -- JSON object: MatchRecord.options
 );
 CREATE INDEX IF NOT EXISTS matches_created ON matches(created_at);
 CREATE TABLE IF NOT EXISTS batches (
@@ -100,7 +101,8 @@ CREATE TABLE IF NOT EXISTS batches (
     base_tick INTEGER NOT NULL,
     last_tick INTEGER NOT NULL,
     first_id BLOB NOT NULL,        -- 16 bytes, big-endian
-    blob BLOB NOT NULL             -- replay.codec.encode_batch
+    blob BLOB NOT NULL,            -- replay.codec.encode_batch
+    types INTEGER                  -- _type_mask of the batch's event types (NULL: unknown)
 );
 -- Seq reads, the version lookup, and the no-duplicate-seq guarantee.
 CREATE UNIQUE INDEX IF NOT EXISTS batches_seq ON batches(mkey, first_seq);
@@ -118,13 +120,27 @@ CREATE TABLE IF NOT EXISTS keyframes (
 """
 
 _INSERT_BATCH = (
-    "INSERT INTO batches (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO batches"
+    " (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_TYPE_BITS = 62
+"""``batches.types`` has bit ``min(type, 62)`` set for each event type in the batch
+(codes 62 and up share the last bit: a superset, never a miss). A 63-bit value keeps
+it a positive SQLite integer."""
+
+
+def _type_mask(types: Iterable[int]) -> int:
+    mask = 0
+    for t in types:
+        mask |= 1 << min(t, _TYPE_BITS)
+    return mask
+
+
 _BATCH_COLS = "position, mkey, first_seq, count, base_tick, first_id, blob"
 _MATCH_COLS = (
     "m.mkey, m.match_id, m.game, m.rules_version, m.tick_rate, m.players, m.settings, m.seed,"
-    " m.created_at, m.ended_at, m.status,"
+    " m.created_at, m.ended_at, m.status, m.options,"
     " (SELECT first_seq + count - 1 FROM batches b WHERE b.mkey = m.mkey"
     "  ORDER BY first_seq DESC LIMIT 1),"
     " (SELECT last_tick FROM batches b WHERE b.mkey = m.mkey ORDER BY first_seq DESC LIMIT 1)"
@@ -215,6 +231,16 @@ class SQLiteEventStore(EventStore):
         ):
             await self._writer.execute(pragma)
         await self._writer.executescript(_SCHEMA)
+        async with self._writer.execute("PRAGMA table_info(matches)") as cur:
+            if "options" not in {row[1] for row in await cur.fetchall()}:
+                # A store file from before MatchRecord.options: its matches get {}.
+                await self._writer.execute(
+                    "ALTER TABLE matches ADD COLUMN options TEXT NOT NULL DEFAULT '{}'"
+                )
+        async with self._writer.execute("PRAGMA table_info(batches)") as cur:
+            if "types" not in {row[1] for row in await cur.fetchall()}:
+                # Older batches get NULL: "any type", so scans decode them.
+                await self._writer.execute("ALTER TABLE batches ADD COLUMN types INTEGER")
         await self._writer.commit()
         async with self._writer.execute("SELECT coalesce(max(position), 0) FROM batches") as cur:
             (self._last_position,) = await cur.fetchone()  # type: ignore[misc]
@@ -254,14 +280,15 @@ class SQLiteEventStore(EventStore):
             record.created_at,
             record.ended_at,
             record.status,
+            json.dumps(record.options),
         )
         async with self._write_lock:
             conn = self._conn_w()
             try:
                 await conn.execute(
                     "INSERT INTO matches (match_id, game, rules_version, tick_rate, players,"
-                    " settings, seed, created_at, ended_at, status)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " settings, seed, created_at, ended_at, status, options)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
                 await conn.commit()
@@ -452,7 +479,7 @@ class SQLiteEventStore(EventStore):
         # the first one cached wins, so there is one _Stream per match.
         stream = self._streams.get(match_id)
         if stream is None:
-            mkey, _, _, _, _, _, _, _, _, _, status, version, last_tick = rows[0]
+            mkey, *_, status, _options, version, last_tick = rows[0]
             stream = _Stream(
                 mkey, match_id, status, version or 0, -1 if last_tick is None else last_tick
             )
@@ -517,6 +544,7 @@ class SQLiteEventStore(EventStore):
                     last_tick,
                     req.first_id.to_bytes(16, "big"),
                     req.blob,
+                    _type_mask({e.type for e in events}),
                 )
             )
             s.version += n
@@ -625,6 +653,34 @@ class SQLiteEventStore(EventStore):
                 b = EventBatch(b.match_id, b.first_seq + k, after + 1, b.first_id + k, b.events[k:])
             out.append(b)
         return out
+
+    async def scan(
+        self, after: int, limit: int, types: Collection[int]
+    ) -> tuple[list[EventBatch], int]:
+        # Every scanned row comes back, but only rows whose type mask matches carry
+        # their blob: the rest cost a row read, never a decode.
+        rows = await self._fetch(
+            "SELECT position, mkey, first_seq, count, base_tick, first_id,"
+            " CASE WHEN types IS NULL OR types & ?3 THEN blob END"
+            " FROM batches WHERE position > ?1 ORDER BY position LIMIT ?2",
+            (after, limit, _type_mask(types)),
+        )
+        if not rows:
+            return [], after
+        wanted = frozenset(types)
+        out: list[EventBatch] = []
+        for row in rows:
+            if row[6] is None:
+                continue
+            if row[1] not in self._by_mkey:
+                await self._load_mkey(row[1])
+            b = self._decode(row)
+            if (k := after + 1 - b.first_position) > 0:
+                b = EventBatch(b.match_id, b.first_seq + k, after + 1, b.first_id + k, b.events[k:])
+            # The mask is a superset (shared high bit): check the decoded types.
+            if any(e[0] in wanted for e in b.events):
+                out.append(b)
+        return out, rows[-1][0]
 
     async def last_position(self) -> int:
         rows = await self._fetch("SELECT coalesce(max(position), 0) FROM batches", ())
@@ -787,6 +843,7 @@ def _record(row: Sequence[Any]) -> MatchRecord:
         created_at,
         ended_at,
         status,
+        options,
         version,
         last_tick,
     ) = row
@@ -803,4 +860,5 @@ def _record(row: Sequence[Any]) -> MatchRecord:
         status=status,
         version=version or 0,
         last_tick=-1 if last_tick is None else last_tick,
+        options=json.loads(options),
     )

@@ -70,14 +70,7 @@ class ReplayFile:
         self._playback.pause()
         self._playback.step()  # show the start tick
         self._pump = asyncio.get_running_loop().create_task(self._run())
-        self.info = {
-            "match_id": r.match_id,
-            "game": r.game,
-            "rules_version": r.rules_version,
-            "tick_rate": r.tick_rate,
-            "players": list(r.players),
-            "settings": r.settings,
-            "seed": r.seed,
+        self.info = r.describe() | {
             "state_format": self.rules.state_format,
             "spectator_delay": 0.0,
             "status": r.status,

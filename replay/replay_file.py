@@ -516,14 +516,8 @@ async def export_match(
         with open(tmp, "wb") as f:
             w = _Writer(f)
             w.prefix_and_header(
-                {
-                    "match_id": record.match_id,
-                    "game": record.game,
-                    "rules_version": record.rules_version,
-                    "tick_rate": record.tick_rate,
-                    "players": list(record.players),
-                    "settings": record.settings,
-                    "seed": record.seed,
+                record.describe()
+                | {
                     "created_at": record.created_at,
                     "ended_at": record.ended_at,
                     "status": record.status,

@@ -12,9 +12,9 @@ The loop is the store's subscription loop (``scan`` after the checkpoint for
 the event types some board reads, then ``wait_for_commit``) taken a chunk at a
 time, so one transaction covers a whole chunk instead of one event. The
 checkpoint moves to the scanned position: batches without a relevant event
-(movement, aim, shots: nearly all of them) are passed over undecoded. The read model uses ``synchronous=NORMAL``:
-a power cut may lose its last commits, which only moves the checkpoint back
-with the boards; they are replayed.
+(movement, aim, shots: nearly all of them) are passed over undecoded. The
+read model uses ``synchronous=NORMAL``: a power cut may lose its last commits,
+which only moves the checkpoint back with the boards; they are replayed.
 
 Queries read the in-memory boards; they never wait for the disk, and a
 rebuild builds aside and swaps (:meth:`LeaderboardProjection.rebuild`).

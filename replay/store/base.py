@@ -76,6 +76,19 @@ class MatchRecord:
     def with_changes(self, **changes: Any) -> MatchRecord:
         return replace(self, **changes)
 
+    def describe(self) -> dict[str, Any]:
+        """What a replayer needs to know about the match, as plain msgpack/JSON data
+        (replay file headers, WATCHING messages)."""
+        return {
+            "match_id": self.match_id,
+            "game": self.game,
+            "rules_version": self.rules_version,
+            "tick_rate": self.tick_rate,
+            "players": list(self.players),
+            "settings": self.settings,
+            "seed": self.seed,
+        }
+
 
 @dataclass(frozen=True)
 class Keyframe:

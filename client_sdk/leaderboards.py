@@ -1,20 +1,35 @@
-"""``Leaderboards``: an async client for the leaderboards HTTP JSON API.
+"""``Leaderboards``: an async client for the leaderboard queries, over HTTP or websocket.
 
-Point it at the server's HTTP port (``http://host:8765``); the routes are in
-docs/leaderboards.md. Requests use the stdlib (``urllib`` on a worker thread),
-so the SDK needs no HTTP dependency. A 4xx answer raises
-:class:`LeaderboardError` with the server's ``code`` and ``message``.
+Point it at the server's HTTP port (``http://host:8765``: the JSON routes of
+docs/leaderboards.md, requested with the stdlib's ``urllib`` on a worker thread,
+so no HTTP dependency) or at its websocket endpoint (``ws://host:8765/ws``: the
+LEADERBOARD message of docs/protocol.md, whose encoding comes from
+:mod:`replay.protocol`). An error answer raises :class:`LeaderboardError` with
+the server's ``code`` and ``message``, the same for both.
+
+Why a transport of ``Leaderboards`` and not methods on ``GameClient``/``Spectator``:
+one class keeps one copy of the query methods and of the reply matching, and a
+leaderboard view needs no seat or watched match.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from replay import protocol as p
+from replay.leaderboards import errors as lb_errors
 
 __all__ = ["Entry", "LeaderboardError", "Leaderboards", "Page"]
 
@@ -64,19 +79,45 @@ def _page(body: dict[str, Any]) -> Page:
 
 
 class Leaderboards:
-    """Queries against ``base_url`` (scheme, host and port of the server)."""
+    """Queries against ``base_url``: ``http(s)://host:port`` for the HTTP API, or
+    ``ws(s)://host:port/ws`` for LEADERBOARD messages on one websocket connection
+    (opened on the first query, reopened if the server closed it while idle).
+
+    Every method builds one ``(query, args)`` pair, the server's own unit
+    (server/leaderboard_api.py ``query``); the transports only carry it, so both
+    give the same answers and the same error codes."""
 
     def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.websocket = self.base_url.startswith(("ws://", "wss://"))
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._refs = itertools.count(1)
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._connecting = asyncio.Lock()
+
+    async def __aenter__(self) -> Leaderboards:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the websocket connection, if any (HTTP mode holds no connection)."""
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
 
     async def boards(self) -> dict[str, Any]:
         """Every board's definition and current period, with the position."""
-        return await self._get("", {})
+        return await self.query("boards", {})
 
     async def periods(self, board: str) -> dict[str, Any]:
-        return await self._get(f"/{quote(board, safe='')}/periods", {})
+        return await self.query("periods", {"board": board})
 
     async def top(
         self,
@@ -89,8 +130,8 @@ class Leaderboards:
         timeout: float | None = None,
     ) -> Page:
         """The best ``limit`` entries, or the page after ``cursor``."""
-        params = {"limit": limit, "cursor": cursor, "period": period}
-        return _page(await self._get(f"/{quote(board, safe='')}", params, wait, timeout))
+        args = {"board": board, "limit": limit, "cursor": cursor, "period": period}
+        return _page(await self.query("top", args, wait, timeout))
 
     async def entry(
         self,
@@ -102,8 +143,8 @@ class Leaderboards:
         timeout: float | None = None,
     ) -> tuple[Entry, Page]:
         """``player``'s rank and entry (the page has the board, period, position, count)."""
-        path = f"/{quote(board, safe='')}/players/{quote(player, safe='')}"
-        body = await self._get(path, {"period": period}, wait, timeout)
+        args = {"board": board, "player": player, "period": period}
+        body = await self.query("entry", args, wait, timeout)
         return Entry(**body["entry"]), _page(body)
 
     async def around(
@@ -117,25 +158,30 @@ class Leaderboards:
         timeout: float | None = None,
     ) -> Page:
         """``limit`` entries around ``player``, ``player`` included."""
-        path = f"/{quote(board, safe='')}/players/{quote(player, safe='')}/around"
-        return _page(await self._get(path, {"limit": limit, "period": period}, wait, timeout))
+        args = {"board": board, "player": player, "limit": limit, "period": period}
+        return _page(await self.query("around", args, wait, timeout))
 
     async def count(self, board: str, *, period: str | None = None) -> int:
-        return (await self._get(f"/{quote(board, safe='')}/count", {"period": period}))["count"]
+        return (await self.query("count", {"board": board, "period": period}))["count"]
 
-    async def _get(
+    async def query(
         self,
-        path: str,
-        params: dict[str, Any],
+        query: str,
+        args: dict[str, Any],
         wait: int | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        params = params | {"wait": wait, "timeout": timeout}
-        query = urlencode({k: v for k, v in params.items() if v is not None})
-        url = f"{self.base_url}/api/leaderboards{path}" + (f"?{query}" if query else "")
+        """One query; the answer is the server's JSON object as is."""
+        args = {
+            k: v for k, v in (args | {"wait": wait, "timeout": timeout}).items() if v is not None
+        }
         # A waiting query may take its whole timeout on the server: allow for it.
         deadline = self.timeout + (timeout or 0)
-        return await asyncio.to_thread(self._fetch, url, deadline)
+        if self.websocket:
+            return await self._ws_query(query, args, deadline)
+        return await asyncio.to_thread(self._fetch, _http_url(self.base_url, query, args), deadline)
+
+    # -- HTTP ------------------------------------------------------------------------------
 
     def _fetch(self, url: str, timeout: float) -> dict[str, Any]:
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
@@ -150,3 +196,95 @@ class Leaderboards:
             except (ValueError, KeyError, TypeError):
                 raise LeaderboardError(exc.code, "http_error", str(exc)) from None
             raise LeaderboardError(exc.code, err["code"], err["message"]) from None
+
+    # -- websocket -------------------------------------------------------------------------
+
+    async def _ws_query(self, query: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+        ws = await self._connection()
+        ref = next(self._refs)
+        fut = self._replies[ref] = asyncio.get_running_loop().create_future()
+        try:
+            await ws.send(p.encode_leaderboard(ref, query, args))
+            async with asyncio.timeout(timeout):
+                return await fut
+        finally:
+            self._replies.pop(ref, None)
+
+    async def _connection(self) -> ClientConnection:
+        async with self._connecting:
+            if self._ws is None or self._ws.state is not State.OPEN:
+                headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+                ws = await connect(
+                    self.base_url,
+                    subprotocols=[p.SUBPROTOCOL],  # type: ignore[list-item]
+                    additional_headers=headers,
+                    max_size=None,
+                    compression=None,
+                    open_timeout=self.timeout,
+                )
+                welcome = p.decode_server(await ws.recv())  # type: ignore[arg-type]
+                if not isinstance(welcome, p.Welcome):
+                    await ws.close()
+                    raise p.ProtocolError(p.E_MALFORMED, f"expected WELCOME, got {welcome!r}")
+                self._ws = ws
+                self._reader = asyncio.create_task(self._read(ws))
+            return self._ws
+
+    async def _read(self, ws: ClientConnection) -> None:
+        try:
+            async for data in ws:
+                try:
+                    msg = p.decode_server(data)  # type: ignore[arg-type]
+                except p.ProtocolError:
+                    continue
+                if isinstance(msg, p.LeaderboardReply):
+                    self._resolve(msg.ref, msg.body, None)
+                elif isinstance(msg, p.Error) and isinstance(msg.ref, int):
+                    status = _STATUS.get(msg.code, 400)
+                    self._resolve(msg.ref, None, LeaderboardError(status, msg.code, msg.message))
+        except ConnectionClosed:
+            pass
+        finally:
+            lost = ConnectionError(f"connection closed ({ws.close_code})")
+            for ref in list(self._replies):
+                self._resolve(ref, None, lost)
+
+    def _resolve(self, ref: int, body: dict[str, Any] | None, exc: Exception | None) -> None:
+        fut = self._replies.get(ref)
+        if fut is None or fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(body)  # type: ignore[arg-type]
+
+
+def _http_url(base_url: str, query: str, args: dict[str, Any]) -> str:
+    """The HTTP route of ``(query, args)`` (docs/leaderboards.md)."""
+    args = dict(args)
+    board = quote(str(args.pop("board", "")), safe="")
+    player = quote(str(args.pop("player", "")), safe="")
+    path = {
+        "boards": "",
+        "top": f"/{board}",
+        "count": f"/{board}/count",
+        "periods": f"/{board}/periods",
+        "entry": f"/{board}/players/{player}",
+        "around": f"/{board}/players/{player}/around",
+    }[query]
+    q = urlencode(args)
+    return f"{base_url}/api/leaderboards{path}" + (f"?{q}" if q else "")
+
+
+# The HTTP status of each error code, so both transports raise the same error.
+_STATUS = {
+    cls.code: cls.status
+    for cls in (
+        lb_errors.BadCursorError,
+        lb_errors.BadParameterError,
+        lb_errors.LimitTooLargeError,
+        lb_errors.UnknownBoardError,
+        lb_errors.UnknownPeriodError,
+        lb_errors.UnknownPlayerError,
+    )
+}

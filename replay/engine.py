@@ -75,6 +75,10 @@ class ReplayEngine:
             self._records[match_id] = record
         return record
 
+    def cached_match(self, match_id: str) -> MatchRecord | None:
+        """The record if :meth:`match` read it already (no I/O)."""
+        return self._records.get(match_id)
+
     def rules(self, record: MatchRecord) -> Rules[Any]:
         return rules_for(record.game)
 

@@ -228,6 +228,8 @@ def decode_client(data: bytes | str) -> ClientMessage:
         return Leave()
     if SPECTATE_CLIENT_FIRST <= kind <= SPECTATE_CLIENT_LAST:
         return _decode_spectate(kind, msg)
+    if LEADERBOARD_FIRST <= kind <= LEADERBOARD_LAST:
+        return _decode_leaderboard(kind, msg)
     raise ProtocolError(E_UNKNOWN_TYPE, f"unknown client message type {kind}")
 
 
@@ -777,3 +779,69 @@ _SERVER_SHAPES.update(
         SCOREBOARD_REPLY: ScoreboardReply,
     }
 )
+
+
+# == Leaderboards (docs/protocol.md, "Leaderboards") ==========================================
+#
+# Type codes 48..63. Any connection may query (players, spectators, anonymous), before
+# or after JOIN/WATCH. The query and its args are those of the HTTP API
+# (docs/leaderboards.md): the server runs the same function for both, so the answer's
+# body is exactly the JSON object the HTTP route returns, and an error is an ERROR
+# with the leaderboard error code (``unknown_board``, ``limit_too_large``, ...) and the ref.
+
+LEADERBOARD_FIRST = 48
+LEADERBOARD_LAST = 63
+# client -> server
+LEADERBOARD = 48
+# server -> client
+LEADERBOARD_REPLY = 49
+
+CLIENT_TYPES[LEADERBOARD] = "LEADERBOARD"
+SERVER_TYPES[LEADERBOARD_REPLY] = "LEADERBOARD"
+
+E_TOO_MANY_QUERIES = "too_many_queries"  # over MAX_PENDING_QUERIES waiting queries
+
+MAX_PENDING_QUERIES = 8
+"""Waiting queries (``wait`` given) in flight per connection; each is one suspended
+task (~2 KiB). Queries without ``wait`` are answered at once and do not count."""
+
+
+class LeaderboardQuery(NamedTuple):
+    """``[48, ref, query, args]``: query ``"boards"``, ``"top"``, ``"entry"``,
+    ``"around"``, ``"count"`` or ``"periods"``; args a map with ``board``, ``player``,
+    ``period``, ``limit``, ``cursor``, ``wait``, ``timeout`` as in the HTTP API."""
+
+    ref: int
+    query: str
+    args: dict[str, Any]
+
+
+class LeaderboardReply(NamedTuple):
+    """``[49, ref, body]``: body is the HTTP route's JSON object (with ``position``)."""
+
+    ref: int
+    body: dict[str, Any]
+
+
+def _decode_leaderboard(kind: int, msg: list[Any]) -> LeaderboardQuery:
+    if kind != LEADERBOARD:
+        raise ProtocolError(E_UNKNOWN_TYPE, f"unknown client message type {kind}")
+    _arity(msg, 4, "[48, ref, query, args]")
+    ref = _int(msg[1], 0, MAX_SEQ, "ref")
+    if type(msg[2]) is not str or not 1 <= len(msg[2]) <= MAX_ID_CHARS:
+        raise ProtocolError(E_INVALID_FIELD, "query must be a string", ref)
+    if not isinstance(msg[3], dict):
+        raise ProtocolError(E_INVALID_FIELD, "LEADERBOARD args must be a map", ref)
+    return LeaderboardQuery(ref, msg[2], msg[3])
+
+
+def leaderboard_reply(ref: int, body: dict[str, Any]) -> bytes:
+    """``[49, ref, body]``."""
+    return pack([LEADERBOARD_REPLY, ref, body])
+
+
+def encode_leaderboard(ref: int, query: str, args: dict[str, Any] | None = None) -> bytes:
+    return pack([LEADERBOARD, ref, query, args or {}])
+
+
+_SERVER_SHAPES[LEADERBOARD_REPLY] = LeaderboardReply

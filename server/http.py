@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from replay.errors import MatchExistsError, ReplayError, UnknownMatchError
+from replay.store.base import MatchRecord
 from server import auth, leaderboard_api
 from server.lobby import LobbyError
 from server.match import JoinRefused
@@ -34,6 +35,9 @@ __all__ = ["ROUTES", "dispatch", "request_token", "route"]
 Params = dict[str, str]
 Handler = Callable[["App", ServerConnection, Request, Params], Awaitable[Response]]
 ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
+SPECTATOR_LIST_SCAN = 1000
+"""Newest matches a non-admin ``GET /api/matches`` looks through for ones it may see
+(one MatchRecord each, ~1 KiB)."""
 
 
 def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
@@ -75,6 +79,19 @@ def request_token(request: Request) -> str | None:
     if header.lower().startswith("bearer "):
         return header[7:].strip()
     return query(request).get("token")
+
+
+def requester(app: App, request: Request) -> auth.Identity:
+    """Who asks a read route: anonymous without a token, else the token's identity. A
+    token that is sent must be valid (401): a stale link says so instead of silently
+    reading as anonymous."""
+    token = request_token(request)
+    if not token:
+        return auth.ANONYMOUS
+    try:
+        return auth.verify(app.secret, token)
+    except auth.AuthError as exc:
+        raise HttpError(401, "unauthorized", f"the server refused the token: {exc}") from None
 
 
 def identity(app: App, request: Request, *roles: str) -> auth.Identity:
@@ -135,12 +152,41 @@ async def metrics(app: App, conn: ServerConnection, request: Request, _: Params)
 async def list_matches(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
     q = query(request)
     limit = _int(q.get("limit", "100"), "limit", 1, 1000)
-    return json_response(conn, await app.lobby.list(q.get("status"), limit))
+    ident = requester(app, request)
+    if ident.role == "admin":
+        return json_response(conn, await app.lobby.list(q.get("status"), limit))
+    # Everyone else sees what a spectator may (docs/protocol.md 11.1, 11.3): the matches
+    # it may watch, each at its delayed live edge, among the newest SPECTATOR_LIST_SCAN.
+    records = await app.store.list_matches(status=q.get("status"), limit=SPECTATOR_LIST_SCAN)
+    visible = [r for r in records if app.spectating.visible_to(ident, r)]
+    return json_response(conn, [spectator_info(app, r, False) for r in visible[:limit]])
 
 
 @route("GET", r"/api/matches/(?P<match_id>[^/]+)")
 async def get_match(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
-    return json_response(conn, await app.lobby.describe(p["match_id"]))
+    ident = requester(app, request)
+    if ident.role == "admin":
+        return json_response(conn, await app.lobby.describe(p["match_id"]))
+    record = await app.store.get_match(p["match_id"])  # UnknownMatchError -> 404
+    if not app.spectating.visible_to(ident, record):
+        raise HttpError(403, "forbidden", f"not allowed to watch {record.match_id!r}")
+    return json_response(conn, spectator_info(app, record, False))
+
+
+def spectator_info(app: App, record: MatchRecord, privileged: bool) -> dict[str, Any]:
+    """A match as a spectator may see it: ``tick`` is its live edge (``Spectating.edge``,
+    the one delay rule), and nothing that counts what happened after it (``last_seq``)."""
+    live = app.lobby.get_live(record.match_id)
+    return {
+        "match_id": record.match_id,
+        "game": record.game,
+        "status": live.status if live is not None else record.status,
+        "tick": app.spectating.edge(record, privileged),
+        "tick_rate": record.tick_rate,
+        "players": live.info()["players"] if live is not None else list(record.players),
+        "created_at": record.created_at,
+        "ended_at": record.ended_at,
+    }
 
 
 @route("POST", r"/api/matches")
@@ -244,5 +290,5 @@ def _int(raw: str, name: str, lo: int, hi: int) -> int:
     return value
 
 
-# The spectator viewer's page and data routes (server/viewer_api.py) register themselves.
+# The spectator viewer's page and match-list routes (server/viewer_api.py) register themselves.
 from server import viewer_api  # noqa: E402, F401

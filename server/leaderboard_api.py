@@ -28,11 +28,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from replay.leaderboards.errors import BadParameterError, LeaderboardError
 from replay.leaderboards.service import DEFAULT_AROUND, DEFAULT_LIMIT, Leaderboards
 
-__all__ = ["PREFIX", "handle", "process_request"]
+__all__ = ["ARGS", "PREFIX", "QUERIES", "handle", "process_request", "query"]
 
 PREFIX = "/api/leaderboards"
 DEFAULT_WAIT_TIMEOUT_S = 5.0
-_PARAMS = {"limit", "cursor", "period", "wait", "timeout"}
+QUERIES = ("boards", "top", "entry", "around", "count", "periods")
+"""The query kinds; each HTTP route is one of them (docs/leaderboards.md)."""
+_PARAMS = frozenset({"limit", "cursor", "period", "wait", "timeout"})
+ARGS = _PARAMS | {"board", "player"}
+"""Arguments of :func:`query`: the query-string parameters plus the path's parts."""
 log = logging.getLogger(__name__)
 
 
@@ -40,27 +44,81 @@ def _error(status: int, code: str, message: str) -> tuple[int, dict[str, Any]]:
     return status, {"error": {"code": code, "message": message}}
 
 
-def _int(params: Mapping[str, str], name: str, default: int | None) -> int | None:
-    raw = params.get(name)
+def _int(args: Mapping[str, Any], name: str, default: int | None) -> int | None:
+    # HTTP gives strings, the websocket protocol typed values: both pass through here.
+    raw = args.get(name)
+    if raw is None:
+        return default
+    if type(raw) is int:
+        return raw
+    if isinstance(raw, str):
+        try:
+            return int(raw)
+        except ValueError:
+            pass
+    raise BadParameterError(f"{name} must be an integer, got {str(raw)[:32]!r}")
+
+
+def _float(args: Mapping[str, Any], name: str, default: float) -> float:
+    raw = args.get(name)
     if raw is None:
         return default
     try:
-        return int(raw)
-    except ValueError:
-        raise BadParameterError(f"{name} must be an integer, got {raw[:32]!r}") from None
-
-
-def _float(params: Mapping[str, str], name: str, default: float) -> float:
-    raw = params.get(name)
-    if raw is None:
-        return default
-    try:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise ValueError
         value = float(raw)
     except ValueError:
-        raise BadParameterError(f"{name} must be a number, got {raw[:32]!r}") from None
+        raise BadParameterError(f"{name} must be a number, got {str(raw)[:32]!r}") from None
     if value != value:
-        raise BadParameterError(f"{name} must be a number, got {raw[:32]!r}")
+        raise BadParameterError(f"{name} must be a number, got {str(raw)[:32]!r}")
     return value
+
+
+def _str(args: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
+    raw = args.get(name)
+    if raw is None and not required:
+        return None
+    if not isinstance(raw, str) or (required and not raw):
+        raise BadParameterError(f"{name} must be a non-empty string, got {str(raw)[:32]!r}")
+    return raw
+
+
+async def query(service: Leaderboards, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """Answer one query: THE parameter rules, shared by HTTP and the websocket protocol.
+
+    ``name`` is one of :data:`QUERIES`; ``args`` maps the names of :data:`ARGS` to
+    strings (HTTP) or typed values (websocket). Raises :class:`LeaderboardError`."""
+    unknown = sorted(set(args) - ARGS)
+    if unknown:
+        raise BadParameterError(f"unknown parameters {unknown}; known: {sorted(ARGS)}")
+    reached = None
+    wait = _int(args, "wait", None)
+    if wait is not None:
+        reached = await service.wait(wait, _float(args, "timeout", DEFAULT_WAIT_TIMEOUT_S))
+    if name == "boards":
+        body = service.boards()
+    else:
+        board = _str(args, "board", required=True)
+        assert board is not None
+        period = _str(args, "period")
+        if name == "top":
+            limit = _int(args, "limit", DEFAULT_LIMIT)
+            body = service.top(board, period=period, limit=limit, cursor=_str(args, "cursor"))
+        elif name == "count":
+            body = service.count(board, period=period)
+        elif name == "periods":
+            body = service.periods(board)
+        elif name == "entry":
+            body = service.entry(board, _str(args, "player", required=True), period=period)
+        elif name == "around":
+            player = _str(args, "player", required=True)
+            limit = _int(args, "limit", DEFAULT_AROUND)
+            body = service.around(board, player, period=period, limit=limit)  # type: ignore[arg-type]
+        else:
+            raise BadParameterError(f"unknown query {str(name)[:32]!r}; known: {list(QUERIES)}")
+    if reached is not None:
+        body["reached"] = reached
+    return body
 
 
 async def handle(
@@ -74,37 +132,30 @@ async def handle(
     parts = [unquote(p) for p in path[len(PREFIX) :].split("/") if p]
     if method not in ("GET", "HEAD"):
         return _error(405, "method_not_allowed", f"{method} is not allowed; use GET")
+    match parts:
+        case []:
+            name, where = "boards", {}
+        case [board]:
+            name, where = "top", {"board": board}
+        case [board, "count"]:
+            name, where = "count", {"board": board}
+        case [board, "periods"]:
+            name, where = "periods", {"board": board}
+        case [board, "players", player]:
+            name, where = "entry", {"board": board, "player": player}
+        case [board, "players", player, "around"]:
+            name, where = "around", {"board": board, "player": player}
+        case _:
+            return _error(404, "not_found", f"no route {path[:200]!r}")
     try:
+        # board and player come from the path only; the token is the server's business.
         unknown = sorted(set(params) - _PARAMS - {"token"})
         if unknown:
             raise BadParameterError(f"unknown parameters {unknown}; known: {sorted(_PARAMS)}")
-        reached = None
-        wait = _int(params, "wait", None)
-        if wait is not None:
-            reached = await service.wait(wait, _float(params, "timeout", DEFAULT_WAIT_TIMEOUT_S))
-        period = params.get("period")
-        match parts:
-            case []:
-                body = service.boards()
-            case [board]:
-                limit = _int(params, "limit", DEFAULT_LIMIT)
-                body = service.top(board, period=period, limit=limit, cursor=params.get("cursor"))
-            case [board, "count"]:
-                body = service.count(board, period=period)
-            case [board, "periods"]:
-                body = service.periods(board)
-            case [board, "players", player]:
-                body = service.entry(board, player, period=period)
-            case [board, "players", player, "around"]:
-                limit = _int(params, "limit", DEFAULT_AROUND)
-                body = service.around(board, player, period=period, limit=limit)
-            case _:
-                return _error(404, "not_found", f"no route {path[:200]!r}")
+        args = {k: v for k, v in params.items() if k in _PARAMS} | where
+        return 200, await query(service, name, args)
     except LeaderboardError as exc:
         return _error(exc.status, exc.code, str(exc))
-    if reached is not None:
-        body["reached"] = reached
-    return 200, body
 
 
 def process_request(service: Leaderboards):

@@ -87,6 +87,7 @@ class Lobby:
             tick_rate=int(normalized.get("tick_rate", 30)),
             settings=normalized,
             seed=seed if seed is not None else secrets.randbits(63),
+            options=spectating.as_record(),
         )
         record = await self.store.create_match(record)  # MatchExistsError
         s = self.settings
@@ -138,6 +139,9 @@ class Lobby:
 
     async def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         records = await self.store.list_matches(status=status, limit=limit)
+        if self.spectating is not None:
+            for r in records:  # callers filter the list by visibility, a stored option
+                self.spectating.learn(r)
         return [
             self.live[r.match_id].info() if r.match_id in self.live else _record_info(r)
             for r in records

@@ -22,6 +22,7 @@ from replay.codec import encode_batch
 from replay.errors import ReplayError, UnknownMatchError
 from replay.events import NewEvent
 from replay.rules import Rejection
+from server import leaderboard_api
 from server.auth import Identity
 from server.connection import GameConnection
 from server.fanout import Subscriber
@@ -62,6 +63,10 @@ class Session:
         self._next_refusal_report = 0.0
         self._tokens = float(app.settings.input_burst)
         self._refill_at = time.monotonic()
+        self._deadline = 0.0
+        """Loop time by which a connection that neither JOINed nor WATCHed must act."""
+        self._queries: set[asyncio.Task[None]] = set()
+        """Waiting leaderboard queries; invariant: at most p.MAX_PENDING_QUERIES."""
 
     # -- the Peer interface (used by the match) ---------------------------------------
 
@@ -92,16 +97,16 @@ class Session:
                 },
             )
         )
-        deadline = asyncio.get_running_loop().time() + s.join_timeout
+        self._deadline = asyncio.get_running_loop().time() + s.join_timeout
         try:
             while True:
                 if self.match is None and self.watcher is None:
                     try:
-                        async with asyncio.timeout_at(deadline):
+                        async with asyncio.timeout_at(self._deadline):
                             frame = await self.conn.recv()
                     except TimeoutError:
                         self.close_soon(p.CLOSE_JOIN_TIMEOUT, "no JOIN in time")
-                        deadline += 3600.0  # keep draining until the close completes
+                        self._deadline += 3600.0  # keep draining until the close completes
                         continue
                 else:
                     frame = await self.conn.recv()
@@ -113,6 +118,8 @@ class Session:
             self._detach()
 
     def _detach(self) -> None:
+        for task in self._queries:
+            task.cancel()
         if self.watcher is not None:
             self.watcher.close_now()
         if self.match is not None:
@@ -132,6 +139,8 @@ class Session:
                 self._command(msg)
             elif isinstance(msg, p.Leave):
                 self._leave()
+            elif isinstance(msg, p.LeaderboardQuery):
+                await self._leaderboard(msg)
             else:
                 await self._spectate(msg)
         except p.ProtocolError as exc:
@@ -148,6 +157,41 @@ class Session:
         self._errors += 1
         if self._errors > MAX_ERRORS_IN_A_ROW:
             self.close_soon(p.CLOSE_PROTOCOL_ERROR, "too many protocol errors")
+
+    # -- leaderboard queries (docs/protocol.md, "Leaderboards") -----------------------------
+
+    async def _leaderboard(self, msg: p.LeaderboardQuery) -> None:
+        """Answer a query with the HTTP API's own function (one set of parameter rules).
+        A query without ``wait`` is an in-memory read answered here, in order; one that
+        waits runs as a task, so this connection's inputs and controls go on meanwhile."""
+        if not self._closing:
+            # Querying is a use of the connection: the join timeout restarts.
+            self._deadline = asyncio.get_running_loop().time() + self.app.settings.join_timeout
+        if msg.args.get("wait") is None:
+            body = await leaderboard_api.query(self.app.leaderboards, msg.query, msg.args)
+            self.send(p.leaderboard_reply(msg.ref, body))
+            return
+        if len(self._queries) >= p.MAX_PENDING_QUERIES:
+            raise p.ProtocolError(
+                p.E_TOO_MANY_QUERIES,
+                f"at most {p.MAX_PENDING_QUERIES} waiting queries per connection",
+                msg.ref,
+            )
+        task = asyncio.get_running_loop().create_task(self._waiting_query(msg))
+        self._queries.add(task)
+        task.add_done_callback(self._queries.discard)
+
+    async def _waiting_query(self, msg: p.LeaderboardQuery) -> None:
+        try:
+            body = await leaderboard_api.query(self.app.leaderboards, msg.query, msg.args)
+        except ReplayError as exc:  # LeaderboardError: bad_parameter, unknown_board, ...
+            self._protocol_error(p.ProtocolError(exc.code, str(exc), msg.ref))
+            return
+        except Exception:  # a bug, not bad input: logged, answered all the same
+            log.exception("leaderboard query failed: %s %r", msg.query, msg.args)
+            self.send(p.error("internal", "internal error", msg.ref))
+            return
+        self.send(p.leaderboard_reply(msg.ref, body))
 
     # -- spectating ------------------------------------------------------------------------
 

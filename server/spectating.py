@@ -42,6 +42,7 @@ __all__ = [
     "SpectatingOptions",
     "finished_edge",
     "split_options",
+    "stored_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,11 @@ class SpectatingOptions:
 
     delay: float = 0.0
     public: bool = False
+
+    def as_record(self) -> dict[str, Any]:
+        """For ``MatchRecord.options``: stored with the match, so every later process
+        (and every read path) applies the same delay and visibility."""
+        return {"spectator_delay": self.delay, "public_spectating": self.public}
 
 
 def split_options(
@@ -85,6 +91,16 @@ def split_options(
     if not isinstance(public, bool):
         raise ValueError("public_spectating must be a boolean")
     return game, SpectatingOptions(float(delay), public)
+
+
+def stored_options(options: Mapping[str, Any], default_delay: float) -> SpectatingOptions:
+    """The options stored in ``MatchRecord.options``. A match recorded before they were
+    stored (or with an unreadable value) gets ``default_delay`` and is not public."""
+    try:
+        return split_options(options, default_delay)[1]
+    except ValueError:
+        log.warning("ignoring invalid stored spectating options %r", options)
+        return SpectatingOptions(default_delay, False)
 
 
 def finished_edge(last_tick: int, tick_rate: int, ended_at: float | None, delay: float) -> int:

@@ -32,7 +32,7 @@ from replay.source import StoredEvent, read_events
 from replay.store.base import READ_ONLY_STATUSES, EventStore, MatchRecord
 from replay.timeline import Timeline
 from server.auth import Identity
-from server.spectating import LiveHub, LiveSub, SpectatingOptions, finished_edge
+from server.spectating import LiveHub, LiveSub, SpectatingOptions, finished_edge, stored_options
 
 if TYPE_CHECKING:
     from server.lobby import Lobby
@@ -61,18 +61,37 @@ class Spectating:
         self.engine = ReplayEngine(store)
         self.timeline = Timeline(self.engine)
         self.options: dict[str, SpectatingOptions] = {}
-        """Per match created by this process (a few bytes each)."""
+        """Per match created by this process or whose record was read (~150 bytes each);
+        a cache of ``MatchRecord.options``, where the options are stored."""
         self.hubs: dict[str, LiveHub] = {}
         """Live matches, and finished ones until their delayed frames are all released."""
 
     def options_of(self, match_id: str) -> SpectatingOptions:
-        # Matches of an earlier process: the server default, never public.
-        return self.options.get(match_id) or SpectatingOptions(self.default_delay, False)
+        options = self.options.get(match_id)
+        if options is None:
+            record = self.engine.cached_match(match_id)
+            if record is None:  # never read: the safe side, the default delay and private
+                return SpectatingOptions(self.default_delay, False)
+            options = self.learn(record)
+        return options
 
-    def visible_to(self, ident: Identity, match_id: str) -> bool:
+    def learn(self, record: MatchRecord) -> SpectatingOptions:
+        """The options stored with ``record`` (cached: a record's options never change)."""
+        options = self.options.get(record.match_id)
+        if options is None:
+            options = stored_options(record.options, self.default_delay)
+            self.options[record.match_id] = options
+        return options
+
+    def visible_to(self, ident: Identity, match: str | MatchRecord) -> bool:
+        """Pass the record when you have one: after a restart only the record knows
+        whether an old match is public (an id never read before counts as private)."""
+        match_id = match if isinstance(match, str) else match.match_id
         if ident.role == "player":
             return False
         if not ident.player:  # token-less
+            if not isinstance(match, str):
+                return self.learn(match).public
             return self.options_of(match_id).public
         return ident.may_enter(match_id)
 
@@ -81,7 +100,7 @@ class Spectating:
         hub = self.hubs.get(record.match_id)
         if hub is not None:
             return hub.edge(privileged)
-        delay = 0.0 if privileged else self.options_of(record.match_id).delay
+        delay = 0.0 if privileged else self.learn(record).delay
         if record.status not in READ_ONLY_STATUSES:
             return 0  # not published by this process (yet): only the initial state
         return finished_edge(record.last_tick, record.tick_rate, record.ended_at, delay)
@@ -105,9 +124,9 @@ class Spectating:
         )
         out = []
         for r in records:
-            if not self.visible_to(ident, r.match_id):
+            if not self.visible_to(ident, r):
                 continue
-            o = self.options_of(r.match_id)
+            o = self.learn(r)
             out.append(
                 {
                     "match_id": r.match_id,
@@ -207,12 +226,15 @@ class Watcher:
             raise p.ProtocolError(
                 p.E_FORBIDDEN, "players JOIN their match; WATCH is for spectators"
             )
-        if not self.sp.visible_to(ident, msg.match_id):
-            raise p.ProtocolError(p.E_FORBIDDEN, f"not allowed to watch {msg.match_id!r}")
+        forbidden = p.ProtocolError(p.E_FORBIDDEN, f"not allowed to watch {msg.match_id!r}")
         try:
             record = await self.sp.engine.match(msg.match_id, refresh=True)
         except UnknownMatchError:
+            if not self.sp.visible_to(ident, msg.match_id):
+                raise forbidden from None  # whether a match exists is not public either
             raise p.ProtocolError(p.E_UNKNOWN_MATCH, f"no match {msg.match_id!r}") from None
+        if not self.sp.visible_to(ident, record):
+            raise forbidden
         await self.stop()
         self.record = record
         self.hub = self.sp.hubs.get(record.match_id)
@@ -220,14 +242,8 @@ class Watcher:
         opts = self.sp.options_of(record.match_id)
         self.send(
             p.watching(
-                {
-                    "match_id": record.match_id,
-                    "game": record.game,
-                    "rules_version": record.rules_version,
-                    "tick_rate": record.tick_rate,
-                    "players": list(record.players),
-                    "settings": record.settings,
-                    "seed": record.seed,
+                record.describe()
+                | {
                     "state_format": rules.state_format,
                     "spectator_delay": 0.0 if self.privileged else opts.delay,
                     "public_spectating": opts.public,

@@ -94,10 +94,10 @@ async def test_full_match_with_sdk_clients(tmp_path):
             assert 0 < c.acked_seq < c.next_seq
             assert c.acked_tick <= record.last_tick
 
-        status, listed = await call(app, "GET", "/api/matches")
+        status, listed = await call(app, "GET", "/api/matches", admin)
         assert status == 200 and listed[0]["match_id"] == match_id
         assert listed[0]["status"] == "ended"
-        status, one = await call(app, "GET", f"/api/matches/{match_id}")
+        status, one = await call(app, "GET", f"/api/matches/{match_id}", admin)
         assert status == 200 and one["last_seq"] == record.version
 
         status, health = await call(app, "GET", "/healthz")

@@ -104,7 +104,7 @@ async def test_sigterm_flushes_marks_interrupted_and_restart_replays(tmp_path):
     # After a restart the matches are listed as interrupted, and their replays work.
     proc, port = await start_server(db)
     try:
-        status, listed = await http(port, "GET", "/api/matches")
+        status, listed = await http(port, "GET", "/api/matches", admin)
         assert status == 200
         assert {m["match_id"]: m["status"] for m in listed} == dict.fromkeys(
             match_ids, "interrupted"

@@ -22,11 +22,19 @@ from viewer_harness import (
     LIVE,
     LIVE_OPTIONS,
     ViewerServer,
+    admin_token,
     launch_chromium,
+    run_async,
+    server_markers,
     server_scoreboard,
     server_states,
     spectator_token,
 )
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from client_sdk.spectator import Spectator
+from replay import protocol as p
 
 FIN, LIVE_ID, BIG = "viewer-finished", "viewer-live", "viewer-64"
 BIG_TOKEN = spectator_token(BIG)  # BIG is not public: a caster's token for it
@@ -81,6 +89,11 @@ def page(browser: Browser) -> Iterator[tuple[Page, Console]]:
 def open_viewer(page: Page, server: ViewerServer, query: str = "") -> None:
     page.goto(f"{server.base}/{query}")
     page.evaluate("window.matchreplayViewer.ready.then(() => true)")
+
+
+def settled(page: Page) -> None:
+    """Wait until every control the page sent is answered (its PLAYBACK applied)."""
+    page.wait_for_function("!window.matchreplayViewer.busy()", timeout=10_000)
 
 
 def drawn(page: Page) -> dict[str, Any]:
@@ -148,31 +161,25 @@ def test_js_fold_equals_server_state_at(server: ViewerServer, page: Any, match_i
     checked at several ticks against the server's state_at; and the v1 upcaster."""
     pg, console = page
     open_viewer(pg, server)
-    last = server.request("GET", f"/api/matches/{match_id}")[1]["tick"]
+    last = server.last_tick(match_id)
     checks = sorted({0, 1, 40, 89, 90, 150, last // 2, last - 1, last, *range(7, last, 97)})
+    # A spectator session of the page's own module: WATCH at tick 0 (a STATE), then STEPs
+    # forward, one FRAME per tick, each folded by arena.js.
     folded = pg.evaluate(
         """async ([id, checks, token]) => {
         const A = await import('/static/js/arena.js');
-        const { Api } = await import('/static/js/api.js');
-        const api = new Api(token);
-        const [base, kf] = await api.state(id, 0);
-        const s = A.decodeKeyframe(kf);
-        const byTick = new Map();
-        for (let from = 1; from <= checks.at(-1); from += 300) {
-            const [first, , , , batch] = await api.events(id, from, from + 299);
-            for (const e of A.decodeBatch(batch, first)) {
-                if (!byTick.has(e.tick)) byTick.set(e.tick, []);
-                byTick.get(e.tick).push(e);
-            }
-        }
+        const S = await import('/static/js/spectator.js');
         const out = {};
-        if (checks.includes(base)) out[base] = A.plainState(s);
-        for (let t = base + 1; t <= checks.at(-1); t++) {
-            A.evolve(s, byTick.get(t) ?? [], t);
-            if (checks.includes(t)) out[t] = A.plainState(s);
-        }
+        const keep = (t) => { if (checks.includes(t)) out[t] = A.plainState(session.state); };
+        const url = S.websocketUrl(token);
+        const session = new S.SpectatorSession(url, id, { reset: keep, frame: keep });
+        await session.open(0);
+        const end = checks.at(-1);
+        while (session.tick < end) await session.step(Math.min(1000, end - session.tick));
+        session.close();
+        out.frames = session.received.FRAME;
         // A joined event at version 1 ([slot, player]) is upcast: name = player id.
-        const u = A.copyState(s);
+        const u = A.copyState(session.state);
         A.applyEvent(u, A.decodeBatch(MessagePack.encode([[3, 1, 0, 7, 'old-client']]), 0)[0]);
         out.upcast = [u.players[7], u.names[7]];
         return out;
@@ -183,13 +190,14 @@ def test_js_fold_equals_server_state_at(server: ViewerServer, page: Any, match_i
     for t in checks:
         assert folded[str(t)] == expected[t], f"tick {t}"
     assert folded["upcast"] == ["old-client", "old-client"]
+    assert folded["frames"] == last  # one FRAME per tick after the STATE of tick 0
     assert any(p["kills"] for p in expected[last]["players"])  # the match had kills
     assert console.errors == []
 
 
 def test_deep_link_shows_exact_tick(server: ViewerServer, page: Any) -> None:
     pg, console = page
-    last = server.request("GET", f"/api/matches/{FIN}")[1]["tick"]
+    last = server.last_tick(FIN)
     start = server_states(server.db, FIN, [last])[last]["started_tick"]
     ticks = [0, start + 10, start + 100, last]  # bots join when their process is up
     expected = server_states(server.db, FIN, ticks)
@@ -208,8 +216,8 @@ def test_deep_link_shows_exact_tick(server: ViewerServer, page: Any) -> None:
         assert canvas_colours(pg) > 8
     # The screenshot artifact: the 64-player match, a moment after a kill, following the
     # killer; its state is checked like the others.
-    markers = server.request("GET", f"/api/viewer/matches/{BIG}/markers?token={BIG_TOKEN}")[1]
-    kill = next(m for m in markers["markers"] if m["kind"] == "killed" and m["tick"] > 300)
+    markers = server_markers(server.db, BIG)
+    kill = next(m for m in markers if m["kind"] == "killed" and m["tick"] > 300)
     at = kill["tick"] + 2
     killer = kill["data"]["killer_player"]
     open_viewer(pg, server, f"?match={BIG}&tick={at}&follow={killer}&token={BIG_TOKEN}")
@@ -234,6 +242,7 @@ def test_scrubber_and_keys_seek_both_ways(server: ViewerServer, page: Any) -> No
             tick,
         )
         pg.wait_for_function(f"window.matchreplayViewer.tick() === {tick}")
+        settled(pg)
 
     scrub(200)
     assert drawn(pg) == expected[200]
@@ -258,6 +267,7 @@ def play_for(pg: Page, speed: float, seconds: float) -> tuple[int, float]:
     pg.locator("#play").click()
     time.sleep(seconds)
     pg.locator("#play").click()
+    settled(pg)  # the pause is logged with the tick of the server's answer
     log = pg.evaluate("window.matchreplayViewer.events")
     play = [e for e in log if e["type"] == "play"][-1]
     pause = [e for e in log if e["type"] == "pause"][-1]
@@ -279,7 +289,7 @@ def test_play_advances_at_the_chosen_speed(server: ViewerServer, page: Any) -> N
 
 def test_clip_before_a_kill(server: ViewerServer, page: Any) -> None:
     pg, console = page
-    markers = server.request("GET", f"/api/viewer/matches/{FIN}/markers")[1]["markers"]
+    markers = server_markers(server.db, FIN)
     kills = [m for m in markers if m["kind"] in ("killed", "multi_kill")]
     at = next(m["tick"] for m in kills if m["tick"] > 60) + 5
     kill = [m for m in kills if m["tick"] <= at][-1]  # the kill the clip is about
@@ -295,6 +305,7 @@ def test_clip_before_a_kill(server: ViewerServer, page: Any) -> None:
     pg.wait_for_function(
         f"!window.matchreplayViewer.playing() && window.matchreplayViewer.tick() === {kill['tick']}"
     )
+    settled(pg)
     assert pg.evaluate("window.matchreplayViewer.follow()") == kill["data"]["killer"]
     assert drawn(pg) == server_states(server.db, FIN, [kill["tick"]])[kill["tick"]]
     assert console.errors == []
@@ -309,7 +320,7 @@ def test_live_follows_the_delayed_edge(server: ViewerServer, page: Any) -> None:
     start = pg.evaluate("window.matchreplayViewer.tick()")
     pg.wait_for_function(f"window.matchreplayViewer.tick() > {start + 30}", timeout=15_000)
     shown = pg.evaluate("window.matchreplayViewer.tick()")
-    latest = server.request("GET", f"/api/matches/{LIVE_ID}")[1]["tick"]
+    latest = server.last_tick(LIVE_ID)
     # Never past the delayed edge: the delay behind the match (half of it as a margin
     # for ticks published late on a loaded machine).
     delay = LIVE_OPTIONS["spectator_delay"]
@@ -317,12 +328,73 @@ def test_live_follows_the_delayed_edge(server: ViewerServer, page: Any) -> None:
     assert shown <= latest - round(delay * 30 / 2), (shown, latest)
     pg.keyboard.press(" ")  # pause: the state is then exact for its tick
     assert pg.evaluate("window.matchreplayViewer.live()") is False
+    settled(pg)  # frames sent before the server got the PAUSE are applied
     tick = pg.evaluate("window.matchreplayViewer.tick()")
     assert drawn(pg) == server_states(server.db, LIVE_ID, [tick])[tick]
     pg.wait_for_function("document.querySelector('#live-status').textContent.includes('behind')")
     pg.locator("#live").click()
     pg.wait_for_function("window.matchreplayViewer.live()")
     assert console.errors == []
+
+
+def test_live_frames_are_pushed_over_the_websocket(server: ViewerServer, page: Any) -> None:
+    """Live mode is the server pushing FRAMEs to one websocket session: the page's tick
+    advances while it sends no control and makes no HTTP request."""
+    pg, console = page
+    http_requests: list[str] = []
+    pg.on("request", lambda r: http_requests.append(r.url) if "/api/" in r.url else None)
+    open_viewer(pg, server, f"?match={LIVE_ID}")
+    assert pg.evaluate("window.matchreplayViewer.transport") == "websocket"
+    assert pg.evaluate("window.matchreplayViewer.live()") is True
+    before = pg.evaluate("window.matchreplayViewer.messages()")
+    start = pg.evaluate("window.matchreplayViewer.tick()")
+    pg.wait_for_function(f"window.matchreplayViewer.tick() > {start + 30}", timeout=15_000)
+    after = pg.evaluate("window.matchreplayViewer.messages()")
+    assert after["received"]["FRAME"] - before["received"].get("FRAME", 0) >= 10
+    controls = ("WATCH", "SEEK", "PLAY", "PAUSE", "STEP", "LIVE")
+    assert [after["sent"].get(c, 0) for c in controls] == [
+        before["sent"].get(c, 0) for c in controls
+    ]
+    assert after["sent"]["WATCH"] == 1 and after["sent"].get("LIVE", 0) == 0  # WATCH "live"
+    assert http_requests == []
+    assert console.errors == []
+
+
+def test_page_reconnects_after_a_server_restart(tmp_path: Path, browser: Browser) -> None:
+    """The server is killed and started again on the same port: the page says it is
+    reconnecting, then resumes the tick it was showing, exact."""
+    srv = ViewerServer(tmp_path)
+    srv.simulate("restart-me", players=6, minutes=0.2, seed=5)
+    srv.start()
+    context = browser.new_context()
+    try:
+        pg = context.new_page()
+        token = spectator_token("restart-me")
+        open_viewer(pg, srv, f"?match=restart-me&tick=123&token={token}")
+        expected = server_states(srv.db, "restart-me", [123])[123]
+        assert drawn(pg) == expected
+        port = srv.port
+        srv.kill()
+        pg.wait_for_function(
+            "document.querySelector('#banner').textContent.includes('reconnecting')",
+            timeout=10_000,
+        )
+        assert pg.evaluate("window.matchreplayViewer.connected()") is False
+        srv.start(port)
+        pg.wait_for_function(
+            "window.matchreplayViewer.events.some(e => e.type === 'reconnected')", timeout=20_000
+        )
+        settled(pg)
+        assert pg.locator("#banner").is_hidden()
+        assert pg.evaluate("window.matchreplayViewer.tick()") == 123
+        assert drawn(pg) == expected
+        assert pg.evaluate("window.matchreplayViewer.messages()")["sent"]["WATCH"] == 2
+        pg.keyboard.press(".")  # and the session works: one tick forward
+        pg.wait_for_function("window.matchreplayViewer.tick() === 124")
+        assert drawn(pg) == server_states(srv.db, "restart-me", [124])[124]
+    finally:
+        context.close()
+        srv.stop()
 
 
 def test_errors_a_person_understands(server: ViewerServer, page: Any) -> None:
@@ -346,8 +418,8 @@ def test_errors_a_person_understands(server: ViewerServer, page: Any) -> None:
     assert pg.locator("#banner").is_hidden()
     start = pg.evaluate("window.matchreplayViewer.tick()")
     pg.wait_for_function(f"window.matchreplayViewer.tick() > {start}")
-    # Only the failed requests themselves were logged by the browser, no script errors.
-    assert not [e for e in console.errors if "Failed to load resource" not in e]
+    # Only the failed connections themselves were logged by the browser, no script errors.
+    assert not [e for e in console.errors if not _network_noise(e)]
 
 
 def test_static_files_stay_inside_the_package(server: ViewerServer) -> None:
@@ -369,29 +441,83 @@ def test_static_files_stay_inside_the_package(server: ViewerServer) -> None:
     assert get("/static/js/nope.js")[0] == 404
 
 
+def _network_noise(message: str) -> bool:
+    """What the browser itself logs for a refused or dropped connection."""
+    return "Failed to load resource" in message or "WebSocket connection to" in message
+
+
 def test_bad_requests_get_typed_errors(server: ViewerServer) -> None:
-    base = f"/api/viewer/matches/{FIN}"
     cases = {
-        "/api/viewer/matches/nope": (404, "unknown_match"),
-        f"{base}/state": (400, "invalid_field"),
-        f"{base}/state?tick=abc": (400, "invalid_field"),
-        f"{base}/state?tick=-1": (400, "tick_out_of_range"),
-        f"{base}/state?tick=99999999": (400, "tick_out_of_range"),
-        f"{base}/events?from=-5&to=10": (400, "invalid_field"),
-        f"{base}/clip?tick=100&seconds=nan": (400, "invalid_field"),
-        f"{base}/clip?tick=100&seconds=x": (400, "invalid_field"),
-        f"{base}/clip?tick=0": (404, "no_kill"),
         "/api/viewer/matches?limit=0": (400, "invalid_field"),
-        f"{base}?token=forged": (401, "unauthorized"),
-        f"/api/viewer/matches/{BIG}": (403, "forbidden"),
-        f"/api/viewer/matches/{BIG}/events?from=0&to=10": (403, "forbidden"),
-        f"/api/viewer/matches/{BIG}?token={spectator_token(FIN)}": (403, "forbidden"),
+        "/api/viewer/matches?limit=x": (400, "invalid_field"),
+        "/api/viewer/matches?token=forged": (401, "unauthorized"),
+        "/api/matches?token=forged": (401, "unauthorized"),
+        f"/api/matches/{BIG}": (403, "forbidden"),
+        f"/api/matches/{BIG}?token={spectator_token(FIN)}": (403, "forbidden"),
+        "/api/matches/nope": (404, "unknown_match"),
+        # The old HTTP data path of the match view is gone: the websocket serves it.
+        f"/api/viewer/matches/{FIN}/events?from=0&to=10": (404, "not_found"),
+        f"/api/viewer/matches/{FIN}/state?tick=0": (404, "not_found"),
     }
     for path, (status, code) in cases.items():
         got, body = server.request("GET", path)
         assert (got, body["error"]["code"]) == (status, code), path
         assert body["error"]["message"]
-    # A live match never answers past its delayed edge.
-    latest = server.request("GET", f"/api/matches/{LIVE_ID}")[1]["tick"]
-    got, body = server.request("GET", f"/api/viewer/matches/{LIVE_ID}/state?tick={latest}")
-    assert (got, body["error"]["code"]) == (400, "tick_out_of_range")
+
+    # The match view's requests, over the websocket the page uses, get typed errors too.
+    async def spectate() -> None:
+        url = f"ws://127.0.0.1:{server.port}/ws"
+        async with await Spectator.connect(url, token=spectator_token("*")) as spec:
+            with pytest.raises(p.ProtocolError) as exc:
+                await spec.watch("nope", 0)
+            assert exc.value.code == "unknown_match" and exc.value.message
+        async with await Spectator.connect(url) as spec:
+            # Token-less: a private match and an unknown one look the same (forbidden).
+            for match_id, code in (("nope", "forbidden"), (BIG, "forbidden")):
+                with pytest.raises(p.ProtocolError) as exc:
+                    await spec.watch(match_id, 0)
+                assert exc.value.code == code and exc.value.message
+            await spec.watch(FIN, 0)
+            with pytest.raises(p.ProtocolError) as exc:
+                await spec.clip(0)  # no kill at tick 0
+            assert exc.value.code == "unknown_marker"
+            # A live match never answers past its delayed edge: a seek is clamped.
+            await spec.watch(LIVE_ID, 0)
+            latest = server.last_tick(LIVE_ID)
+            status = await spec.seek(latest)
+            assert status.clamped and status.tick < latest
+        async with await Spectator.connect(url, token=spectator_token(FIN)) as spec:
+            with pytest.raises(p.ProtocolError) as exc:
+                await spec.watch(BIG, 0)
+            assert exc.value.code == "forbidden"
+        async with connect(f"{url}?token=forged", subprotocols=[p.SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            assert ws.close_code == p.CLOSE_UNAUTHORIZED and ws.close_reason
+
+    run_async(spectate())
+
+
+def test_match_routes_never_reveal_past_the_spectator_edge(server: ViewerServer) -> None:
+    """``/api/matches`` (the lobby's list) shows a non-admin only what a spectator may
+    see: public matches (or its token's), each at its delayed live edge."""
+    admin = admin_token()
+    listed = {m["match_id"]: m for m in server.request("GET", "/api/matches")[1]}
+    assert set(listed) == {FIN, LIVE_ID}  # BIG is not public
+    for m in listed.values():
+        assert "last_seq" not in m  # it would count events past the edge
+    assert server.request("GET", "/api/matches", admin)[1][0]["match_id"] in {FIN, LIVE_ID, BIG}
+    assert BIG in {m["match_id"] for m in server.request("GET", "/api/matches", admin)[1]}
+    token = spectator_token(BIG)
+    assert BIG in {m["match_id"] for m in server.request("GET", f"/api/matches?token={token}")[1]}
+    delay_ticks = round(LIVE_OPTIONS["spectator_delay"] * 30 / 2)  # half: a loaded machine
+    for path in ("/api/matches", f"/api/matches/{LIVE_ID}", "/api/viewer/matches"):
+        shown = server.request("GET", path)[1]
+        if path == "/api/viewer/matches":
+            shown = shown["matches"]
+        if isinstance(shown, list):
+            shown = next(m for m in shown if m["match_id"] == LIVE_ID)
+        latest = server.last_tick(LIVE_ID)
+        assert shown["tick"] <= latest - delay_ticks, (path, shown["tick"], latest)
+    # The finished match has no delay: everyone sees all of it.
+    assert server.request("GET", f"/api/matches/{FIN}")[1]["tick"] == server.last_tick(FIN)

@@ -23,6 +23,7 @@ from typing import Any
 
 from replay.engine import ReplayEngine
 from replay.store import open_store
+from replay.timeline import Timeline
 from server import auth
 
 SECRET = "viewer-test-secret-0123456789abcdef"
@@ -73,13 +74,14 @@ class ViewerServer:
     def db(self) -> str:
         return str(self.tmp / "server.db")
 
-    def start(self) -> None:
+    def start(self, port: int = 0) -> None:
+        """Start the server (again: on ``port``, the one it had, for a restart test)."""
         self.proc = subprocess.Popen(
             [
                 *_CLI,
                 "serve",
                 "--port",
-                "0",
+                str(port),
                 "--db",
                 self.db,
                 "--data-dir",
@@ -88,7 +90,7 @@ class ViewerServer:
                 SECRET,
             ],
             stdout=subprocess.PIPE,
-            stderr=(self.tmp / "server.log").open("w"),  # kept for a failing test's reader
+            stderr=(self.tmp / "server.log").open("a"),  # kept for a failing test's reader
             text=True,
         )
         assert self.proc.stdout is not None
@@ -159,7 +161,7 @@ class ViewerServer:
     def wait_status(self, match_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            code, info = self.request("GET", f"/api/matches/{match_id}")
+            code, info = self.request("GET", f"/api/matches/{match_id}", admin_token())
             if code == 200 and info["status"] == status:
                 return info
             assert time.monotonic() < deadline, f"{match_id} never reached {status}: {info}"
@@ -167,9 +169,19 @@ class ViewerServer:
 
     def wait_tick(self, match_id: str, tick: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
-        while self.request("GET", f"/api/matches/{match_id}")[1]["tick"] < tick:
+        while self.last_tick(match_id) < tick:
             assert time.monotonic() < deadline, f"{match_id} never reached tick {tick}"
             time.sleep(0.2)
+
+    def last_tick(self, match_id: str) -> int:
+        """The match's newest durable tick (as an admin: no spectator delay)."""
+        return int(self.request("GET", f"/api/matches/{match_id}", admin_token())[1]["tick"])
+
+    def kill(self) -> None:
+        """Kill the server process at once (no graceful shutdown), bots left running."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=15)
 
     def stop(self) -> None:
         for p in [*self.bots, self.proc]:
@@ -196,6 +208,28 @@ def server_states(db: str, match_id: str, ticks: list[int]) -> dict[int, dict[st
             await store.close()
 
     return _run(read())
+
+
+def server_markers(db: str, match_id: str) -> list[dict[str, Any]]:
+    """Every timeline marker of a match (replay/timeline.py), as the protocol sends them."""
+
+    async def read() -> list[dict[str, Any]]:
+        store = open_store(db, synchronous="NORMAL")
+        await store.open()
+        try:
+            engine = ReplayEngine(store)
+            last = (await engine.match(match_id)).last_tick
+            found = await Timeline(engine).markers(match_id, 0, last)
+            return [{"tick": m.tick, "kind": m.kind, "data": m.data} for m in found]
+        finally:
+            await store.close()
+
+    return _run(read())
+
+
+def run_async(coro: Any) -> Any:
+    """Run a coroutine (e.g. a Python SDK session) from a Playwright sync test."""
+    return _run(coro)
 
 
 def server_scoreboard(db: str, match_id: str, tick: int) -> list[dict[str, Any]]:

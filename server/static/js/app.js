@@ -3,21 +3,25 @@
 //   /?match=ID&tick=T&follow=PLAYER[&token=JWT]
 // opens match ID paused at tick T following PLAYER; without `tick` it opens a live
 // match at its live edge and a finished one at the start.
+//
+// The home view reads the match list and leaderboards over HTTP (api.js); the match view
+// is one websocket spectator session (spectator.js): the server paces playback and pushes
+// live frames, the page folds them and draws.
 import { Api } from "./api.js";
 import { plainState, scoreboard } from "./arena.js";
 import { bindControls, SPEEDS } from "./controls.js";
 import { Renderer } from "./renderer.js";
-import { CHUNK_TICKS, ReplaySession } from "./session.js";
+import { SpectatorSession, websocketUrl, CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER } from "./spectator.js";
 import { Timeline, clock } from "./timeline.js";
 
 const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
 const api = new Api(params.get("token"));
-const LIVE_POLL_MS = 250;
-const MARKERS_POLL_MS = 3000;
+const MARKERS_POLL_MS = 3000;  // new markers of a live match
+const EDGE_POLL_MS = 2000;     // the live edge while not following it (LIST)
 const LIST_POLL_MS = 5000;
 const URL_UPDATE_MS = 1000;
-const EFFECT_TICKS = 60;       // recent ticks whose events the renderer animates
+const SKIPPED_NOTICE_MS = 3000;
 const LOG_LIMIT = 500;
 
 // -- the documented test hook (docs/viewer.md, "Test hook") -----------------------------
@@ -26,14 +30,19 @@ const hook = {
   view: null,
   ready: new Promise((r) => (resolveReady = r)),
   events: [],
+  transport: "websocket",
   state: () => (session?.state ? plainState(session.state) : null),
   tick: () => session?.tick ?? null,
+  edge: () => session?.edge ?? null,
   frames: () => renderer?.frames ?? 0,
-  playing: () => player.playing,
-  live: () => player.liveFollow,
+  playing: () => player.mode !== "paused",
+  live: () => player.mode === "live",
   speed: () => player.speed,
   follow: () => followedSlot(),
   seek: (tick) => seekTo(tick),
+  connected: () => !!session?.connected,
+  messages: () => ({ received: { ...session?.received }, sent: { ...session?.sent } }),
+  busy: () => !!session && (session.pending.length > 0 || !!seeking || player.clipEnding),
 };
 window.matchreplayViewer = hook;
 const log = (type, detail = {}) => {
@@ -51,26 +60,41 @@ function banner(text, kind = "error", html = null) {
 }
 
 function showError(exc) {
-  log("error", { kind: exc.kind ?? "bug", code: exc.code ?? null, message: exc.message });
+  if (exc.code === "connection_lost") return;  // the session reconnects and says so
+  const kind = exc.kind ?? exc.code ?? "bug";
+  log("error", { kind, code: exc.code ?? null, message: exc.message });
   const esc = (s) => String(s).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
-  if (exc.kind === "not_found") {
-    banner(null, "error", `Match <b>${esc(params.get("match"))}</b> does not exist on this server. <a href="/">See all matches</a>.`);
-  } else if (exc.kind === "unauthorized") {
+  const id = params.get("match");
+  if (kind === "not_found" || kind === "unknown_match") {
+    banner(null, "error", `Match <b>${esc(id)}</b> does not exist on this server. <a href="/">See all matches</a>.`);
+  } else if (kind === "unauthorized") {
     banner(`The server refused the token: ${exc.message}. Open the viewer without a token to watch public matches, or ask for a new token.`);
-  } else if (exc.kind === "forbidden") {
+  } else if (kind === "forbidden" && !api.token) {
+    // Without a token the server does not say whether a private match exists.
+    banner(null, "error", `Match <b>${esc(id)}</b> does not exist on this server or is not public: open it with a spectator token (?token=...). <a href="/">See all matches</a>.`);
+  } else if (kind === "forbidden") {
     banner(`You may not watch this match: ${exc.message}.`);
+  } else if (kind === "unknown_marker") {
+    banner(`No kill to clip here: ${exc.message}.`, "warn");
   } else {
     banner(`Something went wrong: ${exc.message}`);
   }
 }
 
+const LOST_REASONS = {
+  [CLOSE_GOING_AWAY]: "The server is restarting",
+  [CLOSE_SLOW_CONSUMER]: "The server dropped this viewer for reading too slowly",
+};
+
 function onStatus(status) {
   if (status.kind === "lost") {
-    log("connection_lost", { attempt: status.attempt });
-    banner(`Connection to the server lost — reconnecting (attempt ${status.attempt}, next in ${(status.delay / 1000).toFixed(1)} s)…`, "warn");
+    log("connection_lost", { attempt: status.attempt, code: status.code });
+    const why = LOST_REASONS[status.code] ?? "Connection to the server lost";
+    banner(`${why} — reconnecting (attempt ${status.attempt}, next in ${(status.delay / 1000).toFixed(1)} s)…`, "warn");
   } else if (status.kind === "ok") {
-    log("reconnected");
+    log("reconnected", { tick: session?.tick });
     banner(null);
+    refreshMarkers(true).catch(showError);
   }
 }
 
@@ -85,8 +109,12 @@ async function home() {
       await renderLeaderboards(boards);
       banner(null);
     } catch (exc) {
-      if (exc.retryable) onStatus({ kind: "lost", attempt: 1, delay: LIST_POLL_MS, message: exc.message });
-      else showError(exc);
+      if (exc.retryable) {
+        log("connection_lost", { attempt: 1 });
+        banner(`Connection to the server lost — reconnecting (next in ${LIST_POLL_MS / 1000} s)…`, "warn");
+      } else {
+        showError(exc);
+      }
     }
   };
   await tick();
@@ -163,9 +191,14 @@ let session = null;
 let renderer = null;
 let timeline = null;
 let controls = null;
+let seeking = null;       // the running seek loop (seeks are coalesced: only the newest runs)
+let seekTarget = null;
+// mode: what the page shows ("live", "replay" = playing, "paused"). A control sets it at
+// once (the page answers keys without waiting); the server's PLAYBACK that answers the
+// last control sent, or an unasked one, then has the final word.
 const player = {
-  playing: false, speed: 1, pos: 0, liveFollow: false, seeking: false,
-  followId: params.get("follow"), clip: null, lastUrlUpdate: 0, lastTick: -1,
+  mode: "paused", speed: 1, followId: params.get("follow"), clip: null, clipEnding: false,
+  lastUrlUpdate: 0, lastTick: -1, playingShown: null, skippedUntil: 0,
 };
 
 function followedSlot() {
@@ -181,75 +214,111 @@ function updateUrl(force = false) {
   player.lastUrlUpdate = now;
   const q = new URLSearchParams();
   q.set("match", session.matchId);
-  if (!player.liveFollow) q.set("tick", String(session.tick));
+  if (player.mode !== "live") q.set("tick", String(session.tick));
   if (player.followId) q.set("follow", player.followId);
   if (api.token) q.set("token", api.token);
   history.replaceState(null, "", `/?${q}`);
 }
 
-async function seekTo(tick, { pause = true } = {}) {
-  if (!session?.meta) return;
-  if (pause) setPlaying(false);
-  player.clip = pause ? null : player.clip;
-  player.seeking = true;
-  try {
-    if (await session.seek(tick)) {
-      player.pos = session.tick + 1;  // alpha 1: the exact viewed tick
-      log("seek", { tick: session.tick });
-      updateUrl(true);
+/** Show exactly `tick` (the server clamps it to the edge). Returns once it is shown. */
+function seekTo(tick, { pause = true } = {}) {
+  if (!session?.info) return Promise.resolve();
+  if (pause) player.clip = null;
+  seekTarget = { tick: Math.max(0, Math.round(tick)), pause };
+  seeking ??= (async () => {
+    await null;  // `seeking` is assigned before the loop can finish and clear it
+    try {
+      while (seekTarget) {
+        const target = seekTarget;
+        seekTarget = null;
+        // A drag ends with the tick it already shows ("change" after the last "input").
+        const still = player.mode === "paused" && session.mode === "paused" && !session.pending.length;
+        if (still && target.tick === session.tick) continue;
+        // SEEK keeps a playing replay playing; a pause goes first when the viewer asked one.
+        if (target.pause && (player.mode !== "paused" || session.mode !== "paused")) {
+          session.pause().catch(() => {});
+        }
+        if (target.pause) player.mode = "paused";
+        const pb = await session.seek(target.tick);
+        log("seek", { tick: pb.tick });
+        updateUrl(true);
+      }
+      if (!session.pending.length) player.mode = session.mode;
+    } catch (exc) {
+      showError(exc);
+    } finally {
+      seeking = null;
     }
-  } catch (exc) {
-    showError(exc);
-  } finally {
-    player.seeking = false;
-  }
+  })();
+  return seeking;
 }
 
 function setPlaying(playing) {
-  if (playing && !player.liveFollow && session.tick >= session.liveEdge && !session.live) {
-    playing = false;  // at the end of a finished match there is nothing to play
+  if (playing) {
+    if (!session.live && session.tick >= session.edge) return;  // the end: nothing to play
+    player.mode = "replay";
+    log("play", { tick: session.tick });
+    session.play(player.speed).catch(showError);
+  } else {
+    player.mode = "paused";
+    player.clip = null;
+    session.pause().then((pb) => {
+      log("pause", { tick: pb.tick });
+      updateUrl(true);
+    }, showError);
   }
-  player.playing = playing;
-  if (playing) frame.last = performance.now();  // play time starts now, not at the last frame
-  if (!playing) player.liveFollow = false;
-  controls?.setPlaying(playing);
-  log(playing ? "play" : "pause", { tick: session?.tick });
   updateUrl(true);
 }
 
 const actions = {
-  togglePlay: () => setPlaying(!player.playing),
-  step: (n) => seekTo(session.tick + n),
-  seekSeconds: (s) => seekTo(session.tick + Math.round(s * session.meta.tick_rate), { pause: !player.playing }),
+  togglePlay: () => setPlaying(player.mode === "paused"),
+  step: (n) => {
+    player.mode = "paused";
+    player.clip = null;
+    session.step(n).then((pb) => {
+      log("seek", { tick: pb.tick });
+      updateUrl(true);
+    }, showError);
+  },
+  seekSeconds: async (s) => {
+    const keepPlaying = player.mode !== "paused";
+    await seekTo(session.tick + Math.round(s * session.info.tick_rate), { pause: !keepPlaying });
+    if (keepPlaying && session.mode === "paused") setPlaying(true);  // a seek from live pauses
+  },
   setSpeed: (s) => {
     player.speed = s;
     controls.setSpeed(s);
     log("speed", { speed: s });
+    if (player.mode === "replay") session.play(s).catch(showError);
   },
   speedBy: (d) => {
     const i = SPEEDS.indexOf(player.speed);
     actions.setSpeed(SPEEDS[Math.max(0, Math.min(SPEEDS.length - 1, i + d))]);
   },
   goLive: async () => {
-    if (!session.live) { await seekTo(session.liveEdge); return; }
-    await seekTo(session.liveEdge);
-    player.liveFollow = true;
-    player.playing = true;
-    actions.setSpeed(1);
-    controls.setPlaying(true);
-    log("live", { tick: session.tick });
-    updateUrl(true);
+    player.clip = null;
+    if (session.live) player.mode = "live";
+    player.speed = 1;
+    controls.setSpeed(1);
+    try {
+      const pb = await session.goLive();
+      if (pb.mode === "live") log("live", { tick: pb.tick });
+      updateUrl(true);
+    } catch (exc) {
+      showError(exc);
+    }
   },
   clip: async () => {
     const kill = timeline.lastKill(session.tick);
     if (!kill) { banner("No kill before this moment to clip.", "warn"); return; }
     try {
-      const c = await api.clip(session.matchId, kill.tick);
+      const c = await session.clip(kill.tick, 5);
       player.followId = c.follow_player;
       await seekTo(c.from_tick);
       player.clip = c;
-      setPlaying(true);
+      player.clipEnding = false;
       log("clip", c);
+      setPlaying(true);
     } catch (exc) {
       showError(exc);
     }
@@ -266,6 +335,28 @@ const actions = {
     actions.follow(rows[(i + 1) % rows.length].player);
   },
 };
+
+/** A clip stops at its kill: pause, then (if frames already went past it) seek back. */
+function onFrame(tick) {
+  const c = player.clip;
+  if (!c || player.clipEnding || tick < c.to_tick) return;
+  player.clipEnding = true;
+  session.pause()
+    .then((pb) => (pb.tick === c.to_tick ? pb : session.seek(c.to_tick)))
+    .then((pb) => {
+      player.clip = null;
+      player.clipEnding = false;
+      player.mode = pb.mode;
+      log("pause", { tick: pb.tick });
+      updateUrl(true);
+    }, showError);
+}
+
+function onPlayback(pb, answered) {
+  // Only the answer to the last control sent (or an unasked one) is the current mode.
+  if (session.pending.length === 0 && !seeking && !player.clipEnding) player.mode = pb.mode;
+  if (!answered) log(pb.mode === "live" ? "live" : "pause", { tick: pb.tick });
+}
 
 function renderScoreboard() {
   const s = session.state;
@@ -285,71 +376,65 @@ function renderScoreboard() {
 }
 
 function renderStatus() {
-  const m = session.meta, el = $("#live-status");
+  const info = session.info, el = $("#live-status");
+  const rate = info.tick_rate, delay = info.spectator_delay;
   el.hidden = false;
-  if (!m.live) {
+  if (!session.live) {
     el.className = "badge";
-    el.textContent = `Replay · ${m.status}`;
-  } else if (player.liveFollow) {
+    el.textContent = `Replay · ${info.status}`;
+  } else if (player.mode === "live") {
     el.className = "badge live";
-    el.textContent = `● LIVE · ${m.delay_s.toFixed(1)} s delay`;
+    el.textContent = `● LIVE · ${delay.toFixed(1)} s delay`;
   } else {
     el.className = "badge behind";
-    el.textContent = `Live match · ${((session.liveEdge - session.tick) / m.tick_rate).toFixed(1)} s behind the live edge (${m.delay_s.toFixed(1)} s delay)`;
+    el.textContent = `Live match · ${(Math.max(0, session.edge - session.tick) / rate).toFixed(1)} s behind the live edge (${delay.toFixed(1)} s delay)`;
   }
-  el.dataset.live = String(player.liveFollow);
-  const rate = m.tick_rate;
-  $("#clock").textContent = `${clock(session.tick, rate)} / ${clock(session.liveEdge, rate)} · tick ${session.tick}`;
+  el.dataset.live = String(player.mode === "live");
+  $("#clock").textContent = `${clock(session.tick, rate)} / ${clock(session.edge, rate)} · tick ${session.tick}`;
+  const playing = player.mode !== "paused";
+  if (playing !== player.playingShown) {
+    player.playingShown = playing;
+    controls.setPlaying(playing);
+  }
 }
 
 function frame(now) {
-  // Clamped: a hidden tab resumes calmly, and a frame stamped before the play click
-  // (setPlaying restarts the clock) must not count the time before it.
-  const dt = Math.max(0, Math.min(0.25, (now - (frame.last ?? now)) / 1000));
-  frame.last = Math.max(now, frame.last ?? now);
-  const rate = session.meta.tick_rate;
-  if (player.liveFollow && !session.live) player.liveFollow = false;  // it ended: play out
-  if (player.playing && !player.seeking) {
-    if (player.liveFollow && session.liveEdge - session.tick > 2 * rate) {
-      seekTo(session.liveEdge, { pause: false });  // fell behind the live edge: catch up
-    } else {
-      player.pos += dt * rate * player.speed;
-      const stop = player.clip ? player.clip.to_tick : session.liveEdge;
-      player.pos = Math.min(player.pos, stop + 1);
-      while (player.pos > session.tick + 1 && session.tick < stop) {
-        if (!session.stepForward()) { player.pos = session.tick + 1; break; }  // buffering
-      }
-      if (session.tick >= stop && !player.liveFollow && (player.clip || !session.live)) {
-        player.pos = session.tick + 1;
-        setPlaying(false);
-      }
+  const s = session.state;
+  if (s) {
+    // Interpolate from the tick before towards the shown one over the time the server
+    // takes to send the next tick (its pace: tick rate x speed; 1x live).
+    let alpha = 1;
+    const prev = session.prev;
+    if (player.mode !== "paused" && prev) {
+      const speed = player.mode === "live" ? 1 : session.playback?.speed ?? player.speed;
+      const span = ((s.tick - prev.tick) * 1000) / (session.info.tick_rate * speed);
+      alpha = Math.max(0, Math.min(1, (now - session.changedAt) / span));
     }
-    const ahead = session.tick + CHUNK_TICKS / 2;
-    if (!session.loaded(Math.min(ahead, session.liveEdge))) {
-      session.ensureEvents(session.tick + 1, ahead).catch(showError);
+    renderer.draw({ state: s, prev, alpha, follow: followedSlot(), effects: session.recent, tickRate: session.info.tick_rate });
+    timeline.setRange(session.edge);
+    timeline.setTick(s.tick);
+    if (s.tick !== player.lastTick) {
+      player.lastTick = s.tick;
+      renderScoreboard();
+      if (player.mode !== "paused") updateUrl();
+    }
+    renderStatus();
+    if (player.skippedUntil && now > player.skippedUntil) {
+      player.skippedUntil = 0;
+      banner(null);
     }
   }
-  const alpha = player.playing ? Math.max(0, Math.min(1, player.pos - session.tick)) : 1;
-  const effects = [];
-  for (let t = Math.max(0, session.tick - EFFECT_TICKS); t <= session.tick; t++) {
-    const events = session.eventsAt(t);
-    if (events.length) effects.push({ tick: t, events });
-  }
-  renderer.draw({ state: session.state, prev: session.prev, alpha, follow: followedSlot(), effects, tickRate: rate });
-  timeline.setRange(session.liveEdge);
-  timeline.setTick(session.tick);
-  if (session.tick !== player.lastTick) {
-    player.lastTick = session.tick;
-    renderScoreboard();
-    if (player.playing) updateUrl();
-  }
-  renderStatus();
   requestAnimationFrame(frame);
 }
 
-async function refreshMarkers() {
-  const { markers } = await session.retry(() => api.markers(session.matchId));
-  timeline.setMarkers(markers, session.meta.tick_rate);
+/** Markers up to the edge; `all` = false asks only for those after the last one known
+ * (the server answers every marker up to its edge, so none is missed or doubled). */
+async function refreshMarkers(all = false) {
+  const known = all ? [] : hook.markers ?? [];
+  const from = known.length ? known.at(-1).tick + 1 : 0;
+  const found = await session.markers(from, null);
+  const markers = known.concat(found);
+  timeline.setMarkers(markers, session.info.tick_rate);
   hook.markers = markers;
 }
 
@@ -361,20 +446,38 @@ async function matchView(matchId) {
   renderer = new Renderer($("#arena"));
   timeline = new Timeline($("#timeline"), { onSeek: (t) => seekTo(t) });
   controls = bindControls($("#match"), actions);
-  session = new ReplaySession(api, matchId, { onStatus, onMeta: (m) => log("meta", { live_edge: m.live_edge, status: m.status }) });
+  session = new SpectatorSession(websocketUrl(api.token), matchId, {
+    status: onStatus,
+    playback: onPlayback,
+    frame: onFrame,
+    skipped: ({ from, to, reason }) => {
+      log("skipped", { from, to, reason });
+      banner(`This viewer fell behind (${reason}): skipped ticks ${from}–${to - 1} to catch up.`, "warn");
+      player.skippedUntil = performance.now() + SKIPPED_NOTICE_MS;
+    },
+    ended: (e) => {
+      log("ended", { tick: e.tick, status: e.status });
+      if (player.mode === "live") player.mode = "paused";
+      refreshMarkers(true).catch(showError);
+    },
+    error: showError,
+  });
+  const asked = params.get("tick");
+  const tick = asked !== null && Number.isInteger(Number(asked)) ? Math.max(0, Number(asked)) : null;
   try {
-    const meta = await session.open();
-    const asked = params.get("tick");
-    if (asked !== null && Number.isInteger(Number(asked))) {
-      await seekTo(Number(asked));
-    } else if (meta.live) {
-      await actions.goLive();
-    } else {
-      await seekTo(0);
+    const pb = await session.open(tick ?? "live");
+    player.mode = pb.mode;
+    log("meta", { live_edge: session.edge, status: session.info.status });
+    if (tick === null && !session.live) {
+      await seekTo(0);  // a finished match opens at its start
+    } else if (tick !== null) {
+      log("seek", { tick: pb.tick });
+    } else if (pb.mode === "live") {
+      log("live", { tick: pb.tick });
     }
     const speed = Number(params.get("speed"));
     if (SPEEDS.includes(speed)) actions.setSpeed(speed);
-    await refreshMarkers();
+    await refreshMarkers(true);
   } catch (exc) {
     showError(exc);
     resolveReady(hook);
@@ -385,22 +488,14 @@ async function matchView(matchId) {
     log("ready", { tick: session.tick });
     resolveReady(hook);
   });
-  if (session.live) {
-    const poll = async () => {
-      try {
-        await session.pollLive();
-      } catch (exc) { showError(exc); }
-      if (session.live) setTimeout(poll, LIVE_POLL_MS);
-      else log("ended", { tick: session.liveEdge });
-    };
-    setTimeout(poll, LIVE_POLL_MS);
-    const markers = async () => {
-      await refreshMarkers().catch(showError);
-      if (session.live) setTimeout(markers, MARKERS_POLL_MS);
-      else await refreshMarkers().catch(showError);
-    };
-    setTimeout(markers, MARKERS_POLL_MS);
-  }
+  // Live frames are pushed by the server; only markers and (when not following) the
+  // live edge are asked for while the match is live.
+  setInterval(() => {
+    if (session.live && session.connected) refreshMarkers().catch(showError);
+  }, MARKERS_POLL_MS);
+  setInterval(() => {
+    if (session.live && session.connected && player.mode !== "live") session.refreshEdge().catch(showError);
+  }, EDGE_POLL_MS);
 }
 
 window.addEventListener("error", (ev) => log("error", { kind: "bug", message: ev.message }));

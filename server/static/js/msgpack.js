@@ -7,3 +7,4 @@ if (!lib) throw new Error("vendor/msgpack/msgpack.min.js was not loaded before t
 // Integers beyond 2^53 (arena seeds) decode as lossy Numbers: the viewer never needs them
 // exactly, and BigInts would leak into every integer field.
 export const decode = (bytes) => lib.decode(bytes);
+export const encode = (value) => lib.encode(value);

@@ -19,7 +19,15 @@ from server import auth, config
 from server.app import App
 from server.commands.bots import bot_tokens
 
-DEMO_SETTINGS = {"max_players": 8, "min_players": 4, "time_limit_s": 120.0, "score_limit": 15}
+DEMO_SETTINGS = {
+    "max_players": 8,
+    "min_players": 4,
+    "time_limit_s": 120.0,
+    "score_limit": 15,
+    # Anyone may open the viewer without a token, a few seconds behind (anti-ghosting).
+    "public_spectating": True,
+    "spectator_delay": 3.0,
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +61,7 @@ async def _demo(settings: config.Settings, bots: int) -> None:
   health      {base}/healthz
   metrics     {base}/metrics
   matches     {base}/api/matches
-  viewer      {base}/   (once the viewer is installed)
+  viewer      {base}/   (the match list; each match below has a direct link)
   event store {settings.db}
   admin token     {admin}
   spectator token {spectator}
@@ -68,7 +76,11 @@ async def _demo(settings: config.Settings, bots: int) -> None:
     async def matches() -> None:
         while True:
             match = await app.lobby.create("arena", DEMO_SETTINGS, start_players=bots)
-            print(f"  match {match.match_id}: {bots} bots playing", flush=True)
+            print(
+                f"  match {match.match_id}: {bots} bots playing, watch at"
+                f" {base}/?match={match.match_id}",
+                flush=True,
+            )
             await run_bots(
                 f"ws://{settings.host}:{app.port}/ws",
                 match.match_id,

@@ -18,7 +18,7 @@ dozen numpy calls. Short event lists (one live tick) are applied one by one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -171,26 +171,11 @@ def _apply_rare(state: ArenaState, code: int, t: int, data: tuple[Any, ...]) -> 
     # ev.CHAT is an outcome for the timeline only; it changes no state.
 
 
-def fold(
-    state: ArenaState,
-    events: Sequence[tuple[int, int, int, tuple[Any, ...]] | NewEvent],
-    to_tick: int,
-    catalog: EventCatalog,
-) -> ArenaState:
+def _current(
+    events: Sequence[tuple[int, int, int, tuple[Any, ...]] | NewEvent], catalog: EventCatalog
+) -> Iterator[tuple[int, int, tuple[Any, ...]]]:
+    """``(code, tick, data)`` of each event, stored or new, upcast to the current version."""
     current = catalog.current
-    if len(events) <= SHORT:
-        for e in events:
-            if isinstance(e, NewEvent):
-                code, t, data, version = e
-            else:
-                code, version, t, data = e
-            if (code, version) not in current:
-                data, version = catalog.upcast(code, version, data)
-            _apply_one(state, code, t, data)
-        state.tick = to_tick
-        return state
-    run = _Run()
-    max_health = state.settings.max_health
     for e in events:
         if isinstance(e, NewEvent):
             code, t, data, version = e
@@ -198,6 +183,23 @@ def fold(
             code, version, t, data = e
         if (code, version) not in current:
             data, version = catalog.upcast(code, version, data)
+        yield code, t, data
+
+
+def fold(
+    state: ArenaState,
+    events: Sequence[tuple[int, int, int, tuple[Any, ...]] | NewEvent],
+    to_tick: int,
+    catalog: EventCatalog,
+) -> ArenaState:
+    if len(events) <= SHORT:
+        for code, t, data in _current(events, catalog):
+            _apply_one(state, code, t, data)
+        state.tick = to_tick
+        return state
+    run = _Run()
+    max_health = state.settings.max_health
+    for code, t, data in _current(events, catalog):
         if code == ev.MOVED:
             slots, x, y = data
             run.pos_slots.append(slots)

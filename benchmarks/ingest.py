@@ -1,8 +1,9 @@
 """Ingest capacity of the match server, against a bare websockets baseline.
 
 The server runs as its own process (SQLite, synchronous=FULL: acknowledged means
-durable); bot players run in other processes (the client SDK's GameClient), each
-player sending 30 inputs/s. Printed, per server:
+durable); players run in other processes (benchmarks/loadgen.py: lean protocol
+clients, so the load takes as little of the shared cores as it can), each player
+sending 30 inputs/s. Printed, per server:
 
 (a) capacity: server CPU seconds per player-second of play, as "players per fully
     used core"; p50/p99 input-to-ack latency; tick overruns; durable events/s.
@@ -161,17 +162,10 @@ async def _load(
     seconds: float,
     burst: bool,
 ) -> dict:
-    from client_sdk import GameClient
+    from benchmarks.loadgen import connect_players
 
-    clients = [
-        GameClient(url, tok, track_state=False, keep_messages=False, measure=True)
-        for tok, _ in jobs
-    ]
-    for i in range(0, len(clients), 50):
-        await asyncio.gather(*(c.connect() for c in clients[i : i + 50]))
-    await asyncio.gather(
-        *(c.join(m, history=False) for c, (_, m) in zip(clients, jobs, strict=True))
-    )
+    clients = await connect_players(url, [tok for tok, _ in jobs])
+    await asyncio.gather(*(c.join(m) for c, (_, m) in zip(clients, jobs, strict=True)))
 
     await asyncio.sleep(max(0.0, start_at - time.time()))
     loop = asyncio.get_running_loop()
@@ -179,15 +173,17 @@ async def _load(
     t0 = loop.time()
     measure_from, end = t0 + warmup, t0 + warmup + seconds
     sent = acked0 = 0
-    lag = 0.0
+    lag = cpu0 = 0.0
     measuring = False
     if burst:
+        frame = (raws * 2)[:64]
         while (now := loop.time()) < end:
             if not measuring and now >= measure_from:
                 measuring, acked0 = True, sum(c.acked_seq for c in clients)
+                cpu0 = time.process_time()
             for c in clients:
                 if c.acked_seq >= c.next_seq - 1:  # window: one frame in flight
-                    c.send_inputs(raws[:64] if len(raws) >= 64 else (raws * 2)[:64])
+                    c.send_inputs(frame)
             await asyncio.sleep(0.001)
     else:
         period = 1.0 / RATE / LOAD_GROUPS
@@ -195,12 +191,12 @@ async def _load(
         n, next_at = 0, t0
         while (now := loop.time()) < end:
             if not measuring and now >= measure_from:
-                measuring = True
+                measuring, cpu0 = True, time.process_time()
                 for c in clients:
                     c.latencies.clear()
             raw = raws[(n // LOAD_GROUPS) % len(raws)]  # circling: moves and aims every tick
             for c in groups[n % LOAD_GROUPS]:
-                c.send_input(raw)
+                c.send_inputs((raw,))
             if measuring:
                 sent += len(groups[n % LOAD_GROUPS])
             n += 1
@@ -211,11 +207,12 @@ async def _load(
             else:
                 lag = max(lag, -delay)
     acked = sum(c.acked_seq for c in clients) - acked0
+    cpu = time.process_time() - cpu0
     await asyncio.sleep(0.3)  # let the last acks arrive
     latencies = [x for c in clients for x in c.latencies]
     for c in clients:
-        await c.close()
-    return {"sent": sent, "acked": acked, "latencies": latencies, "lag": lag}
+        c.close()
+    return {"sent": sent, "acked": acked, "latencies": latencies, "lag": lag, "cpu": cpu}
 
 
 def spawn_load(
@@ -247,6 +244,7 @@ def spawn_load(
             "sent": sum(r["sent"] for r in results),
             "acked": sum(r["acked"] for r in results),
             "lag": max(r["lag"] for r in results),
+            "load_cpu": sum(r["cpu"] for r in results) / seconds,
             "p50": lat[len(lat) // 2] * 1000 if lat else float("nan"),
             "p99": lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan"),
         }
@@ -372,6 +370,7 @@ def main() -> None:
             f" | input-to-ack p50 {r['p50']:6.1f} ms p99 {r['p99']:7.1f} ms"
             f" | server CPU {r['cpu'] / r['wall'] * 100:3.0f}% of a core"
             f" | inputs received {inputs_per_s / target * 100:3.0f}% of {target:,}/s"
+            f" | load processes {r['load_cpu'] * 100:3.0f}% of a core"
         )
         if r["lag"] > 0.1 or inputs_per_s < 0.9 * target:
             print(

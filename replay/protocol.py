@@ -233,8 +233,24 @@ def decode_client(data: bytes | str) -> ClientMessage:
     raise ProtocolError(E_UNKNOWN_TYPE, f"unknown client message type {kind}")
 
 
+def decode_input_frame(data: bytes) -> Inputs:
+    """Parse a frame that starts like an INPUT (``0x92 0x02``): the fast path of
+    :func:`decode_client` for the bulk of the traffic, same rules and errors.
+
+    ``unpackb`` scales its size limits to ``len(data)``, so a frame cannot
+    allocate more than about its own size; its keyword-free call is what makes
+    it cheaper here than the shared streaming unpacker."""
+    try:
+        msg = msgpack.unpackb(data)
+    except Exception as exc:  # ExtraData, FormatError, StackError, ValueError, UnicodeError...
+        raise ProtocolError(E_MALFORMED, f"frame is not valid msgpack: {exc!r}") from None
+    if type(msg) is not list or len(msg) != 2 or msg[0] != INPUT or type(msg[0]) is not int:
+        return decode_client(data)  # not an INPUT after all: the general path says why
+    return _decode_inputs(msg)
+
+
 def _decode_inputs(msg: list[Any]) -> Inputs:
-    if len(msg) != 2 or not isinstance(msg[1], list):
+    if len(msg) != 2 or type(msg[1]) is not list:
         raise ProtocolError(E_INVALID_FIELD, "INPUT is [2, [[seq, ...input], ...]]")
     items = msg[1]
     if not 1 <= len(items) <= MAX_INPUTS_PER_FRAME:
@@ -244,7 +260,7 @@ def _decode_inputs(msg: list[Any]) -> Inputs:
     out: list[tuple[int, list[Any]]] = []
     last = 0
     for item in items:
-        if not isinstance(item, list) or not 2 <= len(item) <= MAX_INPUT_FIELDS + 1:
+        if type(item) is not list or not 2 <= len(item) <= MAX_INPUT_FIELDS + 1:
             raise ProtocolError(
                 E_INVALID_FIELD, f"an input is [seq, field, ...] with 1..{MAX_INPUT_FIELDS} fields"
             )

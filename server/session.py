@@ -292,8 +292,8 @@ class Session:
         if self._closing:
             return
         try:
-            msg = p.decode_client(frame)
-            if not isinstance(msg, p.Inputs):
+            msg = p.decode_input_frame(frame)
+            if type(msg) is not p.Inputs:
                 raise p.ProtocolError(p.E_MALFORMED, "a frame is an array [type, ...fields]")
             self._inputs(msg)
         except p.ProtocolError as exc:
@@ -309,11 +309,9 @@ class Session:
         n = len(msg.inputs)
         now = time.monotonic()
         s = self.app.settings
-        self._tokens = min(
-            float(s.input_burst), self._tokens + (now - self._refill_at) * s.input_rate
-        )
+        tokens = self._tokens + (now - self._refill_at) * s.input_rate
+        self._tokens = (s.input_burst if tokens > s.input_burst else tokens) - n
         self._refill_at = now
-        self._tokens -= n
         if self._tokens < 0:
             if self._tokens < -s.input_burst:
                 self.app.metrics.reject(p.E_RATE_LIMITED, n)

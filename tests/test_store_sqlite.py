@@ -113,3 +113,25 @@ async def test_configurable_event_size_limit(db: str) -> None:
             await store.append(m.match_id, [NewEvent(1, 0, (b"x" * 64,))], 1)
         assert getattr(err.value, "code", None) == "event_too_large"
         assert "limit is 64" in str(err.value)
+
+
+async def test_a_group_larger_than_one_insert_commits_whole(db: str, monkeypatch) -> None:
+    # A group is one multi-row INSERT up to SQLite's parameter limit, then several in
+    # one explicit transaction: lower the limit so a small group takes that path.
+    import replay.store.sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "_ROWS_PER_INSERT", 3)
+    async with SQLiteEventStore(db) as store:
+        matches = [await store.create_match(record()) for _ in range(10)]
+        commits = store.commits
+        results = await asyncio.gather(
+            *(store.append(m.match_id, tick_batch(0, 2), 0) for m in matches)
+        )
+        assert store.commits - commits <= 2  # the first append alone, then the rest
+        assert sorted(r.last_position for r in results) == list(range(2, 21, 2))
+        assert not store._conn_w().in_transaction
+        for m in matches:
+            assert len(await store.read(m.match_id)) == 2
+    async with SQLiteEventStore(db) as store:  # durable, and positions continue
+        extra = await store.append(matches[0].match_id, tick_batch(1, 2), 2)
+        assert extra.last_position == 22

@@ -13,12 +13,13 @@ that trims the first row.
 
 Concurrency. Exactly one task (the writer) assigns seqs and positions and writes
 events, on its own connection: it drains every queued append, writes them with
-one ``executemany`` in one transaction, commits, and only then resolves the
-callers' futures. Positions are therefore assigned in commit order, which is
-what lets a subscriber trust that nothing will appear below a position it has
-seen. Metadata and keyframe writes use the same connection under the same lock,
-between groups. Reads use another connection; under WAL they never block the
-writer and see only committed data.
+one multi-row ``INSERT`` (in autocommit mode a statement is its own transaction,
+so a group costs one trip to aiosqlite's thread, not an ``executemany`` plus a
+``COMMIT``), and only then resolves the callers' futures. Positions are
+therefore assigned in commit order, which is what lets a subscriber trust that
+nothing will appear below a position it has seen. Metadata and keyframe writes
+use the same connection under the same lock, between groups. Reads use another
+connection; under WAL they never block the writer and see only committed data.
 
 Only one process may write a store file at a time (the seq/position cache lives
 in the writer); any number of processes may read it.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
@@ -121,9 +123,18 @@ CREATE TABLE IF NOT EXISTS keyframes (
 
 _INSERT_BATCH = (
     "INSERT INTO batches"
-    " (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types) VALUES "
 )
+_ROWS_PER_INSERT = (32766 if sqlite3.sqlite_version_info >= (3, 32) else 999) // 9
+"""Rows one INSERT can carry: SQLite's limit on bound parameters, 9 per row."""
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_rows(n: int) -> str:
+    """One INSERT of ``n`` batch rows: a group commit is a single statement."""
+    return _INSERT_BATCH + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
+
+
 _TYPE_BITS = 62
 """``batches.types`` has bit ``min(type, 62)`` set for each event type in the batch
 (codes 62 and up share the last bit: a superset, never a miss). A 63-bit value keeps
@@ -223,7 +234,9 @@ class SQLiteEventStore(EventStore):
     # -- lifecycle -------------------------------------------------------------
 
     async def open(self) -> None:
-        self._writer = await aiosqlite.connect(self.path)
+        # Autocommit: every write below is one statement, atomic and durable when it
+        # returns, so each costs one trip to aiosqlite's thread instead of two (+ COMMIT).
+        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
         for pragma in (
             "PRAGMA journal_mode=WAL",
             f"PRAGMA synchronous={self.synchronous}",
@@ -241,7 +254,6 @@ class SQLiteEventStore(EventStore):
             if "types" not in {row[1] for row in await cur.fetchall()}:
                 # Older batches get NULL: "any type", so scans decode them.
                 await self._writer.execute("ALTER TABLE batches ADD COLUMN types INTEGER")
-        await self._writer.commit()
         async with self._writer.execute("SELECT coalesce(max(position), 0) FROM batches") as cur:
             (self._last_position,) = await cur.fetchone()  # type: ignore[misc]
         self._reader = await aiosqlite.connect(self.path)
@@ -291,9 +303,7 @@ class SQLiteEventStore(EventStore):
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
-                await conn.commit()
             except sqlite3.IntegrityError:
-                await conn.rollback()
                 raise MatchExistsError(record.match_id) from None
         return record.with_changes(version=0, last_tick=-1)
 
@@ -371,7 +381,6 @@ class SQLiteEventStore(EventStore):
                 await conn.execute(
                     f"UPDATE matches SET {', '.join(sets)} WHERE match_id = ?", (*args, match_id)
                 )
-                await conn.commit()
             if status is not None and match_id in self._streams:
                 # Under the write lock: the writer sees the new status in its next group.
                 self._streams[match_id].status = status
@@ -560,14 +569,22 @@ class SQLiteEventStore(EventStore):
         if not rows:
             return
         try:
-            await conn.executemany(_INSERT_BATCH, rows)
-            await conn.commit()
+            if len(rows) <= _ROWS_PER_INSERT:
+                # One statement, so one transaction (autocommit): all rows or none.
+                await conn.execute(_insert_rows(len(rows)), [v for row in rows for v in row])
+            else:
+                await conn.execute("BEGIN IMMEDIATE")
+                for i in range(0, len(rows), _ROWS_PER_INSERT):
+                    chunk = rows[i : i + _ROWS_PER_INSERT]
+                    await conn.execute(_insert_rows(len(chunk)), [v for row in chunk for v in row])
+                await conn.execute("COMMIT")
         except Exception as exc:  # disk full, I/O error: nothing of the group is written
             for s, version, last_tick in undo.values():
                 s.version, s.last_tick = version, last_tick
-            # The failed commit may already have ended the transaction.
-            with contextlib.suppress(sqlite3.Error):
-                await conn.rollback()
+            # A failed statement rolled itself back; a failed COMMIT may leave BEGIN open.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    await conn.execute("ROLLBACK")
             for req, _ in accepted:
                 _fail(req, exc)
             return
@@ -657,21 +674,25 @@ class SQLiteEventStore(EventStore):
     async def scan(
         self, after: int, limit: int, types: Collection[int]
     ) -> tuple[list[EventBatch], int]:
-        # Every scanned row comes back, but only rows whose type mask matches carry
-        # their blob: the rest cost a row read, never a decode.
-        rows = await self._fetch(
-            "SELECT position, mkey, first_seq, count, base_tick, first_id,"
-            " CASE WHEN types IS NULL OR types & ?3 THEN blob END"
-            " FROM batches WHERE position > ?1 ORDER BY position LIMIT ?2",
-            (after, limit, _type_mask(types)),
+        # Two reads: how far the next `limit` rows reach (walked inside SQLite, no row
+        # built in Python), then only the rows in that range whose type mask matches.
+        # Positions are assigned in commit order, so no row can appear at or below
+        # `through` after the first read saw it.
+        ((through,),) = await self._fetch(
+            "SELECT max(position) FROM"
+            " (SELECT position FROM batches WHERE position > ? ORDER BY position LIMIT ?)",
+            (after, limit),
         )
-        if not rows:
+        if through is None:
             return [], after
+        rows = await self._fetch(
+            f"SELECT {_BATCH_COLS} FROM batches WHERE position > ?1 AND position <= ?2"
+            " AND (types IS NULL OR types & ?3) ORDER BY position",
+            (after, through, _type_mask(types)),
+        )
         wanted = frozenset(types)
         out: list[EventBatch] = []
         for row in rows:
-            if row[6] is None:
-                continue
             if row[1] not in self._by_mkey:
                 await self._load_mkey(row[1])
             b = self._decode(row)
@@ -680,7 +701,7 @@ class SQLiteEventStore(EventStore):
             # The mask is a superset (shared high bit): check the decoded types.
             if any(e[0] in wanted for e in b.events):
                 out.append(b)
-        return out, rows[-1][0]
+        return out, through
 
     async def last_position(self) -> int:
         rows = await self._fetch("SELECT coalesce(max(position), 0) FROM batches", ())
@@ -704,7 +725,6 @@ class SQLiteEventStore(EventStore):
                 " VALUES (?, ?, ?, ?, ?)",
                 (mkey, keyframe.tick, keyframe.format_version, keyframe.data, keyframe.checksum),
             )
-            await conn.commit()
 
     async def get_keyframe(self, match_id: str, at_or_before: int) -> Keyframe | None:
         mkey = await self._mkey(match_id)
@@ -731,7 +751,6 @@ class SQLiteEventStore(EventStore):
                 "DELETE FROM keyframes WHERE mkey = ? AND tick < ?",
                 (mkey, _MAX_TICK + 1 if before_tick is None else min(before_tick, _MAX_TICK + 1)),
             )
-            await conn.commit()
             return cur.rowcount
 
     # -- helpers -----------------------------------------------------------------

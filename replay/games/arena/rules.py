@@ -50,6 +50,11 @@ def quantize_aim(radians: np.ndarray) -> np.ndarray:
     return np.rint(np.mod(radians, _TAU) * (AIM_UNITS / _TAU)).astype(np.int64) % AIM_UNITS
 
 
+_NUMBER = frozenset({int, float})
+_AIM_PER_RADIAN = AIM_UNITS / _TAU
+_isfinite = math.isfinite
+
+
 def _is_number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -158,22 +163,30 @@ class ArenaRules(Rules[ArenaState]):
             return Rejection("unknown_player", f"player {player!r} is not in the match")
         if not state.alive[slot]:
             return Rejection("not_alive", "inputs are accepted only from living players")
-        if not isinstance(raw, list | tuple) or len(raw) != 4:
+        if not (type(raw) is list or isinstance(raw, list | tuple)) or len(raw) != 4:
             return Rejection("bad_input", "input must be an array [move_x, move_y, aim, fire]")
         mx, my, aim, fire = raw
-        if not (_is_number(mx) and _is_number(my) and _is_number(aim)):
+        # Exact-type checks first (this runs for every input); subclasses take the general ones.
+        if not (type(mx) in _NUMBER and type(my) in _NUMBER and type(aim) in _NUMBER) and not (
+            _is_number(mx) and _is_number(my) and _is_number(aim)
+        ):
             return Rejection("bad_input", "move_x, move_y and aim must be numbers")
-        if not (isinstance(fire, bool) or (isinstance(fire, int) and fire in (0, 1))):
+        if not (
+            fire is True
+            or fire is False
+            or isinstance(fire, bool)
+            or (isinstance(fire, int) and fire in (0, 1))
+        ):
             return Rejection("bad_input", "fire must be a boolean or 0/1")
         mx, my, aim = float(mx), float(my), float(aim)
-        if not (math.isfinite(mx) and math.isfinite(my) and math.isfinite(aim)):
+        if not (_isfinite(mx) and _isfinite(my) and _isfinite(aim)):
             return Rejection("not_finite", "NaN and infinity are not valid inputs")
         scale = max(abs(mx), abs(my))
         if scale > 1.0:  # clamp to unit length without overflowing hypot on huge values
             mx, my = mx / scale, my / scale
             length = math.hypot(mx, my)
             mx, my = mx / length, my / length
-        q = round(math.fmod(aim, _TAU) % _TAU * (AIM_UNITS / _TAU)) % AIM_UNITS
+        q = round(math.fmod(aim, _TAU) % _TAU * _AIM_PER_RADIAN) % AIM_UNITS
         return ArenaInput(mx, my, q, bool(fire))
 
     # -- the simulation ---------------------------------------------------------------

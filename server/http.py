@@ -215,15 +215,17 @@ async def create_match(app: App, conn: ServerConnection, request: Request, _: Pa
 async def admin_action(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
     ident = identity(app, request, "admin")
     match = _live(app, p["match_id"])
-    if p["action"] == "end":
-        await match.stop("ended", "ended by admin")
-        return json_response(conn, match.info())
+    action = p["action"]
+    args = {"reason": "ended by admin"} if action == "end" else {}
     outcome: list[Any] = []
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    match.command(ident.player, "start", {}, lambda r: (outcome.append(r), done.set_result(None)))
+    match.command(ident.player, action, args, lambda r: (outcome.append(r), done.set_result(None)))
     await done
     if not isinstance(outcome[0], int):
         raise HttpError(409, outcome[0].code, outcome[0].reason)
+    if action == "end":
+        await match.stop("ended", "ended by admin")  # the match is over: waits for its finish
+        return json_response(conn, match.info() | {"ended_tick": outcome[0]})
     return json_response(conn, match.info() | {"started_tick": outcome[0]})
 
 

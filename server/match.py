@@ -204,6 +204,10 @@ class Match:
         for seat in self.seats.values():
             if seat.joined is not None and not seat.joined.done():
                 seat.joined.set_exception(JoinRefused(protocol.E_MATCH_OVER, f"match {status}"))
+        # Invariant: every queued command gets exactly one reply, even when it never ran.
+        commands, self._commands = self._commands, []
+        for _, done in commands:
+            done(Rejection(protocol.E_MATCH_OVER, f"the match is {status}"))
         self.metrics.matches.labels(status="live").dec()
         if self._on_finished is not None:
             self._on_finished(self)
@@ -328,14 +332,20 @@ class Match:
         self, player: str, kind: str, args: dict[str, Any], reply: Callable[[int | Rejection], None]
     ) -> None:
         """Queue a command for the next tick; ``reply`` gets the tick it took effect at
-        (after its events are durable) or the rules' Rejection."""
-        if kind == "end":
-            self._spawn(self.stop("ended", str(args.get("reason", "ended by admin"))[:64]))
-            reply(self.tick)
-            return
+        (after its events are durable) or the rules' Rejection.
+
+        ``end`` is decided by the rules like any command, so the end of the match is
+        an event in its log (arena: ``match_ended``) and the match ends as if by its
+        own rules. A game whose rules have no ``end`` command is stopped instead:
+        marked ended with nothing in the log."""
 
         def done(result: list[NewEvent] | Rejection) -> None:
             if isinstance(result, Rejection):
+                if kind == "end" and result.code == "unknown_command":
+                    reason = str(args.get("reason", "ended by admin"))[:64]
+                    self._spawn(self.stop("ended", reason))
+                    reply(self.tick)
+                    return
                 reply(result)
             else:
                 reply(result[0].tick if result else self.tick)

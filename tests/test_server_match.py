@@ -12,6 +12,7 @@ from server_helpers import FAST_SETTINGS, running_app, token, url
 from client_sdk import GameClient
 from replay import protocol as p
 from replay.engine import ReplayEngine
+from replay.games.arena.events import MATCH_ENDED
 
 
 def http(app, method: str, path: str, tok: str | None = None) -> tuple[int, dict | list | str]:
@@ -143,6 +144,10 @@ async def test_admin_start_and_end_and_concurrent_matches(tmp_path):
         for c in players:
             messages = [m async for m in c]
             assert isinstance(messages[-1], p.Ended) and messages[-1].reason == "ended by admin"
+        # The end is an event in the match's log (its replay ends too), at the tick answered.
+        last = (await app.store.read(a.match_id))[-1]
+        assert last.type == MATCH_ENDED and last.data[1] == "ended by admin"
+        assert last.tick == body["ended_tick"]
         # The other match was never disturbed and is still waiting for players.
         assert b.status == "created" and not b.read_only and b.tick > 0
         records = {r.match_id: r.status for r in await app.store.list_matches()}

@@ -23,6 +23,7 @@ from replay.games.arena.settings import (
     AIM_EMIT_THRESHOLD,
     AIM_UNITS,
     MAX_CHAT_CHARS,
+    MAX_END_REASON_CHARS,
     MAX_NAME_CHARS,
     ArenaSettings,
     parse_settings,
@@ -106,6 +107,13 @@ class ArenaRules(Rules[ArenaState]):
             return self._join(state, tick, command.player, args)
         if kind == "start":
             return self._start(state, tick)
+        if kind == "end":  # who may end a match is the server's decision (admins)
+            reason = args.get("reason", "ended by admin")
+            if not isinstance(reason, str) or not 1 <= len(reason) <= MAX_END_REASON_CHARS:
+                return Rejection(
+                    "bad_reason", f"reason must be a string of 1..{MAX_END_REASON_CHARS} chars"
+                )
+            return [NewEvent(ev.MATCH_ENDED, tick, (self._winner(state), reason))]
         if kind not in ("leave", "chat"):
             return Rejection("unknown_command", f"unknown arena command {kind!r}")
         if slot is None:
@@ -320,15 +328,21 @@ class ArenaRules(Rules[ArenaState]):
             reason = "score_limit"
         elif cfg.time_limit_ticks and tick - state.started_tick >= cfg.time_limit_ticks:
             reason = "time_limit"
-        if not reason:
-            return
-        winner = ""
+        if reason:
+            out.append(NewEvent(ev.MATCH_ENDED, tick, (self._winner(state, score, deaths), reason)))
+
+    @staticmethod
+    def _winner(
+        state: ArenaState, score: np.ndarray | None = None, deaths: np.ndarray | None = None
+    ) -> str:
+        """Best score, then fewest deaths, then lowest slot; "" with nobody present."""
+        score = state.score if score is None else score
+        deaths = state.deaths if deaths is None else deaths
         present = np.flatnonzero(state.present)
-        if present.size:
-            # Best score, then fewest deaths, then lowest slot (lexsort: last key is primary).
-            order = np.lexsort((present, deaths[present], -score[present]))
-            winner = state.players[int(present[order[0]])] or ""
-        out.append(NewEvent(ev.MATCH_ENDED, tick, (winner, reason)))
+        if not present.size:
+            return ""
+        order = np.lexsort((present, deaths[present], -score[present]))  # last key is primary
+        return state.players[int(present[order[0]])] or ""
 
     # -- the fold ------------------------------------------------------------------------
 

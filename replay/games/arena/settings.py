@@ -24,6 +24,8 @@ from the last emitted aim: finer jitter is not an outcome worth storing."""
 HARD_MAX_PLAYERS = 256
 """Slots are uint8 in the packed events. State memory is ~60 bytes per slot."""
 MAX_CHAT_CHARS = 200
+MAX_END_REASON_CHARS = 64
+"""An admin's reason for ending a match, stored in ``match_ended``."""
 MAX_NAME_CHARS = 32
 
 

@@ -12,6 +12,19 @@ The local state follows docs/protocol.md section 11.4: a STATE replaces it, a
 FRAME is folded into it with the game's rules, so after every frame it equals
 the server's ``state_at`` for that tick. Controls return the PLAYBACK status
 that answers them (all STATE/FRAMEs sent before it are already applied).
+
+Reconnecting. When the connection is lost (a network failure, a server restart,
+a slow-consumer close), the spectator reconnects by itself: up to
+``reconnect_attempts`` tries (:data:`RECONNECT_ATTEMPTS`), waiting
+:data:`RECONNECT_BACKOFF` (doubling, with jitter) before each. It then WATCHes the
+same match again where it was: ``"live"`` if it followed live, else the tick of its
+local state, and PLAYs again at the same speed if it was playing. The server
+answers with a STATE (a ``reset`` frame) and iteration goes on. Requests in flight
+when the connection dropped fail with :class:`ConnectionError`; controls issued
+while reconnecting wait for it. A close that reconnecting cannot fix
+(:data:`NO_RETRY`: refused token, protocol errors, replaced) or a refused WATCH
+(``forbidden``, ``unknown_match``) ends the session: iteration raises
+:class:`~client_sdk.game_client.ClientClosed` or the :class:`ProtocolError`.
 """
 
 from __future__ import annotations
@@ -19,23 +32,62 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
+import random
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from client_sdk.game_client import ClientClosed
 from client_sdk.view import FrameBuffer, ViewFrame
 from replay import protocol as p
 from replay.codec import decode_batch
 from replay.rules import Rules, rules_for
 
-__all__ = ["Spectator"]
+__all__ = ["NO_RETRY", "RECONNECT_ATTEMPTS", "RECONNECT_BACKOFF", "Spectator"]
+
+log = logging.getLogger(__name__)
+
+RECONNECT_ATTEMPTS = 8
+"""Reconnect tries after a lost connection before the session ends (about 20 s of
+trying with the default backoff: enough for a server restart)."""
+RECONNECT_BACKOFF = (0.1, 5.0)
+"""Seconds before the first try, and the cap; doubled per try, times 0.5-1.5 (jitter)."""
+RESTORE_TIMEOUT = 10.0
+"""Seconds a reconnected session waits for the server to answer its WATCH (and PLAY)."""
+NO_RETRY = frozenset(
+    {
+        1000,  # closed on purpose
+        p.CLOSE_MESSAGE_TOO_BIG,
+        p.CLOSE_UNAUTHORIZED,
+        p.CLOSE_PROTOCOL_ERROR,
+        p.CLOSE_FORBIDDEN,
+        p.CLOSE_REPLACED,
+        p.CLOSE_RATE_LIMITED,
+    }
+)
+"""Close codes after which reconnecting cannot help (docs/protocol.md section 6).
+Unlike a player, a spectator retries 1001: the match stays watchable from the store
+once the server is back."""
 
 
 class Spectator:
-    def __init__(self, ws: ClientConnection, welcome: p.Welcome) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        welcome: p.Welcome,
+        *,
+        url: str | None = None,
+        reconnect_attempts: int = RECONNECT_ATTEMPTS,
+    ) -> None:
         self.ws = ws
         self.welcome = welcome
+        self.url = url
+        """Where to reconnect (the token included); None: never reconnect."""
+        self.reconnect_attempts = reconnect_attempts if url is not None else 0
+        self.reconnects = 0
+        """Successful reconnects so far."""
         self.info: dict[str, Any] | None = None
         """The WATCHING metadata of the match being watched."""
         self.rules: Rules[Any] | None = None
@@ -51,18 +103,23 @@ class Spectator:
         self._replies: dict[int, asyncio.Future[Any]] = {}
         self._statuses: list[asyncio.Future[p.Playback]] = []
         self._watching: asyncio.Future[dict[str, Any]] | None = None
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._online = asyncio.Event()
+        """Set while connected and not restoring; controls wait for it."""
+        self._online.set()
+        self._closing = False
+        self._ended: BaseException | None = None
+        """Why the session ended for good (set once, with the frames closed)."""
+        self._reader = asyncio.get_running_loop().create_task(self._run())
 
     @classmethod
-    async def connect(cls, url: str, token: str | None = None) -> Spectator:
+    async def connect(
+        cls, url: str, token: str | None = None, *, reconnect_attempts: int = RECONNECT_ATTEMPTS
+    ) -> Spectator:
+        """Connect and read WELCOME. ``reconnect_attempts=0`` turns reconnecting off."""
         if token:
             url = f"{url}{'&' if '?' in url else '?'}token={token}"
-        ws = await connect(url, subprotocols=[p.SUBPROTOCOL], max_size=1 << 24)  # type: ignore[list-item]
-        welcome = p.decode_server(await ws.recv())
-        if not isinstance(welcome, p.Welcome):
-            await ws.close()
-            raise p.ProtocolError(p.E_MALFORMED, f"expected WELCOME, got {welcome!r}")
-        return cls(ws, welcome)
+        ws, welcome = await _open(url)
+        return cls(ws, welcome, url=url, reconnect_attempts=reconnect_attempts)
 
     async def __aenter__(self) -> Spectator:
         return self
@@ -79,6 +136,7 @@ class Spectator:
         return reply.matches
 
     async def watch(self, match_id: str, from_: str | int = "live") -> dict[str, Any]:
+        await self._wait_online()
         loop = asyncio.get_running_loop()
         self._watching = loop.create_future()
         status = self._expect_status()
@@ -116,7 +174,12 @@ class Spectator:
         return reply.tick, reply.rows
 
     async def close(self) -> None:
-        await self.ws.close()
+        self._closing = True
+        if not self._online.is_set():  # between connections: stop trying
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self.ws.close()  # the current connection, maybe one opened by a reconnect
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
 
@@ -139,12 +202,23 @@ class Spectator:
         self._statuses.append(fut)
         return fut
 
+    async def _wait_online(self) -> None:
+        """Wait out a reconnect; raise if the session is over."""
+        await self._online.wait()
+        if self._ended is not None:
+            raise self._ended
+        if self._closing:
+            raise ConnectionError("the spectator was closed")
+
     async def _control(self, frame: bytes) -> p.Playback:
+        # Registered after the reconnect, so a restore's PLAYBACK never answers it.
+        await self._wait_online()
         fut = self._expect_status()
         await self.ws.send(frame)
         return await fut
 
     async def _request(self, encode: Any) -> Any:
+        await self._wait_online()
         ref = next(self._refs)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._replies[ref] = fut
@@ -154,18 +228,107 @@ class Spectator:
         finally:
             self._replies.pop(ref, None)
 
-    async def _read(self) -> None:
+    async def _run(self) -> None:
+        """Read and apply server messages; reconnect when the connection is lost."""
+        ended: BaseException | None = None
         try:
-            async for data in self.ws:
-                self._process(p.decode_server(data))  # type: ignore[arg-type]
-        except ConnectionClosed:
-            pass
+            while True:
+                with contextlib.suppress(ConnectionClosed):
+                    async for data in self.ws:
+                        self._process(p.decode_server(data))  # type: ignore[arg-type]
+                code, reason = self.ws.close_code, self.ws.close_reason or ""
+                self._online.clear()
+                self._fail_pending(ConnectionError(f"connection closed ({code})"))
+                if self._closing:
+                    return
+                if code in NO_RETRY or not self.reconnect_attempts:
+                    ended = ClientClosed(code, reason)
+                    return
+                log.info("spectator connection lost (%s %s): reconnecting", code, reason)
+                ended = await self._reconnect(code, reason)
+                if ended is not None:
+                    return
+                self._online.set()
         finally:
-            self._frames.close()
-            exc = ConnectionError(f"connection closed ({self.ws.close_code})")
-            for fut in [*self._statuses, *self._replies.values(), self._watching]:
-                if fut is not None and not fut.done():
-                    fut.set_exception(exc)
+            self._end(ended)
+
+    async def _reconnect(self, code: int | None, reason: str) -> BaseException | None:
+        """Connect again and put the session back where it was: None once back, else
+        why it cannot be (the session ends with it)."""
+        assert self.url is not None
+        lo, hi = RECONNECT_BACKOFF
+        last: BaseException = ClientClosed(code, reason)
+        for attempt in range(self.reconnect_attempts):
+            await asyncio.sleep(min(hi, lo * 2**attempt) * (0.5 + random.random()))
+            try:
+                ws, self.welcome = await _open(self.url)
+            except InvalidStatus as exc:
+                if exc.response.status_code in (400, 401, 403):
+                    return exc
+                last = exc
+                continue
+            except ConnectionClosed as exc:  # e.g. 4001: the token expired meanwhile
+                if exc.rcvd is not None and exc.rcvd.code in NO_RETRY:
+                    return ClientClosed(exc.rcvd.code, exc.rcvd.reason)
+                last = exc
+                continue
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                last = exc
+                continue
+            self.ws = ws
+            try:
+                async with asyncio.timeout(RESTORE_TIMEOUT):
+                    await self._restore()
+            except p.ProtocolError as exc:  # forbidden, unknown_match: final
+                await ws.close()
+                return exc
+            except (ConnectionClosed, TimeoutError) as exc:
+                await ws.close()
+                if isinstance(exc, ConnectionClosed) and ws.close_code in NO_RETRY:
+                    return ClientClosed(ws.close_code, ws.close_reason or "")
+                last = exc
+                continue
+            self.reconnects += 1
+            return None
+        tries = self.reconnect_attempts
+        return ClientClosed(code, f"{reason} (no reconnect in {tries} tries: {last})")
+
+    async def _restore(self) -> None:
+        """WATCH the match again at the tick (or live) and mode it had; PLAY if it played."""
+        if self.info is None:
+            return  # nothing was watched yet
+        status = self.status
+        mode = status.mode if status is not None else "paused"
+        start: str | int = "live" if mode == "live" else max(0, self.tick)
+        await self.ws.send(p.encode_watch(self.info["match_id"], start))
+        await self._until_status()
+        if mode == "replay" and status is not None:
+            await self.ws.send(p.encode_play(status.speed))
+            await self._until_status()
+
+    async def _until_status(self) -> None:
+        """Apply messages up to the PLAYBACK that answers a control; raise its ERROR."""
+        while True:
+            msg = p.decode_server(await self.ws.recv())  # type: ignore[arg-type]
+            if isinstance(msg, p.Error) and msg.ref is None:
+                raise p.ProtocolError(msg.code, msg.message)
+            self._process(msg)
+            if isinstance(msg, p.Playback):
+                return
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        for fut in [*self._statuses, *self._replies.values(), self._watching]:
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+        self._statuses.clear()
+
+    def _end(self, error: BaseException | None) -> None:
+        """The session is over: ``error`` None after :meth:`close`, else why."""
+        if error is not None:
+            self._ended = error
+        self._fail_pending(error or ConnectionError(f"connection closed ({self.ws.close_code})"))
+        self._frames.close(error)
+        self._online.set()  # wake waiting controls: they raise
 
     def _process(self, msg: Any) -> None:
         if isinstance(msg, p.Frame):
@@ -211,3 +374,16 @@ class Spectator:
                 fut = self._statuses.pop(0)
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
+
+
+async def _open(url: str) -> tuple[ClientConnection, p.Welcome]:
+    ws = await connect(url, subprotocols=[p.SUBPROTOCOL], max_size=1 << 24)  # type: ignore[list-item]
+    try:
+        welcome = p.decode_server(await ws.recv())
+    except BaseException:  # closed, or cancelled by close(): do not leave it open
+        ws.transport.abort()
+        raise
+    if not isinstance(welcome, p.Welcome):
+        await ws.close()
+        raise p.ProtocolError(p.E_MALFORMED, f"expected WELCOME, got {welcome!r}")
+    return ws, welcome

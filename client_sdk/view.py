@@ -41,6 +41,8 @@ class FrameBuffer:
         self._frames: deque[ViewFrame] = deque(maxlen=MAX_BUFFERED_FRAMES)
         self._ready = asyncio.Event()
         self.closed = False
+        self.error: BaseException | None = None
+        """Raised by :meth:`get` after the last frame instead of ending the iteration."""
 
     def put(self, frame: ViewFrame) -> None:
         if frame.reset:
@@ -48,13 +50,16 @@ class FrameBuffer:
         self._frames.append(frame)
         self._ready.set()
 
-    def close(self) -> None:
+    def close(self, error: BaseException | None = None) -> None:
         self.closed = True
+        self.error = error
         self._ready.set()
 
     async def get(self) -> ViewFrame:
         while not self._frames:
             if self.closed:
+                if self.error is not None:
+                    raise self.error
                 raise StopAsyncIteration
             self._ready.clear()
             await self._ready.wait()

@@ -1,13 +1,15 @@
 """The per-match feed: each tick's update, encoded once, written to every connection.
 
-Writing does not await per connection: like ``websockets.broadcast()`` (which it
-uses), a frame is pushed into each connection's transport buffer synchronously.
+Writing does not await per connection: the update is serialized once as a
+websocket frame (:class:`server.prepared.Prepared`) and its bytes are pushed into
+each connection's transport buffer synchronously, one ``transport.write()`` each.
 
 Slow receivers. A connection's bounded queue is its transport write buffer:
 before each write the feed checks how many bytes are still unsent. Above
 ``limit_bytes`` (256 KiB by default, a few seconds of updates) the receiver is
 not keeping up, and updates cannot be skipped (they carry the events a client
-folds), so the connection is closed with 4010 (slow consumer). The client
+folds), so the connection is closed with 4010 (slow consumer; dropped if the closing
+handshake is not done within ``SLOW_CLOSE_GRACE_S``, server/closing.py). The client
 reconnects and resumes from the last seq it has: the missed events come from
 the store, not from memory. Memory per connection is therefore bounded by
 ``limit_bytes`` plus one frame.
@@ -18,14 +20,15 @@ list instead (bounded by the same byte limit) and gets them after the catch-up.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
-from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
 from replay.protocol import CLOSE_SLOW_CONSUMER
+from server.closing import close_slow
+from server.prepared import Prepared
 
 __all__ = ["Feed", "Subscriber"]
 
@@ -38,7 +41,7 @@ class Subscriber:
     def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
         # (last_seq, frame) held while catching up; None once live.
-        self.pending: list[tuple[int, bytes]] | None = []
+        self.pending: list[tuple[int, Prepared]] | None = []
         self.pending_bytes = 0
 
     def unsent_bytes(self) -> int:
@@ -71,30 +74,28 @@ class Feed:
         pending, sub.pending = sub.pending or [], None
         if sub in self.subscribers and sub.conn.state is State.OPEN:
             for _, frame in pending:
-                broadcast([sub.conn], frame)
+                frame.write(sub.conn)
 
-    def publish(self, frame: bytes, last_seq: int) -> None:
-        live: list[ServerConnection] = []
+    def publish(self, message: bytes, last_seq: int) -> None:
+        frame = Prepared(message)
+        limit = self.limit_bytes
         for sub in list(self.subscribers):
-            if sub.conn.state is not State.OPEN:
+            conn = sub.conn
+            if conn.state is not State.OPEN:
                 continue
             if sub.pending is not None:
                 sub.pending.append((last_seq, frame))
                 sub.pending_bytes += len(frame)
-                if sub.pending_bytes > self.limit_bytes:
+                if sub.pending_bytes > limit:
                     self._drop(sub)
-            elif sub.unsent_bytes() > self.limit_bytes:
+            elif sub.unsent_bytes() > limit:
                 self._drop(sub)
             else:
-                live.append(sub.conn)
-        if live:
-            broadcast(live, frame)
+                frame.write(conn)
 
     def _drop(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
         if self._on_slow is not None:
             self._on_slow()
         log.info("closing slow consumer %s", sub.conn.remote_address)
-        asyncio.get_running_loop().create_task(
-            sub.conn.close(CLOSE_SLOW_CONSUMER, "slow consumer: updates not read in time")
-        )
+        close_slow(sub.conn, CLOSE_SLOW_CONSUMER, "slow consumer: updates not read in time")

@@ -5,16 +5,18 @@ A :class:`LiveHub` per live match receives each durable tick from the match's
 sender (``Match._publish``), encodes its FRAME (and a STATE on keyframe ticks,
 a SCOREBOARD when the standings changed) once, and keeps it in ``entries``
 until every delay group has released it. A *group* is the spectators sharing
-one delay: the match's ``spectator_delay`` and 0 for admins. Releasing an entry
-writes the same bytes to all of a group's spectators, like
-``websockets.broadcast()`` (which it uses): synchronously, no task or copy per
-spectator.
+one delay: the match's ``spectator_delay`` and 0 for admins. Each message is kept
+as a :class:`server.prepared.Prepared` websocket frame, serialized once; releasing
+an entry writes those same bytes to all of a group's spectators: synchronously,
+one ``transport.write()`` each, no task or copy per spectator.
 
 Slow spectators (docs/protocol.md, 11.7): a spectator's queue is its unsent
 bytes. Over ``queue_bytes`` it is skipped; at the next released keyframe it
 gets SKIPPED + STATE and live frames again once its queue has drained; too
-many skips or too long in skip mode closes it with 4010. Memory per spectator
-is therefore at most ``queue_bytes`` plus one frame.
+many skips closes it with 4010, too long in skip mode (stalled) drops its TCP
+connection at once (server/closing.py). Memory per spectator is therefore at
+most ``queue_bytes`` plus one frame, freed at most ``SLOW_CLOSE_GRACE_S`` after
+the close.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
 from replay import protocol as p
 from replay.keyframes import DEFAULT_KEYFRAME_SECONDS
 from replay.rules import Rules
+from server.closing import close_slow, drop
+from server.prepared import Prepared
 
 __all__ = [
     "MAX_SPECTATOR_DELAY",
@@ -145,10 +149,10 @@ class _Entry:
     tick: int
     at: float
     """Monotonic time the tick was published (its events durable)."""
-    frame: bytes | None
-    state: bytes | None
+    frame: Prepared | None
+    state: Prepared | None
     """STATE message on keyframe ticks."""
-    extra: bytes | None
+    extra: Prepared | None
     """SCOREBOARD push or ENDED, sent right after the frame."""
 
 
@@ -205,9 +209,13 @@ class LiveHub:
                 self._release_loop(), name=f"spectate:{match_id}"
             )
 
-    def _state_msg(self, state: Any) -> bytes:
-        return p.state(
-            self.rules.state_tick(state), self.rules.state_format, self.rules.encode_state(state)
+    def _state_msg(self, state: Any) -> Prepared:
+        return Prepared(
+            p.state(
+                self.rules.state_tick(state),
+                self.rules.state_format,
+                self.rules.encode_state(state),
+            )
         )
 
     # -- input from the match ----------------------------------------------------------
@@ -216,9 +224,9 @@ class LiveHub:
         self, tick: int, blob: bytes | None, keyframe: Any, board: list[dict[str, Any]] | None
     ) -> None:
         """Tick ``tick`` is durable (called by the match's sender, in tick order)."""
-        frame = p.frame(tick, blob) if blob is not None else None
+        frame = Prepared(p.frame(tick, blob)) if blob is not None else None
         state = self._state_msg(keyframe) if keyframe is not None else None
-        extra = p.scoreboard(None, tick, board) if board is not None else None
+        extra = Prepared(p.scoreboard(None, tick, board)) if board is not None else None
         if frame is None and state is None and extra is None:
             return
         self.entries.append(_Entry(tick, time.monotonic(), frame, state, extra))
@@ -227,7 +235,7 @@ class LiveHub:
 
     def finish(self, ended: bytes, tick: int) -> None:
         """The match is over: ``ended`` (the ENDED message) follows the last frame."""
-        self.entries.append(_Entry(tick, time.monotonic(), None, None, ended))
+        self.entries.append(_Entry(tick, time.monotonic(), None, None, Prepared(ended)))
         self.finished = True
         self._release(time.monotonic())
         self._wake.set()
@@ -282,17 +290,22 @@ class LiveHub:
             g.tick = entry.tick
         if not g.subs:
             return
-        # The hot loop of the fan-out: one buffer-size check per spectator, then one
-        # broadcast() of the shared bytes. Closed connections are skipped by broadcast()
-        # and leave the group when their session ends (Watcher.close_now).
-        ready: list[ServerConnection] = []
+        # The hot loop of the fan-out: per spectator one buffer-size check and one
+        # transport write of the shared bytes per message. Closed connections are
+        # skipped by Prepared.write and leave the group when their session ends
+        # (Watcher.close_now) or in the slow path below.
         limit = self.queue_bytes
+        frame, extra = entry.frame, entry.extra
         slow: list[LiveSub] = []
         for sub in g.subs:
             if sub.skipping_since is None:
-                transport = sub.conn.transport
+                conn = sub.conn
+                transport = conn.transport
                 if transport is None or transport.get_write_buffer_size() <= limit:
-                    ready.append(sub.conn)
+                    if frame is not None:
+                        frame.write(conn)
+                    if extra is not None:
+                        extra.write(conn)
                     continue
             slow.append(sub)
         for sub in slow:
@@ -302,13 +315,16 @@ class LiveHub:
             if sub.skipping_since is not None:
                 if entry.state is not None and sub.unsent() <= self.queue_bytes // 2:
                     # Resynchronise at this keyframe: the client resets its state.
-                    broadcast([sub.conn], p.skipped(sub.tick + 1, entry.tick, "slow_consumer"))
-                    broadcast([sub.conn], entry.state)
+                    Prepared(p.skipped(sub.tick + 1, entry.tick, "slow_consumer")).write(sub.conn)
+                    entry.state.write(sub.conn)
                     sub.skipping_since = None
-                    if entry.extra is not None:
-                        broadcast([sub.conn], entry.extra)
+                    if extra is not None:
+                        extra.write(sub.conn)
                 elif now - sub.skipping_since > self.stall_seconds:
-                    self._close(g, sub, "slow consumer: stalled")
+                    # It read next to nothing for stall_seconds: a close frame queued
+                    # behind its unread bytes would never reach it.
+                    self._remove(g, sub, "stalled")
+                    drop(sub.conn)
                 continue
             if sub.unsent() > self.queue_bytes:
                 sub.tick = entry.tick - 1  # it has every tick before this entry
@@ -317,21 +333,17 @@ class LiveHub:
                 while sub.skips and sub.skips[0] < now - SKIP_WINDOW_S:
                     sub.skips.popleft()
                 if len(sub.skips) > self.max_skips:
-                    self._close(g, sub, "slow consumer: too many skips")
-        if ready:
-            if entry.frame is not None:
-                broadcast(ready, entry.frame)
-            if entry.extra is not None:
-                broadcast(ready, entry.extra)
+                    self._remove(g, sub, "too many skips")
+                    close_slow(sub.conn, p.CLOSE_SLOW_CONSUMER, "slow consumer: too many skips")
 
-    def _close(self, g: _Group, sub: LiveSub, reason: str) -> None:
+    def _remove(self, g: _Group, sub: LiveSub, why: str) -> None:
+        """Take a slow spectator out before its connection is closed or dropped."""
         g.subs.discard(sub)
         sub.group = None
         if self._on_slow is not None:
             self._on_slow()
         sub.on_close()
-        log.info("closing slow spectator %s of %s", sub.conn.remote_address, self.match_id)
-        asyncio.get_running_loop().create_task(sub.conn.close(p.CLOSE_SLOW_CONSUMER, reason))
+        log.info("closing slow spectator %s of %s: %s", sub.conn.remote_address, self.match_id, why)
 
     # -- spectators --------------------------------------------------------------------
 
@@ -352,9 +364,8 @@ class LiveHub:
                 break
         if start is None:
             return None
-        conns = [sub.conn]
-        broadcast(conns, self.entries[start].state)  # type: ignore[arg-type]
-        self._send_released(conns, start + 1, released)
+        self.entries[start].state.write(sub.conn)  # type: ignore[union-attr]
+        self._send_released(sub.conn, start + 1, released)
         return self._join(g, sub)
 
     def attach_after(self, sub: LiveSub, privileged: bool, tick: int) -> int:
@@ -362,14 +373,14 @@ class LiveHub:
         g = self.groups[0.0 if privileged else self.options.delay]
         released = g.next_index - self.base_index
         first = next((i for i in range(released) if self.entries[i].tick > tick), released)
-        self._send_released([sub.conn], first, released)
+        self._send_released(sub.conn, first, released)
         return self._join(g, sub)
 
-    def _send_released(self, conns: list[ServerConnection], lo: int, hi: int) -> None:
+    def _send_released(self, conn: ServerConnection, lo: int, hi: int) -> None:
         for i in range(lo, hi):
             e = self.entries[i]
             if e.frame is not None:
-                broadcast(conns, e.frame)
+                e.frame.write(conn)
 
     def _join(self, g: _Group, sub: LiveSub) -> int:
         sub.group = g

@@ -32,6 +32,7 @@ from replay.source import StoredEvent, read_events
 from replay.store.base import READ_ONLY_STATUSES, EventStore, MatchRecord
 from replay.timeline import Timeline
 from server.auth import Identity
+from server.closing import drop
 from server.spectating import LiveHub, LiveSub, SpectatingOptions, finished_edge, stored_options
 
 if TYPE_CHECKING:
@@ -435,8 +436,9 @@ class Watcher:
         waited = 0.0
         while self.sub.unsent() > self.sp.queue_bytes:
             if waited > self.sp.stall_seconds:
+                # Stalled: a close frame behind its unread bytes would never reach it.
                 self._on_slow()
-                await self.conn.close(p.CLOSE_SLOW_CONSUMER, "slow consumer: stalled")
+                drop(self.conn)
                 raise asyncio.CancelledError
             await asyncio.sleep(BACKPRESSURE_POLL_S)
             waited += BACKPRESSURE_POLL_S

@@ -121,8 +121,8 @@ def loader_main(
     url: str, match_id: str | None, n: int, start: float, end: float, out: mp.Queue
 ) -> None:
     """``n`` spectators in one process, as light as a websocket client gets: websockets'
-    sans-I/O ClientProtocol on a bare asyncio Protocol (no reader task, no message
-    queue). It answers pings and counts FRAME messages between ``start`` and ``end``.
+    sans-I/O ClientProtocol on a bare asyncio BufferedProtocol (no reader task, no
+    message queue). It answers pings and counts FRAME messages between ``start`` and ``end``.
     The same code watches our server and the baseline, so both are measured alike."""
     from websockets.client import ClientProtocol
     from websockets.frames import Opcode
@@ -137,7 +137,11 @@ def loader_main(
     counts = [0, 0]
     counting = [False]
 
-    class Viewer(asyncio.Protocol):
+    # A BufferedProtocol reads with recv_into() this one buffer; a plain Protocol is read
+    # with recv(256 KiB), whose allocation costs more than the parsing (server/connection.py).
+    read_buffer = memoryview(bytearray(64 * 1024))
+
+    class Viewer(asyncio.BufferedProtocol):
         def __init__(self) -> None:
             self.ws = ClientProtocol(uri, subprotocols=[p.SUBPROTOCOL], max_size=None)  # type: ignore[list-item]
             self.transport: asyncio.Transport | None = None
@@ -148,9 +152,12 @@ def loader_main(
             self.ws.send_request(self.ws.connect())
             self.flush()
 
-        def data_received(self, data: bytes) -> None:
+        def get_buffer(self, sizehint: int) -> memoryview:
+            return read_buffer
+
+        def buffer_updated(self, nbytes: int) -> None:
             ws = self.ws
-            ws.receive_data(data)
+            ws.receive_data(bytes(read_buffer[:nbytes]))
             for ev in ws.events_received():
                 if isinstance(ev, Response):
                     if watch is not None:

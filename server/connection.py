@@ -84,9 +84,18 @@ class GameConnection(ServerConnection, asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self.data_received(bytes(_read_buffer[:nbytes]))
 
+    _parser_between_frames = False
+    """Cache of :meth:`_between_frames`: true after the fast path took whole frames
+    (that leaves websockets' parser where it was); forgotten whenever websockets parses."""
+
     def data_received(self, data: bytes) -> None:
         handler = self.fast_input
-        if handler is None or not self._between_frames():
+        if (
+            handler is None
+            or self.protocol.state is not _OPEN
+            or not (self._parser_between_frames or self._between_frames())
+        ):
+            self._parser_between_frames = False
             super().data_received(data)
             return
         proto = self.protocol
@@ -122,7 +131,10 @@ class GameConnection(ServerConnection, asyncio.BufferedProtocol):
             if self.fast_input is not handler:  # the session detached or closed meanwhile
                 break
         if pos < size:
+            self._parser_between_frames = False
             super().data_received(data[pos:] if pos else data)
+        else:
+            self._parser_between_frames = True
 
     def _between_frames(self) -> bool:
         proto = self.protocol

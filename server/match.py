@@ -302,8 +302,10 @@ class Match:
 
     # -- inputs and commands ----------------------------------------------------------------
 
-    def submit_inputs(self, seat: Seat, inputs: list[tuple[int, list[Any]]]) -> list[Rejection]:
-        """Validate and queue inputs (sans I/O). Returns the rejections, one per
+    def submit_inputs(
+        self, seat: Seat, inputs: list[tuple[int, list[Any]]]
+    ) -> list[tuple[int, Rejection]]:
+        """Validate and queue inputs (sans I/O). Returns (seq, rejection) for each
         refused input; duplicates (seq already received) are skipped silently."""
         rejected: list[tuple[int, Rejection]] = []
         accepted = 0
@@ -324,9 +326,14 @@ class Match:
             seat.highest_seq = highest
             self._with_input[player] = seat
         self._accepted += accepted
-        for _, r in rejected:
-            self.metrics.reject(r.code)
-        return [Rejection(r.code, f"input {seq}: {r.reason}") for seq, r in rejected]
+        if rejected:
+            code = rejected[0][1].code
+            if all(r.code == code for _, r in rejected):
+                self.metrics.reject(code, len(rejected))
+            else:
+                for _, r in rejected:
+                    self.metrics.reject(r.code)
+        return rejected
 
     def command(
         self, player: str, kind: str, args: dict[str, Any], reply: Callable[[int | Rejection], None]

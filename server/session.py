@@ -330,10 +330,10 @@ class Session:
             # are refused 30 times a second and each ERROR costs a send; the acks cover
             # refused inputs anyway. A different refusal code is reported at once.
             self._refused += len(rejected)
-            first = rejected[0]
+            seq, first = rejected[0]
             if now >= self._next_refusal_report or first.code != self._last_refusal:
                 more = f" ({self._refused - 1} more refused)" if self._refused > 1 else ""
-                self.send(p.error(p.E_REJECTED, f"{first.code}: {first.reason}{more}"))
+                self.send(p.error(p.E_REJECTED, f"{first.code}: input {seq}: {first.reason}{more}"))
                 self._refused = 0
                 self._last_refusal = first.code
                 self._next_refusal_report = now + REFUSAL_REPORT_INTERVAL_S

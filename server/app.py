@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
@@ -170,4 +172,31 @@ async def run(settings: Settings, on_ready: object = None) -> None:
         await on_ready(app)
     await stop.wait()
     log.info("signal received: shutting down")
-    await app.stop()
+    stop.clear()
+    stopping = asyncio.ensure_future(app.stop())
+    again = asyncio.ensure_future(stop.wait())
+    await asyncio.wait(
+        {stopping, again}, timeout=settings.shutdown_timeout, return_when="FIRST_COMPLETED"
+    )
+    again.cancel()
+    if not stopping.done():
+        # Stuck (a store that never answers, a peer that never closes) or told twice:
+        # exit anyway. Nothing acknowledged is lost (acknowledged means durable) and the
+        # next start marks the matches left running as interrupted.
+        why = "a second signal" if stop.is_set() else f"{settings.shutdown_timeout:g} s"
+        log.error("graceful shutdown unfinished after %s; exiting. Still waiting:", why)
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                log.error("  %s", _where(task))
+        # Not SystemExit: unwinding would wait for the very tasks (and threads) that are
+        # stuck. Exiting here is a crash as far as the store is concerned, which it survives.
+        logging.shutdown()
+        os._exit(1)
+    stopping.result()
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    """A task's name and the innermost line it waits at (for the shutdown report)."""
+    frames = task.get_stack()
+    at = f"{frames[-1].f_code.co_filename}:{frames[-1].f_lineno}" if frames else "?"
+    return f"{task.get_name()} at {at}"

@@ -51,6 +51,8 @@ class Settings:
     """A spectator skipped (or its playback blocked) this long is closed with 4010."""
     spectator_max_skips: int = 3
     """Skips allowed per minute; one more closes the spectator with 4010."""
+    shutdown_timeout: float = 30.0
+    """Seconds a graceful shutdown may take before the process exits anyway (status 1)."""
     token_ttl: float = 24 * 3600.0
     """Default lifetime of tokens issued by the admin API."""
     boards_config: str = ""

@@ -23,14 +23,16 @@ from replay.store import open_store
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def start_server(db: Path) -> tuple[asyncio.subprocess.Process, int]:
+async def start_server(
+    db: Path, *flags: str, stderr: int = asyncio.subprocess.DEVNULL
+) -> tuple[asyncio.subprocess.Process, int]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server", "serve", "--port", "0", "--db", str(db),
-        "--grace-period", "2",
+        "--grace-period", "2", *flags,
         cwd=ROOT,
         env=os.environ | {"MATCHREPLAY_SECRET": SECRET},
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
     )  # fmt: skip
     assert proc.stdout is not None
     async with asyncio.timeout(20):
@@ -121,3 +123,29 @@ async def test_sigterm_flushes_marks_interrupted_and_restart_replays(tmp_path):
             replayed = await engine.state_at(c.match_id, record.last_tick)
             assert np.array_equal(replayed.x, c.state.x) and np.array_equal(replayed.y, c.state.y)
             assert c.rules.scoreboard(replayed) == c.rules.scoreboard(c.state)
+
+
+async def test_a_stuck_shutdown_ends_at_the_deadline_and_says_what_it_waited_for(tmp_path):
+    # A peer that never answers the close frame holds the graceful shutdown (websockets
+    # waits out its close timeout): the deadline ends it, with status 1 and a report.
+    db = tmp_path / "stuck.db"
+    proc, port = await start_server(db, "--shutdown-timeout", "1", stderr=asyncio.subprocess.PIPE)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: matchreplay.v1\r\n"
+        + f"Authorization: Bearer {token('mute')}\r\n\r\n".encode()
+    )
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    proc.send_signal(signal.SIGTERM)  # then never read again: the close frame stays unread
+    async with asyncio.timeout(20):
+        assert await proc.wait() == 1
+        log = (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+    assert "graceful shutdown unfinished after 1 s" in log
+    writer.close()
+    proc, port = await start_server(db)  # the store is intact: it opens and serves
+    status, health = await http(port, "GET", "/healthz")
+    assert status == 200, health
+    proc.send_signal(signal.SIGTERM)
+    assert await proc.wait() == 0

@@ -91,8 +91,15 @@ def start_ours(db: Path) -> tuple[subprocess.Popen, int]:
     for line in proc.stdout:
         m = re.search(r"ws://[\d.]+:(\d+)/", line)
         if m:
+            loop = re.search(r"(\w+) event loop", line)
+            SERVER_LOOP[0] = loop.group(1) if loop else "asyncio"
             return proc, int(m.group(1))
     raise RuntimeError("server did not start")
+
+
+SERVER_LOOP = ["?"]
+"""The event loop our server reported (uvloop where installed); the baseline runs on
+asyncio's default loop, as a bare websockets server does."""
 
 
 def _baseline_main(port_out: mp.Queue, received: Any) -> None:  # type: ignore[type-arg]
@@ -162,7 +169,7 @@ async def _load(
     seconds: float,
     burst: bool,
 ) -> dict:
-    from benchmarks.loadgen import connect_players
+    from benchmarks.loadgen import close_players, connect_players
 
     clients = await connect_players(url, [tok for tok, _ in jobs])
     await asyncio.gather(*(c.join(m) for c, (_, m) in zip(clients, jobs, strict=True)))
@@ -210,8 +217,7 @@ async def _load(
     cpu = time.process_time() - cpu0
     await asyncio.sleep(0.3)  # let the last acks arrive
     latencies = [x for c in clients for x in c.latencies]
-    for c in clients:
-        c.close()
+    await close_players(clients)
     return {"sent": sent, "acked": acked, "latencies": latencies, "lag": lag, "cpu": cpu}
 
 
@@ -380,7 +386,10 @@ def main() -> None:
             )
         return per_core
 
-    print("(a) capacity, 30 inputs/s per player, 30 Hz ticks, SQLite synchronous=FULL:")
+    print(
+        "(a) capacity, 30 inputs/s per player, 30 Hz ticks, SQLite synchronous=FULL"
+        f" (our server on {SERVER_LOOP[0]}, the baseline on asyncio's default loop):"
+    )
     ours_core = report("matchreplay", ours)
     print(
         f"              tick overruns in the window: {ours['overruns']:.0f};"

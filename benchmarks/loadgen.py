@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-__all__ = ["LeanPlayer", "connect_players"]
+__all__ = ["LeanPlayer", "close_players", "connect_players"]
 
 _JOINED, _UPDATE, _ERROR = 17, 19, 20
 _ZERO_MASK = b"\x00\x00\x00\x00"
@@ -167,9 +167,21 @@ class LeanPlayer(asyncio.BufferedProtocol):
         self._sent.append((self.next_seq - 1, time.perf_counter()))
 
     def close(self) -> None:
+        """Start the closing handshake (close 1000); the server ends the TCP connection."""
         if self.transport is not None and not self.closed:
-            self.transport.write(b"\x88\x82" + _ZERO_MASK + b"\x03\xe8")  # close 1000
-            self.transport.close()
+            self.transport.write(b"\x88\x82" + _ZERO_MASK + b"\x03\xe8")
+
+
+async def close_players(players: Sequence[LeanPlayer], timeout: float = 5.0) -> None:
+    """Close cleanly (the servers see a closing handshake, not a reset), then drop stragglers."""
+    for player in players:
+        player.close()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(not p.closed for p in players) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    for player in players:
+        if not player.closed and player.transport is not None:
+            player.transport.abort()
 
 
 async def connect_players(url: str, tokens: Sequence[str]) -> list[LeanPlayer]:

@@ -16,7 +16,7 @@ import signal
 
 from client_sdk.bots import run_bots
 from server import auth, config
-from server.app import App
+from server.app import App, event_loop_factory
 from server.commands.bots import bot_tokens
 
 DEMO_SETTINGS = {
@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if args.db:
         overrides["db"] = args.db
     settings = config.from_args(None, **overrides)
-    asyncio.run(_demo(settings, max(2, min(args.bots, 8))))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(_demo(settings, max(2, min(args.bots, 8))))
     return 0
 
 

@@ -13,6 +13,7 @@ import os
 import struct
 
 import msgpack
+import pytest
 from server_helpers import FAST_SETTINGS, running_app, token
 from websockets.protocol import Protocol
 
@@ -209,3 +210,17 @@ async def test_protocol_violations_keep_websockets_close_codes(tmp_path):
         await good.until(lambda *_: good.acked >= 2)
         assert not match.read_only
         good.writer.close()
+
+
+def test_the_same_on_uvloop(tmp_path, monkeypatch):
+    # `matchreplay serve` runs on uvloop (server/app.py): its transports must feed the
+    # fast path (BufferedProtocol reads) exactly as asyncio's do.
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert isinstance(runner.get_loop(), uvloop.Loop)
+        runner.run(
+            test_inputs_in_any_chunking_are_applied_once_and_other_frames_still_work(
+                tmp_path / "a", monkeypatch
+            )
+        )
+        runner.run(test_protocol_violations_keep_websockets_close_codes(tmp_path / "b"))

@@ -31,7 +31,7 @@ import msgpack
 from replay.codec import encode_batch
 from replay.events import NewEvent
 from replay.store.base import MatchRecord
-from replay.store.sqlite import _INSERT_BATCH, _SCHEMA, SQLiteEventStore
+from replay.store.sqlite import _SCHEMA, SQLiteEventStore, _insert_rows, _type_mask
 
 MATCHES = 100
 EVENTS_PER_BATCH = 64
@@ -145,12 +145,13 @@ def run_batch_rows(path: str, sync: str, batches: list[list[list[NewEvent]]]) ->
                     events[-1].tick,
                     first_id,
                     encode_batch(events),
+                    _type_mask({e.type for e in events}),
                 )
             )
     start = time.perf_counter()
     for row in rows:
         conn.execute("BEGIN")
-        conn.executemany(_INSERT_BATCH, [row])
+        conn.execute(_insert_rows(1), row)
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()

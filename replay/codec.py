@@ -16,8 +16,8 @@ Encoding the whole batch with one ``packb`` call keeps the hot path in C.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Container, Sequence
+from typing import Any, overload
 
 import msgpack
 
@@ -66,14 +66,29 @@ def encoded_sizes(events: Sequence[NewEvent]) -> list[int]:
     return [len(_packer.pack((e.type, e.version, e.tick - base, *e.data))) for e in events]
 
 
-def decode_batch(blob: bytes, base_tick: int) -> list[tuple[int, int, int, tuple[Any, ...]]]:
+_Row = tuple[int, int, int, tuple[Any, ...]]
+
+
+@overload
+def decode_batch(blob: bytes, base_tick: int) -> list[_Row]: ...
+@overload
+def decode_batch(blob: bytes, base_tick: int, types: Container[int]) -> list[_Row | None]: ...
+def decode_batch(
+    blob: bytes, base_tick: int, types: Container[int] | None = None
+) -> list[_Row] | list[_Row | None]:
     """Decode a batch to ``(type, version, tick, data)`` tuples, in order.
 
+    With ``types``, events of other types are None instead (positions kept, no
+    tuple built): a projection's scan reads a few types out of busy batches.
     Raises :class:`CorruptEventError` when the blob is not a well-formed batch;
     the caller adds which match and seq it came from.
     """
     try:
         rows = msgpack.unpackb(blob, raw=False, use_list=True, strict_map_key=True)
-        return [(r[0], r[1], base_tick + r[2], tuple(r[3:])) for r in rows]
+        if types is None:
+            return [(r[0], r[1], base_tick + r[2], tuple(r[3:])) for r in rows]
+        return [
+            (r[0], r[1], base_tick + r[2], tuple(r[3:])) if r[0] in types else None for r in rows
+        ]
     except Exception as exc:  # any malformed blob: msgpack errors, wrong shapes, wrong types
         raise CorruptEventError(f"undecodable event batch: {exc!r}") from exc

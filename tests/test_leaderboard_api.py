@@ -82,6 +82,19 @@ async def test_routes(service: Service) -> None:
         ("/api/leaderboards/kills", {"limit": "ten"}, 400, "bad_parameter"),
         ("/api/leaderboards/kills", {"cursor": "%%%"}, 400, "bad_cursor"),
         ("/api/leaderboards/kills", {"cursor": "WzEsMl0"}, 400, "bad_cursor"),  # [1,2]
+        # ["kills", "all", 1, 0, 2**70] and ["kills", "all", 2**64, 0, 5]: beyond the key
+        (
+            "/api/leaderboards/kills",
+            {"cursor": "WyJraWxscyIsICJhbGwiLCAxLCAwLCAxMTgwNTkxNjIwNzE3NDExMzAzNDI0XQ"},
+            400,
+            "bad_cursor",
+        ),
+        (
+            "/api/leaderboards/kills",
+            {"cursor": "WyJraWxscyIsICJhbGwiLCAxODQ0Njc0NDA3MzcwOTU1MTYxNiwgMCwgNV0"},
+            400,
+            "bad_cursor",
+        ),
         ("/api/leaderboards/kills", {"period": "2020-01"}, 404, "unknown_period"),
         ("/api/leaderboards/kills", {"period": "previous"}, 404, "unknown_period"),
         ("/api/leaderboards/kills_weekly", {"period": "2020-W01"}, 404, "unknown_period"),

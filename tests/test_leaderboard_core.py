@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from replay.leaderboards import board as board_module
 from replay.leaderboards.board import Board, Entry
 from replay.leaderboards.definitions import ARENA_DEFAULTS, load_definitions
 from replay.leaderboards.errors import BoardConfigError
@@ -59,6 +62,90 @@ def test_board_matches_a_naive_sort_with_distinct_ranks(batches, descending) -> 
                 assert owner in [e.owner for e in page]
                 assert len(page) == min(limit, len(order))
                 assert [e.rank for e in page] == list(range(page[0].rank, page[0].rank + len(page)))
+
+
+big = st.sampled_from([2**63 - 1, -(2**63), 2**62, -(2**62), 2**41, 2**64])
+observations = st.lists(
+    st.tuples(
+        st.sampled_from([f"p{i}" for i in range(6)]),
+        st.one_of(st.integers(-3, 3), big),
+        st.one_of(st.integers(-2, 2), big),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    obs=observations,
+    op=st.sampled_from(["incr", "decr", "best", "set"]),
+    descending=st.booleans(),
+    cuts=st.lists(st.integers(0, 40), max_size=4),
+    move_cost=st.sampled_from([0, board_module._MOVE_COST]),
+)
+def test_vectorised_fold_is_combine_one_by_one_in_any_chunking(
+    obs, op, descending, cuts, move_cost
+) -> None:
+    """Board.fold reduces each owner's observations in numpy (with combine as the
+    fallback near the int64 limits): the result must be combine applied one
+    observation at a time, whatever the batches, and the ranking must follow, both
+    when commit moves keys one by one (move_cost 0) and when it rebuilds the array."""
+    saved, board_module._MOVE_COST = board_module._MOVE_COST, move_cost
+    try:
+        check_fold(obs, op, descending, cuts)
+    finally:
+        board_module._MOVE_COST = saved
+
+
+def check_fold(obs, op, descending, cuts) -> None:
+    model: dict[str, Entry] = {}
+    for reached, (owner, v, s) in enumerate(obs, 1):
+        new = combine(op, descending, model.get(owner), v, s, reached)
+        if new is not None:
+            model[owner] = new
+    board = Board(descending)
+    bounds = [0, *sorted(cuts), len(obs)]
+    for lo, hi in itertools.pairwise(bounds):
+        part = obs[lo:hi]
+        board.fold(
+            op,
+            [o for o, _, _ in part],
+            [v for _, v, _ in part],
+            [s for _, _, s in part],
+            list(range(lo + 1, lo + 1 + len(part))),
+        )
+        if hi % 2:  # some folds are committed together, some apart
+            board.commit()
+    board.commit()
+    assert dict(board.items()) == model
+    assert [e.owner for e in board.slice(0, len(board))] == naive_order(model, descending)
+
+
+@pytest.mark.parametrize("descending", [True, False])
+def test_few_changes_in_a_big_board_move_keys_in_place(descending) -> None:
+    """A handful of changes on a board 1,000x larger takes commit's key-by-key path
+    (no pass over the array): ranks must stay those of a full sort, new owners too."""
+    rng = random.Random(5)
+    n = 4 * board_module._MOVE_COST
+    model = {f"p{i}": Entry(rng.randrange(50), rng.randrange(3), i) for i in range(n)}
+    board = Board(descending)
+    board.apply(model)
+    reached = n
+    for round_ in range(40):
+        op = ("incr", "set", "best", "decr")[round_ % 4]
+        obs = [
+            (f"p{n + rng.randrange(60) if i == 1 else rng.randrange(n)}", rng.randrange(-60, 60), 0)
+            for i in range(rng.randrange(1, 4))
+        ]
+        for o, v, s in obs:
+            reached += 1
+            new = combine(op, descending, model.get(o), v, s, reached)
+            if new is not None:
+                model[o] = new
+        first = reached - len(obs) + 1
+        board.fold(op, *zip(*obs, strict=True), list(range(first, reached + 1)))
+        board.commit()
+        assert [e.owner for e in board.slice(0, len(board))] == naive_order(model, descending)
 
 
 def test_extreme_values_keep_their_order() -> None:

@@ -261,6 +261,7 @@ async def test_read_all_batches_matches_read_all(store_path: Path) -> None:
     await store.open()
     try:
         last = await store.last_position()
+        codes = LeaderboardProjection(store, "").state.codes
         for after in (0, 1, 2, 3, last // 2, last - 1, last):
             want = await store.read_all(after, 100_000)
             for read in (
@@ -272,6 +273,13 @@ async def test_read_all_batches_matches_read_all(store_path: Path) -> None:
                 assert got == want[: len(got)]
                 assert len(got) >= min(400, last - after)
                 assert all(e.position > after for e in got)
+            # The scan by type: the backend's equals the interface's default, and holds
+            # exactly the wanted events (the others None).
+            scanned = await store.scan(after, 400, codes)
+            assert scanned == await EventStore.scan(store, after, 400, codes)
+            seen = [e for b in scanned[0] for e in b.events]
+            assert all(e is None or e[0] in codes for e in seen)
+            assert any(seen) == any(e.type in codes for e in want[: len(got)])
     finally:
         await store.close()
 
@@ -362,3 +370,98 @@ def test_cli_rebuild_is_handed_to_a_running_projection(store_path: Path, tmp_pat
         await close(ref)
 
     asyncio.run(compare())
+
+
+async def play_cut_short(store, match_id: str, ticks: int, seed: int) -> None:
+    """A 4-bot match of which only the first ``ticks`` ticks are stored: no match_ended,
+    as when the server stops it (it then marks the record interrupted)."""
+    from replay.games.arena.offline import match_settings, simulate
+    from replay.rules import rules_for
+    from replay.store.base import MatchRecord
+
+    rules = rules_for("arena")
+    settings = rules.normalize_settings(match_settings(4, 1.0, 30))
+    record = MatchRecord(
+        match_id, "arena", rules.version, 30, settings=settings, seed=seed, status="running"
+    )
+    await store.create_match(record)
+    version = 0
+    for out in simulate(4, settings, seed, max_ticks=ticks):
+        if out.events:
+            await store.append(match_id, out.events, version)
+            version += len(out.events)
+
+
+def stored_tallies(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {m for (m,) in db.execute("SELECT match_id FROM tallies")}
+
+
+async def test_interrupted_matches_leave_no_tally(tmp_path: Path) -> None:
+    """A match interrupted without match_ended: its tally is dropped once the store's
+    record is read-only, all its events are folded and it went quiet (at open, on the
+    periodic check of run(), after a rebuild), never earlier; the boards stay those of
+    a rebuild."""
+    store_path, boards = tmp_path / "events.db", tmp_path / "b.sqlite"
+    store = open_store(str(store_path))
+    await store.open()
+    p = LeaderboardProjection(store, str(boards), read_limit=20)
+    runner: asyncio.Task[None] | None = None
+    try:
+        await record_matches(store, 1, players=4, seconds=5, seed=3, prefix="done")
+        for i in range(2):
+            await play_cut_short(store, f"cut{i}", 90, seed=10 + i)
+        await p.open()
+        await p.catch_up()
+        assert set(p.state.tallies) == stored_tallies(boards) == {"cut0", "cut1"}
+
+        await store.update_match("cut0", status="interrupted")
+        # A check passes over matches that had events folded since the previous check
+        # (they may be running): only the matches that went quiet are looked up.
+        assert await p.retire_finished() == 0
+        assert await p.retire_finished() == 1
+        assert set(p.state.tallies) == stored_tallies(boards) == {"cut1"}  # cut1 still runs
+
+        # Interrupted, but not all of its events folded yet: the tally stays until they are.
+        await play_cut_short(store, "cut2", 120, seed=12)
+        await p.step()
+        assert "cut2" in p.state.tallies and p.position < await store.last_position()
+        await store.update_match("cut2", status="interrupted")
+        assert await p.retire_finished() == 0  # events since the last check
+        assert await p.retire_finished() == 0  # quiet, but its last events are not folded
+        await p.catch_up()
+        assert await p.retire_finished() == 0  # its last events were just folded
+        assert await p.retire_finished() == 1
+        assert set(p.state.tallies) == stored_tallies(boards) == {"cut1"}
+
+        # Interrupted while no projection ran (a crash, then the server's recovery): at open.
+        await p.close()
+        await store.update_match("cut1", status="interrupted")
+        p = LeaderboardProjection(store, str(boards))
+        await p.open()
+        assert p.state.tallies == {} and stored_tallies(boards) == set()
+
+        # The running projection checks periodically; a full rebuild leaves no tally either.
+        await play_cut_short(store, "cut3", 60, seed=13)
+        runner = asyncio.create_task(p.run(poll_interval=0.02, retire_interval=0.05))
+        assert await p.wait_for(await store.last_position(), 10.0)
+        assert "cut3" in p.state.tallies
+        await store.update_match("cut3", status="interrupted")
+        for _ in range(200):
+            if not stored_tallies(boards):
+                break
+            await asyncio.sleep(0.02)
+        assert p.state.tallies == {} and stored_tallies(boards) == set()
+        runner.cancel()
+        await p.rebuild()
+        assert p.state.tallies == {} and stored_tallies(boards) == set()
+    finally:
+        if runner is not None:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        await p.close()
+        await store.close()
+
+    ref = await full_build(store_path, tmp_path / "ref.sqlite")
+    assert rows(boards) == rows(tmp_path / "ref.sqlite")
+    await close(ref)

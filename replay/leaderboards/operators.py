@@ -7,7 +7,8 @@
 * ``set``: replace.
 
 An observation that leaves (value, subscore) unchanged changes nothing, not
-even ``reached``. Results saturate at the int64 range. Applying observations
+even ``reached``. Observations beyond the int64 range count as its nearest end,
+and results saturate at that range. Applying observations
 one by one is the definition; the projection folds a batch's observations per
 owner with this same function, so batching never changes a board.
 """
@@ -32,6 +33,7 @@ def combine(
     op: str, descending: bool, old: Entry | None, value: int, subscore: int, reached: int
 ) -> Entry | None:
     """The owner's new entry, or None when the observation changes nothing."""
+    value, subscore = _clamp(value), _clamp(subscore)
     if old is None:
         if op == "decr":
             value, subscore = -value, -subscore

@@ -15,11 +15,12 @@ Period keys (strings, also used in queries):
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-__all__ = ["RESETS", "Reset", "event_time", "parse_period", "period_key", "previous_period"]
+__all__ = ["ALL", "RESETS", "Reset", "event_time", "parse_period", "period_key", "previous_period"]
 
 Reset = Literal["none", "daily", "weekly", "monthly"]
 RESETS: tuple[str, ...] = ("none", "daily", "weekly", "monthly")
@@ -37,12 +38,25 @@ def event_time(created_at: float, tick: int, tick_rate: int) -> float:
     return created_at + tick / tick_rate
 
 
+_DAY = 86_400
+_EPOCH = date(1970, 1, 1)
+
+
 def period_key(reset: str, t: float) -> str:
     """The period containing UTC time ``t`` (seconds since the epoch)."""
     if reset == "none":
         return ALL
-    d = datetime.fromtimestamp(t, UTC).date()
-    return _key_of_date(reset, d)
+    day, second = divmod(t, _DAY)
+    # The projection asks once per event: the key of a day is cached. Within a
+    # millisecond of midnight, datetime decides (it rounds to the microsecond).
+    if 0.001 < second < _DAY - 0.001 and 0 <= day < 1_000_000:
+        return _key_of_day(reset, int(day))
+    return _key_of_date(reset, datetime.fromtimestamp(t, UTC).date())
+
+
+@functools.lru_cache(maxsize=256)
+def _key_of_day(reset: str, day: int) -> str:
+    return _key_of_date(reset, _EPOCH + timedelta(days=day))
 
 
 def _key_of_date(reset: str, d: date) -> str:

@@ -36,7 +36,7 @@ from replay.leaderboards.definitions import ARENA_DEFAULTS, BoardDefinition, val
 from replay.leaderboards.errors import LeaderboardError, ReadModelBusyError, UnknownBoardError
 from replay.leaderboards.metrics import MatchTally
 from replay.leaderboards.state import Changes, LeaderboardState
-from replay.store.base import EventBatch, EventStore, wait_event
+from replay.store.base import READ_ONLY_STATUSES, EventBatch, EventStore, wait_event
 
 __all__ = [
     "LeaderboardProjection",
@@ -96,6 +96,8 @@ class LeaderboardProjection:
         self._stale: list[str] = []
         self._lock_fd: int | None = None
         self._rebuild_task: asyncio.Task[None] | None = None
+        self._retire_checked = 0
+        """The position at the previous :meth:`retire_finished`."""
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -119,6 +121,7 @@ class LeaderboardProjection:
         if self._stale:
             await self.rebuild(self._stale)
         self._stale = []
+        await self.retire_finished()  # matches interrupted while no projection ran
 
     async def close(self) -> None:
         if self._rebuild_task is not None:
@@ -190,25 +193,80 @@ class LeaderboardProjection:
         """Fold and persist the next chunk; returns how many events it had (0: caught up)."""
         async with self._lock:
             start = self.state.position
-            batches, through = await self.store.scan(start, self.read_limit, self.state.codes)
-            if through == start:
-                return 0
-            await _add_matches(self.store, self.state, batches)
-            changes = self.state.apply(batches, through)
-            await asyncio.to_thread(self._write, changes)
+            scanned = await self.store.scan(start, self.read_limit, self.state.codes)
+            await self._fold(start, *scanned)
+        return self.state.position - start
+
+    async def _fold(self, start: int, batches: list[EventBatch], through: int) -> None:
+        """Under the lock: fold a chunk scanned from ``start`` and persist it. Waiters
+        are woken as soon as the boards in memory (what queries read) reflect it, not
+        after the write: under a busy event loop every await costs a loop turn."""
+        if through == start:
+            return
+        await _add_matches(self.store, self.state, batches)
+        changes = self.state.apply(batches, through)
         self._signal()
-        return through - start
+        await asyncio.to_thread(self._write, changes)
 
     async def catch_up(self, progress: Progress | None = None) -> int:
-        """Fold everything stored now; returns how many events."""
+        """Fold everything stored now; returns how many events. Reads ahead: the next
+        chunk is read from the store (in its thread) while this one folds."""
         total = 0
-        while n := await self.step():
-            total += n
-            if progress is not None:
-                progress(n)
-        return total
+        async with _ScanAhead(self.store, self.read_limit, self.state.codes) as scans:
+            while True:
+                start = self.state.position
+                batches, through = await scans.scan(start)
+                if through == start:
+                    return total
+                async with self._lock:
+                    if self.state.position != start:
+                        continue  # a concurrent step moved on: this chunk is stale
+                    await self._fold(start, batches, through)
+                total += through - start
+                if progress is not None:
+                    progress(through - start)
 
-    async def run(self, poll_interval: float = 1.0, min_interval: float = 0.025) -> None:
+    async def retire_finished(self) -> int:
+        """Drop the tallies of matches that are over without having ended in the stream.
+
+        A match the server marks ``interrupted`` (shutdown, a failed append) never
+        appends ``match_ended``, so its tally would stay forever. The store's record
+        says it is read-only: once every event of it is folded, nothing of it can come
+        any more, and its tally is deleted (boards and checkpoint unchanged). Called
+        at :meth:`open`, after a full rebuild and every ``retire_interval`` of
+        :meth:`run`; one record lookup per match that had no event folded since the
+        previous call (a live match keeps producing them). Returns how many matches
+        were dropped."""
+        since, self._retire_checked = self._retire_checked, self.state.position
+        seen = self.state.last_seen
+        over: list[str] = []
+        for match_id in [*self.state.tallies, *self.state.ignored]:
+            if seen.get(match_id, 0) > since:
+                continue  # events came since the last check: it runs
+
+            try:
+                record = await self.store.get_match(match_id)
+                if record.status not in READ_ONLY_STATUSES:
+                    continue
+                last = await _last_position(self.store, match_id, record.version)
+            except UnknownMatchError:
+                continue  # a store that forgets matches: nothing to decide from
+            if last <= self.state.position:
+                over.append(match_id)
+        if not over:
+            return 0
+        async with self._lock:
+            changes = self.state.retire(over)
+            if changes.ended:
+                await asyncio.to_thread(self._write, changes)
+        return len(over)
+
+    async def run(
+        self,
+        poll_interval: float = 1.0,
+        min_interval: float = 0.025,
+        retire_interval: float = 30.0,
+    ) -> None:
         """Follow the store forever (cancel to stop; a cancelled step writes nothing).
 
         ``min_interval`` paces the steps while events keep coming: a live server
@@ -217,11 +275,17 @@ class LeaderboardProjection:
         of that time into one step, at the price of at most 25 ms of extra lag.
 
         Also serves rebuild requests from other processes (``matchreplay leaderboards
-        rebuild`` while a server runs): one ``stat`` per chunk or poll."""
+        rebuild`` while a server runs): one ``stat`` per chunk or poll, and every
+        ``retire_interval`` seconds drops the tallies of interrupted matches
+        (:meth:`retire_finished`)."""
         loop = asyncio.get_running_loop()
+        next_retire = loop.time() + retire_interval
         while True:
             self._check_rebuild_request()
             started = loop.time()
+            if started >= next_retire:
+                await self.retire_finished()
+                next_retire = started + retire_interval
             if await self.step():
                 await asyncio.sleep(started + min_interval - loop.time())
             else:
@@ -293,18 +357,19 @@ class LeaderboardProjection:
         read = 0
         while True:
             target = self.state.position
-            while aside.position < target:
-                start = aside.position
-                batches, through = await self.store.scan(start, self.read_limit, aside.codes)
-                if through == start:
-                    break
-                batches = _until(batches, target)
-                await _add_matches(self.store, aside, batches)
-                aside.apply(batches, min(through, target))
-                n = aside.position - start
-                read += n
-                if progress is not None:
-                    progress(n)
+            async with _ScanAhead(self.store, self.read_limit, aside.codes) as scans:
+                while aside.position < target:
+                    start = aside.position
+                    batches, through = await scans.scan(start, ahead=target)
+                    if through == start:
+                        break
+                    batches = _until(batches, target)
+                    await _add_matches(self.store, aside, batches)
+                    aside.apply(batches, min(through, target))
+                    n = aside.position - start
+                    read += n
+                    if progress is not None:
+                        progress(n)
             async with self._lock:
                 if aside.position < self.state.position:
                     continue  # the live projection moved on meanwhile: catch up again
@@ -314,6 +379,8 @@ class LeaderboardProjection:
                 if full:
                     self.state.tallies = aside.tallies
                 await asyncio.to_thread(self._swap, ids, aside, full)
+            if full:
+                await self.retire_finished()  # the rebuilt tallies of interrupted matches
             return read
 
     def _swap(self, ids: list[str], aside: LeaderboardState, full: bool) -> None:
@@ -329,6 +396,47 @@ class LeaderboardProjection:
                     "INSERT INTO tallies VALUES (?, ?)",
                     [(m, t.encode()) for m, t in aside.tallies.items()],
                 )
+
+
+class _ScanAhead:
+    """``store.scan`` chunk after chunk, reading the next chunk while the caller folds
+    this one: the store reads in its own thread, so the read overlaps the fold."""
+
+    def __init__(self, store: EventStore, limit: int, codes: frozenset[int]) -> None:
+        self.store = store
+        self.limit = limit
+        self.codes = codes
+        self._next: tuple[int, asyncio.Task[tuple[list[EventBatch], int]]] | None = None
+
+    async def scan(self, after: int, ahead: int | None = None) -> tuple[list[EventBatch], int]:
+        """The chunk after ``after``; reads the following one unless the chunk reaches
+        ``ahead`` (a position not worth reading past) or the end."""
+        if self._next is not None and self._next[0] == after:
+            task = self._next[1]
+        else:
+            await self._drop()
+            task = asyncio.ensure_future(self.store.scan(after, self.limit, self.codes))
+        self._next = None
+        batches, through = await task
+        if through != after and (ahead is None or through < ahead):
+            self._next = (
+                through,
+                asyncio.ensure_future(self.store.scan(through, self.limit, self.codes)),
+            )
+        return batches, through
+
+    async def _drop(self) -> None:
+        if self._next is not None:
+            task = self._next[1]
+            self._next = None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def __aenter__(self) -> _ScanAhead:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._drop()
 
 
 def write_json_atomically(path: str, value: object) -> None:
@@ -352,6 +460,15 @@ def _until(batches: list[EventBatch], target: int) -> list[EventBatch]:
             b.events[: target - b.first_position + 1],
         )
     return out
+
+
+async def _last_position(store: EventStore, match_id: str, version: int) -> int:
+    """The global position of the match's last event (0: it has none)."""
+    if version <= 0:
+        return 0
+    batches = await store.read_batches(match_id, from_seq=version, to_seq=version)
+    b = batches[-1]
+    return b.first_position + version - b.first_seq
 
 
 async def _add_matches(store: EventStore, state: LeaderboardState, batches: list[EventBatch]):

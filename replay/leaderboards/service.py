@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from replay.leaderboards.board import REACHED_SLOTS, Board, RankedEntry
+from replay.leaderboards.board import INT64_MAX, INT64_MIN, REACHED_SLOTS, Board, RankedEntry
 from replay.leaderboards.definitions import BoardDefinition
 from replay.leaderboards.errors import (
     BadCursorError,
@@ -38,6 +38,7 @@ DEFAULT_AROUND = 21
 MAX_WAIT_S = 30.0
 """Longest a query may wait for a position; one waiting query costs one suspended task."""
 _EMPTY = Board()
+_UINT64_MAX = (1 << 64) - 1
 
 
 def entry_json(e: RankedEntry) -> dict[str, Any]:
@@ -197,7 +198,10 @@ def decode_cursor(cursor: str, board_id: str, period: str) -> tuple[int, int, in
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         b, p, v, s, r = json.loads(raw)
-        if not all(type(x) is int for x in (v, s, r)) or r < 0:
+        # The fields of a sort key: value and subscore int64, reached uint64.
+        if not all(type(x) is int for x in (v, s, r)) or not 0 <= r <= _UINT64_MAX:
+            raise ValueError("not a cursor")
+        if not (INT64_MIN <= v <= INT64_MAX and INT64_MIN <= s <= INT64_MAX):
             raise ValueError("not a cursor")
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise BadCursorError(f"malformed cursor {cursor[:64]!r}") from None

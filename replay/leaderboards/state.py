@@ -3,9 +3,11 @@
 :meth:`LeaderboardState.apply` takes a chunk of events in global order and
 returns exactly what changed (entries, match tallies, position), which the
 projection writes in one transaction. Applying a log in any chunking gives the
-same boards: each owner's observations of a chunk are folded one by one with
-:func:`~replay.leaderboards.operators.combine` before the ranked structure is
-touched once per owner.
+same boards: each board period's observations of a chunk are folded per owner
+with the board's operator (the result of
+:func:`~replay.leaderboards.operators.combine` one by one) before the ranked
+structure is touched once per board period (:meth:`~replay.leaderboards.board.Board.fold`, then
+:meth:`~replay.leaderboards.board.Board.commit`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from dataclasses import dataclass, field
 from replay.leaderboards.board import REACHED_SLOTS, Board, Entry
 from replay.leaderboards.definitions import BoardDefinition
 from replay.leaderboards.metrics import MatchTally, MetricFn, game_metrics
-from replay.leaderboards.operators import combine
-from replay.leaderboards.periods import event_time, period_key
+from replay.leaderboards.periods import ALL, event_time, period_key
 from replay.store.base import EventBatch
 
 __all__ = ["Changes", "LeaderboardState"]
@@ -43,6 +44,9 @@ class LeaderboardState:
         self.tallies: dict[str, MatchTally] = {}
         self.ignored: set[str] = set()
         """Matches of games without metrics (kept in memory only; refetched after a restart)."""
+        self.last_seen: dict[str, int] = {}
+        """Per match of ``tallies`` and ``ignored``: the end of its last folded batch (memory
+        only; tells the projection which matches went quiet)."""
         self.position = 0
         # game -> event code -> [(definition, metric function)]
         self._triggers: dict[str, dict[int, list[tuple[BoardDefinition, MetricFn]]]] = {}
@@ -72,38 +76,41 @@ class LeaderboardState:
         move the position to ``through`` (default: the last batch's end): a scan
         may have passed over events no board reads. Every match in ``batches``
         must have been added (see :meth:`needs_match`)."""
-        pending: dict[tuple[str, str], dict[str, Entry]] = {}
+        folds: dict[tuple[str, str], _Fold] = {}
         dirty: set[str] = set()
         ended: set[str] = set()
+        last_seen = self.last_seen
         for b in batches:
+            last_seen[b.match_id] = b.first_position + len(b.events) - 1
             t = self.tallies.get(b.match_id)
             if t is None:
                 continue  # a game without boards
             gm = game_metrics(t.game)
             codes, triggers = gm.codes, self._triggers[t.game]
             events = b.events
-            # Most events (movement, aim, shots) are read by no metric: one comprehension
-            # skips them at C speed.
-            for k in [k for k, e in enumerate(events) if e[0] in codes]:
+            # Most events (movement, aim, shots) are read by no metric: the scan left them
+            # None, and one comprehension skips them at C speed.
+            for k in [k for k, e in enumerate(events) if e is not None and e[0] in codes]:
                 code, _version, tick, data = events[k]
                 for d, fn in triggers.get(code, ()):
-                    period = period_key(d.reset, event_time(t.created_at, tick, t.tick_rate))
-                    pend = pending.setdefault((d.id, period), {})
-                    board = self.boards[d.id].get(period)
-
-                    def lookup(owner: str, pend: dict[str, Entry] = pend, b: Board | None = board):
-                        got = pend.get(owner)
-                        return got if got is not None or b is None else b.get(owner)
-
-                    observations = fn(t, data, lookup)
+                    period = (
+                        ALL
+                        if d.reset == "none"
+                        else period_key(d.reset, event_time(t.created_at, tick, t.tick_rate))
+                    )
+                    f = folds.get((d.id, period))
+                    if f is None:
+                        f = folds[d.id, period] = _Fold(self, d, period)
+                    observations = fn(t, data, f.lookup)
                     if len(observations) > 1:
                         observations.sort()  # the owner-id part of the tie-break
+                        del observations[REACHED_SLOTS:]
                     base = (b.first_position + k) * REACHED_SLOTS
-                    for i, (owner, value, subscore) in enumerate(observations[:REACHED_SLOTS]):
-                        old = lookup(owner)
-                        new = combine(d.operator, d.descending, old, value, subscore, base + i)
-                        if new is not None:
-                            pend[owner] = new
+                    for i, (owner, value, subscore) in enumerate(observations):
+                        f.owners.append(owner)
+                        f.values.append(value)
+                        f.subscores.append(subscore)
+                        f.reached.append(base + i)
                 gm.fold(t, code, data)
                 dirty.add(b.match_id)
                 if code == gm.end_code:
@@ -114,37 +121,86 @@ class LeaderboardState:
             # Invariant: never beyond what was scanned, never backwards.
             self.position = max(self.position, through)
         changes = Changes(self.position, ended=ended)
-        for (board_id, period), pend in pending.items():
-            if not pend:
-                continue
-            board = self.boards[board_id].get(period)
-            if board is None:
-                board = self.boards[board_id][period] = Board(self.definitions[board_id].descending)
-            board.apply(pend)
-            changes.entries.extend((board_id, period, o, *e) for o, e in pend.items())
+        for (board_id, period), f in folds.items():
+            board = f.flush()
+            if board is not None:
+                changes.entries += board.rows(board.commit(), (board_id, period))
         for match_id in ended:
             del self.tallies[match_id]
+            del last_seen[match_id]
         changes.tallies = {m: self.tallies[m].encode() for m in dirty - ended}
         return changes
 
+    def retire(self, match_ids: Iterable[str]) -> Changes:
+        """Forget matches that are over without an end event (interrupted: the store's
+        record is read-only and every event of theirs is folded). Boards do not change:
+        no event of theirs can come any more. Returns the tallies to delete."""
+        ended = {m for m in match_ids if m in self.tallies}
+        for m in ended:
+            del self.tallies[m]
+        self.ignored.difference_update(match_ids)
+        for m in match_ids:
+            self.last_seen.pop(m, None)
+        return Changes(self.position, ended=ended)
+
     def load_entries(self, rows: Iterable[tuple[str, str, str, int, int, int]]) -> None:
         """Fill boards from stored rows (board, period, owner, value, subscore, reached)."""
-        grouped: dict[tuple[str, str], dict[str, Entry]] = {}
+        grouped: dict[tuple[str, str], tuple[list[str], list[int], list[int], list[int]]] = {}
         for board_id, period, owner, v, s, r in rows:
             if board_id in self.definitions:
-                grouped.setdefault((board_id, period), {})[owner] = Entry(v, s, r)
-        for (board_id, period), entries in grouped.items():
+                cols = grouped.get((board_id, period))
+                if cols is None:
+                    cols = grouped[board_id, period] = ([], [], [], [])
+                cols[0].append(owner)
+                cols[1].append(v)
+                cols[2].append(s)
+                cols[3].append(r)
+        for (board_id, period), cols in grouped.items():
             board = Board(self.definitions[board_id].descending)
-            board.load(entries)
+            board.load(*cols)
             self.boards[board_id][period] = board
 
     def rows(self, board_ids: Iterable[str]) -> list[tuple[str, str, str, int, int, int]]:
         return [
-            (b, period, o, *e)
+            row
             for b in board_ids
             for period, board in self.boards[b].items()
-            for o, e in board.items()
+            for row in board.rows(None, (b, period))
         ]
 
     def load_tallies(self, rows: Mapping[str, bytes]) -> None:
         self.tallies = {m: MatchTally.decode(blob) for m, blob in rows.items()}
+
+
+class _Fold:
+    """One board period's observations of a chunk, gathered in order and folded into the
+    board in one vectorised call (:meth:`Board.fold`) at the end of the chunk, or
+    earlier when a metric looks up a current entry (so it sees every observation
+    before its own)."""
+
+    __slots__ = ("definition", "owners", "period", "reached", "state", "subscores", "values")
+
+    def __init__(self, state: LeaderboardState, definition: BoardDefinition, period: str) -> None:
+        self.state = state
+        self.definition = definition
+        self.period = period
+        self.owners: list[str] = []
+        self.values: list[int] = []
+        self.subscores: list[int] = []
+        self.reached: list[int] = []
+
+    def flush(self) -> Board | None:
+        """Fold the gathered observations; the board (None: it has none yet)."""
+        d = self.definition
+        periods = self.state.boards[d.id]
+        board = periods.get(self.period)
+        if self.owners:
+            if board is None:
+                board = periods[self.period] = Board(d.descending)
+            board.fold(d.operator, self.owners, self.values, self.subscores, self.reached)
+            self.owners, self.values, self.subscores, self.reached = [], [], [], []
+        return board
+
+    def lookup(self, owner: str) -> Entry | None:
+        board = self.flush()
+        return board.get(owner) if board is not None else None

@@ -280,17 +280,25 @@ class EventStore(abc.ABC):
         self, after: int, limit: int, types: Collection[int]
     ) -> tuple[list[EventBatch], int]:
         """The batches among the next ``limit`` after ``after`` that hold an event of
-        one of ``types`` (whole batches, the first trimmed to positions > ``after``),
-        and the position scanned through: every event up to it was considered.
+        one of ``types`` (the first trimmed to positions > ``after``), and the position
+        scanned through: every event up to it was considered. In the batches returned,
+        the events of other types are None: event ``i`` still has position
+        ``first_position + i``, but it is not built (nor upcast).
 
         A projection that reads a few event types moves its checkpoint to the scanned
-        position without decoding the batches it does not need. This default filters
-        ``read_all_batches``; backends that index event types skip the decoding.
+        position without decoding the batches it does not need, nor the events it does
+        not read. This default filters ``read_all_batches``; backends that index event
+        types skip the decoding.
         """
         batches = await self.read_all_batches(after, limit)
         through = batches[-1].last_position if batches else after
         wanted = frozenset(types)
-        return [b for b in batches if any(e[0] in wanted for e in b.events)], through
+        out = []
+        for b in batches:
+            events = [e if e[0] in wanted else None for e in b.events]
+            if events.count(None) < len(events):
+                out.append(b._replace(events=events))
+        return out, through
 
     @abc.abstractmethod
     async def last_position(self) -> int:

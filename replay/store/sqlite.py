@@ -149,6 +149,7 @@ def _type_mask(types: Iterable[int]) -> int:
 
 
 _BATCH_COLS = "position, mkey, first_seq, count, base_tick, first_id, blob"
+_BATCH_COLS_OF_B = ", ".join(f"b.{c}" for c in _BATCH_COLS.split(", "))
 _MATCH_COLS = (
     "m.mkey, m.match_id, m.game, m.rules_version, m.tick_rate, m.players, m.settings, m.seed,"
     " m.created_at, m.ended_at, m.status, m.options,"
@@ -674,32 +675,32 @@ class SQLiteEventStore(EventStore):
     async def scan(
         self, after: int, limit: int, types: Collection[int]
     ) -> tuple[list[EventBatch], int]:
-        # Two reads: how far the next `limit` rows reach (walked inside SQLite, no row
-        # built in Python), then only the rows in that range whose type mask matches.
-        # Positions are assigned in commit order, so no row can appear at or below
-        # `through` after the first read saw it.
-        ((through,),) = await self._fetch(
-            "SELECT max(position) FROM"
-            " (SELECT position FROM batches WHERE position > ? ORDER BY position LIMIT ?)",
-            (after, limit),
+        # How far the next `limit` rows reach is found inside SQLite (no row built in
+        # Python); only the rows in that range whose type mask matches come back, each
+        # with that position in front, or one row of NULLs after it when none does.
+        # One round trip: under a busy event loop every await costs a loop turn.
+        rows = await self._fetch(
+            "WITH upto(through) AS (SELECT max(position) FROM"
+            " (SELECT position FROM batches WHERE position > ?1 ORDER BY position LIMIT ?2))"
+            f" SELECT upto.through, {_BATCH_COLS_OF_B}"
+            " FROM upto LEFT JOIN batches b ON b.position > ?1 AND b.position <= upto.through"
+            " AND (b.types IS NULL OR b.types & ?3) ORDER BY b.position",
+            (after, limit, _type_mask(types)),
         )
+        through = rows[0][0]
         if through is None:
             return [], after
-        rows = await self._fetch(
-            f"SELECT {_BATCH_COLS} FROM batches WHERE position > ?1 AND position <= ?2"
-            " AND (types IS NULL OR types & ?3) ORDER BY position",
-            (after, through, _type_mask(types)),
-        )
+        rows = [row[1:] for row in rows if row[1] is not None]
         wanted = frozenset(types)
         out: list[EventBatch] = []
         for row in rows:
             if row[1] not in self._by_mkey:
                 await self._load_mkey(row[1])
-            b = self._decode(row)
+            b = self._decode(row, wanted)
             if (k := after + 1 - b.first_position) > 0:
                 b = EventBatch(b.match_id, b.first_seq + k, after + 1, b.first_id + k, b.events[k:])
-            # The mask is a superset (shared high bit): check the decoded types.
-            if any(e[0] in wanted for e in b.events):
+            # The mask is a superset (shared high bit): keep batches with a wanted event.
+            if b.events.count(None) < len(b.events):
                 out.append(b)
         return out, through
 
@@ -763,8 +764,11 @@ class SQLiteEventStore(EventStore):
     async def _fetch(self, sql: str, args: Sequence[Any]) -> list[Any]:
         if self._reader is None:
             raise StoreClosedError("the event store is not open")
-        async with self._reader.execute(sql, args) as cur:
-            return list(await cur.fetchall())
+        # One call on the reader's thread: execute and fetch together. As two calls, the
+        # statements of concurrent readers interleave on the connection, one of them is
+        # always active, and its read transaction (WAL snapshot) never ends: reads stay
+        # stale while commits land (a version read, then a conflicting append).
+        return list(await self._reader.execute_fetchall(sql, args))
 
     async def _mkey(self, match_id: str) -> int:
         stream = self._streams.get(match_id)
@@ -783,22 +787,31 @@ class SQLiteEventStore(EventStore):
             raise CorruptEventError(f"event batch references unknown match key {mkey}")
         self._by_mkey[mkey] = (rows[0][0], _catalog_for(rows[0][1]))
 
-    def _decode(self, row: Sequence[Any]) -> EventBatch:
+    def _decode(self, row: Sequence[Any], types: Collection[int] | None = None) -> EventBatch:
+        # With `types`, events of other types stay None (scan), and are not upcast.
         position, mkey, first_seq, count, base_tick, first_id, blob = row
         match_id, catalog = self._by_mkey[mkey]
         try:
-            events = decode_batch(blob, base_tick)
+            events: list[Any] = (
+                decode_batch(blob, base_tick)
+                if types is None
+                else decode_batch(blob, base_tick, types)
+            )
         except CorruptEventError as exc:
             raise CorruptEventError(f"{_where(match_id, first_seq, count)}: {exc}") from exc
         if len(events) != count:
             raise CorruptEventError(
                 f"{_where(match_id, first_seq, count)}: holds {len(events)} events, not {count}"
             )
+        decoded = events if types is None else [e for e in events if e is not None]
         # The hot path: one set comprehension decides that nothing needs upcasting.
-        if catalog is not None and not {(e[0], e[1]) for e in events} <= catalog.current:
+        if catalog is not None and not {(e[0], e[1]) for e in decoded} <= catalog.current:
             current = catalog.current
             where = _where(match_id, first_seq, count)
-            for i, (type_, version, tick, data) in enumerate(events):
+            for i, e in enumerate(events):
+                if e is None:
+                    continue
+                type_, version, tick, data = e
                 if (type_, version) in current:
                     continue
                 try:

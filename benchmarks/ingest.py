@@ -9,7 +9,9 @@ sending 30 inputs/s. Printed, per server:
     used core"; p50/p99 input-to-ack latency; tick overruns; durable events/s.
     The baseline is a bare ``websockets`` server in the same run that receives
     the same inputs and answers each player once per tick with its last input
-    seq, awaiting one send per player. Ratio = ours / baseline.
+    seq, awaiting one send per player. Ratio = ours / baseline. Then the floor
+    (benchmarks/floor_server.py): a raw protocol doing only that, the least any
+    Python server can spend per player here.
 (b) burst: 50 connections sending as fast as the acks allow (a window of one
     64-input frame): acknowledged (durable) inputs/s.
 
@@ -96,6 +98,13 @@ def start_ours(db: Path) -> tuple[subprocess.Popen, int]:
             return proc, int(m.group(1))
     raise RuntimeError("server did not start")
 
+
+try:  # the floor server needs uvloop (a dependency on Linux and macOS)
+    import uvloop  # noqa: F401
+
+    from benchmarks.floor_server import floor_main
+except ImportError:
+    floor_main = None  # type: ignore[assignment]
 
 SERVER_LOOP = ["?"]
 """The event loop our server reported (uvloop where installed); the baseline runs on
@@ -347,20 +356,26 @@ def main() -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
 
-    # -- (a) the bare websockets baseline, same load --------------------------------------------
-    port_q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    received = mp.Value("q", 0, lock=False)
-    base_proc = mp.Process(target=_baseline_main, args=(port_q, received), daemon=True)
-    base_proc.start()
-    bport = port_q.get(timeout=20)
-    start_at, collect = spawn_load(
-        f"ws://127.0.0.1:{bport}/", jobs, args.procs, args.warmup, args.seconds
-    )
-    base = window(
-        base_proc.pid, start_at, args.warmup, args.seconds, lambda: {"inputs": received.value}
-    )
-    base |= collect()
-    base_proc.terminate()
+    # -- (a) the bare websockets baseline and the floor, same load -----------------------------
+
+    def measure_process(target: Callable[..., None], *extra: Any) -> dict:
+        port_q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+        received = mp.Value("q", 0, lock=False)
+        server = mp.Process(target=target, args=(port_q, received, *extra), daemon=True)
+        server.start()
+        port = port_q.get(timeout=20)
+        start_at, collect = spawn_load(
+            f"ws://127.0.0.1:{port}/", jobs, args.procs, args.warmup, args.seconds
+        )
+        result = window(
+            server.pid, start_at, args.warmup, args.seconds, lambda: {"inputs": received.value}
+        )
+        result |= collect()
+        server.terminate()
+        return result
+
+    base = measure_process(_baseline_main)
+    floor = measure_process(floor_main, RATE) if floor_main is not None else None
 
     target = args.players * RATE
 
@@ -400,6 +415,13 @@ def main() -> None:
         f"  ratio, players per core (matchreplay / bare websockets): {ours_core / base_core:.2f}"
         "   (target: >= 1000 players per core, p99 <= 50 ms)"
     )
+    if floor is not None:
+        floor_core = report("floor", floor)
+        print(
+            "              floor: a raw uvloop protocol that only unmasks, decodes and acks"
+            " (benchmarks/floor_server.py), the bound no server goes below on this machine;"
+            f" matchreplay / floor: {ours_core / floor_core:.2f}"
+        )
     print(
         f"(b) burst, {n} connections each with one 64-input frame in flight:"
         f" {burst['acked'] / (args.seconds / 2):,.0f} acknowledged (durable) inputs/s;"

@@ -120,14 +120,19 @@ async def test_a_group_larger_than_one_insert_commits_whole(db: str, monkeypatch
     # one explicit transaction: lower the limit so a small group takes that path.
     import replay.store.sqlite as sqlite_store
 
-    monkeypatch.setattr(sqlite_store, "_ROWS_PER_INSERT", 3)
+    monkeypatch.setattr(sqlite_store, "_ROWS_PER_INSERT", 1)
     async with SQLiteEventStore(db) as store:
         matches = [await store.create_match(record()) for _ in range(10)]
-        commits = store.commits
-        results = await asyncio.gather(
-            *(store.append(m.match_id, tick_batch(0, 2), 0) for m in matches)
-        )
-        assert store.commits - commits <= 2  # the first append alone, then the rest
+        # Holding the write lock makes the appends queue up: the group after it has at
+        # least two rows, so it takes the several-INSERTs path.
+        async with store._write_lock:
+            appends = [
+                asyncio.create_task(store.append(m.match_id, tick_batch(0, 2), 0)) for m in matches
+            ]
+            async with asyncio.timeout(10):
+                while len(store._queue) < 2:
+                    await asyncio.sleep(0.01)
+        results = await asyncio.gather(*appends)
         assert sorted(r.last_position for r in results) == list(range(2, 21, 2))
         assert not store._conn_w().in_transaction
         for m in matches:

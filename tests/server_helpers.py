@@ -64,3 +64,60 @@ def unpack(frame: bytes) -> list:
     import msgpack
 
     return msgpack.unpackb(frame, raw=False, strict_map_key=False)
+
+
+# -- raw websocket clients (hand-built frames: for what the SDK would never send) -------
+
+
+def client_frame(payload: bytes, opcode: int = 2, fin: bool = True, masked: bool = True) -> bytes:
+    """One client frame, masked with a random key (``masked=False`` breaks the protocol)."""
+    import os
+    import struct
+
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    bit = 0x80 if masked else 0
+    if n < 126:
+        head = bytes((first, bit | n))
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", first, bit | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, bit | 127, n)
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def upgrade_request(port: int, tok: str | None) -> bytes:
+    """The HTTP upgrade to ``/ws`` with the matchreplay subprotocol and a bearer token."""
+    import base64
+    import os
+
+    key = base64.b64encode(os.urandom(16)).decode()
+    auth = f"Authorization: Bearer {tok}\r\n" if tok else ""
+    return (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: matchreplay.v1\r\n{auth}\r\n"
+    ).encode()
+
+
+async def stalled_client(port: int, tok: str, first: bytes):
+    """A client that upgrades, sends the message ``first`` (WATCH, JOIN...), then never
+    reads again, with a tiny receive buffer: the server's writes to it back up at once."""
+    import asyncio
+    import socket
+
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, upgrade_request(port, tok))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await loop.sock_recv(sock, 1)  # byte by byte: nothing after the head is read
+    assert head.startswith(b"HTTP/1.1 101"), head
+    await loop.sock_sendall(sock, client_frame(first))
+    return sock

@@ -8,13 +8,11 @@ message is answered, and every protocol violation still gets websockets' close c
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import struct
 
 import msgpack
 import pytest
-from server_helpers import FAST_SETTINGS, running_app, token
+from server_helpers import FAST_SETTINGS, client_frame, running_app, token, upgrade_request
 from websockets.protocol import Protocol
 
 from replay import protocol as p
@@ -23,25 +21,9 @@ from server.connection import GameConnection
 ENDLESS = FAST_SETTINGS | {"time_limit_s": 0}
 
 
-def frame(payload: bytes, opcode: int = 2, fin: bool = True, masked: bool = True) -> bytes:
-    n = len(payload)
-    first = (0x80 if fin else 0) | opcode
-    bit = 0x80 if masked else 0
-    if n < 126:
-        head = bytes((first, bit | n))
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", first, bit | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, bit | 127, n)
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
 def inputs(first: int, count: int = 1) -> bytes:
     items = [[first + k, 0.5, 0.0, 1.0, False] for k in range(count)]
-    return frame(msgpack.packb([p.INPUT, items]))
+    return client_frame(msgpack.packb([p.INPUT, items]))
 
 
 class RawClient:
@@ -53,13 +35,7 @@ class RawClient:
     @classmethod
     async def connect(cls, port: int, player: str) -> RawClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: matchreplay.v1\r\n"
-            f"Authorization: Bearer {token(player)}\r\n\r\n".encode()
-        )
+        writer.write(upgrade_request(port, token(player)))
         assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
         return cls(reader, writer)
 
@@ -112,7 +88,7 @@ def is_msg(kind: int):
 async def seated(app, match_id: str, player: str) -> RawClient:
     c = await RawClient.connect(app.port, player)
     await c.until(is_msg(p.WELCOME))
-    c.writer.write(frame(msgpack.packb([p.JOIN, match_id, None])))
+    c.writer.write(client_frame(msgpack.packb([p.JOIN, match_id, None])))
     await c.until(is_msg(p.JOINED))
     return c
 
@@ -147,8 +123,8 @@ async def test_inputs_in_any_chunking_are_applied_once_and_other_frames_still_wo
         stream = (
             inputs(41)
             + inputs(42, 5)  # one frame, five inputs
-            + frame(msgpack.packb([p.COMMAND, 7, "chat", {"text": "hi"}]))
-            + frame(b"are you there", opcode=9)  # ping
+            + client_frame(msgpack.packb([p.COMMAND, 7, "chat", {"text": "hi"}]))
+            + client_frame(b"are you there", opcode=9)  # ping
             + inputs(47, 30)  # > 125 bytes: the 16-bit length form
             + inputs(77)
         )
@@ -174,7 +150,7 @@ async def test_inputs_in_any_chunking_are_applied_once_and_other_frames_still_wo
         # 4. An INPUT frame inside a fragmented message is a protocol error (1002),
         #    exactly as websockets rules it: the fast path must not take it.
         #    The fragment and the INPUT frame arrive in separate reads.
-        c.writer.write(frame(b"\x92", fin=False))
+        c.writer.write(client_frame(b"\x92", fin=False))
         await c.writer.drain()
         await asyncio.sleep(0.05)
         c.writer.write(inputs(79))
@@ -188,7 +164,7 @@ async def test_protocol_violations_keep_websockets_close_codes(tmp_path):
 
         unmasked = await seated(app, match.match_id, "u")
         payload = msgpack.packb([p.INPUT, [[1, 0.5, 0.0, 1.0, False]]])
-        unmasked.writer.write(frame(payload, masked=False))
+        unmasked.writer.write(client_frame(payload, masked=False))
         assert await unmasked.close_code() == 1002
         assert match.seats["u"].highest_seq == 0
 
@@ -200,7 +176,7 @@ async def test_protocol_violations_keep_websockets_close_codes(tmp_path):
 
         big = await seated(app, match.match_id, "b")
         many = [[k, 0.5, 0.0, 1.0, False] for k in range(1, 20_000)]
-        big.writer.write(frame(msgpack.packb([p.INPUT, many])))
+        big.writer.write(client_frame(msgpack.packb([p.INPUT, many])))
         assert await big.close_code() == p.CLOSE_MESSAGE_TOO_BIG
         assert match.seats["b"].highest_seq == 0
 

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from server_helpers import FAST_SETTINGS, SECRET, token
+from server_helpers import FAST_SETTINGS, SECRET, token, upgrade_request
 
 from client_sdk import GameClient
 from replay import protocol as p
@@ -131,12 +131,7 @@ async def test_a_stuck_shutdown_ends_at_the_deadline_and_says_what_it_waited_for
     db = tmp_path / "stuck.db"
     proc, port = await start_server(db, "--shutdown-timeout", "1", stderr=asyncio.subprocess.PIPE)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        b"Sec-WebSocket-Protocol: matchreplay.v1\r\n"
-        + f"Authorization: Bearer {token('mute')}\r\n\r\n".encode()
-    )
+    writer.write(upgrade_request(port, token("mute")))
     assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
     proc.send_signal(signal.SIGTERM)  # then never read again: the close frame stays unread
     async with asyncio.timeout(20):

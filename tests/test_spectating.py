@@ -5,8 +5,6 @@ the server's ``state_at`` by hash after resets, frames, seeks and steps."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import socket
 import time
 
@@ -19,7 +17,14 @@ from client_sdk.spectator import Spectator
 from replay import protocol as p
 from replay.engine import ReplayEngine
 from replay.replay_file import export_match
-from tests.server_helpers import FAST_SETTINGS, raw_connect, running_app, token, url
+from tests.server_helpers import (
+    FAST_SETTINGS,
+    raw_connect,
+    running_app,
+    stalled_client,
+    token,
+    url,
+)
 
 DELAY = 1.0
 
@@ -209,32 +214,6 @@ async def _create(app, settings: dict) -> tuple[int, dict]:
     return await call(app, "POST", path, token("root", "admin"))
 
 
-async def _stalled_client(port: int, match_id: str) -> socket.socket:
-    """A websocket client that WATCHes, then never reads: tiny receive buffer."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET /ws?token={token('s', 'spectator')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        "Sec-WebSocket-Protocol: matchreplay.v1\r\n\r\n"
-    )
-    await loop.sock_sendall(sock, request.encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += await loop.sock_recv(sock, 1024)
-    assert head.startswith(b"HTTP/1.1 101")
-    payload = p.encode_watch(match_id, "live")
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    await loop.sock_sendall(sock, bytes([0x82, 0x80 | len(payload)]) + mask + masked)
-    return sock
-
-
 async def test_100_stalled_spectators_do_not_disturb_the_match(tmp_path):
     queue = 4096
     async with running_app(
@@ -242,7 +221,10 @@ async def test_100_stalled_spectators_do_not_disturb_the_match(tmp_path):
     ) as app:
         match = await app.lobby.create("arena", FAST_SETTINGS | {"time_limit_s": 8.0})
         bots = await _bots(app, match.match_id, 6)
-        stalled = [await _stalled_client(app.port, match.match_id) for _ in range(100)]
+        watch = p.encode_watch(match.match_id, "live")
+        stalled = [
+            await stalled_client(app.port, token("s", "spectator"), watch) for _ in range(100)
+        ]
         # Kernel buffers are outside our control: shrink the server's side too, so
         # the stall reaches the server's own queue within the test.
         await asyncio.sleep(0.3)

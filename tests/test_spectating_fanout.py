@@ -21,7 +21,7 @@ from client_sdk.spectator import Spectator
 from replay import protocol as p
 from replay.engine import ReplayEngine
 from server.prepared import Prepared
-from tests.server_helpers import FAST_SETTINGS, running_app, token, url
+from tests.server_helpers import FAST_SETTINGS, running_app, stalled_client, token, url
 from tests.test_spectating import _bots
 
 SIZES = [0, 1, 125, 126, 65535, 65536, 70000]
@@ -72,31 +72,6 @@ def _frames(wire: bytes) -> list[Frame]:
         else:
             raise AssertionError("truncated frame")
     return frames
-
-
-async def _stalled(port: int, first: bytes) -> socket.socket:
-    """A protocol client that sends ``first`` (WATCH or JOIN), then never reads."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET /ws?token={token('stalled', 'spectator')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        "Sec-WebSocket-Protocol: matchreplay.v1\r\n\r\n"
-    )
-    await loop.sock_sendall(sock, request.encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += await loop.sock_recv(sock, 1)
-    assert head.startswith(b"HTTP/1.1 101")
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(first))
-    await loop.sock_sendall(sock, bytes([0x82, 0x80 | len(first)]) + mask + masked)
-    return sock
 
 
 def _by_peer(conns: list[ServerConnection], sock: socket.socket) -> ServerConnection:
@@ -185,8 +160,9 @@ async def test_stalled_spectators_and_players_are_dropped_promptly(tmp_path):
         match = await app.lobby.create("arena", FAST_SETTINGS | {"time_limit_s": 30.0})
         bots = await _bots(app, match.match_id, 4)
         watch, join = p.encode_watch(match.match_id, "live"), p.encode_join(match.match_id, None)
-        stalled = [await _stalled(app.port, watch) for _ in range(3)]
-        player = await _stalled(app.port, join)  # JOINed: the undelayed player feed
+        tok = token("stalled", "spectator")
+        stalled = [await stalled_client(app.port, tok, watch) for _ in range(3)]
+        player = await stalled_client(app.port, tok, join)  # JOINed: the undelayed player feed
         while len(app.server.connections) < 4 + 4:
             await asyncio.sleep(0.01)
         socks = [*stalled, player]

@@ -61,7 +61,8 @@ def cpu_seconds(pid: int) -> float:
 # -- the servers ------------------------------------------------------------------------
 
 
-def start_ours(db: Path) -> tuple[subprocess.Popen, int]:
+def start_ours(db: Path) -> tuple[subprocess.Popen, int, str]:
+    """The server process, its port and the event loop it reports (uvloop where installed)."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -94,8 +95,7 @@ def start_ours(db: Path) -> tuple[subprocess.Popen, int]:
         m = re.search(r"ws://[\d.]+:(\d+)/", line)
         if m:
             loop = re.search(r"(\w+) event loop", line)
-            SERVER_LOOP[0] = loop.group(1) if loop else "asyncio"
-            return proc, int(m.group(1))
+            return proc, int(m.group(1)), loop.group(1) if loop else "asyncio"
     raise RuntimeError("server did not start")
 
 
@@ -105,10 +105,6 @@ try:  # the floor server needs uvloop (a dependency on Linux and macOS)
     from benchmarks.floor_server import floor_main
 except ImportError:
     floor_main = None  # type: ignore[assignment]
-
-SERVER_LOOP = ["?"]
-"""The event loop our server reported (uvloop where installed); the baseline runs on
-asyncio's default loop, as a bare websockets server does."""
 
 
 def _baseline_main(port_out: mp.Queue, received: Any) -> None:  # type: ignore[type-arg]
@@ -332,7 +328,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ingest-"))
 
     # -- (a) ours -------------------------------------------------------------------------
-    proc, port = start_ours(tmp / "ingest.db")
+    proc, port, server_loop = start_ours(tmp / "ingest.db")
     url = f"ws://127.0.0.1:{port}/ws"
     try:
         admin = auth.issue(SECRET, "bench", "admin")
@@ -403,7 +399,7 @@ def main() -> None:
 
     print(
         "(a) capacity, 30 inputs/s per player, 30 Hz ticks, SQLite synchronous=FULL"
-        f" (our server on {SERVER_LOOP[0]}, the baseline on asyncio's default loop):"
+        f" (our server on {server_loop}, the baseline on asyncio's default loop):"
     )
     ours_core = report("matchreplay", ours)
     print(

@@ -274,7 +274,7 @@ def bench_lag_under_ingest(board: Board, players: int, seconds: float) -> dict[s
 
     tmp = Path(tempfile.mkdtemp(prefix="lb-lag-"))
     db = tmp / "ingest.db"
-    proc, port = ingest.start_ours(db)
+    proc, port, _loop = ingest.start_ours(db)
     seen: list[tuple[int, float]] = []
     stop = threading.Event()
     server_lags: list[float] = []

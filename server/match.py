@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -326,13 +326,9 @@ class Match:
             seat.highest_seq = highest
             self._with_input[player] = seat
         self._accepted += accepted
-        if rejected:
-            code = rejected[0][1].code
-            if all(r.code == code for _, r in rejected):
-                self.metrics.reject(code, len(rejected))
-            else:
-                for _, r in rejected:
-                    self.metrics.reject(r.code)
+        if rejected:  # (the common case has none: no Counter on the hot path)
+            for code, n in Counter(r.code for _, r in rejected).items():
+                self.metrics.reject(code, n)
         return rejected
 
     def command(

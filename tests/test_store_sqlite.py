@@ -120,23 +120,27 @@ async def test_a_group_larger_than_one_insert_commits_whole(db: str, monkeypatch
     # one explicit transaction: lower the limit so a small group takes that path.
     import replay.store.sqlite as sqlite_store
 
-    monkeypatch.setattr(sqlite_store, "_ROWS_PER_INSERT", 1)
     async with SQLiteEventStore(db) as store:
         matches = [await store.create_match(record()) for _ in range(10)]
-        # Holding the write lock makes the appends queue up: the group after it has at
-        # least two rows, so it takes the several-INSERTs path.
+        for m in matches:  # a first append each: the streams are cached from now on
+            await store.append(m.match_id, tick_batch(0, 1), 0)
+        monkeypatch.setattr(sqlite_store, "_ROWS_PER_INSERT", 1)
+        # Holding the write lock makes the appends queue up behind it. A cached stream
+        # lets an admitted append enqueue without waiting, so once all ten are in flight
+        # they are all queued: at most two groups of ten, so one holds two rows or more
+        # and takes the several-INSERTs path.
         async with store._write_lock:
             appends = [
-                asyncio.create_task(store.append(m.match_id, tick_batch(0, 2), 0)) for m in matches
+                asyncio.create_task(store.append(m.match_id, tick_batch(1, 2), 1)) for m in matches
             ]
             async with asyncio.timeout(10):
-                while len(store._queue) < 2:
+                while store._in_flight < len(matches):
                     await asyncio.sleep(0.01)
         results = await asyncio.gather(*appends)
-        assert sorted(r.last_position for r in results) == list(range(2, 21, 2))
+        assert sorted(r.last_position for r in results) == list(range(12, 31, 2))
         assert not store._conn_w().in_transaction
         for m in matches:
-            assert len(await store.read(m.match_id)) == 2
+            assert len(await store.read(m.match_id)) == 3
     async with SQLiteEventStore(db) as store:  # durable, and positions continue
-        extra = await store.append(matches[0].match_id, tick_batch(1, 2), 2)
-        assert extra.last_position == 22
+        extra = await store.append(matches[0].match_id, tick_batch(2, 2), 3)
+        assert extra.last_position == 32

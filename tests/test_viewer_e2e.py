@@ -294,7 +294,10 @@ def test_clip_before_a_kill(server: ViewerServer, page: Any) -> None:
     assert kills, "the bots of the finished match killed nobody"
     # Live bots decide when kills happen: prefer one after the first 2 s, take any.
     at = next((m["tick"] for m in kills if m["tick"] > 60), kills[-1]["tick"]) + 5
-    kill = [m for m in kills if m["tick"] <= at][-1]  # the kill the clip is about
+    # The clip is about the last kill tick at or before `at`; of several kills at that
+    # tick the server follows the first one's killer (server/watcher.py, CLIP).
+    kill_tick = [m for m in kills if m["tick"] <= at][-1]["tick"]
+    kill = next(m for m in kills if m["tick"] == kill_tick)
     open_viewer(pg, server, f"?match={FIN}&tick={at}")
     pg.select_option("#speed", "8")
     pg.keyboard.press("c")

@@ -48,14 +48,16 @@ from sortedcontainers import SortedList
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from replay.games import builtin_games
 from replay.games.arena.offline import match_settings, simulate
 from replay.leaderboards.board import Board
 from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
-from replay.rules import rules_for
 from replay.store import open_store
 from replay.store.base import MatchRecord
 from server.leaderboard_api import process_request
+
+GAMES = builtin_games()
 
 TARGETS = {"updates": 200_000, "rank_us": 50, "http_ms": 5, "lag_ms": 100, "rebuild": 500_000}
 
@@ -133,7 +135,9 @@ def sortedlist_baseline(n: int, rng: random.Random):
 
 def service_over(board: Board) -> Leaderboards:
     # A projection that is never opened: the benchmark puts its board in directly.
-    projection = LeaderboardProjection(None, "")  # type: ignore[arg-type]
+    projection = LeaderboardProjection(
+        None, "", GAMES.default_boards(), GAMES.leaderboard_metrics()
+    )  # type: ignore[arg-type]
     projection.state.boards["kills"]["all"] = board
     return Leaderboards(projection)
 
@@ -195,7 +199,7 @@ async def bench_http(svc: Leaderboards, owners: list[str], n: int, rng) -> dict[
 
 
 async def bench_lag(board: Board, seconds: float, matches: int, players: int) -> list[float]:
-    rules = rules_for("arena")
+    rules = GAMES["arena"]
     tick_rate = 30
     ticks = int(seconds * tick_rate)
     outputs = []
@@ -205,9 +209,16 @@ async def bench_lag(board: Board, seconds: float, matches: int, players: int) ->
             (settings, [o.events for o in simulate(players, settings, 100 + m, max_ticks=ticks)])
         )
     with tempfile.TemporaryDirectory() as tmp:
-        store = open_store(os.path.join(tmp, "lag.db"), synchronous="NORMAL")
+        store = open_store(
+            os.path.join(tmp, "lag.db"), synchronous="NORMAL", catalogs=GAMES.catalogs()
+        )
         await store.open()
-        projection = LeaderboardProjection(store, os.path.join(tmp, "boards.sqlite"))
+        projection = LeaderboardProjection(
+            store,
+            os.path.join(tmp, "boards.sqlite"),
+            GAMES.default_boards(),
+            GAMES.leaderboard_metrics(),
+        )
         await projection.open()
         projection.state.boards["kills"]["all"] = board
         runner = asyncio.create_task(projection.run(poll_interval=0.5))
@@ -306,9 +317,11 @@ def bench_lag_under_ingest(board: Board, players: int, seconds: float) -> dict[s
                 server_lags.append((time.perf_counter() - at) * 1000)
 
     async def follow(until: float) -> tuple[list[float], list[float]]:
-        store = open_store(str(db))
+        store = open_store(str(db), catalogs=GAMES.catalogs())
         await store.open()
-        projection = LeaderboardProjection(store, str(tmp / "boards.sqlite"))
+        projection = LeaderboardProjection(
+            store, str(tmp / "boards.sqlite"), GAMES.default_boards(), GAMES.leaderboard_metrics()
+        )
         await projection.open()
         projection.state.boards["kills"]["all"] = board
         steps: list[float] = []
@@ -365,8 +378,8 @@ def bench_lag_under_ingest(board: Board, players: int, seconds: float) -> dict[s
 
 
 async def make_log(path: str, matches: int, players: int, minutes: float) -> int:
-    rules = rules_for("arena")
-    store = open_store(path, synchronous="NORMAL")
+    rules = GAMES["arena"]
+    store = open_store(path, synchronous="NORMAL", catalogs=GAMES.catalogs())
     await store.open()
     for m in range(matches):
         settings = rules.normalize_settings(match_settings(players, minutes, 30))
@@ -393,7 +406,7 @@ async def bench_rebuild(path: str) -> dict[str, float]:
     0 (``catch_up``: a transaction per chunk), and ``rebuild()`` of every board (best
     of 3), what ``matchreplay leaderboards rebuild`` runs (built aside, then swapped
     in with all rows written in one transaction)."""
-    store = open_store(path)
+    store = open_store(path, catalogs=GAMES.catalogs())
     await store.open()
     total = await store.last_position()
     pos, t0 = 0, time.perf_counter()
@@ -401,7 +414,12 @@ async def bench_rebuild(path: str) -> dict[str, float]:
         pos = events[-1].position
     out = {"events": total, "read_all": total / (time.perf_counter() - t0)}
     with tempfile.TemporaryDirectory() as tmp:
-        projection = LeaderboardProjection(store, os.path.join(tmp, "boards.sqlite"))
+        projection = LeaderboardProjection(
+            store,
+            os.path.join(tmp, "boards.sqlite"),
+            GAMES.default_boards(),
+            GAMES.leaderboard_metrics(),
+        )
         await projection.open()
         t0 = time.perf_counter()
         n = await projection.catch_up()

@@ -43,13 +43,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from replay.engine import ReplayEngine  # noqa: E402
+from replay.games import builtin_games  # noqa: E402
 from replay.games.arena.offline import bot_ids, match_settings, simulate  # noqa: E402
 from replay.keyframes import rebuild_keyframes  # noqa: E402
 from replay.playback import Playback  # noqa: E402
 from replay.replay_file import export_match  # noqa: E402
-from replay.rules import rules_for  # noqa: E402
 from replay.store import open_store  # noqa: E402
 from replay.store.base import EventStore, MatchRecord  # noqa: E402
+
+GAMES = builtin_games()
 
 MATCH = "bench"
 WAVE = 300  # ticks appended concurrently: the store group-commits them
@@ -61,7 +63,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def generate(store: EventStore, players: int, minutes: float, rate: int, seed: int) -> None:
-    rules = rules_for("arena")
+    rules = GAMES["arena"]
     settings = rules.normalize_settings(match_settings(players, minutes, rate))
     await store.create_match(
         MatchRecord(
@@ -82,7 +84,7 @@ async def generate(store: EventStore, players: int, minutes: float, rate: int, s
 
 async def json_lines_bytes(store: EventStore, last_tick: int) -> tuple[int, int]:
     """(events, bytes) of the match as JSON lines, the way a naive system stores it."""
-    catalog = rules_for("arena").catalog
+    catalog = GAMES["arena"].catalog
 
     def default(o: object) -> str:
         if isinstance(o, bytes):
@@ -102,13 +104,13 @@ async def interval_sweep(db: Path, intervals: list[float], seeks: int, seed: int
     copy = db.with_suffix(".sweep.db")
     shutil.copy(db, copy)
     try:
-        async with open_store(str(copy), synchronous="NORMAL") as store:
+        async with open_store(str(copy), synchronous="NORMAL", catalogs=GAMES.catalogs()) as store:
             record = await store.get_match(MATCH)
             ticks = [random.Random(seed).randint(0, record.last_tick) for _ in range(seeks)]
             print(f"interval sweep: {seeks} cold seeks each (no state cache)")
             for seconds in intervals:
-                await rebuild_keyframes(store, MATCH, seconds=seconds)
-                engine = ReplayEngine(store, cache_bytes=0)
+                await rebuild_keyframes(store, GAMES, MATCH, seconds=seconds)
+                engine = ReplayEngine(store, GAMES, cache_bytes=0)
                 ms, cpu = [], []
                 for tick in ticks:
                     t, c = time.perf_counter(), time.process_time()
@@ -134,17 +136,17 @@ async def main(args: argparse.Namespace) -> None:
     bench_dir.mkdir(parents=True, exist_ok=True)
     name = f"replay_seek-p{args.players}-m{args.minutes:g}-r{args.tick_rate}-s{args.seed}"
     db = bench_dir / f"{name}.db"
-    rules = rules_for("arena")
+    rules = GAMES["arena"]
     print(f"match: {args.players} players, {args.minutes:g} min, {args.tick_rate} Hz ({db})")
     if not db.exists():
         tmp = bench_dir / f"{name}.tmp.db"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
         t0 = time.perf_counter()
-        async with open_store(str(tmp), synchronous="NORMAL") as store:
+        async with open_store(str(tmp), synchronous="NORMAL", catalogs=GAMES.catalogs()) as store:
             await generate(store, args.players, args.minutes, args.tick_rate, args.seed)
             t1 = time.perf_counter()
-            n = await rebuild_keyframes(store, MATCH)
+            n = await rebuild_keyframes(store, GAMES, MATCH)
         t2 = time.perf_counter()
         with sqlite3.connect(tmp) as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -156,7 +158,7 @@ async def main(args: argparse.Namespace) -> None:
         await interval_sweep(db, args.interval_sweep, args.seeks, args.seed)
         return
 
-    async with open_store(str(db)) as store:
+    async with open_store(str(db), catalogs=GAMES.catalogs()) as store:
         record = await store.get_match(MATCH)
         last = record.last_tick
         kf_ticks = await store.keyframe_ticks(MATCH)
@@ -165,7 +167,7 @@ async def main(args: argparse.Namespace) -> None:
         # -- random seeks ----------------------------------------------------------
         rng = random.Random(args.seed)
         ticks = [rng.randint(0, last) for _ in range(args.seeks)]
-        engine = ReplayEngine(store)
+        engine = ReplayEngine(store, GAMES)
         latencies: dict[int, float] = {}
         t_all = time.perf_counter()
         for tick in ticks:
@@ -187,7 +189,7 @@ async def main(args: argparse.Namespace) -> None:
             t = time.perf_counter()
             naive = await engine.fold_from_start(MATCH, tick)
             naive_s = time.perf_counter() - t
-            cold = ReplayEngine(store)  # the seek again, without cached states
+            cold = ReplayEngine(store, GAMES)  # the seek again, without cached states
             t = time.perf_counter()
             fast = await cold.state_at(MATCH, tick)
             seek_s = time.perf_counter() - t

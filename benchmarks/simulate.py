@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
+import replay.games.arena.events as ev
 from replay.codec import decode_batch, encode_batch
 from replay.events import NewEvent
-from replay.games.arena import events as ev
 from replay.games.arena.bots import BotBrain
 from replay.games.arena.map import HEIGHT_CM, WALLS_CM, WIDTH_CM, spawn_point
 from replay.games.arena.offline import bot_ids, match_settings

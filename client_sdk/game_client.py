@@ -34,7 +34,8 @@ from websockets.frames import Frame, Opcode
 
 from replay import protocol as p
 from replay.codec import decode_batch
-from replay.rules import Rules, rules_for
+from replay.games import builtin_games
+from replay.rules import GameRegistry, Rules
 
 __all__ = ["ClientClosed", "GameClient"]
 
@@ -80,6 +81,7 @@ class GameClient:
         track_state: bool = True,
         keep_messages: bool = True,
         measure: bool = False,
+        games: GameRegistry | None = None,
     ) -> None:
         """``track_state``: fold the match's events into ``self.state`` with the game's
         rules. ``keep_messages``: queue every message for ``async for`` (unread messages
@@ -88,6 +90,8 @@ class GameClient:
         ``self.latencies``."""
         self.url = url
         self.token = token
+        self.games = games or builtin_games()
+        """The games whose matches this client can follow (``track_state``)."""
         self.reconnect = reconnect
         self.max_attempts = max_attempts
         self.backoff = backoff
@@ -325,7 +329,7 @@ class GameClient:
         self.slot = msg.slot
         self.tick = msg.tick
         if self.track_state and self.rules is None:
-            self.rules = rules_for(msg.game)
+            self.rules = self.games[msg.game]
             self.state = self.rules.initial_state(msg.settings, msg.seed)
         if not self.track_state:
             self.last_seq = max(self.last_seq, msg.last_seq)

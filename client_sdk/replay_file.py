@@ -24,18 +24,20 @@ from typing import Any
 from client_sdk.view import FrameBuffer, ViewFrame
 from replay import protocol as p
 from replay.engine import ReplayEngine
+from replay.games import builtin_games
 from replay.playback import Playback
 from replay.replay_file import ReplayFileReader
+from replay.rules import GameRegistry
 from replay.timeline import Timeline
 
 __all__ = ["ReplayFile"]
 
 
 class ReplayFile:
-    def __init__(self, reader: ReplayFileReader) -> None:
+    def __init__(self, reader: ReplayFileReader, games: GameRegistry) -> None:
         self.reader = reader
         self.record = reader.record
-        self.engine = ReplayEngine(reader)
+        self.engine = ReplayEngine(reader, games)
         self.timeline = Timeline(self.engine)
         self.rules = self.engine.rules(self.record)
         self.state: Any = None
@@ -47,8 +49,12 @@ class ReplayFile:
         self._moved = asyncio.Condition()
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str]) -> ReplayFile:
-        return cls(ReplayFileReader(path))
+    async def open(
+        cls, path: str | os.PathLike[str], games: GameRegistry | None = None
+    ) -> ReplayFile:
+        """``games``: the games the file may hold (default: the built-in ones)."""
+        games = games or builtin_games()
+        return cls(ReplayFileReader(path, games.catalogs()), games)
 
     async def __aenter__(self) -> ReplayFile:
         return self

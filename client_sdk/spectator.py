@@ -43,7 +43,8 @@ from client_sdk.game_client import ClientClosed
 from client_sdk.view import FrameBuffer, ViewFrame
 from replay import protocol as p
 from replay.codec import decode_batch
-from replay.rules import Rules, rules_for
+from replay.games import builtin_games
+from replay.rules import GameRegistry, Rules
 
 __all__ = ["NO_RETRY", "RECONNECT_ATTEMPTS", "RECONNECT_BACKOFF", "Spectator"]
 
@@ -80,8 +81,11 @@ class Spectator:
         *,
         url: str | None = None,
         reconnect_attempts: int = RECONNECT_ATTEMPTS,
+        games: GameRegistry | None = None,
     ) -> None:
         self.ws = ws
+        self.games = games or builtin_games()
+        """The games whose matches this spectator can rebuild."""
         self.welcome = welcome
         self.url = url
         """Where to reconnect (the token included); None: never reconnect."""
@@ -113,13 +117,18 @@ class Spectator:
 
     @classmethod
     async def connect(
-        cls, url: str, token: str | None = None, *, reconnect_attempts: int = RECONNECT_ATTEMPTS
+        cls,
+        url: str,
+        token: str | None = None,
+        *,
+        reconnect_attempts: int = RECONNECT_ATTEMPTS,
+        games: GameRegistry | None = None,
     ) -> Spectator:
         """Connect and read WELCOME. ``reconnect_attempts=0`` turns reconnecting off."""
         if token:
             url = f"{url}{'&' if '?' in url else '?'}token={token}"
         ws, welcome = await _open(url)
-        return cls(ws, welcome, url=url, reconnect_attempts=reconnect_attempts)
+        return cls(ws, welcome, url=url, reconnect_attempts=reconnect_attempts, games=games)
 
     async def __aenter__(self) -> Spectator:
         return self
@@ -350,7 +359,7 @@ class Spectator:
                     fut.set_result(msg)
         elif isinstance(msg, p.Watching):
             self.info = msg.info
-            self.rules = rules_for(msg.info["game"])
+            self.rules = self.games[msg.info["game"]]
             if self._watching is not None and not self._watching.done():
                 self._watching.set_result(msg.info)
         elif isinstance(msg, p.ScoreboardReply) and msg.ref is None:

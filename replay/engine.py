@@ -21,7 +21,7 @@ from typing import Any
 
 from replay.errors import TickOutOfRangeError
 from replay.keyframes import load_keyframe
-from replay.rules import Rules, rules_for
+from replay.rules import GameRegistry, Rules
 from replay.source import ReplaySource, read_events
 from replay.state_cache import DEFAULT_CACHE_BYTES, StateCache
 from replay.store.base import READ_ONLY_STATUSES, MatchRecord
@@ -55,8 +55,15 @@ class ReplayEngine:
     the caller may change.
     """
 
-    def __init__(self, source: ReplaySource, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        source: ReplaySource,
+        games: GameRegistry,
+        *,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
         self.source = source
+        self.games = games
         self.cache = StateCache(cache_bytes)
         self.stats = SeekStats()
         self._records: dict[str, MatchRecord] = {}
@@ -80,7 +87,7 @@ class ReplayEngine:
         return self._records.get(match_id)
 
     def rules(self, record: MatchRecord) -> Rules[Any]:
-        return rules_for(record.game)
+        return self.games[record.game]
 
     async def last_tick(self, match_id: str) -> int:
         """The last durable tick: a finished match's last tick, or a live match's latest."""

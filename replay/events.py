@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 __all__ = [
+    "SYSTEM_FIRST",
     "EventCatalog",
     "EventType",
     "NewEvent",
@@ -29,6 +30,12 @@ __all__ = [
     "UnknownEventType",
     "Upcaster",
 ]
+
+
+SYSTEM_FIRST = 0xFF00
+"""Event type codes ``0xFF00..0xFFFF`` are matchreplay's own (docs/events.md, "System
+events": inputs applied, admin actions, rewinds, takeovers, forks). A game's catalog
+uses codes below it; a game's fold skips these."""
 
 
 class NewEvent(NamedTuple):
@@ -105,8 +112,11 @@ class EventCatalog:
         for t in types:
             if t.code in self._by_code or t.name in self._by_name:
                 raise ValueError(f"duplicate event type {t.code} / {t.name!r}")
-            if not 0 <= t.code <= 0xFFFF:
-                raise ValueError(f"event type code {t.code} out of range 0..65535")
+            if not 0 <= t.code < SYSTEM_FIRST:
+                raise ValueError(
+                    f"event type code {t.code} out of range 0..{SYSTEM_FIRST - 1}"
+                    " (the codes above are matchreplay's own)"
+                )
             self._by_code[t.code] = t
             self._by_name[t.name] = t
         # (code, version) pairs that need no upcasting: the hot read path checks only this.

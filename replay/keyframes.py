@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from replay.rules import Rules, rules_for
+from replay.rules import GameRegistry, Rules
 from replay.source import read_events
 from replay.store.base import EventStore, Keyframe
 
@@ -84,6 +84,7 @@ def load_keyframe(rules: Rules[Any], keyframe: Keyframe) -> Any | None:
 
 async def rebuild_keyframes(
     store: EventStore,
+    games: GameRegistry,
     match_id: str,
     *,
     seconds: float = DEFAULT_KEYFRAME_SECONDS,
@@ -96,7 +97,7 @@ async def rebuild_keyframes(
     Readers meanwhile stay exact: a missing keyframe only means a longer fold.
     """
     record = await store.get_match(match_id)
-    rules = rules_for(record.game)
+    rules = games[record.game]
     interval = keyframe_interval_ticks(record.tick_rate, seconds)
     await store.delete_keyframes(match_id)
     state = rules.initial_state(record.settings, record.seed)

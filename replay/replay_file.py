@@ -31,7 +31,7 @@ import struct
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -45,7 +45,6 @@ from replay.errors import (
     UnknownMatchError,
 )
 from replay.events import EventCatalog, NewEvent, UnknownEventType
-from replay.rules import rules_for
 from replay.source import ReplaySource
 from replay.store.base import READ_ONLY_STATUSES, EventBatch, EventStore, Keyframe, MatchRecord
 
@@ -196,13 +195,14 @@ class ReplayFileReader:
     verified (checksum) when read; :meth:`verify` reads them all.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], catalogs: Mapping[str, EventCatalog]) -> None:
+        """``catalogs``: game name -> event catalog, for upcasting old events on read."""
         self.path = os.fspath(path)
         self._f: BinaryIO = open(self.path, "rb")  # noqa: SIM115 (closed by close())
         try:
             self.info = _read_info(self._f)
             self._read_footer()
-            self._catalog: EventCatalog | None = _catalog_for(self.info.record.game)
+            self._catalog: EventCatalog | None = catalogs.get(self.info.record.game)
         except BaseException:
             self._f.close()
             raise
@@ -422,13 +422,6 @@ class ReplayFileReader:
             raise ReplayFileCorruptError(f"{what}: {exc}") from exc
 
 
-def _catalog_for(game: str) -> EventCatalog | None:
-    try:
-        return rules_for(game).catalog
-    except LookupError:
-        return None
-
-
 def _upcast(catalog: EventCatalog, events: list[Any]) -> list[Any]:
     current = catalog.current
     for i, (type_, version, tick, data) in enumerate(events):
@@ -570,7 +563,9 @@ async def import_replay(path: str | os.PathLike[str], store: EventStore) -> Matc
     issued per chunk without waiting for each other, so the store's group
     commit writes a chunk in one or a few transactions.
     """
-    with ReplayFileReader(path) as reader:
+    # No catalogs: events are copied with the versions they were stored with (the
+    # importing store upcasts them on read, like every stored event).
+    with ReplayFileReader(path, {}) as reader:
         reader.verify()
         record = reader.record
         try:

@@ -28,17 +28,46 @@ inputs that did not become events.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
-from typing import Any, Generic, NamedTuple, TypeVar
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 from replay.events import EventCatalog, NewEvent
 
-__all__ = ["Command", "Rejection", "Rules", "StoredEvent", "register", "rules_for"]
+if TYPE_CHECKING:
+    from replay.leaderboards.definitions import BoardDefinition
+    from replay.leaderboards.metrics import GameMetrics
+
+__all__ = [
+    "END",
+    "JOIN",
+    "LEAVE",
+    "START",
+    "Bots",
+    "Command",
+    "GameRegistry",
+    "MatchLimits",
+    "MatchResult",
+    "Rejection",
+    "Rules",
+    "StoredEvent",
+    "UnknownGameError",
+]
 
 S = TypeVar("S")
 
 StoredEvent = tuple[int, int, int, tuple[Any, ...]]
 """``(type, version, tick, data)``, as ``EventBatch.events`` holds them (already upcast)."""
+
+# The lifecycle commands every game answers. The server issues them (a seat taken or
+# given up, the match started when enough players are in, an admin's end); a game
+# may refuse them with a Rejection like any command.
+JOIN = "join"
+"""``args``: what the joining client offered (``name``, game-specific keys)."""
+LEAVE = "leave"
+START = "start"
+END = "end"
+"""``args``: ``reason`` (an admin's). A game answers with its match-ended event."""
 
 
 class Command(NamedTuple):
@@ -58,11 +87,48 @@ class Rejection(NamedTuple):
     reason: str
 
 
+class MatchLimits(NamedTuple):
+    """What the server needs to know of a match's (normalized) settings."""
+
+    tick_rate: int
+    min_players: int
+    """Seated players needed before the server sends ``start``."""
+    max_players: int
+    """Seats."""
+
+
+class MatchResult(NamedTuple):
+    """How a match ended, as its own events say."""
+
+    winner: str
+    """Player id of the winner; "" for none (a draw, nobody left)."""
+    reason: str
+    """``time_limit``, ``score_limit``, an admin's reason, ..."""
+
+
+class Bots(Protocol):
+    """Input producers for bot players of one match (the offline generator, the
+    network bots). Bots are not rules: their randomness is their own and never
+    replayed, since what they cause is stored as events."""
+
+    def join_args(self, player: str) -> dict[str, Any]:
+        """The ``join`` args of a bot (its display name, a team, ...)."""
+        ...
+
+    def inputs(self, state: Any, tick: int) -> dict[str, list[Any]]:
+        """Raw inputs (as a client sends them) of the bots seated in ``state`` for ``tick``."""
+        ...
+
+    def commands(self, state: Any, tick: int) -> list[Command]:
+        """Commands the bots send before ``tick`` (chat, ...); usually none."""
+        ...
+
+
 class Rules(abc.ABC, Generic[S]):
     """A game's rules. Implementations are stateless; all match data is in ``S``."""
 
     name: str
-    """Game id stored with each match, e.g. ``"arena"``."""
+    """Game id stored with each match (``[a-z0-9_]``, 1..32 characters)."""
     version: str
     """Rules version stored with each match. Replays do not depend on it: they replay
     stored outcomes, so a match recorded under an older version replays under newer code."""
@@ -70,12 +136,31 @@ class Rules(abc.ABC, Generic[S]):
     """Every event type with its schema versions and upcasters."""
     state_format: int = 1
     """Keyframe format version; bump whenever ``encode_state`` changes its layout."""
+    player_commands: frozenset[str] = frozenset()
+    """Command kinds a seated player may send (``chat``, ...), besides the lifecycle ones."""
+    admin_commands: frozenset[str] = frozenset()
+    """Command kinds an admin may send to a running match besides ``start`` and ``end``."""
+    scoreboard_columns: tuple[tuple[str, str], ...] = ()
+    """``(row key, label)`` of the scoreboard's numbers, in display order (the viewer's
+    columns). Every row also has ``player`` and ``name``; a row with ``slot`` is drawn
+    in that slot's colour."""
+    scoreboard_events: frozenset[int] | None = None
+    """Event codes that may change ``scoreboard(state)``; None: the notable ones."""
+    viewer_dir: Path | None = None
+    """A folder with the game's viewer module (``viewer.js``, docs/viewer.md), served at
+    ``/static/games/<name>/``; None: the viewer lists the game's matches but cannot draw them."""
+    demo_settings: Mapping[str, Any] = {}
+    """Settings of a bot match that shows the game off (``matchreplay demo``)."""
 
     # -- settings and state ------------------------------------------------------
 
     @abc.abstractmethod
     def normalize_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Fill defaults and validate; raise ValueError with a clear message."""
+
+    @abc.abstractmethod
+    def limits(self, settings: Mapping[str, Any]) -> MatchLimits:
+        """Tick rate and seats of normalized ``settings``."""
 
     @abc.abstractmethod
     def initial_state(self, settings: Mapping[str, Any], seed: int) -> S:
@@ -121,33 +206,104 @@ class Rules(abc.ABC, Generic[S]):
     @abc.abstractmethod
     def evolve(self, state: S, events: Sequence[StoredEvent | NewEvent], to_tick: int) -> S:
         """Apply events (in order, all with tick <= ``to_tick``) and move the
-        state's clock to ``to_tick``. May change ``state`` in place; returns it."""
+        state's clock to ``to_tick``. May change ``state`` in place; returns it.
+        Events of matchreplay's own types (``replay.events.SYSTEM_FIRST`` and up) are
+        skipped: they never change a game state."""
 
     # -- read helpers ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def seat_of(self, state: S, player: str) -> int | None:
+        """The seat (slot) ``player`` holds in ``state``; None when not in the match."""
+
+    @abc.abstractmethod
+    def started(self, state: S) -> bool:
+        """Whether the match has started (its start event was applied)."""
 
     @abc.abstractmethod
     def is_over(self, state: S) -> bool:
         """Whether the match has ended (the rules emitted their match-ended event)."""
 
     @abc.abstractmethod
+    def result(self, state: S) -> MatchResult | None:
+        """How the match ended; None while it is not over."""
+
+    @abc.abstractmethod
     def scoreboard(self, state: S) -> list[dict[str, Any]]:
         """Per-player standings at the state's tick, best first."""
 
+    # -- optional parts ---------------------------------------------------------------
 
-_registry: dict[str, Rules[Any]] = {}
+    def bots(self, settings: Mapping[str, Any], seed: int) -> Bots | None:
+        """Bot players for a match with these settings; None: the game has none."""
+        return None
+
+    def leaderboard_metrics(self) -> GameMetrics | None:
+        """What the global leaderboards can rank for this game (docs/leaderboards.md)."""
+        return None
+
+    def default_boards(self) -> tuple[BoardDefinition, ...]:
+        """The leaderboards a server keeps for this game when it is given no config."""
+        return ()
+
+    def scoreboard_triggers(self) -> frozenset[int]:
+        """:attr:`scoreboard_events`, or the catalog's notable event codes."""
+        if self.scoreboard_events is not None:
+            return self.scoreboard_events
+        return frozenset(t.code for t in self.catalog if t.notable)
 
 
-def register(rules: Rules[Any]) -> Rules[Any]:
-    """Make a game available by name to the server, the engine and the store's upcasting."""
-    _registry[rules.name] = rules
-    return rules
+class UnknownGameError(LookupError):
+    """A game name no registered rules answer to; ``code`` ``unknown_game``."""
+
+    code = "unknown_game"
 
 
-def rules_for(game: str) -> Rules[Any]:
-    """The registered rules of ``game``; importing ``replay.games`` registers the built-in ones."""
-    import replay.games  # noqa: F401  (registers the built-in games; cached after the first call)
+class GameRegistry(Mapping[str, "Rules[Any]"]):
+    """The games one process knows, by name. The first one is the default game.
 
-    try:
-        return _registry[game]
-    except KeyError:
-        raise LookupError(f"unknown game {game!r}; known: {sorted(_registry)}") from None
+    Built by whoever runs matchreplay (``replay.games.builtin_games()`` plus any
+    configured ones) and handed to the parts that need games by name: the server,
+    the replay engine, the store (for upcasting), the leaderboards."""
+
+    def __init__(self, games: Iterable[Rules[Any]]) -> None:
+        self._games: dict[str, Rules[Any]] = {}
+        for rules in games:
+            if rules.name in self._games:
+                raise ValueError(f"two games named {rules.name!r}")
+            self._games[rules.name] = rules
+        if not self._games:
+            raise ValueError("a registry needs at least one game")
+
+    def __getitem__(self, name: str) -> Rules[Any]:
+        try:
+            return self._games[name]
+        except KeyError:
+            raise UnknownGameError(f"unknown game {name!r}; known: {sorted(self._games)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._games)
+
+    def __len__(self) -> int:
+        return len(self._games)
+
+    @property
+    def default(self) -> str:
+        return next(iter(self._games))
+
+    def catalogs(self) -> dict[str, EventCatalog]:
+        """Each game's event catalog, for upcasting stored events on read."""
+        return {name: rules.catalog for name, rules in self._games.items()}
+
+    def leaderboard_metrics(self) -> dict[str, GameMetrics]:
+        """The metrics of every game that has some, by game name."""
+        out = {}
+        for name, rules in self._games.items():
+            metrics = rules.leaderboard_metrics()
+            if metrics is not None:
+                out[name] = metrics
+        return out
+
+    def default_boards(self) -> tuple[BoardDefinition, ...]:
+        """Every game's default boards (docs/leaderboards.md)."""
+        return tuple(b for rules in self._games.values() for b in rules.default_boards())

@@ -21,7 +21,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from replay import protocol as p
-from replay.leaderboards.definitions import ARENA_DEFAULTS, load_definitions
+from replay.games import load_games
+from replay.leaderboards.definitions import load_definitions
 from replay.leaderboards.projection import LeaderboardProjection, boards_path_for
 from replay.leaderboards.service import Leaderboards
 from replay.store import open_store
@@ -43,14 +44,18 @@ class App:
     def __init__(self, settings: Settings, store: EventStore | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.games = load_games(settings.game_specs)
         if store is None:
             Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
-            store = open_store(settings.db, synchronous=settings.synchronous)
+            store = open_store(
+                settings.db, catalogs=self.games.catalogs(), synchronous=settings.synchronous
+            )
         self.store = store
         self.secret = auth.load_secret(settings.secret, settings.secret_file, settings.data_dir)
-        self.lobby = Lobby(self.store, self.metrics, settings)
+        self.lobby = Lobby(self.store, self.metrics, settings, self.games)
         self.spectating = self.lobby.spectating = Spectating(
             self.store,
+            self.games,
             settings.spectator_delay,
             settings.spectator_queue_bytes,
             settings.spectator_stall_seconds,
@@ -58,10 +63,14 @@ class App:
         )
         # The global leaderboards: a read model of the same store, followed by a
         # background task, queried over HTTP and the websocket protocol.
+        metrics = self.games.leaderboard_metrics()
         self.projection = LeaderboardProjection(
             self.store,
             settings.boards_db or boards_path_for(getattr(self.store, "path", settings.db)),
-            load_definitions(settings.boards_config) if settings.boards_config else ARENA_DEFAULTS,
+            load_definitions(settings.boards_config, metrics)
+            if settings.boards_config
+            else self.games.default_boards(),
+            metrics,
         )
         self.leaderboards = Leaderboards(self.projection)
         self._projection_task: asyncio.Task[None] | None = None

@@ -9,8 +9,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from replay import protocol
+from replay.games import load_games
+from replay.rules import GameRegistry
 
-__all__ = ["Settings", "add_arguments", "from_args"]
+__all__ = ["Settings", "add_arguments", "configured_games", "from_args"]
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,16 @@ class Settings:
     token_ttl: float = 24 * 3600.0
     """Default lifetime of tokens issued by the admin API."""
     boards_config: str = ""
-    """Leaderboard definitions (TOML or JSON, docs/leaderboards.md); empty: arena's defaults."""
+    """Leaderboard definitions (TOML or JSON, docs/leaderboards.md); empty: each game's defaults."""
     boards_db: str = ""
     """The leaderboards' read-model file; empty: ``<db>.boards.sqlite``."""
+    games: str = ""
+    """More games beside the built-in ones: comma-separated ``module:attribute`` specs of
+    ``replay.rules.Rules`` subclasses (docs/games.md, "Adding a game to a server")."""
+
+    @property
+    def game_specs(self) -> list[str]:
+        return [s.strip() for s in self.games.split(",") if s.strip()]
 
 
 _ENV_PREFIX = "MATCHREPLAY_"
@@ -93,3 +102,8 @@ def from_args(args: argparse.Namespace | None = None, **overrides: Any) -> Setti
             values[f.name] = flag
     values.update(overrides)
     return Settings(**values)
+
+
+def configured_games() -> GameRegistry:
+    """The built-in games plus ``MATCHREPLAY_GAMES``: what every command knows."""
+    return load_games(from_args(None).game_specs)

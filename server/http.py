@@ -1,7 +1,7 @@
 """Plain HTTP on the websocket port: a small route table served from ``process_request``.
 
 websockets' handshake parser reads no request bodies, so write calls take their
-parameters in the query string (``POST /api/matches?game=arena&settings={...}``).
+parameters in the query string (``POST /api/matches?game=G&settings={...}``).
 Add a route with :func:`route`; a handler gets ``(app, connection, request, params)``
 and returns a :class:`websockets.http11.Response`. Responses are JSON unless
 noted. Auth: ``Authorization: Bearer <token>`` or ``?token=<token>``.
@@ -200,7 +200,7 @@ async def create_match(app: App, conn: ServerConnection, request: Request, _: Pa
     if not isinstance(settings, dict):
         raise HttpError(400, "invalid_settings", "settings must be a JSON object")
     match = await app.lobby.create(
-        q.get("game", "arena"),
+        q.get("game", app.games.default),
         settings,
         start_players=_int(q["start_players"], "start_players", 1, 1 << 16)
         if "start_players" in q

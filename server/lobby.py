@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from replay.errors import ReplayError, UnknownMatchError
-from replay.rules import rules_for
+from replay.rules import GameRegistry
 from replay.store.base import EventStore, MatchRecord
 from server.config import Settings
 from server.match import Match
@@ -33,8 +33,11 @@ class LobbyError(ReplayError, ValueError):
 
 
 class Lobby:
-    def __init__(self, store: EventStore, metrics: Metrics, settings: Settings) -> None:
+    def __init__(
+        self, store: EventStore, metrics: Metrics, settings: Settings, games: GameRegistry
+    ) -> None:
         self.store = store
+        self.games = games
         self.metrics = metrics
         self.settings = settings
         self.live: dict[str, Match] = {}
@@ -66,7 +69,7 @@ class Lobby:
         if len(self.live) >= MAX_LIVE_MATCHES:
             raise LobbyError(f"this server already runs {MAX_LIVE_MATCHES} matches")
         try:
-            rules = rules_for(game)
+            rules = self.games[game]
         except LookupError as exc:
             raise LobbyError(str(exc)) from None
         try:

@@ -28,6 +28,7 @@ from replay.errors import TickOutOfRangeError, UnknownMatchError
 from replay.events import NewEvent
 from replay.keyframes import load_keyframe
 from replay.playback import READ_AHEAD_TICKS
+from replay.rules import GameRegistry
 from replay.source import StoredEvent, read_events
 from replay.store.base import READ_ONLY_STATUSES, EventStore, MatchRecord
 from replay.timeline import Timeline
@@ -49,6 +50,7 @@ class Spectating:
     def __init__(
         self,
         store: EventStore,
+        games: GameRegistry,
         default_delay: float,
         queue_bytes: int,
         stall_seconds: float,
@@ -59,7 +61,7 @@ class Spectating:
         self.queue_bytes = queue_bytes
         self.stall_seconds = stall_seconds
         self.max_skips = max_skips
-        self.engine = ReplayEngine(store)
+        self.engine = ReplayEngine(store, games)
         self.timeline = Timeline(self.engine)
         self.options: dict[str, SpectatingOptions] = {}
         """Per match created by this process or whose record was read (~150 bytes each);

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from games import ARENA, open_test_store
+
 from replay.games.arena.offline import match_settings, simulate
-from replay.rules import rules_for
-from replay.store import open_store
 from replay.store.base import EventStore, MatchRecord
 
 
@@ -26,7 +26,7 @@ async def record_matches(
     end: bool = True,
 ) -> list[str]:
     """Play ``count`` matches tick-interleaved into ``store``; returns their ids."""
-    rules = rules_for("arena")
+    rules = ARENA
     created_at = time.time() if created_at is None else created_at
     ids, runs, versions = [], [], []
     for i in range(count):
@@ -67,7 +67,7 @@ async def record_matches(
 
 
 async def fill(path: str, **kwargs: object) -> list[str]:
-    store = open_store(path, synchronous="NORMAL")
+    store = open_test_store(path, synchronous="NORMAL")
     await store.open()
     try:
         return await record_matches(store, **kwargs)  # type: ignore[arg-type]

@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from games import GAMES, METRICS, open_test_store
+
 from replay.leaderboards.projection import LeaderboardProjection
-from replay.store import open_store
 
 
 async def main(store_path: str, boards_path: str, read_limit: int, follow: bool) -> None:
-    store = open_store(store_path)
+    store = open_test_store(store_path)
     await store.open()
-    projection = LeaderboardProjection(store, boards_path, read_limit=read_limit)
+    projection = LeaderboardProjection(
+        store, boards_path, GAMES.default_boards(), METRICS, read_limit=read_limit
+    )
     await projection.open()
     print(f"start {projection.position}", flush=True)
     while await projection.step():

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from games import ARENA, GAMES, open_test_store
+
 from replay.games.arena.offline import match_settings, simulate
 from replay.keyframes import rebuild_keyframes
-from replay.rules import rules_for
-from replay.store import open_store
 from replay.store.base import EventStore, MatchRecord
 
 # Ticks appended per wave of concurrent appends: the store's group commit writes
@@ -51,7 +51,7 @@ async def record_match(
     keyframes: bool = True,
     end: bool = True,
 ) -> Recorded:
-    rules = rules_for("arena")
+    rules = ARENA
     settings = rules.normalize_settings(match_settings(players, seconds / 60.0, tick_rate))
     await store.create_match(
         MatchRecord(
@@ -80,7 +80,7 @@ async def record_match(
             wave = []
     await asyncio.gather(*wave)
     if keyframes:
-        await rebuild_keyframes(store, match_id)
+        await rebuild_keyframes(store, GAMES, match_id)
     if end:
         await store.update_match(match_id, status="ended", ended_at=1.0)
     record = await store.get_match(match_id)
@@ -103,7 +103,7 @@ class MatchFile:
 
 def record_to_file(path: Path, **kwargs: Any) -> MatchFile:
     async def run() -> Recorded:
-        async with open_store(str(path), synchronous="NORMAL") as store:
+        async with open_test_store(str(path), synchronous="NORMAL") as store:
             return await record_match(store, **kwargs)
 
     return MatchFile(path, asyncio.run(run()))

@@ -6,15 +6,16 @@ import math
 
 import numpy as np
 import pytest
+from games import ARENA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import replay.games.arena.events as ev
 from replay.events import NewEvent
-from replay.games.arena import events as ev
 from replay.games.arena.rules import ArenaInput, ArenaRules
-from replay.rules import Command, Rejection, rules_for
+from replay.rules import Command, Rejection
 
-rules: ArenaRules = rules_for("arena")  # type: ignore[assignment]
+rules: ArenaRules = ARENA  # type: ignore[assignment]
 
 
 def names(events: list[NewEvent]) -> list[str]:

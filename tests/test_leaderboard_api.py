@@ -11,13 +11,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from games import GAMES, METRICS, open_test_store
 from leaderboard_fixtures import fill, record_matches
 from websockets.asyncio.server import serve
 
 from client_sdk.leaderboards import LeaderboardError, Leaderboards
 from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards as Service
-from replay.store import open_store
 from server.leaderboard_api import handle, process_request
 
 
@@ -32,9 +32,11 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def service(filled: Path, tmp_path: Path):
     path = tmp_path / "events.db"
     shutil.copy(filled, path)
-    store = open_store(str(path))
+    store = open_test_store(str(path))
     await store.open()
-    projection = LeaderboardProjection(store, str(tmp_path / "boards.sqlite"))
+    projection = LeaderboardProjection(
+        store, str(tmp_path / "boards.sqlite"), GAMES.default_boards(), METRICS
+    )
     await projection.open()
     await projection.catch_up()
     yield Service(projection)

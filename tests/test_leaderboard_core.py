@@ -8,18 +8,18 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+from games import ARENA, METRICS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replay.leaderboards import board as board_module
 from replay.leaderboards.board import Board, Entry
-from replay.leaderboards.definitions import ARENA_DEFAULTS, load_definitions
+from replay.leaderboards.definitions import load_definitions
 from replay.leaderboards.errors import BoardConfigError
 from replay.leaderboards.operators import combine
 from replay.leaderboards.periods import parse_period, period_key, previous_period
 from replay.leaderboards.rating import elo_update
 from replay.leaderboards.scoreboard import ScoreboardFeed
-from replay.rules import rules_for
 
 
 def naive_order(entries: dict[str, Entry], descending: bool) -> list[str]:
@@ -244,7 +244,7 @@ def test_config_files(tmp_path) -> None:
         '[[board]]\nid = "deaths_daily"\nmetric = "deaths"\noperator = "incr"\n'
         'order = "asc"\nreset = "daily"\n'
     )
-    (d,) = load_definitions(toml)
+    (d,) = load_definitions(toml, METRICS)
     assert (d.id, d.metric, d.order, d.reset, d.descending) == (
         "deaths_daily",
         "deaths",
@@ -253,8 +253,8 @@ def test_config_files(tmp_path) -> None:
         False,
     )
     js = tmp_path / "boards.json"
-    js.write_text(json.dumps([b.as_dict() for b in ARENA_DEFAULTS]))
-    assert load_definitions(js) == ARENA_DEFAULTS
+    js.write_text(json.dumps([b.as_dict() for b in ARENA.default_boards()]))
+    assert load_definitions(js, METRICS) == ARENA.default_boards()
     for body, needle in [
         ('[[board]]\nid = "x"\nmetric = "nope"\noperator = "incr"\n', "unknown metric"),
         ('[[board]]\nid = "x"\nmetric = "kills"\noperator = "max"\n', "operator"),
@@ -267,14 +267,14 @@ def test_config_files(tmp_path) -> None:
     ]:
         toml.write_text(body)
         with pytest.raises(BoardConfigError, match=needle):
-            load_definitions(toml)
+            load_definitions(toml, METRICS)
 
 
 def test_scoreboard_feed_pushes_only_on_change() -> None:
+    import replay.games.arena.events as ev
     from replay.events import NewEvent
-    from replay.games.arena import events as ev
 
-    rules = rules_for("arena")
+    rules = ARENA
     state = rules.initial_state({"max_players": 4, "min_players": 2}, 1)
     feed = ScoreboardFeed(rules)
     from replay.rules import Command

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from games import ARENA, METRICS, open_test_store
 from leaderboard_fixtures import fill, record_matches
 
-from replay.leaderboards.definitions import ARENA_DEFAULTS, BoardDefinition
+from replay.leaderboards.definitions import BoardDefinition
 from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
-from replay.store import open_store
 
 HERE = Path(__file__).parent
 WEEK = 7 * 24 * 3600
@@ -61,9 +61,10 @@ def ranks(p: LeaderboardProjection) -> dict[tuple[str, str], list[tuple]]:
 
 
 async def full_build(store_path: Path, boards: Path, **kw) -> LeaderboardProjection:
-    store = open_store(str(store_path))
+    store = open_test_store(str(store_path))
     await store.open()
-    p = LeaderboardProjection(store, str(boards), **kw)
+    kw.setdefault("definitions", ARENA.default_boards())
+    p = LeaderboardProjection(store, str(boards), metrics=METRICS, **kw)
     await p.open()
     await p.catch_up()
     return p
@@ -82,9 +83,11 @@ async def test_chunking_and_restarts_do_not_change_the_boards(store_path: Path, 
     # Small chunks, closing and reopening every few chunks: the same boards.
     boards = tmp_path / "b.sqlite"
     while True:
-        store = open_store(str(store_path))
+        store = open_test_store(str(store_path))
         await store.open()
-        p = LeaderboardProjection(store, str(boards), read_limit=37)
+        p = LeaderboardProjection(
+            store, str(boards), ARENA.default_boards(), METRICS, read_limit=37
+        )
         await p.open()
         steps = [await p.step() for _ in range(25)]
         done = steps[-1] == 0
@@ -192,7 +195,7 @@ async def test_changed_definitions_are_rebuilt_on_open(store_path: Path, tmp_pat
     boards = tmp_path / "b.sqlite"
     await close(await full_build(store_path, boards))
     deaths = BoardDefinition("deaths", "deaths", "incr", order="asc")
-    changed = [*ARENA_DEFAULTS[:1], BoardDefinition("wins", "wins", "decr"), deaths]
+    changed = [*ARENA.default_boards()[:1], BoardDefinition("wins", "wins", "decr"), deaths]
     p = await full_build(store_path, boards, definitions=changed)
     ref = await full_build(store_path, tmp_path / "ref.sqlite", definitions=changed)
     assert ranks(p) == ranks(ref)
@@ -257,11 +260,11 @@ async def test_read_all_batches_matches_read_all(store_path: Path) -> None:
     interface's default built on read_all (what other backends get)."""
     from replay.store.base import EventStore
 
-    store = open_store(str(store_path))
+    store = open_test_store(str(store_path))
     await store.open()
     try:
         last = await store.last_position()
-        codes = LeaderboardProjection(store, "").state.codes
+        codes = LeaderboardProjection(store, "", ARENA.default_boards(), METRICS).state.codes
         for after in (0, 1, 2, 3, last // 2, last - 1, last):
             want = await store.read_all(after, 100_000)
             for read in (
@@ -376,10 +379,9 @@ async def play_cut_short(store, match_id: str, ticks: int, seed: int) -> None:
     """A 4-bot match of which only the first ``ticks`` ticks are stored: no match_ended,
     as when the server stops it (it then marks the record interrupted)."""
     from replay.games.arena.offline import match_settings, simulate
-    from replay.rules import rules_for
     from replay.store.base import MatchRecord
 
-    rules = rules_for("arena")
+    rules = ARENA
     settings = rules.normalize_settings(match_settings(4, 1.0, 30))
     record = MatchRecord(
         match_id, "arena", rules.version, 30, settings=settings, seed=seed, status="running"
@@ -403,9 +405,9 @@ async def test_interrupted_matches_leave_no_tally(tmp_path: Path) -> None:
     periodic check of run(), after a rebuild), never earlier; the boards stay those of
     a rebuild."""
     store_path, boards = tmp_path / "events.db", tmp_path / "b.sqlite"
-    store = open_store(str(store_path))
+    store = open_test_store(str(store_path))
     await store.open()
-    p = LeaderboardProjection(store, str(boards), read_limit=20)
+    p = LeaderboardProjection(store, str(boards), ARENA.default_boards(), METRICS, read_limit=20)
     runner: asyncio.Task[None] | None = None
     try:
         await record_matches(store, 1, players=4, seconds=5, seed=3, prefix="done")
@@ -437,7 +439,7 @@ async def test_interrupted_matches_leave_no_tally(tmp_path: Path) -> None:
         # Interrupted while no projection ran (a crash, then the server's recovery): at open.
         await p.close()
         await store.update_match("cut1", status="interrupted")
-        p = LeaderboardProjection(store, str(boards))
+        p = LeaderboardProjection(store, str(boards), ARENA.default_boards(), METRICS)
         await p.open()
         assert p.state.tallies == {} and stored_tallies(boards) == set()
 

@@ -7,16 +7,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from games import ARENA, GAMES, open_test_store
 from replay_matches import MatchFile, record_match, shared_arena_file
 
 from replay.engine import ReplayEngine
 from replay.errors import TickOutOfRangeError
 from replay.playback import Frame, InvalidSpeedError, Playback
-from replay.rules import rules_for
-from replay.store import open_store
 from replay.store.base import EventStore
 
-RULES = rules_for("arena")
+RULES = ARENA
 
 
 @pytest.fixture(scope="session")
@@ -25,11 +24,11 @@ def arena_file(tmp_path_factory: pytest.TempPathFactory) -> MatchFile:
 
 
 async def test_frames_cover_every_tick_with_its_events(arena_file: MatchFile) -> None:
-    async with open_store(str(arena_file.path)) as store:
+    async with open_test_store(str(arena_file.path)) as store:
         by_tick: dict[int, list[tuple[object, ...]]] = defaultdict(list)
         for e in await store.read_ticks("m1", 100, 400):
             by_tick[e.tick].append((e.type, e.version, e.tick, e.data))
-        playback = Playback(ReplayEngine(store), "m1", start=100, end=400, speed=None)
+        playback = Playback(ReplayEngine(store, GAMES), "m1", start=100, end=400, speed=None)
         frames = [f async for f in playback]
         assert [f.tick for f in frames] == list(range(100, 401))
         assert all(f.state is None for f in frames)
@@ -38,8 +37,10 @@ async def test_frames_cover_every_tick_with_its_events(arena_file: MatchFile) ->
 
 async def test_frames_with_state_match_the_live_hashes(arena_file: MatchFile) -> None:
     match = arena_file.match
-    async with open_store(str(arena_file.path)) as store:
-        playback = Playback(ReplayEngine(store), "m1", start=140, with_state=True, speed=None)
+    async with open_test_store(str(arena_file.path)) as store:
+        playback = Playback(
+            ReplayEngine(store, GAMES), "m1", start=140, with_state=True, speed=None
+        )
         frames = [f async for f in playback]
         assert frames[-1].tick == match.last_tick
         for f in frames:
@@ -57,8 +58,10 @@ async def _blocked(playback: Playback) -> asyncio.Task[Frame]:
 
 async def test_pause_step_resume_and_seek_backwards(arena_file: MatchFile) -> None:
     match = arena_file.match
-    async with open_store(str(arena_file.path)) as store:
-        playback = Playback(ReplayEngine(store), "m1", start=300, with_state=True, speed=None)
+    async with open_test_store(str(arena_file.path)) as store:
+        playback = Playback(
+            ReplayEngine(store, GAMES), "m1", start=300, with_state=True, speed=None
+        )
         assert (await anext(playback)).tick == 300
         playback.pause()
         task = await _blocked(playback)
@@ -101,10 +104,10 @@ class VirtualClock:
 
 
 async def test_speed_paces_frames_by_the_match_tick_rate(arena_file: MatchFile) -> None:
-    async with open_store(str(arena_file.path)) as store:
+    async with open_test_store(str(arena_file.path)) as store:
         clock = VirtualClock()
         playback = Playback(
-            ReplayEngine(store), "m1", start=10, speed=2.0, clock=clock, sleep=clock.sleep
+            ReplayEngine(store, GAMES), "m1", start=10, speed=2.0, clock=clock, sleep=clock.sleep
         )
         for _ in range(31):
             await anext(playback)
@@ -137,8 +140,8 @@ async def _copy_ticks(src: EventStore, dst: EventStore, from_tick: int, to_tick:
 
 async def test_live_follow_plays_up_to_the_edge_then_follows_it(tmp_path: Path) -> None:
     async with (
-        open_store(str(tmp_path / "full.db"), synchronous="NORMAL") as full,
-        open_store(str(tmp_path / "live.db"), synchronous="NORMAL") as live,
+        open_test_store(str(tmp_path / "full.db"), synchronous="NORMAL") as full,
+        open_test_store(str(tmp_path / "live.db"), synchronous="NORMAL") as live,
     ):
         # The whole match, recorded elsewhere, is fed to the live store tick range by range.
         rec = await record_match(full, "live", seconds=60, max_ticks=400, keyframes=False)
@@ -153,7 +156,7 @@ async def test_live_follow_plays_up_to_the_edge_then_follows_it(tmp_path: Path) 
             await live.update_match("live", status="ended")
 
         playback = Playback(
-            ReplayEngine(live),
+            ReplayEngine(live, GAMES),
             "live",
             start=150,
             speed=None,
@@ -170,19 +173,26 @@ async def test_live_follow_plays_up_to_the_edge_then_follows_it(tmp_path: Path) 
 
 
 async def test_without_follow_a_live_match_stops_at_the_edge(tmp_path: Path) -> None:
-    async with open_store(str(tmp_path / "edge.db"), synchronous="NORMAL") as store:
+    async with open_test_store(str(tmp_path / "edge.db"), synchronous="NORMAL") as store:
         await record_match(store, "live", seconds=60, max_ticks=120, keyframes=False, end=False)
-        frames = [f async for f in Playback(ReplayEngine(store), "live", start=100, speed=None)]
+        frames = [
+            f async for f in Playback(ReplayEngine(store, GAMES), "live", start=100, speed=None)
+        ]
         assert [f.tick for f in frames] == list(range(100, 121))
 
 
 async def test_seek_back_while_waiting_at_the_live_edge(tmp_path: Path) -> None:
-    async with open_store(str(tmp_path / "wait.db"), synchronous="NORMAL") as store:
+    async with open_test_store(str(tmp_path / "wait.db"), synchronous="NORMAL") as store:
         rec = await record_match(
             store, "live", seconds=60, max_ticks=120, keyframes=False, end=False
         )
         playback = Playback(
-            ReplayEngine(store), "live", start=120, speed=None, with_state=True, follow_live=True
+            ReplayEngine(store, GAMES),
+            "live",
+            start=120,
+            speed=None,
+            with_state=True,
+            follow_live=True,
         )
         assert (await anext(playback)).tick == 120
         task = await _blocked(playback)

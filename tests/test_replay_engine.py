@@ -8,15 +8,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from games import ARENA, GAMES, open_test_store
 from replay_matches import MatchFile, record_match, shared_arena_file
 
 from replay.engine import ReplayEngine
 from replay.errors import TickOutOfRangeError, UnknownMatchError
 from replay.keyframes import checksum, keyframe_interval_ticks, rebuild_keyframes
-from replay.rules import rules_for
-from replay.store import open_store
 
-RULES = rules_for("arena")
+RULES = ARENA
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +30,8 @@ def h(state: object) -> bytes:
 async def test_every_tick_equals_the_live_hash(arena_file: MatchFile) -> None:
     match = arena_file.match
     assert set(match.hashes) == set(range(match.last_tick + 1))
-    async with open_store(str(arena_file.path)) as store:
-        engine = ReplayEngine(store)
+    async with open_test_store(str(arena_file.path)) as store:
+        engine = ReplayEngine(store, GAMES)
         for tick, live in match.hashes.items():
             assert h(await engine.state_at(match.match_id, tick)) == live, tick
 
@@ -40,12 +39,12 @@ async def test_every_tick_equals_the_live_hash(arena_file: MatchFile) -> None:
 async def test_cold_seeks_start_from_the_nearest_keyframe(arena_file: MatchFile) -> None:
     match = arena_file.match
     interval = keyframe_interval_ticks(30)
-    async with open_store(str(arena_file.path)) as store:
+    async with open_test_store(str(arena_file.path)) as store:
         kf_ticks = await store.keyframe_ticks(match.match_id)
         assert kf_ticks == list(range(interval, match.last_tick + 1, interval))
         probes = [0, 1, interval - 1, *kf_ticks, *(t + 1 for t in kf_ticks), match.last_tick]
         for tick in probes:
-            engine = ReplayEngine(store)  # cold: no cache
+            engine = ReplayEngine(store, GAMES)  # cold: no cache
             assert h(await engine.state_at(match.match_id, tick)) == match.hashes[tick]
             expected_base = max([-1, *(k for k in kf_ticks if k <= tick)])
             assert engine.stats.last_base_tick == expected_base, tick
@@ -55,8 +54,8 @@ async def test_cold_seeks_start_from_the_nearest_keyframe(arena_file: MatchFile)
 
 async def test_answers_are_copies_and_repeats_hit_the_cache(arena_file: MatchFile) -> None:
     match = arena_file.match
-    async with open_store(str(arena_file.path)) as store:
-        engine = ReplayEngine(store)
+    async with open_test_store(str(arena_file.path)) as store:
+        engine = ReplayEngine(store, GAMES)
         first = await engine.state_at(match.match_id, 400)
         first.x[:] = 12345  # the caller owns its copy
         first.tick = 7
@@ -70,9 +69,9 @@ async def test_answers_are_copies_and_repeats_hit_the_cache(arena_file: MatchFil
 
 async def test_cache_stays_within_its_byte_budget(arena_file: MatchFile) -> None:
     match = arena_file.match
-    async with open_store(str(arena_file.path)) as store:
-        one = len(RULES.encode_state(await ReplayEngine(store).state_at(match.match_id, 10)))
-        engine = ReplayEngine(store, cache_bytes=3 * one)
+    async with open_test_store(str(arena_file.path)) as store:
+        one = len(RULES.encode_state(await ReplayEngine(store, GAMES).state_at(match.match_id, 10)))
+        engine = ReplayEngine(store, GAMES, cache_bytes=3 * one)
         for tick in range(0, match.last_tick, 37):
             assert h(await engine.state_at(match.match_id, tick)) == match.hashes[tick]
             assert engine.cache.bytes <= 3 * one
@@ -81,8 +80,8 @@ async def test_cache_stays_within_its_byte_budget(arena_file: MatchFile) -> None
 
 async def test_ticks_outside_the_match_are_typed_errors(arena_file: MatchFile) -> None:
     match = arena_file.match
-    async with open_store(str(arena_file.path)) as store:
-        engine = ReplayEngine(store)
+    async with open_test_store(str(arena_file.path)) as store:
+        engine = ReplayEngine(store, GAMES)
         for bad in (-1, match.last_tick + 1, 10**9):
             with pytest.raises(TickOutOfRangeError) as err:
                 await engine.state_at(match.match_id, bad)
@@ -106,8 +105,8 @@ async def test_corrupt_keyframe_is_skipped_with_a_warning(
     match = arena_file.match
     db = arena_file.copy(tmp_path / "corrupt.db")
     _overwrite_keyframe(db, 450, "data = ?", b"\x00garbage")
-    async with open_store(str(db)) as store:
-        engine = ReplayEngine(store)
+    async with open_test_store(str(db)) as store:
+        engine = ReplayEngine(store, GAMES)
         with caplog.at_level(logging.WARNING, logger="replay.keyframes"):
             state = await engine.state_at(match.match_id, 500)
         assert h(state) == match.hashes[500]
@@ -124,8 +123,8 @@ async def test_keyframe_of_unknown_format_is_skipped(
     _overwrite_keyframe(db, 300, "format_version = 99")
     # A keyframe whose checksum matches but whose bytes do not decode.
     _overwrite_keyframe(db, 150, "data = ?, checksum = ?", b"\xc1", checksum(b"\xc1"))
-    async with open_store(str(db)) as store:
-        engine = ReplayEngine(store)
+    async with open_test_store(str(db)) as store:
+        engine = ReplayEngine(store, GAMES)
         with caplog.at_level(logging.WARNING, logger="replay.keyframes"):
             assert h(await engine.state_at(match.match_id, 449)) == match.hashes[449]
         assert engine.stats.keyframes_skipped == 2
@@ -134,18 +133,18 @@ async def test_keyframe_of_unknown_format_is_skipped(
 
 
 async def test_live_match_up_to_its_latest_durable_tick(tmp_path: Path) -> None:
-    async with open_store(str(tmp_path / "live.db"), synchronous="NORMAL") as store:
+    async with open_test_store(str(tmp_path / "live.db"), synchronous="NORMAL") as store:
         first = await record_match(
             store, "live", seconds=60, max_ticks=200, keyframes=False, end=False
         )
-        engine = ReplayEngine(store)
+        engine = ReplayEngine(store, GAMES)
         assert h(await engine.state_at("live", 200)) == first.hashes[200]
         with pytest.raises(TickOutOfRangeError):
             await engine.state_at("live", 201)
         assert (await engine.match("live")).status == "running"
         # More ticks arrive (recorded here by replaying the same seed further):
         # the engine sees the new edge without being told.
-        async with open_store(str(tmp_path / "longer.db"), synchronous="NORMAL") as other:
+        async with open_test_store(str(tmp_path / "longer.db"), synchronous="NORMAL") as other:
             longer = await record_match(
                 other, "live", seconds=60, max_ticks=400, keyframes=False, end=False
             )
@@ -157,10 +156,10 @@ async def test_live_match_up_to_its_latest_durable_tick(tmp_path: Path) -> None:
 
 
 async def test_rebuild_writes_keyframes_every_interval(tmp_path: Path) -> None:
-    async with open_store(str(tmp_path / "rebuild.db"), synchronous="NORMAL") as store:
+    async with open_test_store(str(tmp_path / "rebuild.db"), synchronous="NORMAL") as store:
         match = await record_match(store, seconds=12, keyframes=False)
         assert await store.keyframe_ticks("m1") == []
-        written = await rebuild_keyframes(store, "m1", seconds=2.0)
+        written = await rebuild_keyframes(store, GAMES, "m1", seconds=2.0)
         assert await store.keyframe_ticks("m1") == list(range(60, match.last_tick + 1, 60))
         assert written == len(await store.keyframe_ticks("m1"))
         for tick in await store.keyframe_ticks("m1"):
@@ -174,8 +173,8 @@ async def test_rebuild_writes_keyframes_every_interval(tmp_path: Path) -> None:
 
 async def test_scoreboard_at_any_tick(arena_file: MatchFile) -> None:
     match = arena_file.match
-    async with open_store(str(arena_file.path)) as store:
-        engine = ReplayEngine(store)
+    async with open_test_store(str(arena_file.path)) as store:
+        engine = ReplayEngine(store, GAMES)
         final = await engine.scoreboard_at(match.match_id, match.last_tick)
         kills = sum(r["kills"] for r in final)
         assert kills > 0 and len(final) == 8
@@ -198,8 +197,8 @@ async def test_old_schema_events_replay_through_upcasters(tmp_path: Path) -> Non
     joined = RULES.catalog.by_name("joined")
     assert joined.version == 2
     async with (
-        open_store(str(tmp_path / "new.db"), synchronous="NORMAL") as new,
-        open_store(str(tmp_path / "old.db"), synchronous="NORMAL") as old,
+        open_test_store(str(tmp_path / "new.db"), synchronous="NORMAL") as new,
+        open_test_store(str(tmp_path / "old.db"), synchronous="NORMAL") as old,
     ):
         await record_match(new, seconds=10, keyframes=False)
         record = await new.get_match("m1")
@@ -220,7 +219,7 @@ async def test_old_schema_events_replay_through_upcasters(tmp_path: Path) -> Non
             RULES.evolve(expected, upcast, upcast[-1].tick)
         stored = [e for e in await old.read("m1") if e.type == joined.code]
         assert stored and all(e.version == 2 and e.data[2] == e.data[1] for e in stored)
-        state = await ReplayEngine(old).state_at("m1", record.last_tick)
+        state = await ReplayEngine(old, GAMES).state_at("m1", record.last_tick)
         RULES.evolve(expected, [], record.last_tick)
         assert h(state) == h(expected)
         assert [s["name"] for s in RULES.scoreboard(state)] == [
@@ -241,7 +240,7 @@ async def test_golden_v1_batch_replays_through_the_engine(tmp_path: Path) -> Non
     golden = GOLDEN.read_bytes()
     raw = decode_batch(golden, 100)
     db = tmp_path / "golden.db"
-    async with open_store(str(db)) as store:
+    async with open_test_store(str(db)) as store:
         await store.create_match(MatchRecord("old", "arena", "0.9.0", 30, ("alice", "bob")))
     with sqlite3.connect(db) as conn:  # the batch row exactly as the old build wrote it
         (mkey,) = conn.execute("SELECT mkey FROM matches WHERE match_id = 'old'").fetchone()
@@ -252,12 +251,12 @@ async def test_golden_v1_batch_replays_through_the_engine(tmp_path: Path) -> Non
         )
         conn.execute("UPDATE matches SET status = 'ended' WHERE mkey = ?", (mkey,))
     expected = RULES.initial_state({}, 0)
-    async with open_store(str(db)) as store:
-        assert await rebuild_keyframes(store, "old", seconds=1.0) == 6  # ticks 30..180
+    async with open_test_store(str(db)) as store:
+        assert await rebuild_keyframes(store, GAMES, "old", seconds=1.0) == 6  # ticks 30..180
         await export_match(store, "old", tmp_path / "old.mrp")
-        engine = ReplayEngine(store)
-        with ReplayFileReader(tmp_path / "old.mrp") as reader:
-            from_file = ReplayEngine(reader)
+        engine = ReplayEngine(store, GAMES)
+        with ReplayFileReader(tmp_path / "old.mrp", GAMES.catalogs()) as reader:
+            from_file = ReplayEngine(reader, GAMES)
             for tick in range(0, raw[-1][2] + 1):
                 RULES.evolve(expected, [e for e in raw if e[2] == tick], tick)
                 assert h(await engine.state_at("old", tick)) == h(expected), tick

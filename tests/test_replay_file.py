@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from games import ARENA, GAMES, open_test_store
 from replay_matches import MatchFile, shared_arena_file
 
 from replay.engine import ReplayEngine
@@ -27,11 +28,9 @@ from replay.replay_file import (
     import_replay,
     read_header,
 )
-from replay.rules import rules_for
-from replay.store import open_store
 from replay.store.base import EventStore
 
-RULES = rules_for("arena")
+RULES = ARENA
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,7 +46,7 @@ def exported(arena_file: MatchFile, tmp_path_factory: pytest.TempPathFactory) ->
     path = tmp_path_factory.mktemp("mrp") / "m1.mrp"
 
     async def run() -> None:
-        async with open_store(str(arena_file.path)) as store:
+        async with open_test_store(str(arena_file.path)) as store:
             await export_match(store, "m1", path)
 
     asyncio.run(run())
@@ -63,8 +62,8 @@ async def test_export_then_import_round_trips_exactly(
 ) -> None:
     match = arena_file.match
     async with (
-        open_store(str(arena_file.path)) as source,
-        open_store(str(tmp_path / "target.db"), synchronous="NORMAL") as target,
+        open_test_store(str(arena_file.path)) as source,
+        open_test_store(str(tmp_path / "target.db"), synchronous="NORMAL") as target,
     ):
         imported = await import_replay(exported, target)
         original = await source.get_match("m1")
@@ -80,23 +79,23 @@ async def test_export_then_import_round_trips_exactly(
         assert await target.keyframe_ticks("m1") == await source.keyframe_ticks("m1")
         for tick in await source.keyframe_ticks("m1"):
             assert await target.get_keyframe("m1", tick) == await source.get_keyframe("m1", tick)
-        engine = ReplayEngine(target)
+        engine = ReplayEngine(target, GAMES)
         for tick in range(0, match.last_tick + 1, 7):
             assert RULES.state_hash(await engine.state_at("m1", tick)) == match.hashes[tick]
 
 
 async def test_the_engine_plays_the_file_directly(arena_file: MatchFile, exported: Path) -> None:
     match = arena_file.match
-    with ReplayFileReader(exported) as reader:
-        engine = ReplayEngine(reader)
+    with ReplayFileReader(exported, GAMES.catalogs()) as reader:
+        engine = ReplayEngine(reader, GAMES)
         for tick, live in match.hashes.items():
             assert RULES.state_hash(await engine.state_at("m1", tick)) == live, tick
         assert engine.stats.from_keyframe > 0
-        async with open_store(str(arena_file.path)) as store:
-            from_store = [f async for f in Playback(ReplayEngine(store), "m1", speed=None)]
+        async with open_test_store(str(arena_file.path)) as store:
+            from_store = [f async for f in Playback(ReplayEngine(store, GAMES), "m1", speed=None)]
         from_file = [f async for f in Playback(engine, "m1", speed=None)]
         assert from_file == from_store
-        assert await ReplayEngine(reader).scoreboard_at("m1", match.last_tick) == (
+        assert await ReplayEngine(reader, GAMES).scoreboard_at("m1", match.last_tick) == (
             RULES.scoreboard(await engine.state_at("m1", match.last_tick))
         )
         with pytest.raises(UnknownMatchError):
@@ -120,7 +119,7 @@ def _flip(data: bytes, at: int) -> bytes:
 
 def _bad_files(exported: Path) -> dict[str, tuple[bytes, type[ReplayFileError]]]:
     good = exported.read_bytes()
-    with ReplayFileReader(exported) as reader:
+    with ReplayFileReader(exported, GAMES.catalogs()) as reader:
         chunk = reader.chunks[len(reader.chunks) // 2]
         keyframe = reader.keyframes[0]
     footer_offset = struct.unpack_from("<Q", good, len(good) - 40)[0]
@@ -148,7 +147,7 @@ async def _assert_empty(store: EventStore) -> None:
 async def test_bad_files_are_refused_and_nothing_is_imported(
     exported: Path, tmp_path: Path
 ) -> None:
-    async with open_store(str(tmp_path / "target.db"), synchronous="NORMAL") as store:
+    async with open_test_store(str(tmp_path / "target.db"), synchronous="NORMAL") as store:
         for name, (data, error) in _bad_files(exported).items():
             path = tmp_path / f"{name}.mrp"
             path.write_bytes(data)
@@ -158,19 +157,19 @@ async def test_bad_files_are_refused_and_nothing_is_imported(
             await _assert_empty(store)
         # A corrupt keyframe is still readable directly: skipped, the answer exact.
         path = tmp_path / "keyframe byte.mrp"
-        with ReplayFileReader(path) as reader:
-            engine = ReplayEngine(reader)
+        with ReplayFileReader(path, GAMES.catalogs()) as reader:
+            engine = ReplayEngine(reader, GAMES)
             first_kf = reader.keyframes[0].tick
             state = await engine.state_at("m1", first_kf + 10)
             assert engine.stats.keyframes_skipped == 1
-        with ReplayFileReader(exported) as reader:
+        with ReplayFileReader(exported, GAMES.catalogs()) as reader:
             assert RULES.state_hash(state) == RULES.state_hash(
-                await ReplayEngine(reader).state_at("m1", first_kf + 10)
+                await ReplayEngine(reader, GAMES).state_at("m1", first_kf + 10)
             )
 
 
 async def test_an_existing_match_id_is_refused(exported: Path, tmp_path: Path) -> None:
-    async with open_store(str(tmp_path / "target.db"), synchronous="NORMAL") as store:
+    async with open_test_store(str(tmp_path / "target.db"), synchronous="NORMAL") as store:
         first = await import_replay(exported, store)
         with pytest.raises(MatchExistsError) as err:
             await import_replay(exported, store)
@@ -245,15 +244,15 @@ async def test_a_file_holding_old_schema_events_is_upcast_on_read(tmp_path: Path
         w.chunk([EventBatch("old", 1, 1, 0, raw)])
         w.footer_and_trailer()
     assert read_header(path).format_version == FORMAT_VERSION
-    with ReplayFileReader(path) as reader:
+    with ReplayFileReader(path, GAMES.catalogs()) as reader:
         reader.verify()
         (batch,) = await reader.read_batches("old")
         assert batch.events[0] == (3, 2, 100, (0, "alice", "alice"))  # joined v1 -> v2
-        state = await ReplayEngine(reader).state_at("old", raw[-1][2])
+        state = await ReplayEngine(reader, GAMES).state_at("old", raw[-1][2])
     expected = RULES.initial_state({}, 0)
     RULES.evolve(expected, raw, raw[-1][2])
     assert RULES.state_hash(state) == RULES.state_hash(expected)
-    async with open_store(str(tmp_path / "target.db"), synchronous="NORMAL") as store:
+    async with open_test_store(str(tmp_path / "target.db"), synchronous="NORMAL") as store:
         await import_replay(path, store)
         joined = [e for e in await store.read("old") if e.type == 3]
         assert [e.data for e in joined] == [(0, "alice", "alice"), (1, "bob", "bob")]

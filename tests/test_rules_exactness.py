@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from games import ARENA
 from games.tug import TugRules
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from replay.codec import decode_batch, encode_batch
 from replay.events import NewEvent
 from replay.games.arena.bots import BotBrain
-from replay.rules import Command, Rejection, Rules, rules_for
+from replay.rules import Command, Rejection, Rules
 
 # Anything a client could put in a msgpack frame, including the nasty numbers.
 scalars = st.one_of(
@@ -150,7 +151,7 @@ arena_commands = st.lists(
 def test_arena_fold_equals_live(
     seed, slots, initial, score_limit, time_limit_s, late_join, extra, bad, cuts, keyframe_tick
 ):
-    rules = rules_for("arena")
+    rules = ARENA
     cfg = {
         "max_players": slots,
         "min_players": 2,
@@ -187,7 +188,7 @@ def test_arena_fold_equals_live(
 def test_arena_property_harness_sees_fights():
     """The property's bot-driven matches do reach the interesting outcomes (so the
     property above is not vacuous): hits, kills, respawns and an end."""
-    rules = rules_for("arena")
+    rules = ARENA
     cfg = {
         "max_players": 4,
         "tick_rate": 10,
@@ -226,13 +227,19 @@ def test_arena_property_harness_sees_fights():
     ),
     cuts=st.lists(st.integers(1, 30), max_size=5),
     keyframe_tick=st.integers(1, 29),
+    start_tick=st.integers(1, 20),
+    cheers=st.lists(st.tuples(st.integers(1, 30), st.integers(0, 6), st.text(max_size=50))),
 )
-def test_tug_fold_equals_live(target, joins, leaves, pulls, cuts, keyframe_tick):
+def test_tug_fold_equals_live(
+    target, joins, leaves, pulls, cuts, keyframe_tick, start_tick, cheers
+):
     rules = TugRules()
     cfg = {"target": target, "max_team": 2}
     ids = [f"t{i}" for i in range(7)]
     commands = [(t, Command("join", ids[p], {"team": team})) for t, p, team in joins]
     commands += [(t, Command("leave", ids[p])) for t, p in leaves]
+    commands += [(start_tick, Command("start", "admin")), (start_tick + 5, Command("start", ""))]
+    commands += [(t, Command("cheer", ids[p], {"text": text})) for t, p, text in cheers]
 
     def raw_inputs(state, t):
         return {ids[p]: [raw] if isinstance(raw, float) else raw for pt, p, raw in pulls if pt == t}
@@ -244,8 +251,14 @@ def test_tug_fold_equals_live(target, joins, leaves, pulls, cuts, keyframe_tick)
 def test_tug_plays_to_a_win():
     rules = TugRules()
     state = rules.initial_state({"target": 3}, 0)
-    for cmd in (Command("join", "a", {"team": 0}), Command("join", "b", {"team": 1})):
+    assert rules.decide(state, 1, Command("start", "admin")).code == "not_enough_players"
+    for cmd in (
+        Command("join", "a", {"team": 0}),
+        Command("join", "b", {"team": 1}),
+        Command("start", "admin"),
+    ):
         rules.evolve(state, rules.decide(state, 1, cmd), 1)
+    assert rules.seat_of(state, "b") == 1 and rules.started(state)
     assert rules.decide(state, 1, Command("join", "c", {"team": 5})).code == "bad_team"
     for t in range(2, 10):
         inputs = {
@@ -254,6 +267,7 @@ def test_tug_plays_to_a_win():
         }
         rules.evolve(state, rules.tick(state, t, inputs), t)
     assert rules.is_over(state) and state.winner == 1
+    assert rules.result(state) == ("", "team 1 won")
     assert rules.decide(state, 11, Command("leave", "a")).code == "match_over"
     assert np.isfinite(state.rope)
 
@@ -262,7 +276,7 @@ def test_full_256_slot_match_folds_through_the_codec():
     """The packed events' uint8 slots and uint16 coordinates at the hard cap."""
     from replay.games.arena.offline import match_settings, simulate
 
-    rules = rules_for("arena")
+    rules = ARENA
     cfg = rules.normalize_settings(match_settings(256, 0.1, 30, weapon_range_m=60.0))
     outs = list(simulate(256, cfg, 9, hash_ticks={90, 181}))
     state = rules.initial_state(cfg, 9)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
+from games import GAMES
 from server_helpers import FAST_SETTINGS, running_app, token, url
 from test_server_match import call
 
@@ -30,7 +31,7 @@ async def test_board_answers_reflect_a_finished_match(tmp_path):
         record = await app.store.get_match(match_id)
         assert record.status == "ended"
         position = await app.store.last_position()
-        engine = ReplayEngine(app.store)
+        engine = ReplayEngine(app.store, GAMES)
         final = await engine.scoreboard_at(match_id, record.last_tick)
         winner = (await engine.state_at(match_id, record.last_tick)).winner
         kills = {row["player"]: row["kills"] for row in final}

@@ -7,6 +7,7 @@ import json
 import urllib.request
 from urllib.parse import quote
 
+from games import GAMES
 from server_helpers import FAST_SETTINGS, running_app, token, url
 
 from client_sdk import GameClient
@@ -84,7 +85,7 @@ async def test_full_match_with_sdk_clients(tmp_path):
         record = await app.store.get_match(match_id)
         assert record.status == "ended"
         assert set(record.players) == {"p0", "p1", "p2"}
-        engine = ReplayEngine(app.store)
+        engine = ReplayEngine(app.store, GAMES)
         replayed = await engine.state_at(match_id, record.last_tick)
         rules = clients[0].rules
         for c in [*clients, spectator]:

@@ -9,9 +9,9 @@ import numpy as np
 from server_helpers import FAST_SETTINGS, running_app, token, url
 from websockets.asyncio.connection import broadcast
 
+import replay.games.arena.events as ev
 from client_sdk import GameClient
 from replay import protocol as p
-from replay.games.arena import events as ev
 
 N = 30
 

@@ -13,12 +13,12 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
+from games import GAMES, open_test_store
 from server_helpers import FAST_SETTINGS, SECRET, token, upgrade_request
 
 from client_sdk import GameClient
 from replay import protocol as p
 from replay.engine import ReplayEngine
-from replay.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ async def test_sigterm_flushes_marks_interrupted_and_restart_replays(tmp_path):
         assert c.ws.close_code == p.CLOSE_GOING_AWAY
 
     # Every acknowledged input is durable: the store has every tick a client saw acked.
-    async with open_store(str(db)) as store:
+    async with open_test_store(str(db)) as store:
         for c in clients:
             record = await store.get_match(c.match_id)
             assert record.status == "interrupted"
@@ -116,8 +116,8 @@ async def test_sigterm_flushes_marks_interrupted_and_restart_replays(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await proc.wait() == 0
-    async with open_store(str(db)) as store:
-        engine = ReplayEngine(store)
+    async with open_test_store(str(db)) as store:
+        engine = ReplayEngine(store, GAMES)
         for c in clients[:2]:
             record = await store.get_match(c.match_id)
             replayed = await engine.state_at(c.match_id, record.last_tick)

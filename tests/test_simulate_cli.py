@@ -6,9 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from games import ARENA, open_test_store
+
 from replay.games.arena.offline import match_settings, simulate
-from replay.rules import rules_for
-from replay.store import open_store
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -40,10 +40,10 @@ async def test_simulate_writes_a_replayable_match(tmp_path):
     assert "match sim-5-6p" in done.stdout and "301 ticks" in done.stdout
     assert "tick" in done.stderr  # the progress bar
 
-    rules = rules_for("arena")
+    rules = ARENA
     settings = rules.normalize_settings(match_settings(6, 0.5, 10))
     live = list(simulate(6, settings, 5, hash_ticks={301}))
-    async with open_store(db) as store:
+    async with open_test_store(db) as store:
         record = await store.get_match("sim-5-6p")
         assert (record.game, record.status, record.tick_rate, record.seed) == (
             "arena",

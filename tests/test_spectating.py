@@ -9,6 +9,15 @@ import socket
 import time
 
 import msgpack
+from games import GAMES
+from server_helpers import (
+    FAST_SETTINGS,
+    raw_connect,
+    running_app,
+    stalled_client,
+    token,
+    url,
+)
 
 from client_sdk.bots import run_bots
 from client_sdk.game_client import GameClient
@@ -17,14 +26,6 @@ from client_sdk.spectator import Spectator
 from replay import protocol as p
 from replay.engine import ReplayEngine
 from replay.replay_file import export_match
-from tests.server_helpers import (
-    FAST_SETTINGS,
-    raw_connect,
-    running_app,
-    stalled_client,
-    token,
-    url,
-)
 
 DELAY = 1.0
 
@@ -79,7 +80,7 @@ async def test_live_with_delay_is_never_early_and_seeks_are_clamped(tmp_path):
                 status = await spec.seek(10**6)  # far beyond the live edge
                 assert status.clamped and status.tick <= status.live_edge
                 assert status.live_edge <= watcher.tick - 0.5 * DELAY * 30
-                await _same(ReplayEngine(app.store), spec, match.match_id, status.tick)
+                await _same(ReplayEngine(app.store, GAMES), spec, match.match_id, status.tick)
                 await spec.live()
             if frames > 80:
                 break
@@ -98,7 +99,7 @@ async def test_late_join_seek_and_step_match_state_at_then_replay_to_the_end(tmp
     async with running_app(tmp_path) as app:
         match = await app.lobby.create("arena", FAST_SETTINGS | {"time_limit_s": 5.0})
         bots = await _bots(app, match.match_id, 2)
-        engine = ReplayEngine(app.store)
+        engine = ReplayEngine(app.store, GAMES)
         while match.tick < 100:
             await asyncio.sleep(0.02)
         # Late join: a keyframe STATE and the frames after it, then live frames.
@@ -208,7 +209,7 @@ async def _create(app, settings: dict) -> tuple[int, dict]:
     import json
     from urllib.parse import quote
 
-    from tests.test_server_match import call  # the HTTP helper of the server tests
+    from test_server_match import call  # the HTTP helper of the server tests
 
     path = f"/api/matches?game=arena&settings={quote(json.dumps(settings))}"
     return await call(app, "POST", path, token("root", "admin"))
@@ -256,7 +257,7 @@ async def test_100_stalled_spectators_do_not_disturb_the_match(tmp_path):
             closed,
         ) and closed >= 50  # the stalled ones were skipped, then closed (4010)
         # The reading spectator was not disturbed: its state is the server's.
-        engine = ReplayEngine(app.store)
+        engine = ReplayEngine(app.store, GAMES)
         while reader.tick < record.last_tick and reader.ended is None:
             await reader.__anext__()
         await _same(engine, reader, match.match_id)

@@ -11,6 +11,9 @@ import os
 import socket
 import zlib
 
+from games import GAMES
+from server_helpers import FAST_SETTINGS, running_app, stalled_client, token, url
+from test_spectating import _bots
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
@@ -21,8 +24,6 @@ from client_sdk.spectator import Spectator
 from replay import protocol as p
 from replay.engine import ReplayEngine
 from server.prepared import Prepared
-from tests.server_helpers import FAST_SETTINGS, running_app, stalled_client, token, url
-from tests.test_spectating import _bots
 
 SIZES = [0, 1, 125, 126, 65535, 65536, 70000]
 """Payload lengths around the header's length encodings (7-bit, 16-bit, 64-bit)."""
@@ -209,7 +210,7 @@ async def test_spectator_reconnects_where_it_was_and_stops_on_a_final_close(tmp_
         spec = await Spectator.connect(url(app), admin)
         await spec.watch(match.match_id, 0)
         await spec.play(1.0)  # 90 ticks behind the edge, following at 1x: stays in replay
-        engine = ReplayEngine(app.store)
+        engine = ReplayEngine(app.store, GAMES)
         async for frame in spec:
             if frame.tick >= 15:
                 break
@@ -240,7 +241,7 @@ async def test_spectator_reconnects_where_it_was_and_stops_on_a_final_close(tmp_
             while spec.reconnects < 2:
                 await asyncio.sleep(0.05)
         assert spec.tick == paused.tick and spec.status.mode == "paused"
-        want = await ReplayEngine(app.store).state_at(match.match_id, paused.tick)
+        want = await ReplayEngine(app.store, GAMES).state_at(match.match_id, paused.tick)
         assert spec.rules.state_hash(spec.state) == spec.rules.state_hash(want)
         status = await spec.step(3)  # controls work on the new connection
         assert status.tick == paused.tick + 3 == spec.tick

@@ -8,6 +8,7 @@ import asyncio
 import sqlite3
 from typing import Any
 
+from games import GAMES
 from server_helpers import FAST_SETTINGS, raw_connect, running_app, token, unpack, url
 from test_server_match import call
 
@@ -63,7 +64,7 @@ async def check(app: Any, delayed: str, private: str) -> None:
     assert record.options == {"spectator_delay": DELAY, "public_spectating": True}
     assert "spectator_delay" not in record.settings  # the game's settings stay the game's
     # The replay engine starts from initial_state(record.settings, seed) and folds.
-    engine = ReplayEngine(app.store)
+    engine = ReplayEngine(app.store, GAMES)
     assert (await engine.state_at(delayed, record.last_tick)).tick == record.last_tick
 
     # Anonymous WATCH: the public match is shown, but only up to the delayed edge.

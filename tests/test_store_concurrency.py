@@ -6,11 +6,12 @@ import asyncio
 import random
 from pathlib import Path
 
+from store_contract import record, tick_batch
+
 from replay.errors import ConcurrencyError
 from replay.events import RecordedEvent
 from replay.store.base import AppendResult, EventIds
 from replay.store.sqlite import SQLiteEventStore
-from tests.store_contract import record, tick_batch
 
 MATCHES = 50
 BATCHES = 30

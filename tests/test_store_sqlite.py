@@ -7,12 +7,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from games import open_test_store
+from store_contract import CATALOGS, EventStoreContract, record, tick_batch
 
 from replay.errors import CorruptEventError
 from replay.events import NewEvent
-from replay.store import open_store
 from replay.store.sqlite import SQLiteEventStore
-from tests.store_contract import EventStoreContract, record, tick_batch
 
 
 class TestSQLiteContract(EventStoreContract):
@@ -21,7 +21,7 @@ class TestSQLiteContract(EventStoreContract):
         self.tmp_path = tmp_path
 
     def make_store(self) -> SQLiteEventStore:
-        return SQLiteEventStore(str(self.tmp_path / "events.db"))
+        return SQLiteEventStore(str(self.tmp_path / "events.db"), catalogs=CATALOGS)
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ async def test_corrupt_row_names_match_and_seqs_and_spares_other_matches(db: str
 
 
 async def test_reopen_continues_versions_positions_and_status(db: str) -> None:
-    async with open_store(f"sqlite:///{db}") as store:
+    async with open_test_store(f"sqlite:///{db}") as store:
         m = await store.create_match(record())
         ended = await store.create_match(record())
         first = await store.append(m.match_id, tick_batch(3), 0)

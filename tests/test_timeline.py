@@ -7,16 +7,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from games import ARENA, GAMES, open_test_store
 from replay_matches import MatchFile, record_match, shared_arena_file
 
 from replay.engine import ReplayEngine
 from replay.events import NewEvent
-from replay.rules import rules_for
-from replay.store import open_store
 from replay.store.base import EventBatch
 from replay.timeline import Timeline
 
-RULES = rules_for("arena")
+RULES = ARENA
 CATALOG = RULES.catalog
 
 
@@ -26,11 +25,11 @@ def arena_file(tmp_path_factory: pytest.TempPathFactory) -> MatchFile:
 
 
 async def test_markers_are_the_notable_events_by_tick_range(arena_file: MatchFile) -> None:
-    async with open_store(str(arena_file.path)) as store:
+    async with open_test_store(str(arena_file.path)) as store:
         events = await store.read("m1")
         notable = [(e.tick, CATALOG[e.type].name) for e in events if CATALOG[e.type].notable]
         assert {"match_started", "match_ended", "joined", "killed"} <= {k for _, k in notable}
-        timeline = Timeline(ReplayEngine(store))
+        timeline = Timeline(ReplayEngine(store, GAMES))
         everything = await timeline.markers("m1")
         assert [(m.tick, m.kind) for m in everything if m.kind != "multi_kill"] == notable
         for lo, hi in ((0, 0), (1, 1), (100, 250), (250, 100), (590, 10**6)):
@@ -44,9 +43,9 @@ async def test_markers_are_the_notable_events_by_tick_range(arena_file: MatchFil
 
 
 async def test_multi_kills_within_the_window(arena_file: MatchFile) -> None:
-    async with open_store(str(arena_file.path)) as store:
+    async with open_test_store(str(arena_file.path)) as store:
         window_s = 8.0
-        timeline = Timeline(ReplayEngine(store), multi_kill_window_seconds=window_s)
+        timeline = Timeline(ReplayEngine(store, GAMES), multi_kill_window_seconds=window_s)
         kills = await timeline.markers("m1", kinds=["killed"])
         multis = await timeline.markers("m1", kinds=["multi_kill"])
         by_killer: dict[int, list[int]] = defaultdict(list)
@@ -68,8 +67,8 @@ async def test_multi_kills_within_the_window(arena_file: MatchFile) -> None:
 
 
 async def test_kill_clip_follows_the_killer(arena_file: MatchFile) -> None:
-    async with open_store(str(arena_file.path)) as store:
-        timeline = Timeline(ReplayEngine(store))
+    async with open_test_store(str(arena_file.path)) as store:
+        timeline = Timeline(ReplayEngine(store, GAMES))
         kill = (await timeline.markers("m1", 200, kinds=["killed"]))[0]
         clip = await timeline.kill_clip("m1", kill, seconds=3)
         assert (clip.from_tick, clip.to_tick) == (kill.tick - 90, kill.tick)
@@ -90,8 +89,8 @@ def _events(batch: EventBatch) -> list[NewEvent]:
 
 async def test_a_live_match_index_grows_with_the_match(tmp_path: Path) -> None:
     async with (
-        open_store(str(tmp_path / "full.db"), synchronous="NORMAL") as full,
-        open_store(str(tmp_path / "live.db"), synchronous="NORMAL") as live,
+        open_test_store(str(tmp_path / "full.db"), synchronous="NORMAL") as full,
+        open_test_store(str(tmp_path / "live.db"), synchronous="NORMAL") as live,
     ):
         await record_match(full, "live", players=8, seconds=30, keyframes=False)
         record = await full.get_match("live")
@@ -102,13 +101,15 @@ async def test_a_live_match_index_grows_with_the_match(tmp_path: Path) -> None:
             await live.append(
                 "live", [e.new_event() for e in batch.recorded()], batch.first_seq - 1
             )
-        timeline = Timeline(ReplayEngine(live), multi_kill_window_seconds=8)
+        timeline = Timeline(ReplayEngine(live, GAMES), multi_kill_window_seconds=8)
         early = await timeline.markers("live")
         for batch in batches[half:]:
             await live.append(
                 "live", [e.new_event() for e in batch.recorded()], batch.first_seq - 1
             )
-        complete = await Timeline(ReplayEngine(full), multi_kill_window_seconds=8).markers("live")
+        complete = await Timeline(ReplayEngine(full, GAMES), multi_kill_window_seconds=8).markers(
+            "live"
+        )
         assert await timeline.markers("live") == complete
         assert early == [m for m in complete if m.tick <= batches[half - 1].events[-1][2]]
         assert len(early) < len(complete)

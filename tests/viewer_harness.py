@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from games import GAMES, open_test_store
+
 from replay.engine import ReplayEngine
-from replay.store import open_store
 from replay.timeline import Timeline
 from server import auth
 
@@ -199,10 +200,10 @@ def server_states(db: str, match_id: str, ticks: list[int]) -> dict[int, dict[st
     """``ReplayEngine.state_at`` for each tick, in the shape of the page's ``state()`` hook."""
 
     async def read() -> dict[int, dict[str, Any]]:
-        store = open_store(db, synchronous="NORMAL")
+        store = open_test_store(db, synchronous="NORMAL")
         await store.open()
         try:
-            engine = ReplayEngine(store)
+            engine = ReplayEngine(store, GAMES)
             return {t: plain(await engine.state_at(match_id, t)) for t in ticks}
         finally:
             await store.close()
@@ -214,10 +215,10 @@ def server_markers(db: str, match_id: str) -> list[dict[str, Any]]:
     """Every timeline marker of a match (replay/timeline.py), as the protocol sends them."""
 
     async def read() -> list[dict[str, Any]]:
-        store = open_store(db, synchronous="NORMAL")
+        store = open_test_store(db, synchronous="NORMAL")
         await store.open()
         try:
-            engine = ReplayEngine(store)
+            engine = ReplayEngine(store, GAMES)
             last = (await engine.match(match_id)).last_tick
             found = await Timeline(engine).markers(match_id, 0, last)
             return [{"tick": m.tick, "kind": m.kind, "data": m.data} for m in found]
@@ -234,10 +235,10 @@ def run_async(coro: Any) -> Any:
 
 def server_scoreboard(db: str, match_id: str, tick: int) -> list[dict[str, Any]]:
     async def read() -> list[dict[str, Any]]:
-        store = open_store(db, synchronous="NORMAL")
+        store = open_test_store(db, synchronous="NORMAL")
         await store.open()
         try:
-            return await ReplayEngine(store).scoreboard_at(match_id, tick)
+            return await ReplayEngine(store, GAMES).scoreboard_at(match_id, tick)
         finally:
             await store.close()
 

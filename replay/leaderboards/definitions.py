@@ -8,7 +8,7 @@ A config file is TOML (``[[board]]`` tables) or JSON (a list of objects, or
     operator = "incr"     # best | set | incr | decr
     order = "desc"        # desc (higher is better) | asc
     reset = "none"        # none | daily | weekly | monthly (UTC)
-    game = "arena"        # which matches feed it
+    game = "mygame"       # which matches feed it (default: the first game with metrics)
     title = "Total kills" # optional, for display
 """
 
@@ -18,15 +18,16 @@ import json
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from replay.leaderboards.errors import BoardConfigError
+from replay.leaderboards.metrics import GameMetrics
 from replay.leaderboards.operators import OPERATORS
 from replay.leaderboards.periods import RESETS
 
-__all__ = ["ARENA_DEFAULTS", "BoardDefinition", "load_definitions", "validate_definitions"]
+__all__ = ["BoardDefinition", "load_definitions", "validate_definitions"]
 
 _ID = re.compile(r"[a-z0-9_-]{1,64}")
 
@@ -38,7 +39,8 @@ class BoardDefinition:
     operator: str
     order: str = "desc"
     reset: str = "none"
-    game: str = "arena"
+    game: str = ""
+    """The game whose matches feed the board; "" until validated: the default game."""
     title: str = ""
 
     @property
@@ -49,20 +51,13 @@ class BoardDefinition:
         return asdict(self)
 
 
-ARENA_DEFAULTS: tuple[BoardDefinition, ...] = (
-    BoardDefinition("kills", "kills", "incr", title="Total kills"),
-    BoardDefinition("best_score", "match_score", "best", title="Best score in a match"),
-    BoardDefinition("wins", "wins", "incr", title="Wins"),
-    BoardDefinition("rating", "elo", "set", title="Skill rating (Elo)"),
-    BoardDefinition("kills_weekly", "kills", "incr", reset="weekly", title="Kills this week"),
-)
-"""The boards shipped for arena (metrics and tie-break subscores: docs/leaderboards.md)."""
-
-
-def validate_definitions(defs: Iterable[BoardDefinition]) -> tuple[BoardDefinition, ...]:
-    from replay.leaderboards.metrics import metrics_for
-
-    out = tuple(defs)
+def validate_definitions(
+    defs: Iterable[BoardDefinition], metrics: Mapping[str, GameMetrics]
+) -> tuple[BoardDefinition, ...]:
+    """Check ``defs`` against the games' metrics (game name -> metrics); a board without
+    a game gets the first game of ``metrics``."""
+    default_game = next(iter(metrics), "")
+    out = tuple(d if d.game else replace(d, game=default_game) for d in defs)
     seen: set[str] = set()
     for d in out:
         where = f"board {d.id!r}"
@@ -77,10 +72,11 @@ def validate_definitions(defs: Iterable[BoardDefinition]) -> tuple[BoardDefiniti
             raise BoardConfigError(f"{where}: order must be 'desc' or 'asc'")
         if d.reset not in RESETS:
             raise BoardConfigError(f"{where}: reset must be one of {list(RESETS)}")
-        try:
-            known = metrics_for(d.game)
-        except LookupError as exc:
-            raise BoardConfigError(f"{where}: {exc}") from None
+        if d.game not in metrics:
+            raise BoardConfigError(
+                f"{where}: game {d.game!r} has no leaderboard metrics; known: {sorted(metrics)}"
+            )
+        known = metrics[d.game].metrics
         if d.metric not in known:
             raise BoardConfigError(f"{where}: unknown metric {d.metric!r}; known: {sorted(known)}")
     return out
@@ -100,7 +96,9 @@ def _from_mapping(raw: Mapping[str, Any]) -> BoardDefinition:
     return BoardDefinition(**raw)
 
 
-def load_definitions(path: str | Path) -> tuple[BoardDefinition, ...]:
+def load_definitions(
+    path: str | Path, metrics: Mapping[str, GameMetrics]
+) -> tuple[BoardDefinition, ...]:
     """Boards from a TOML or JSON file (by extension); BoardConfigError when invalid."""
     path = Path(path)
     try:
@@ -115,4 +113,4 @@ def load_definitions(path: str | Path) -> tuple[BoardDefinition, ...]:
         raw = raw.get("board", [])
     if not isinstance(raw, list) or not all(isinstance(b, Mapping) for b in raw):
         raise BoardConfigError("a board config is a list of board tables ([[board]] in TOML)")
-    return validate_definitions(_from_mapping(b) for b in raw)
+    return validate_definitions((_from_mapping(b) for b in raw), metrics)

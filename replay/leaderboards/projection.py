@@ -29,12 +29,12 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from replay.errors import UnknownMatchError
-from replay.leaderboards.definitions import ARENA_DEFAULTS, BoardDefinition, validate_definitions
+from replay.leaderboards.definitions import BoardDefinition, validate_definitions
 from replay.leaderboards.errors import LeaderboardError, ReadModelBusyError, UnknownBoardError
-from replay.leaderboards.metrics import MatchTally
+from replay.leaderboards.metrics import GameMetrics, MatchTally
 from replay.leaderboards.state import Changes, LeaderboardState
 from replay.store.base import READ_ONLY_STATUSES, EventBatch, EventStore, wait_event
 
@@ -78,17 +78,18 @@ class LeaderboardProjection:
         self,
         store: EventStore,
         path: str,
-        definitions: Iterable[BoardDefinition] = ARENA_DEFAULTS,
+        definitions: Iterable[BoardDefinition],
+        metrics: Mapping[str, GameMetrics],
         *,
         read_limit: int = 2_000,
     ) -> None:
         self.store = store
         self.path = path
-        self.definitions = validate_definitions(definitions)
+        self.definitions = validate_definitions(definitions, metrics)
         self.read_limit = read_limit
         """Stored batches per chunk (and per transaction; an arena tick is one batch of
         a few events): bounds memory and commit latency."""
-        self.state = LeaderboardState(self.definitions)
+        self.state = LeaderboardState(self.definitions, metrics)
         self._db: sqlite3.Connection | None = None
         # Held while folding and writing, so a rebuild's swap sees no half-applied chunk.
         self._lock = asyncio.Lock()
@@ -353,7 +354,7 @@ class LeaderboardProjection:
             if b not in self.state.definitions:
                 raise UnknownBoardError(b, sorted(self.state.definitions))
         full = set(ids) == set(self.state.definitions)
-        aside = LeaderboardState(self.state.definitions[b] for b in ids)
+        aside = LeaderboardState((self.state.definitions[b] for b in ids), self.state.metrics)
         read = 0
         while True:
             target = self.state.position

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from replay.leaderboards.board import REACHED_SLOTS, Board, Entry
 from replay.leaderboards.definitions import BoardDefinition
-from replay.leaderboards.metrics import MatchTally, MetricFn, game_metrics
+from replay.leaderboards.metrics import GameMetrics, MatchTally, MetricFn
 from replay.leaderboards.periods import ALL, event_time, period_key
 from replay.store.base import EventBatch
 
@@ -38,7 +38,11 @@ class Changes:
 class LeaderboardState:
     """Every period of every board, the tallies of running matches, and the position."""
 
-    def __init__(self, definitions: Iterable[BoardDefinition]) -> None:
+    def __init__(
+        self, definitions: Iterable[BoardDefinition], metrics: Mapping[str, GameMetrics]
+    ) -> None:
+        self.metrics = metrics
+        """Game name -> its metrics (validated definitions name only these games)."""
         self.definitions: dict[str, BoardDefinition] = {d.id: d for d in definitions}
         self.boards: dict[str, dict[str, Board]] = {d: {} for d in self.definitions}
         self.tallies: dict[str, MatchTally] = {}
@@ -51,11 +55,9 @@ class LeaderboardState:
         # game -> event code -> [(definition, metric function)]
         self._triggers: dict[str, dict[int, list[tuple[BoardDefinition, MetricFn]]]] = {}
         for d in self.definitions.values():
-            code, fn = game_metrics(d.game).metrics[d.metric]
+            code, fn = metrics[d.game].metrics[d.metric]
             self._triggers.setdefault(d.game, {}).setdefault(code, []).append((d, fn))
-        self.codes: frozenset[int] = frozenset().union(
-            *(game_metrics(g).codes for g in self._triggers)
-        )
+        self.codes: frozenset[int] = frozenset().union(*(metrics[g].codes for g in self._triggers))
         """Every event code any board reads: the projection scans the log for these only."""
 
     def board(self, board_id: str, period: str) -> Board | None:
@@ -85,7 +87,7 @@ class LeaderboardState:
             t = self.tallies.get(b.match_id)
             if t is None:
                 continue  # a game without boards
-            gm = game_metrics(t.game)
+            gm = self.metrics[t.game]
             codes, triggers = gm.codes, self._triggers[t.game]
             events = b.events
             # Most events (movement, aim, shots) are read by no metric: the scan left them

@@ -21,7 +21,8 @@ __all__ = [
 
 
 def open_store(path: str, **options: object) -> EventStore:
-    """The store at ``path``: ``sqlite:///path/to/file.db`` or a plain SQLite file path."""
+    """The store at ``path``: ``sqlite:///path/to/file.db`` or a plain SQLite file path.
+    ``catalogs`` (game name -> event catalog) makes old events upcast on read."""
     from replay.store.sqlite import SQLiteEventStore
 
     path = path.removeprefix("sqlite:///") if path.startswith("sqlite:") else path

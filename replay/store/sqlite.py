@@ -32,7 +32,7 @@ import contextlib
 import functools
 import json
 import sqlite3
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -181,17 +181,6 @@ class _Append:
     future: asyncio.Future[AppendResult] = field(repr=False)
 
 
-def _catalog_for(game: str) -> EventCatalog | None:
-    """The game's catalog for upcasting on read, or None for an unregistered game
-    (its events are returned with their stored versions)."""
-    from replay.rules import rules_for
-
-    try:
-        return rules_for(game).catalog
-    except LookupError:
-        return None
-
-
 class SQLiteEventStore(EventStore):
     """The event store in one SQLite file.
 
@@ -204,6 +193,7 @@ class SQLiteEventStore(EventStore):
         self,
         path: str,
         *,
+        catalogs: Mapping[str, EventCatalog] | None = None,
         synchronous: Synchronous = "FULL",
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         busy_timeout_ms: int = 5000,
@@ -211,6 +201,9 @@ class SQLiteEventStore(EventStore):
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
         self.path = path
+        self.catalogs: Mapping[str, EventCatalog] = catalogs or {}
+        """Game name -> event catalog: stored events are upcast on read; a game not in
+        it has its events returned with their stored versions."""
         self.synchronous = synchronous
         self.max_event_bytes = max_event_bytes
         self._busy_timeout_ms = busy_timeout_ms
@@ -778,14 +771,14 @@ class SQLiteEventStore(EventStore):
         if not rows:
             raise UnknownMatchError(match_id)
         mkey, game = rows[0]
-        self._by_mkey.setdefault(mkey, (match_id, _catalog_for(game)))
+        self._by_mkey.setdefault(mkey, (match_id, self.catalogs.get(game)))
         return mkey
 
     async def _load_mkey(self, mkey: int) -> None:
         rows = await self._fetch("SELECT match_id, game FROM matches WHERE mkey = ?", (mkey,))
         if not rows:
             raise CorruptEventError(f"event batch references unknown match key {mkey}")
-        self._by_mkey[mkey] = (rows[0][0], _catalog_for(rows[0][1]))
+        self._by_mkey[mkey] = (rows[0][0], self.catalogs.get(rows[0][1]))
 
     def _decode(self, row: Sequence[Any], types: Collection[int] | None = None) -> EventBatch:
         # With `types`, events of other types stay None (scan), and are not upcast.

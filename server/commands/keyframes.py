@@ -16,6 +16,7 @@ from tqdm import tqdm
 from replay.errors import ReplayError
 from replay.keyframes import DEFAULT_KEYFRAME_SECONDS, rebuild_keyframes
 from replay.store import open_store
+from server.config import configured_games
 
 PAGE = 100
 
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _rebuild(db: str, match_id: str | None, seconds: float) -> int:
-    async with open_store(db) as store:
+    games = configured_games()
+    async with open_store(db, catalogs=games.catalogs()) as store:
         if match_id is not None:
             ids = [match_id]
         else:
@@ -58,6 +60,6 @@ async def _rebuild(db: str, match_id: str | None, seconds: float) -> int:
         for mid in ids:
             record = await store.get_match(mid)
             with tqdm(total=record.last_tick + 1, desc=mid, unit="tick", leave=False) as bar:
-                n = await rebuild_keyframes(store, mid, seconds=seconds, progress=bar.update)
+                n = await rebuild_keyframes(store, games, mid, seconds=seconds, progress=bar.update)
             print(f"{mid}: {n} keyframes over {record.last_tick + 1} ticks")
     return 0

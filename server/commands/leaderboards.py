@@ -18,7 +18,7 @@ import os
 
 from tqdm import tqdm
 
-from replay.leaderboards.definitions import ARENA_DEFAULTS, load_definitions
+from replay.leaderboards.definitions import load_definitions
 from replay.leaderboards.errors import LeaderboardError, ReadModelBusyError
 from replay.leaderboards.projection import (
     LeaderboardProjection,
@@ -28,6 +28,7 @@ from replay.leaderboards.projection import (
 )
 from replay.leaderboards.service import Leaderboards
 from replay.store import open_store
+from server.config import configured_games
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--db", default="data/matchreplay.db", help="the event store (SQLite)")
         p.add_argument("--boards-db", help="the read model file (default: DB.boards.sqlite)")
-        p.add_argument("--config", help="board definitions, TOML or JSON (default: arena's)")
+        p.add_argument("--config", help="board definitions, TOML or JSON (default: each game's)")
         if name == "rebuild":
             p.add_argument("boards", nargs="*", metavar="BOARD", help="boards (default: all)")
             p.add_argument("--no-progress", action="store_true")
@@ -60,12 +61,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    defs = load_definitions(args.config) if args.config else ARENA_DEFAULTS
-    store = open_store(args.db)
+    games = configured_games()
+    metrics = games.leaderboard_metrics()
+    defs = load_definitions(args.config, metrics) if args.config else games.default_boards()
+    store = open_store(args.db, catalogs=games.catalogs())
     await store.open()
     try:
         path = args.boards_db or boards_path_for(args.db)
-        projection = LeaderboardProjection(store, path, defs)
+        projection = LeaderboardProjection(store, path, defs, metrics)
         try:
             await projection.open()
         except ReadModelBusyError:

@@ -15,6 +15,7 @@ import sys
 from replay.errors import ReplayError
 from replay.replay_file import export_match, import_replay
 from replay.store import open_store
+from server.config import configured_games
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     async def run() -> None:
-        async with open_store(args.db) as store:
+        async with open_store(args.db, catalogs=configured_games().catalogs()) as store:
             info = await export_match(store, args.match, args.output)
         size = os.path.getsize(args.output)
         print(f"{args.match}: {info.events} events, {info.keyframes} keyframes, {size} bytes")
@@ -41,7 +42,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     async def run() -> None:
-        async with open_store(args.db) as store:
+        async with open_store(args.db, catalogs=configured_games().catalogs()) as store:
             record = await import_replay(args.file, store)
         print(f"{record.match_id}: imported {record.version} events up to tick {record.last_tick}")
 

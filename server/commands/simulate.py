@@ -22,6 +22,7 @@ from replay.games.arena.offline import bot_ids, match_settings, simulate
 from replay.games.arena.rules import ArenaRules
 from replay.keyframes import rebuild_keyframes
 from replay.store import MatchRecord, open_store
+from server.config import configured_games
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,7 +75,8 @@ async def _simulate(
     started = time.perf_counter()
     total_ticks = round(args.minutes * 60 * args.tick_rate) + 1  # + the tick of joins and start
     events = nbytes = ticks = 0
-    async with open_store(args.db) as store:
+    games = configured_games()
+    async with open_store(args.db, catalogs=games.catalogs()) as store:
         await store.create_match(
             MatchRecord(
                 match_id=match_id,
@@ -117,7 +119,7 @@ async def _simulate(
             await flush()  # waits for the last append
         await store.update_match(match_id, status="ended", ended_at=time.time())
         # Keyframes are derived data: one fold over the stored events (docs/replay.md).
-        keyframes = await rebuild_keyframes(store, match_id)
+        keyframes = await rebuild_keyframes(store, games, match_id)
     elapsed = time.perf_counter() - started
     seconds = (ticks - 1) / args.tick_rate
     print(f"match {match_id} ({keyframes} keyframes)")

@@ -1,2 +1,24 @@
 """Example games used by the tests (not shipped): proof that the rules interface
-is not shaped around arena alone."""
+is not shaped around arena alone. ``GAMES`` is the registry the tests hand to
+everything that needs games by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from games.tug import TugRules
+from replay.games import builtin_games
+from replay.rules import GameRegistry
+from replay.store import open_store
+from replay.store.base import EventStore
+
+GAMES = GameRegistry([*builtin_games().values(), TugRules()])
+ARENA = GAMES["arena"]
+METRICS = GAMES.leaderboard_metrics()
+TUG_SPEC = "games.tug:TugRules"
+"""The tug-of-war game as a server's ``games`` setting loads it."""
+
+
+def open_test_store(path: str | Path, **options: object) -> EventStore:
+    """A store that knows the test games' catalogs (upcasting on read)."""
+    return open_store(str(path), catalogs=GAMES.catalogs(), **options)

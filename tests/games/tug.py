@@ -1,9 +1,12 @@
 """Tug of war: a tiny second game on the same rules interface as arena.
 
-Two teams pull a rope. Each tick every player's input is a pull strength in
-[0, 1], quantised to tenths; the rope moves by (team 1's pulls - team 0's
-pulls). A team wins when the rope reaches ``target`` on its side. Its state is
-plain Python (no numpy), its catalog is its own: the interface does not care.
+Two teams pull a rope. Players join a team (``join`` with ``team`` 0 or 1; a
+seat is the first free one), the match starts (``start``, once both teams have
+a player), then each tick every player's input is a pull strength in [0, 1],
+quantised to tenths; the rope moves by (team 1's pulls - team 0's pulls). A
+team wins when the rope reaches ``target`` on its side. Players may ``cheer``.
+Its state is plain Python (no numpy), its catalog and its leaderboard metrics
+are its own: the interface does not care.
 """
 
 from __future__ import annotations
@@ -16,17 +19,37 @@ from typing import Any
 
 import msgpack
 
-from replay.events import EventCatalog, EventType, NewEvent
-from replay.rules import Command, Rejection, Rules, StoredEvent
+from replay.events import SYSTEM_FIRST, EventCatalog, EventType, NewEvent
+from replay.leaderboards.definitions import BoardDefinition
+from replay.leaderboards.metrics import GameMetrics, Lookup, MatchTally, Observation
+from replay.rules import (
+    JOIN,
+    LEAVE,
+    START,
+    Command,
+    MatchLimits,
+    MatchResult,
+    Rejection,
+    Rules,
+    StoredEvent,
+)
 
-JOINED, LEFT, PULLED, WON = 1, 2, 3, 4
+JOINED, LEFT, PULLED, WON, STARTED, CHEERED = 1, 2, 3, 4, 5, 6
+
+
+def _pulled_v1(data: tuple[Any, ...]) -> tuple[Any, ...]:
+    # v1 did not say who pulled.
+    return (data[0], [])
+
 
 CATALOG = EventCatalog(
     [
         EventType(JOINED, "joined", ("player", "team"), notable=True),
         EventType(LEFT, "left", ("player",)),
-        EventType(PULLED, "pulled", ("delta",)),
+        EventType(PULLED, "pulled", ("delta", "players"), version=2, upcasters={1: _pulled_v1}),
         EventType(WON, "won", ("team",), notable=True),
+        EventType(STARTED, "started", (), notable=True),
+        EventType(CHEERED, "cheered", ("player", "text")),
     ]
 )
 
@@ -40,6 +63,11 @@ class TugState:
     """Negative: towards team 0; positive: towards team 1."""
     teams: dict[str, int] = field(default_factory=dict)
     winner: int = -1
+    started: bool = False
+    seats: list[str | None] = field(default_factory=list)
+    """Player per seat, in join order; a seat is freed when its player leaves."""
+    pulls: dict[str, int] = field(default_factory=dict)
+    """Ticks each player pulled in (the scoreboard's number)."""
 
     def fields(self) -> list[Any]:
         return [
@@ -49,6 +77,9 @@ class TugState:
             self.rope,
             sorted(self.teams.items()),
             self.winner,
+            self.started,
+            self.seats,
+            sorted(self.pulls.items()),
         ]
 
 
@@ -56,13 +87,22 @@ class TugRules(Rules[TugState]):
     name = "tug"
     version = "1"
     catalog = CATALOG
+    player_commands = frozenset({"cheer"})
+    scoreboard_columns = (("team", "Team"), ("pulls", "Pulls"))
 
     def normalize_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
-        out = {"target": 50, "max_team": 4} | dict(settings)
-        for key in ("target", "max_team"):
+        out = {"target": 50, "max_team": 4, "tick_rate": 20} | dict(settings)
+        unknown = sorted(set(out) - {"target", "max_team", "tick_rate"})
+        if unknown:
+            raise ValueError(f"unknown tug settings {unknown}")
+        for key in ("target", "max_team", "tick_rate"):
             if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 1:
                 raise ValueError(f"{key} must be a positive integer")
         return out
+
+    def limits(self, settings: Mapping[str, Any]) -> MatchLimits:
+        s = self.normalize_settings(settings)
+        return MatchLimits(s["tick_rate"], 2, 2 * s["max_team"])
 
     def initial_state(self, settings: Mapping[str, Any], seed: int) -> TugState:
         s = self.normalize_settings(settings)
@@ -70,7 +110,15 @@ class TugRules(Rules[TugState]):
 
     def copy_state(self, state: TugState) -> TugState:
         return TugState(
-            state.target, state.max_team, state.tick, state.rope, dict(state.teams), state.winner
+            state.target,
+            state.max_team,
+            state.tick,
+            state.rope,
+            dict(state.teams),
+            state.winner,
+            state.started,
+            list(state.seats),
+            dict(state.pulls),
         )
 
     def state_tick(self, state: TugState) -> int:
@@ -86,15 +134,27 @@ class TugRules(Rules[TugState]):
         if format_version != 1:
             raise ValueError(f"tug keyframe format {format_version} unknown")
         try:
-            target, max_team, tick, rope, teams, winner = msgpack.unpackb(data)
-            return TugState(target, max_team, tick, rope, {p: t for p, t in teams}, winner)
+            target, max_team, tick, rope, teams, winner, started, seats, pulls = msgpack.unpackb(
+                data
+            )
+            return TugState(
+                target,
+                max_team,
+                tick,
+                rope,
+                {p: t for p, t in teams},
+                winner,
+                started,
+                seats,
+                {p: n for p, n in pulls},
+            )
         except Exception as exc:
             raise ValueError(f"undecodable tug keyframe: {exc!r}") from exc
 
     def decide(self, state: TugState, tick: int, command: Command) -> list[NewEvent] | Rejection:
         if state.winner >= 0:
             return Rejection("match_over", "the rope has been won")
-        if command.kind == "join":
+        if command.kind == JOIN:
             team = command.args.get("team")
             if team not in (0, 1) or isinstance(team, bool):
                 return Rejection("bad_team", "team must be 0 or 1")
@@ -103,10 +163,23 @@ class TugRules(Rules[TugState]):
             if sum(1 for t in state.teams.values() if t == team) >= state.max_team:
                 return Rejection("team_full", f"team {team} is full")
             return [NewEvent(JOINED, tick, (command.player, team))]
-        if command.kind == "leave":
+        if command.kind == LEAVE:
             if command.player not in state.teams:
                 return Rejection("unknown_player", "not on a team")
             return [NewEvent(LEFT, tick, (command.player,))]
+        if command.kind == START:
+            if state.started:
+                return Rejection("already_started", "the rope is already being pulled")
+            if len(set(state.teams.values())) < 2:
+                return Rejection("not_enough_players", "both teams need a player")
+            return [NewEvent(STARTED, tick, ())]
+        if command.kind == "cheer":
+            text = command.args.get("text")
+            if command.player not in state.teams:
+                return Rejection("unknown_player", "not on a team")
+            if not isinstance(text, str) or not 1 <= len(text) <= 40:
+                return Rejection("bad_cheer", "a cheer is 1..40 characters")
+            return [NewEvent(CHEERED, tick, (command.player, text))]
         return Rejection("unknown_command", f"unknown tug command {command.kind!r}")
 
     def validate_input(self, state: TugState, player: str, raw: Sequence[Any]) -> Any:
@@ -122,16 +195,18 @@ class TugRules(Rules[TugState]):
         return round(min(1.0, max(0.0, float(strength))) * 10)  # tenths, clamped
 
     def tick(self, state: TugState, tick: int, inputs: Mapping[str, Any]) -> list[NewEvent]:
-        if state.winner >= 0:
+        if state.winner >= 0 or not state.started:
             return []
         delta = 0
+        pullers = []
         for player, pull in inputs.items():
             team = state.teams.get(player)
-            if team is not None:
+            if team is not None and pull:
                 delta += pull if team == 1 else -pull
-        if not delta:
+                pullers.append(player)
+        if not pullers:
             return []
-        out = [NewEvent(PULLED, tick, (delta,))]
+        out = [NewEvent(PULLED, tick, (delta, sorted(pullers)))]
         rope = state.rope + delta
         if abs(rope) >= state.target:
             out.append(NewEvent(WON, tick, (1 if rope > 0 else 0,)))
@@ -141,27 +216,90 @@ class TugRules(Rules[TugState]):
         self, state: TugState, events: Sequence[StoredEvent | NewEvent], to_tick: int
     ) -> TugState:
         for e in events:
-            code, data = (e.type, e.data) if isinstance(e, NewEvent) else (e[0], e[3])
+            if isinstance(e, NewEvent):
+                code, version, data = e.type, e.version, e.data
+            else:
+                code, version, _, data = e
+            if code >= SYSTEM_FIRST:
+                continue
+            if (code, version) not in CATALOG.current:
+                data, version = CATALOG.upcast(code, version, data)
             if code == JOINED:
-                state.teams[data[0]] = data[1]
+                player, team = data
+                state.teams[player] = team
+                state.pulls.setdefault(player, 0)
+                if None in state.seats:
+                    state.seats[state.seats.index(None)] = player
+                else:
+                    state.seats.append(player)
             elif code == LEFT:
                 del state.teams[data[0]]
+                state.seats[state.seats.index(data[0])] = None
             elif code == PULLED:
                 state.rope += data[0]
+                for player in data[1]:
+                    state.pulls[player] = state.pulls.get(player, 0) + 1
             elif code == WON:
                 state.winner = data[0]
+            elif code == STARTED:
+                state.started = True
         state.tick = to_tick
         return state
 
+    def seat_of(self, state: TugState, player: str) -> int | None:
+        return state.seats.index(player) if player in state.teams else None
+
+    def started(self, state: TugState) -> bool:
+        return state.started
+
     def is_over(self, state: TugState) -> bool:
         return state.winner >= 0
+
+    def result(self, state: TugState) -> MatchResult | None:
+        if state.winner < 0:
+            return None
+        return MatchResult("", f"team {state.winner} won")
 
     def scoreboard(self, state: TugState) -> list[dict[str, Any]]:
         lead = 1 if state.rope > 0 else 0
         return sorted(
             (
-                {"player": p, "team": t, "leading": t == lead and state.rope != 0}
+                {
+                    "player": p,
+                    "name": p,
+                    "team": t,
+                    "pulls": state.pulls.get(p, 0),
+                    "leading": t == lead and state.rope != 0,
+                }
                 for p, t in state.teams.items()
             ),
             key=lambda r: (not r["leading"], r["player"]),
         )
+
+    def leaderboard_metrics(self) -> GameMetrics:
+        return _METRICS
+
+    def default_boards(self) -> tuple[BoardDefinition, ...]:
+        return (BoardDefinition("tug_wins", "wins", "incr", game="tug", title="Ropes won"),)
+
+
+# -- leaderboards: a win for every player of the winning team ------------------------------
+
+
+def _tally(t: MatchTally, code: int, data: tuple[Any, ...]) -> None:
+    if code == JOINED:
+        t.stats[data[0]] = [data[1], 0, 0]  # [team, ...]
+    elif code == LEFT:
+        t.stats.pop(data[0], None)
+
+
+def _wins(t: MatchTally, data: tuple[Any, ...], _: Lookup) -> list[Observation]:
+    return [(p, 1, 0) for p, s in t.stats.items() if s[0] == data[0]]
+
+
+_METRICS = GameMetrics(
+    metrics={"wins": (WON, _wins)},
+    fold=_tally,
+    codes=frozenset({JOINED, LEFT, WON}),
+    end_code=WON,
+)

@@ -15,8 +15,9 @@ from typing import NamedTuple
 import numpy as np
 
 from replay.games.arena.map import HEIGHT_CM, WIDTH_CM
-from replay.games.arena.settings import AIM_UNITS
+from replay.games.arena.settings import AIM_UNITS, ArenaSettings
 from replay.games.arena.state import ArenaState
+from replay.rules import Command
 
 _TAU = 2.0 * np.pi
 
@@ -101,3 +102,34 @@ class BotBrain:
         aim = np.where(engaged | walking, aim, current)
         fire = engaged & (u_fire < 0.5)
         return BotInputs(move_x, move_y, np.mod(aim, _TAU), fire)
+
+
+_CHAT_LINES = ("gg", "nice shot", "rush mid", "lag?", "one more", "wp", "behind you")
+CHAT_EVERY_S = 20.0
+"""A bot of the match chats about this often (a chat event now and then, as people do)."""
+
+
+class ArenaBots:
+    """Arena's bot players (:class:`replay.rules.Bots`): the brain's inputs for every
+    seated bot, and a chat line now and then."""
+
+    def __init__(self, settings: ArenaSettings, seed: int) -> None:
+        self.brain = BotBrain(settings.max_players, seed, settings.tick_rate)
+        self._rng = np.random.default_rng((seed, 0xC4A7))
+        self._chat_p = 1.0 / max(1.0, CHAT_EVERY_S * settings.tick_rate)
+
+    def join_args(self, player: str) -> dict[str, str]:
+        return {"name": f"Bot {player.rsplit('-', 1)[-1]}"}
+
+    def inputs(self, state: ArenaState, tick: int) -> dict[str, list[float | bool]]:
+        raw = self.brain.inputs(state, tick)
+        alive = state.alive
+        return {p: raw.raw(s) for p, s in state.slot_of.items() if alive[s]}
+
+    def commands(self, state: ArenaState, tick: int) -> list[Command]:
+        if not state.slot_of or self._rng.random() >= self._chat_p:
+            return []
+        players = list(state.slot_of)
+        speaker = players[int(self._rng.integers(len(players)))]
+        line = _CHAT_LINES[int(self._rng.integers(len(_CHAT_LINES)))]
+        return [Command("chat", speaker, {"text": line})]

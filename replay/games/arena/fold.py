@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+import replay.games.arena.events as ev
 from replay.events import EventCatalog, NewEvent
-from replay.games.arena import events as ev
+from replay.games.arena.settings import KILL_SCORE
 from replay.games.arena.state import ArenaState
 
 _U8 = np.dtype(np.uint8)
@@ -78,8 +79,9 @@ class _Run:
                 getattr(state, name)[list(writes)] = list(writes.values())
         if self.kills:
             slots = list(self.kills)
-            state.kills[slots] += list(self.kills.values())
-            state.score[slots] += list(self.kills.values())
+            kills = np.array(list(self.kills.values()), dtype=np.int32)
+            state.kills[slots] += kills
+            state.score[slots] += kills * KILL_SCORE
         if self.deaths:
             state.deaths[list(self.deaths)] += list(self.deaths.values())
         self.__init__()  # type: ignore[misc]
@@ -133,7 +135,7 @@ def _apply_one(state: ArenaState, code: int, t: int, data: tuple[Any, ...]) -> N
         state.death_tick[victim] = t
         state.deaths[victim] += 1
         state.kills[killer] += 1
-        state.score[killer] += 1
+        state.score[killer] += KILL_SCORE
     elif code == ev.SPAWNED or code == ev.RESPAWNED:
         slot, x, y = data
         state.alive[slot] = True

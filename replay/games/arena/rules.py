@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+import replay.games.arena.events as ev
+import replay.games.arena.leaderboards as leaderboards
 from replay.events import NewEvent
-from replay.games.arena import events as ev
+from replay.games.arena.bots import ArenaBots
 from replay.games.arena.fold import fold
 from replay.games.arena.map import spawn_point
 from replay.games.arena.physics import hitscan, move
 from replay.games.arena.settings import (
     AIM_EMIT_THRESHOLD,
     AIM_UNITS,
+    KILL_SCORE,
     MAX_CHAT_CHARS,
     MAX_END_REASON_CHARS,
     MAX_NAME_CHARS,
@@ -29,7 +33,21 @@ from replay.games.arena.settings import (
     parse_settings,
 )
 from replay.games.arena.state import ArenaState
-from replay.rules import Command, Rejection, Rules, StoredEvent
+from replay.leaderboards.definitions import BoardDefinition
+from replay.leaderboards.metrics import GameMetrics
+from replay.rules import (
+    END,
+    JOIN,
+    LEAVE,
+    START,
+    Bots,
+    Command,
+    MatchLimits,
+    MatchResult,
+    Rejection,
+    Rules,
+    StoredEvent,
+)
 
 _TAU = 2.0 * math.pi
 _U8 = np.dtype(np.uint8)
@@ -65,11 +83,29 @@ class ArenaRules(Rules[ArenaState]):
     version = "1.0.0"
     catalog = ev.CATALOG
     state_format = 1
+    player_commands = frozenset({"chat"})
+    admin_commands = frozenset({"chat"})
+    scoreboard_columns = (("kills", "Kills"), ("deaths", "Deaths"), ("score", "Score"))
+    # `alive` is part of the scoreboard, so spawns and respawns change it too.
+    scoreboard_events = frozenset(
+        {ev.JOINED, ev.LEFT, ev.KILLED, ev.SPAWNED, ev.RESPAWNED, ev.MATCH_STARTED, ev.MATCH_ENDED}
+    )
+    viewer_dir = Path(__file__).parent / "viewer"
+    demo_settings = {
+        "max_players": 8,
+        "min_players": 4,
+        "time_limit_s": 120.0,
+        "score_limit": 15,
+    }
 
     # -- settings and state ------------------------------------------------------
 
     def normalize_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         return parse_settings(settings).as_dict()
+
+    def limits(self, settings: Mapping[str, Any]) -> MatchLimits:
+        s = parse_settings(settings)
+        return MatchLimits(s.tick_rate, s.min_players, s.max_players)
 
     def initial_state(self, settings: Mapping[str, Any], seed: int) -> ArenaState:
         return ArenaState.new(parse_settings(settings), seed)
@@ -103,22 +139,22 @@ class ArenaRules(Rules[ArenaState]):
             return Rejection("bad_command", "command args must be a map and player a string")
         slot = state.slot_of.get(command.player)
         kind = command.kind
-        if kind == "join":
+        if kind == JOIN:
             return self._join(state, tick, command.player, args)
-        if kind == "start":
+        if kind == START:
             return self._start(state, tick)
-        if kind == "end":  # who may end a match is the server's decision (admins)
+        if kind == END:  # who may end a match is the server's decision (admins)
             reason = args.get("reason", "ended by admin")
             if not isinstance(reason, str) or not 1 <= len(reason) <= MAX_END_REASON_CHARS:
                 return Rejection(
                     "bad_reason", f"reason must be a string of 1..{MAX_END_REASON_CHARS} chars"
                 )
             return [NewEvent(ev.MATCH_ENDED, tick, (self._winner(state), reason))]
-        if kind not in ("leave", "chat"):
+        if kind not in (LEAVE, "chat"):
             return Rejection("unknown_command", f"unknown arena command {kind!r}")
         if slot is None:
             return Rejection("unknown_player", f"player {command.player!r} is not in the match")
-        if kind == "leave":
+        if kind == LEAVE:
             return [NewEvent(ev.LEFT, tick, (slot,))]
         text = args.get("text")
         if not isinstance(text, str) or not 1 <= len(text) <= MAX_CHAT_CHARS:
@@ -321,7 +357,7 @@ class ArenaRules(Rules[ArenaState]):
             score = score.copy()
             deaths = deaths.copy()
             for killer, victim in kills:
-                score[killer] += 1
+                score[killer] += KILL_SCORE
                 deaths[victim] += 1
         reason = ""
         if cfg.score_limit and kills and int(score[state.present].max()) >= cfg.score_limit:
@@ -353,8 +389,17 @@ class ArenaRules(Rules[ArenaState]):
 
     # -- read helpers ---------------------------------------------------------------------
 
+    def seat_of(self, state: ArenaState, player: str) -> int | None:
+        return state.slot_of.get(player)
+
+    def started(self, state: ArenaState) -> bool:
+        return state.started_tick >= 0
+
     def is_over(self, state: ArenaState) -> bool:
         return state.ended
+
+    def result(self, state: ArenaState) -> MatchResult | None:
+        return MatchResult(state.winner, state.end_reason) if state.ended else None
 
     def scoreboard(self, state: ArenaState) -> list[dict[str, Any]]:
         present = np.flatnonzero(state.present)
@@ -371,3 +416,14 @@ class ArenaRules(Rules[ArenaState]):
             }
             for s in present[order].tolist()
         ]
+
+    # -- optional parts -------------------------------------------------------------------
+
+    def bots(self, settings: Mapping[str, Any], seed: int) -> Bots:
+        return ArenaBots(parse_settings(settings), seed)
+
+    def leaderboard_metrics(self) -> GameMetrics:
+        return leaderboards.metrics()
+
+    def default_boards(self) -> tuple[BoardDefinition, ...]:
+        return leaderboards.default_boards()

@@ -3,7 +3,8 @@
 Units (every stored number is an integer in one of these):
 
 * positions: centimetres (``POS_UNIT``), from the map's top-left corner;
-* aim: 1/4096 of a turn (``AIM_UNITS``), counter-clockwise from +x;
+* aim: 1/4096 of a turn (``AIM_UNITS``) from +x towards +y (the map's y axis points
+  down, so on screen the angle turns clockwise: ``atan2(dy, dx)`` in map coordinates);
 * time: ticks of the match's tick rate.
 """
 
@@ -27,6 +28,8 @@ MAX_CHAT_CHARS = 200
 MAX_END_REASON_CHARS = 64
 """An admin's reason for ending a match, stored in ``match_ended``."""
 MAX_NAME_CHARS = 32
+KILL_SCORE = 1
+"""Points of score a kill earns (the fold, the score limit and the leaderboards' tally)."""
 
 
 @dataclass(frozen=True)

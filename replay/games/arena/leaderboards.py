@@ -1,0 +1,111 @@
+"""Arena on the global leaderboards: its metrics and the boards a server keeps by default.
+
+========== =========== ==================================== ======================
+metric     on event    observation per player               subscore
+========== =========== ==================================== ======================
+kills      killed      killer: 1                            0
+deaths     killed      victim: 1                            0
+match_score match_ended every player of the match: score    -deaths in the match
+wins       match_ended winner (if any): 1                   0
+matches    match_ended every player of the match: 1         0
+elo        match_ended every player: new rating (rating.py) rated matches so far
+========== =========== ==================================== ======================
+
+"Every player of the match" is everyone who joined it, including players who
+left before the end (leaving does not dodge a rating change).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import replay.games.arena.events as ev
+from replay.games.arena.settings import KILL_SCORE
+from replay.leaderboards.definitions import BoardDefinition
+from replay.leaderboards.metrics import GameMetrics, Lookup, MatchTally, Observation
+from replay.leaderboards.rating import elo_update
+
+__all__ = ["default_boards", "metrics"]
+
+
+def _fold(t: MatchTally, code: int, data: tuple[Any, ...]) -> None:
+    if code == ev.KILLED:
+        killer, victim = (t.slots.get(s) for s in data)
+        if killer is not None:
+            k = t.stats.setdefault(killer, [0, 0, 0])
+            k[0] += 1
+            k[2] += KILL_SCORE
+        if victim is not None:
+            t.stats.setdefault(victim, [0, 0, 0])[1] += 1
+    elif code == ev.JOINED:
+        slot, player = data[0], data[1]
+        t.slots[slot] = player
+        t.stats.setdefault(player, [0, 0, 0])
+    elif code == ev.LEFT:
+        t.slots.pop(data[0], None)
+
+
+def _kills(t: MatchTally, data: tuple[Any, ...], _: Lookup) -> list[Observation]:
+    p = t.slots.get(data[0])
+    return [(p, 1, 0)] if p is not None else []
+
+
+def _deaths(t: MatchTally, data: tuple[Any, ...], _: Lookup) -> list[Observation]:
+    p = t.slots.get(data[1])
+    return [(p, 1, 0)] if p is not None else []
+
+
+def _match_score(t: MatchTally, _d: tuple[Any, ...], _: Lookup) -> list[Observation]:
+    return [(p, s[2], -s[1]) for p, s in t.stats.items()]
+
+
+def _wins(t: MatchTally, data: tuple[Any, ...], _: Lookup) -> list[Observation]:
+    return [(data[0], 1, 0)] if data[0] else []
+
+
+def _matches(t: MatchTally, _d: tuple[Any, ...], _: Lookup) -> list[Observation]:
+    return [(p, 1, 0) for p in t.stats]
+
+
+def _elo(t: MatchTally, _d: tuple[Any, ...], lookup: Lookup) -> list[Observation]:
+    current = {p: lookup(p) for p in t.stats}
+    ratings = {p: e.value for p, e in current.items() if e is not None}
+    new = elo_update(ratings, {p: (s[2], -s[1]) for p, s in t.stats.items()})
+    return [
+        (p, r, (current[p].subscore if current[p] is not None else 0) + 1)  # type: ignore[union-attr]
+        for p, r in new.items()
+    ]
+
+
+_METRICS = GameMetrics(
+    metrics={
+        "kills": (ev.KILLED, _kills),
+        "deaths": (ev.KILLED, _deaths),
+        "match_score": (ev.MATCH_ENDED, _match_score),
+        "wins": (ev.MATCH_ENDED, _wins),
+        "matches": (ev.MATCH_ENDED, _matches),
+        "elo": (ev.MATCH_ENDED, _elo),
+    },
+    fold=_fold,
+    codes=frozenset({ev.JOINED, ev.LEFT, ev.KILLED, ev.MATCH_ENDED}),
+    end_code=ev.MATCH_ENDED,
+)
+
+
+def metrics() -> GameMetrics:
+    return _METRICS
+
+
+def default_boards() -> tuple[BoardDefinition, ...]:
+    """The boards shipped for arena (metrics and tie-break subscores: docs/leaderboards.md)."""
+    return (
+        BoardDefinition("kills", "kills", "incr", game="arena", title="Total kills"),
+        BoardDefinition(
+            "best_score", "match_score", "best", game="arena", title="Best score in a match"
+        ),
+        BoardDefinition("wins", "wins", "incr", game="arena", title="Wins"),
+        BoardDefinition("rating", "elo", "set", game="arena", title="Skill rating (Elo)"),
+        BoardDefinition(
+            "kills_weekly", "kills", "incr", reset="weekly", game="arena", title="Kills this week"
+        ),
+    )

@@ -50,8 +50,9 @@ MATCH_LIST_SCOREBOARDS = 50
 
 _CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
 
-# The static files read so far, per server (a few hundred KiB in all).
-_files: weakref.WeakKeyDictionary[Any, dict[str, tuple[bytes, str]]] = weakref.WeakKeyDictionary()
+# The static files read so far, per server, keyed by their resolved path: one entry per
+# file that exists, whatever spelling of its path was asked for (a few hundred KiB in all).
+_files: weakref.WeakKeyDictionary[Any, dict[Path, tuple[bytes, str]]] = weakref.WeakKeyDictionary()
 
 
 def _binary(status: int, body: bytes, content_type: str) -> Response:
@@ -70,24 +71,33 @@ def _binary(status: int, body: bytes, content_type: str) -> Response:
 
 @route("GET", r"/")
 async def index(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
-    return _static_file(app, "index.html")
+    return _static_file(app, STATIC_DIR, "index.html")
+
+
+@route("GET", r"/static/games/(?P<game>[a-z0-9_]{1,32})/(?P<path>[A-Za-z0-9_\-./]+)")
+async def game_static(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
+    """A game's viewer module (``Rules.viewer_dir``): how the viewer draws its matches."""
+    rules = app.games.get(p["game"])
+    if rules is None or rules.viewer_dir is None:
+        raise HttpError(404, "not_found", f"no viewer for game {p['game']!r}")
+    return _static_file(app, Path(rules.viewer_dir), p["path"])
 
 
 @route("GET", r"/static/(?P<path>[A-Za-z0-9_\-./]+)")
 async def static(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
-    return _static_file(app, p["path"])
+    return _static_file(app, STATIC_DIR, p["path"])
 
 
-def _static_file(app: App, rel: str) -> Response:
+def _static_file(app: App, root: Path, rel: str) -> Response:
+    path = (root / rel).resolve()
+    # Invariant: only files under root are served ("..", symlinks out refused).
+    if not path.is_relative_to(root.resolve()) or not path.is_file():
+        raise HttpError(404, "not_found", f"no file {rel}")
     files = _files.setdefault(app, {})
-    cached = files.get(rel)
+    cached = files.get(path)
     if cached is None:
-        path = (STATIC_DIR / rel).resolve()
-        # Invariant: only files under STATIC_DIR are served ("..", symlinks out refused).
-        if not path.is_relative_to(STATIC_DIR.resolve()) or not path.is_file():
-            raise HttpError(404, "not_found", f"no file {rel}")
         kind = _CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
-        cached = files[rel] = (path.read_bytes(), kind or "application/octet-stream")
+        cached = files[path] = (path.read_bytes(), kind or "application/octet-stream")
     return _binary(200, *cached)
 
 

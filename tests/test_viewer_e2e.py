@@ -167,7 +167,7 @@ def test_js_fold_equals_server_state_at(server: ViewerServer, page: Any, match_i
     # forward, one FRAME per tick, each folded by arena.js.
     folded = pg.evaluate(
         """async ([id, checks, token]) => {
-        const A = await import('/static/js/arena.js');
+        const A = await import('/static/games/arena/viewer.js');
         const S = await import('/static/js/spectator.js');
         const out = {};
         const keep = (t) => { if (checks.includes(t)) out[t] = A.plainState(session.state); };

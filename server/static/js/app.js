@@ -8,7 +8,7 @@
 // is one websocket spectator session (spectator.js): the server paces playback and pushes
 // live frames, the page folds them and draws.
 import { Api } from "./api.js";
-import { plainState, scoreboard } from "./arena.js";
+import { plainState, scoreboard } from "/static/games/arena/viewer.js";
 import { bindControls, SPEEDS } from "./controls.js";
 import { Renderer } from "./renderer.js";
 import { SpectatorSession, websocketUrl, CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER } from "./spectator.js";

@@ -1,7 +1,7 @@
 // Draws the arena on a canvas. Positions are interpolated between the previous tick and
 // the viewed one (alpha in [0, 1]) so motion is smooth at the display's frame rate,
 // whatever the tick rate and playback speed; everything else is the exact viewed state.
-import { EV, MAP } from "./arena.js";
+import { EV, MAP } from "/static/games/arena/viewer.js";
 
 const TAU = Math.PI * 2;
 const AIM_UNITS = 4096;

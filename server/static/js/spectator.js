@@ -10,7 +10,7 @@
 // The server is the only judge of how far this viewer may see (Spectating.edge): the page
 // never computes a live edge of its own, it only remembers the newest one the server told
 // it (PLAYBACK.live_edge, WATCHING.last_tick, MATCHES tick, live frames).
-import { decodeBatch, decodeKeyframe, evolve } from "./arena.js";
+import { decodeBatch, decodeKeyframe, evolve } from "/static/games/arena/viewer.js";
 import { decode, encode } from "./msgpack.js";
 
 export const SUBPROTOCOL = "matchreplay.v1";

@@ -2,7 +2,7 @@
 // from docs/games.md ("Events", "State and fold", "Keyframe, format 1"). It must give the
 // server's state bit for bit (the browser tests compare it with ReplayEngine.state_at),
 // so it applies events one by one in order: last write wins, exactly like fold.py.
-import { decode } from "./msgpack.js";
+import { decode } from "/static/js/msgpack.js";
 
 export const EV = {
   MATCH_STARTED: 1, MATCH_ENDED: 2, JOINED: 3, LEFT: 4, SPAWNED: 5, MOVED: 6,

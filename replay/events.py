@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 __all__ = [
+    "SYSTEM_ADMIN",
     "SYSTEM_FIRST",
+    "SYSTEM_FORKED",
+    "SYSTEM_INPUTS",
+    "SYSTEM_REWOUND",
+    "SYSTEM_SESSION",
+    "SYSTEM_TAKEOVER",
     "EventCatalog",
     "EventType",
     "NewEvent",
@@ -36,6 +42,19 @@ SYSTEM_FIRST = 0xFF00
 """Event type codes ``0xFF00..0xFFFF`` are matchreplay's own (docs/events.md, "System
 events": inputs applied, admin actions, rewinds, takeovers, forks). A game's catalog
 uses codes below it; a game's fold skips these."""
+SYSTEM_INPUTS = SYSTEM_FIRST
+"""Per tick: which players' inputs (client seqs) the tick applied (the audit trail)."""
+SYSTEM_ADMIN = SYSTEM_FIRST + 1
+"""An admin's action on the match: who, what, when (wall clock) and why."""
+SYSTEM_SESSION = SYSTEM_FIRST + 2
+"""A player connected, reconnected or went away."""
+SYSTEM_REWOUND = SYSTEM_FIRST + 3
+"""The match continues from the state of an earlier point: it starts a new segment of the
+stream, the one place where a batch's ticks may go below the match's last stored tick."""
+SYSTEM_TAKEOVER = SYSTEM_FIRST + 4
+"""Another node took the match over (failover or hand-over)."""
+SYSTEM_FORKED = SYSTEM_FIRST + 5
+"""The first event of a fork: the parent point and the exact state the fork starts from."""
 
 
 class NewEvent(NamedTuple):

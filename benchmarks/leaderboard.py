@@ -49,10 +49,10 @@ from sortedcontainers import SortedList
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from replay.games import builtin_games
-from replay.games.arena.offline import match_settings, simulate
 from replay.leaderboards.board import Board
 from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
+from replay.offline import simulate
 from replay.store import open_store
 from replay.store.base import MatchRecord
 from server.leaderboard_api import process_request
@@ -204,9 +204,15 @@ async def bench_lag(board: Board, seconds: float, matches: int, players: int) ->
     ticks = int(seconds * tick_rate)
     outputs = []
     for m in range(matches):
-        settings = rules.normalize_settings(match_settings(players, 10.0, tick_rate))
+        settings = GAMES["arena"].bot_match_settings(players, 600.0, tick_rate)
         outputs.append(
-            (settings, [o.events for o in simulate(players, settings, 100 + m, max_ticks=ticks)])
+            (
+                settings,
+                [
+                    o.events
+                    for o in simulate(GAMES["arena"], players, settings, 100 + m, max_ticks=ticks)
+                ],
+            )
         )
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(
@@ -382,13 +388,13 @@ async def make_log(path: str, matches: int, players: int, minutes: float) -> int
     store = open_store(path, synchronous="NORMAL", catalogs=GAMES.catalogs())
     await store.open()
     for m in range(matches):
-        settings = rules.normalize_settings(match_settings(players, minutes, 30))
+        settings = GAMES["arena"].bot_match_settings(players, minutes * 60, 30)
         mid = f"rb{m}"
         await store.create_match(
             MatchRecord(mid, "arena", rules.version, 30, settings=settings, seed=m)
         )
         version, wave = 0, []
-        for out in simulate(players, settings, m):
+        for out in simulate(GAMES["arena"], players, settings, m):
             if out.events:
                 wave.append(store.append(mid, out.events, version))
                 version += len(out.events)

@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from replay.engine import ReplayEngine  # noqa: E402
 from replay.games import builtin_games  # noqa: E402
-from replay.games.arena.offline import bot_ids, match_settings, simulate  # noqa: E402
 from replay.keyframes import rebuild_keyframes  # noqa: E402
+from replay.offline import bot_ids, simulate  # noqa: E402
 from replay.playback import Playback  # noqa: E402
 from replay.replay_file import export_match  # noqa: E402
 from replay.store import open_store  # noqa: E402
@@ -64,14 +64,14 @@ def pct(values: list[float], p: float) -> float:
 
 async def generate(store: EventStore, players: int, minutes: float, rate: int, seed: int) -> None:
     rules = GAMES["arena"]
-    settings = rules.normalize_settings(match_settings(players, minutes, rate))
+    settings = GAMES["arena"].bot_match_settings(players, minutes * 60, rate)
     await store.create_match(
         MatchRecord(
             MATCH, "arena", rules.version, rate, tuple(bot_ids(players)), settings, seed
         ).with_changes(status="running")
     )
     version, wave = 0, []
-    for out in simulate(players, settings, seed):
+    for out in simulate(GAMES["arena"], players, settings, seed):
         if out.events:
             wave.append(asyncio.ensure_future(store.append(MATCH, out.events, version)))
             version += len(out.events)

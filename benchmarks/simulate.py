@@ -1,8 +1,10 @@
 """Arena simulation speed: ticks per second for 10 and 64 players, against a naive baseline.
 
-Each measured tick does what the server does for a tick: bot input generation
-(the vectorised BotBrain), the rules' step, ``evolve`` of its events into the
-live state and ``encode_batch`` of the tick's events. Baseline, in the same
+Each measured tick does what the server does for a tick, through the same match
+machine (replay/machine.py, driven by the offline generator): bot input
+generation (the vectorised BotBrain), input validation, the rules' step,
+``evolve`` of its events into the live state, the input audit event and
+``encode_batch`` of the tick's events. Baseline, in the same
 run, on the same bot inputs: the same step written the obvious way, as Python
 loops over players (movement, wall collision, hitscan) - what the numpy
 struct-of-arrays design is meant to beat. Also printed: the bytes of events
@@ -25,12 +27,10 @@ import numpy as np
 import replay.games.arena.events as ev
 from replay.codec import decode_batch, encode_batch
 from replay.events import NewEvent
-from replay.games.arena.bots import BotBrain
 from replay.games.arena.map import HEIGHT_CM, WALLS_CM, WIDTH_CM, spawn_point
-from replay.games.arena.offline import bot_ids, match_settings
-from replay.games.arena.rules import ArenaRules, quantize_aim
+from replay.games.arena.rules import ArenaRules
 from replay.games.arena.settings import AIM_EMIT_THRESHOLD, AIM_UNITS
-from replay.rules import Command
+from replay.offline import simulate
 
 TARGET_X_REALTIME = 50.0
 WALLS = [tuple(map(float, w)) for w in WALLS_CM]
@@ -119,40 +119,50 @@ def naive_step(rules: ArenaRules, state, tick, mx, my, aim, fire) -> list[NewEve
     return out
 
 
+class NaiveArena(ArenaRules):
+    """Arena with the naive step: everything else (the machine, validation, the fold) equal."""
+
+    def step(self, state, tick, mx, my, aim, fire):  # type: ignore[override]
+        return naive_step(self, state, tick, mx, my, aim, fire)
+
+
 def run(players: int, ticks: int, naive: bool) -> tuple[float, float, int, list[tuple[bytes, int]]]:
-    """Seconds for ``ticks`` ticks after the start, seconds in the step alone, encoded
-    bytes, and the encoded batches."""
-    rules = ArenaRules()
-    settings = match_settings(players, 60, 30)
-    state = rules.initial_state(settings, 1)
-    for p in bot_ids(players):
-        rules.evolve(state, rules.decide(state, 1, Command("join", p)), 1)
-    rules.evolve(state, rules.decide(state, 1, Command("start", "admin")), 1)
-    brain = BotBrain(state.settings.max_players, 1, 30)
-    step = naive_step if naive else ArenaRules.step
-    nbytes = 0
-    batches = []
+    """Seconds for ``ticks`` ticks after the start (the offline generator: the match
+    machine with the game's bots), seconds in the step alone, encoded bytes, and the
+    encoded batches."""
+    rules = NaiveArena() if naive else ArenaRules()
+    settings = rules.bot_match_settings(players, 3600.0, 30)
     in_step = 0.0
     clock = time.perf_counter
-    started = clock()
-    for tick in range(2, ticks + 2):
-        raw = brain.inputs(state, tick)
-        aim = quantize_aim(raw.aim)
+    step = type(rules).step
+
+    def timed_step(self, *args):  # type: ignore[no-untyped-def]
+        nonlocal in_step
         t0 = clock()
-        events = step(rules, state, tick, raw.move_x, raw.move_y, aim, raw.fire)
-        in_step += clock() - t0
-        rules.evolve(state, events, tick)
-        if events:
-            blob = encode_batch(events)
+        try:
+            return step(self, *args)
+        finally:
+            in_step += clock() - t0
+
+    rules.step = timed_step.__get__(rules)  # type: ignore[method-assign]
+    nbytes = 0
+    batches = []
+    generator = simulate(rules, players, settings, 1, max_ticks=ticks + 1)
+    next(generator)  # tick 1: the joins and the start
+    in_step = 0.0
+    started = clock()
+    for out in generator:
+        if out.events:
+            blob = encode_batch(out.events)
             nbytes += len(blob)
-            batches.append((blob, tick))
+            batches.append((blob, out.tick))
     return clock() - started, in_step, nbytes, batches
 
 
 def fold_ms(batches: list[tuple[bytes, int]], players: int) -> float:
     """Best of 5: decode + one evolve call over 300 ticks from the middle of the match."""
     rules = ArenaRules()
-    settings = match_settings(players, 60, 30)
+    settings = rules.bot_match_settings(players, 3600.0, 30)
     base = rules.initial_state(settings, 1)
     half = len(batches) // 2
     for blob, tick in batches[:half]:

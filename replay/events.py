@@ -131,11 +131,8 @@ class EventCatalog:
         for t in types:
             if t.code in self._by_code or t.name in self._by_name:
                 raise ValueError(f"duplicate event type {t.code} / {t.name!r}")
-            if not 0 <= t.code < SYSTEM_FIRST:
-                raise ValueError(
-                    f"event type code {t.code} out of range 0..{SYSTEM_FIRST - 1}"
-                    " (the codes above are matchreplay's own)"
-                )
+            if not 0 <= t.code <= 0xFFFF:
+                raise ValueError(f"event type code {t.code} out of range 0..65535")
             self._by_code[t.code] = t
             self._by_name[t.name] = t
         # (code, version) pairs that need no upcasting: the hot read path checks only this.
@@ -145,6 +142,10 @@ class EventCatalog:
 
     def __iter__(self):
         return iter(self._by_code.values())
+
+    def joined(self, other: EventCatalog) -> EventCatalog:
+        """One catalog of both (a game's events and the system's share a stream)."""
+        return EventCatalog([*self, *other])
 
     def __contains__(self, code: object) -> bool:
         return code in self._by_code

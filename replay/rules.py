@@ -32,7 +32,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
-from replay.events import EventCatalog, NewEvent
+from replay.events import SYSTEM_FIRST, EventCatalog, NewEvent
+from replay.system import CATALOG
 
 if TYPE_CHECKING:
     from replay.leaderboards.definitions import BoardDefinition
@@ -238,6 +239,12 @@ class Rules(abc.ABC, Generic[S]):
         """Bot players for a match with these settings; None: the game has none."""
         return None
 
+    def bot_match_settings(self, players: int, seconds: float, tick_rate: int) -> dict[str, Any]:
+        """Settings of a bot match of ``players`` that lasts ``seconds`` of play (the
+        offline generator, ``matchreplay simulate``). Raises ValueError when the game
+        cannot make one (no bots, a match that does not end on time)."""
+        raise ValueError(f"game {self.name!r} has no timed bot matches")
+
     def leaderboard_metrics(self) -> GameMetrics | None:
         """What the global leaderboards can rank for this game (docs/leaderboards.md)."""
         return None
@@ -271,6 +278,12 @@ class GameRegistry(Mapping[str, "Rules[Any]"]):
         for rules in games:
             if rules.name in self._games:
                 raise ValueError(f"two games named {rules.name!r}")
+            taken = [t.code for t in rules.catalog if t.code >= SYSTEM_FIRST]
+            if taken:
+                raise ValueError(
+                    f"game {rules.name!r} uses event codes {taken}: codes from"
+                    f" {SYSTEM_FIRST:#x} up are matchreplay's own"
+                )
             self._games[rules.name] = rules
         if not self._games:
             raise ValueError("a registry needs at least one game")
@@ -292,8 +305,9 @@ class GameRegistry(Mapping[str, "Rules[Any]"]):
         return next(iter(self._games))
 
     def catalogs(self) -> dict[str, EventCatalog]:
-        """Each game's event catalog, for upcasting stored events on read."""
-        return {name: rules.catalog for name, rules in self._games.items()}
+        """Each game's stream catalog (its own events plus matchreplay's system events,
+        replay/system.py), for upcasting and describing stored events on read."""
+        return {name: CATALOG.joined(rules.catalog) for name, rules in self._games.items()}
 
     def leaderboard_metrics(self) -> dict[str, GameMetrics]:
         """The metrics of every game that has some, by game name."""

@@ -9,7 +9,7 @@ import time
 
 from games import ARENA, open_test_store
 
-from replay.games.arena.offline import match_settings, simulate
+from replay.offline import simulate
 from replay.store.base import EventStore, MatchRecord
 
 
@@ -31,7 +31,7 @@ async def record_matches(
     ids, runs, versions = [], [], []
     for i in range(count):
         mid = f"{prefix}{i}"
-        settings = rules.normalize_settings(match_settings(players, seconds / 60.0, tick_rate))
+        settings = ARENA.bot_match_settings(players, seconds, tick_rate)
         await store.create_match(
             MatchRecord(
                 mid,
@@ -45,7 +45,7 @@ async def record_matches(
             )
         )
         ids.append(mid)
-        runs.append(simulate(players, settings, seed + i))
+        runs.append(simulate(ARENA, players, settings, seed + i))
         versions.append(0)
     live = list(range(count))
     while live:

@@ -12,8 +12,8 @@ from typing import Any
 
 from games import ARENA, GAMES, open_test_store
 
-from replay.games.arena.offline import match_settings, simulate
 from replay.keyframes import rebuild_keyframes
+from replay.offline import simulate
 from replay.store.base import EventStore, MatchRecord
 
 # Ticks appended per wave of concurrent appends: the store's group commit writes
@@ -52,7 +52,7 @@ async def record_match(
     end: bool = True,
 ) -> Recorded:
     rules = ARENA
-    settings = rules.normalize_settings(match_settings(players, seconds / 60.0, tick_rate))
+    settings = ARENA.bot_match_settings(players, seconds, tick_rate)
     await store.create_match(
         MatchRecord(
             match_id,
@@ -69,7 +69,7 @@ async def record_match(
     hashes = {0: rules.state_hash(rules.initial_state(settings, seed))} if 0 in hash_ticks else {}
     version = 0
     wave: list[asyncio.Future[object]] = []
-    for out in simulate(players, settings, seed, hash_ticks=hash_ticks, max_ticks=max_ticks):
+    for out in simulate(ARENA, players, settings, seed, hash_ticks=hash_ticks, max_ticks=max_ticks):
         if out.state_hash is not None:
             hashes[out.tick] = out.state_hash
         if out.events:

@@ -378,17 +378,17 @@ def test_cli_rebuild_is_handed_to_a_running_projection(store_path: Path, tmp_pat
 async def play_cut_short(store, match_id: str, ticks: int, seed: int) -> None:
     """A 4-bot match of which only the first ``ticks`` ticks are stored: no match_ended,
     as when the server stops it (it then marks the record interrupted)."""
-    from replay.games.arena.offline import match_settings, simulate
+    from replay.offline import simulate
     from replay.store.base import MatchRecord
 
     rules = ARENA
-    settings = rules.normalize_settings(match_settings(4, 1.0, 30))
+    settings = ARENA.bot_match_settings(4, 60.0, 30)
     record = MatchRecord(
         match_id, "arena", rules.version, 30, settings=settings, seed=seed, status="running"
     )
     await store.create_match(record)
     version = 0
-    for out in simulate(4, settings, seed, max_ticks=ticks):
+    for out in simulate(ARENA, 4, settings, seed, max_ticks=ticks):
         if out.events:
             await store.append(match_id, out.events, version)
             version += len(out.events)

@@ -274,11 +274,13 @@ def test_tug_plays_to_a_win():
 
 def test_full_256_slot_match_folds_through_the_codec():
     """The packed events' uint8 slots and uint16 coordinates at the hard cap."""
-    from replay.games.arena.offline import match_settings, simulate
+    from replay.offline import simulate
 
     rules = ARENA
-    cfg = rules.normalize_settings(match_settings(256, 0.1, 30, weapon_range_m=60.0))
-    outs = list(simulate(256, cfg, 9, hash_ticks={90, 181}))
+    cfg = ARENA.normalize_settings(
+        ARENA.bot_match_settings(256, 6.0, 30) | {"weapon_range_m": 60.0}
+    )
+    outs = list(simulate(ARENA, 256, cfg, 9, hash_ticks={90, 181}))
     state = rules.initial_state(cfg, 9)
     for out in outs[:90]:
         rules.evolve(state, out.events, out.tick)

@@ -27,7 +27,11 @@ def arena_file(tmp_path_factory: pytest.TempPathFactory) -> MatchFile:
 async def test_markers_are_the_notable_events_by_tick_range(arena_file: MatchFile) -> None:
     async with open_test_store(str(arena_file.path)) as store:
         events = await store.read("m1")
-        notable = [(e.tick, CATALOG[e.type].name) for e in events if CATALOG[e.type].notable]
+        notable = [
+            (e.tick, CATALOG[e.type].name)
+            for e in events
+            if e.type in CATALOG and CATALOG[e.type].notable
+        ]
         assert {"match_started", "match_ended", "joined", "killed"} <= {k for _, k in notable}
         timeline = Timeline(ReplayEngine(store, GAMES))
         everything = await timeline.markers("m1")
@@ -36,7 +40,7 @@ async def test_markers_are_the_notable_events_by_tick_range(arena_file: MatchFil
             found = await timeline.markers("m1", lo, hi)
             assert found == [m for m in everything if lo <= m.tick <= hi]
         kills = await timeline.markers("m1", kinds=["killed"])
-        joined = {e.data[0]: e.data[1] for e in events if CATALOG[e.type].name == "joined"}
+        joined = {e.data[0]: e.data[1] for e in events if e.type == CATALOG.by_name("joined").code}
         for m in kills:
             assert m.data["killer_player"] == joined[m.data["killer"]]
             assert m.data["victim_player"] == joined[m.data["victim"]]

@@ -30,6 +30,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from replay.errors import UnknownMatchError
 from replay.leaderboards.definitions import BoardDefinition, validate_definitions
@@ -97,6 +98,9 @@ class LeaderboardProjection:
         self._stale: list[str] = []
         self._lock_fd: int | None = None
         self._rebuild_task: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Future[None]] = set()
+        """Read-model writes running in a thread: :meth:`close` waits for them, since a
+        cancelled caller does not stop the thread (closing the database under it crashes)."""
         self._retire_checked = 0
         """The position at the previous :meth:`retire_finished`."""
 
@@ -128,6 +132,8 @@ class LeaderboardProjection:
         if self._rebuild_task is not None:
             self._rebuild_task.cancel()
             await asyncio.gather(self._rebuild_task, return_exceptions=True)
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
         if self._db is not None:
             async with self._lock:
                 self._db.close()
@@ -207,7 +213,7 @@ class LeaderboardProjection:
         await _add_matches(self.store, self.state, batches)
         changes = self.state.apply(batches, through)
         self._signal()
-        await asyncio.to_thread(self._write, changes)
+        await self._persist(self._write, changes)
 
     async def catch_up(self, progress: Progress | None = None) -> int:
         """Fold everything stored now; returns how many events. Reads ahead: the next
@@ -259,7 +265,7 @@ class LeaderboardProjection:
         async with self._lock:
             changes = self.state.retire(over)
             if changes.ended:
-                await asyncio.to_thread(self._write, changes)
+                await self._persist(self._write, changes)
         return len(over)
 
     async def run(
@@ -327,6 +333,13 @@ class LeaderboardProjection:
         finally:
             self._rebuild_task = None
 
+    async def _persist(self, write_fn: Callable[..., None], *args: Any) -> None:
+        """Run a read-model write in a thread; it completes even if the caller is cancelled."""
+        write = asyncio.ensure_future(asyncio.to_thread(write_fn, *args))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        await asyncio.shield(write)
+
     def _write(self, changes: Changes) -> None:
         db = self._conn()
         with _transaction(db):
@@ -379,7 +392,7 @@ class LeaderboardProjection:
                     self.state.boards[b] = aside.boards[b]
                 if full:
                     self.state.tallies = aside.tallies
-                await asyncio.to_thread(self._swap, ids, aside, full)
+                await self._persist(self._swap, ids, aside, full)
             if full:
                 await self.retire_finished()  # the rebuilt tallies of interrupted matches
             return read

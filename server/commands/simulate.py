@@ -1,6 +1,6 @@
 """``matchreplay simulate``: generate a bot match offline, straight into the event store.
 
-No network: bot inputs run through the arena rules (replay.games.arena.offline)
+No network: the game's bots play through the match machine (replay.offline)
 and every tick's events are appended as one batch, exactly the layout the live
 server writes, with match metadata. Replay tests and benchmarks use it to get
 realistic matches of any size.
@@ -18,9 +18,9 @@ from tqdm import tqdm
 from replay.codec import encode_batch
 from replay.errors import ReplayError
 from replay.events import NewEvent
-from replay.games.arena.offline import bot_ids, match_settings, simulate
-from replay.games.arena.rules import ArenaRules
 from replay.keyframes import rebuild_keyframes
+from replay.offline import bot_ids, simulate
+from replay.rules import GameRegistry, Rules
 from replay.store import MatchRecord, open_store
 from server.config import configured_games
 
@@ -28,10 +28,11 @@ from server.config import configured_games
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "simulate",
-        help="generate a bot arena match offline into an event store",
-        description="Run bots through the arena rules (no network) and store the match.",
+        help="generate a bot match offline into an event store",
+        description="Run a game's bots through its rules (no network) and store the match.",
     )
     p.add_argument("--db", required=True, help="event store: SQLite file path or sqlite:///path")
+    p.add_argument("--game", default=None, help="the game (default: the first one known)")
     p.add_argument("--players", type=int, default=10, help="bots in the match (2-256)")
     p.add_argument("--minutes", type=float, default=5.0, help="match length (time limit)")
     p.add_argument("--tick-rate", type=int, default=30, help="ticks per second")
@@ -47,12 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rules = ArenaRules()
+    games = configured_games()
     try:
-        settings = rules.normalize_settings(
-            match_settings(args.players, args.minutes, args.tick_rate)
-        )
-    except ValueError as exc:
+        rules = games[args.game or games.default]
+        settings = rules.bot_match_settings(args.players, args.minutes * 60, args.tick_rate)
+    except (LookupError, ValueError) as exc:
         print(f"matchreplay simulate: {exc}", file=sys.stderr)
         return 2
     if args.batch_ticks is not None and args.batch_ticks < 1:
@@ -63,19 +63,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     match_id = args.match_id or f"sim-{args.seed}-{args.players}p"
     try:
-        return asyncio.run(_simulate(args, rules, settings, match_id))
+        return asyncio.run(_simulate(args, games, rules, settings, match_id))
     except ReplayError as exc:
         print(f"matchreplay simulate: {exc} [{exc.code}]", file=sys.stderr)
         return 1
 
 
 async def _simulate(
-    args: argparse.Namespace, rules: ArenaRules, settings: dict, match_id: str
+    args: argparse.Namespace, games: GameRegistry, rules: Rules, settings: dict, match_id: str
 ) -> int:
     started = time.perf_counter()
     total_ticks = round(args.minutes * 60 * args.tick_rate) + 1  # + the tick of joins and start
     events = nbytes = ticks = 0
-    games = configured_games()
     async with open_store(args.db, catalogs=games.catalogs()) as store:
         await store.create_match(
             MatchRecord(
@@ -109,7 +108,7 @@ async def _simulate(
                 batch = []
 
         with tqdm(total=total_ticks, unit="tick", desc=match_id, mininterval=0.5) as bar:
-            for out in simulate(args.players, settings, args.seed):
+            for out in simulate(rules, args.players, settings, args.seed):
                 ticks += 1
                 bar.update(1)
                 batch += out.events

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 import replay.games.arena.events as ev
-from replay.events import EventCatalog, NewEvent
+from replay.events import SYSTEM_FIRST, EventCatalog, NewEvent
 from replay.games.arena.settings import KILL_SCORE
 from replay.games.arena.state import ArenaState
 
@@ -176,7 +176,8 @@ def _apply_rare(state: ArenaState, code: int, t: int, data: tuple[Any, ...]) -> 
 def _current(
     events: Sequence[tuple[int, int, int, tuple[Any, ...]] | NewEvent], catalog: EventCatalog
 ) -> Iterator[tuple[int, int, tuple[Any, ...]]]:
-    """``(code, tick, data)`` of each event, stored or new, upcast to the current version."""
+    """``(code, tick, data)`` of each game event, stored or new, upcast to the current
+    version (system events are skipped)."""
     current = catalog.current
     for e in events:
         if isinstance(e, NewEvent):
@@ -184,6 +185,8 @@ def _current(
         else:
             code, version, t, data = e
         if (code, version) not in current:
+            if code >= SYSTEM_FIRST:
+                continue  # matchreplay's own events change no game state
             data, version = catalog.upcast(code, version, data)
         yield code, t, data
 

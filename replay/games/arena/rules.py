@@ -422,6 +422,18 @@ class ArenaRules(Rules[ArenaState]):
     def bots(self, settings: Mapping[str, Any], seed: int) -> Bots:
         return ArenaBots(parse_settings(settings), seed)
 
+    def bot_match_settings(self, players: int, seconds: float, tick_rate: int) -> dict[str, Any]:
+        """A time limit of ``seconds`` and no score limit, so the match lasts exactly that."""
+        return self.normalize_settings(
+            {
+                "max_players": max(players, 2),
+                "min_players": min(max(players, 1), 2),
+                "tick_rate": tick_rate,
+                "time_limit_s": seconds,
+                "score_limit": 0,
+            }
+        )
+
     def leaderboard_metrics(self) -> GameMetrics:
         return leaderboards.metrics()
 

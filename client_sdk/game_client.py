@@ -370,7 +370,7 @@ class GameClient:
         if skip >= len(events):
             return
         assert self.rules is not None
-        upcast = self.rules.catalog.upcast
+        upcast = self.rules.stream_catalog.upcast
         fresh = []
         for type_, version, tick, data in events[max(0, skip) :]:
             data, version = upcast(type_, version, data)

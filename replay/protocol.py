@@ -128,7 +128,7 @@ CLOSE_REPLACED = 4005  # the same player connected again and took the seat
 CLOSE_RATE_LIMITED = 4008  # flooding far beyond the input rate
 CLOSE_TOO_MANY_CONNECTIONS = 4009
 CLOSE_SLOW_CONSUMER = 4010  # the client did not read its updates fast enough
-CLOSE_MATCH_OVER = 4000  # the match ended; normal end of a session (after ENDED)
+CLOSE_MATCH_OVER = 1000  # the match ended as planned: a normal closure (ENDED said why)
 
 ROLES = ("player", "spectator", "admin")
 

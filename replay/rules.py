@@ -28,6 +28,7 @@ inputs that did not become events.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
@@ -253,6 +254,12 @@ class Rules(abc.ABC, Generic[S]):
         """The leaderboards a server keeps for this game when it is given no config."""
         return ()
 
+    @functools.cached_property
+    def stream_catalog(self) -> EventCatalog:
+        """What a match's stream holds: the game's events plus matchreplay's system
+        events (replay/system.py), for upcasting and describing stored events."""
+        return CATALOG.joined(self.catalog)
+
     def scoreboard_triggers(self) -> frozenset[int]:
         """:attr:`scoreboard_events`, or the catalog's notable event codes."""
         if self.scoreboard_events is not None:
@@ -307,7 +314,7 @@ class GameRegistry(Mapping[str, "Rules[Any]"]):
     def catalogs(self) -> dict[str, EventCatalog]:
         """Each game's stream catalog (its own events plus matchreplay's system events,
         replay/system.py), for upcasting and describing stored events on read."""
-        return {name: CATALOG.joined(rules.catalog) for name, rules in self._games.items()}
+        return {name: rules.stream_catalog for name, rules in self._games.items()}
 
     def leaderboard_metrics(self) -> dict[str, GameMetrics]:
         """The metrics of every game that has some, by game name."""

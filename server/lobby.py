@@ -79,15 +79,19 @@ class Lobby:
             raise LobbyError(f"invalid settings: {exc}") from None
         if match_id is not None and (not isinstance(match_id, str) or not 1 <= len(match_id) <= 64):
             raise LobbyError("match_id must be 1..64 characters")
-        max_players = int(normalized.get("max_players", 2))
-        need = int(start_players if start_players is not None else normalized.get("min_players", 2))
-        if not 1 <= need <= max_players:
-            raise LobbyError(f"start_players must be in [1, {max_players}]")
+        limits = rules.limits(normalized)
+        need = start_players if start_players is not None else limits.min_players
+        # Below the game's own minimum the rules would refuse every start: refused here.
+        if not limits.min_players <= need <= limits.max_players:
+            raise LobbyError(
+                f"start_players must be in [{limits.min_players}, {limits.max_players}]"
+                f" for {rules.name}"
+            )
         record = MatchRecord(
             match_id=match_id or secrets.token_hex(6),
             game=rules.name,
             rules_version=rules.version,
-            tick_rate=int(normalized.get("tick_rate", 30)),
+            tick_rate=limits.tick_rate,
             settings=normalized,
             seed=seed if seed is not None else secrets.randbits(63),
             options=spectating.as_record(),

@@ -1,21 +1,17 @@
-"""A running match: the rules, the live state, seats, the tick loop and the sender.
+"""A running match: seats, connections and two tasks around the match machine.
 
-Two tasks per match, so the tick loop never waits for the disk:
+The match itself (commands and inputs in; events, acks, keyframe and end
+decisions out) is :class:`replay.machine.MatchMachine`, the same machine the
+offline generator and the tests drive. This module only moves things in and
+out of it, with two tasks per match so the tick loop never waits for the disk:
 
-* the **tick loop** runs ``decide -> evolve`` for queued commands, then
-  ``tick -> evolve`` with each player's latest input, on a drift-free clock
-  (tick ``n`` is due at ``start + n / rate``, whatever the previous ones cost),
-  and hands the tick's events to the outbox;
+* the **tick loop** steps the machine on a drift-free clock (tick ``n`` is due
+  at ``start + n / rate``, whatever the previous ones cost) and hands each
+  tick's decisions to the outbox;
 * the **sender** drains the outbox in tick order: it appends the events of all
   waiting ticks in one call (the store group-commits across matches), and only
   after that append is durable publishes each tick's UPDATE (acks included),
-  confirms commands and writes keyframes. Hence: acknowledged means durable.
-
-Inputs are samples of a player's controls: the newest valid input received
-before a tick is the one the tick uses, and the tick's UPDATE acknowledges
-(cumulatively) every input up to it. Each client seq is applied at most once:
-a seq at or below the highest one received from that player is ignored, so a
-client may resend unacknowledged inputs after a reconnect.
+  answers commands and writes keyframes. Hence: acknowledged means durable.
 """
 
 from __future__ import annotations
@@ -25,8 +21,8 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from replay import protocol
@@ -34,8 +30,8 @@ from replay.codec import encode_batch
 from replay.errors import ReplayError
 from replay.events import NewEvent
 from replay.keyframes import keyframe_interval_ticks, make_keyframe
-from replay.leaderboards.scoreboard import ScoreboardFeed
-from replay.rules import Command, Rejection, Rules
+from replay.machine import MatchMachine, Tick
+from replay.rules import END, JOIN, LEAVE, Command, Rejection, Rules
 from replay.store.base import EventIds, EventStore, MatchRecord
 from server.fanout import Feed
 from server.metrics import Metrics
@@ -49,6 +45,9 @@ MAX_BEHIND_TICKS = 5
 """When the loop is more than this many ticks late (a stalled process), it skips
 ahead instead of running the missed ticks back to back; skipped ticks are overruns."""
 REAP_INTERVAL_S = 0.5
+
+Outcome = list[NewEvent] | Rejection
+"""What the machine decided for a command: its events, or why not."""
 
 
 class Peer(Protocol):
@@ -72,31 +71,14 @@ class Seat:
 
     player: str
     slot: int | None = None
-    """Set once the ``joined`` event is durable."""
+    """The seat the rules gave the player, set once the join is durable."""
     peer: Peer | None = None
     held_until: float | None = None
     """Monotonic deadline while reserved (no slot yet) or disconnected; None while connected."""
-    highest_seq: int = 0
-    """Highest client seq received: lower or equal seqs are duplicates and ignored.
-    Invariant: every seq up to it is applied, superseded, refused, or ``pending``."""
-    pending: tuple[int, Any] | None = None
-    """(seq, validated input) for the next tick."""
     acked_seq: int = 0
     """Highest seq acknowledged in a published (durable) UPDATE."""
     joined: asyncio.Future[int] | None = None
     leaving: bool = False
-
-
-@dataclass(slots=True)
-class _TickRecord:
-    tick: int
-    events: list[NewEvent]
-    acks: list[int]
-    done: list[tuple[Callable[[int], None], Sequence[NewEvent]]] = field(default_factory=list)
-    keyframe: Any = None
-    over: bool = False
-    scoreboard: list[dict[str, Any]] | None = None
-    """The standings, when this tick changed them (pushed to players and spectators)."""
 
 
 class Match:
@@ -120,11 +102,15 @@ class Match:
         self.metrics = metrics
         self.tick_rate = record.tick_rate
         self.start_players = start_players
-        self.max_players = int(record.settings.get("max_players", 1 << 16))
+        self.max_players = rules.limits(record.settings).max_players
         self.seat_timeout = seat_timeout
         self.grace_period = grace_period
-        self.state = rules.initial_state(record.settings, record.seed)
-        self.tick = rules.state_tick(self.state)
+        self.machine = MatchMachine(
+            rules,
+            rules.initial_state(record.settings, record.seed),
+            keyframe_every=keyframe_interval_ticks(self.tick_rate),
+            auto_start=start_players,
+        )
         self.status: str = record.status
         self.end_reason = ""
         self.seats: dict[str, Seat] = {}
@@ -132,14 +118,9 @@ class Match:
         self.last_seq = record.version
         """Seq of the last event in a published UPDATE (what live subscribers have)."""
         self.overruns = 0
-        self._started = False
-        self._commands: list[tuple[Command, Callable[[list[NewEvent] | Rejection], None]]] = []
-        self._with_input: dict[str, Seat] = {}
-        self._accepted = 0
-        self._outbox: deque[_TickRecord] = deque()
+        self._outbox: deque[Tick] = deque()
         self._wake = asyncio.Event()
         self._ids = EventIds()
-        self._keyframe_every = keyframe_interval_ticks(self.tick_rate)
         self._stopping = False
         self._on_finished = on_finished
         self._ticker: asyncio.Task[None] | None = None
@@ -147,9 +128,18 @@ class Match:
         self._background: set[asyncio.Task[Any]] = set()
         self._roster: list[str] = list(record.players)
         """Every player who ever joined, in join order (stored with the match)."""
-        self._scoreboard = ScoreboardFeed(rules)
         self.hub: LiveHub | None = None
         """Live spectators (server/spectating.py), set by the lobby."""
+
+    @property
+    def state(self) -> Any:
+        """The live state (the machine's; changed only by its ``evolve``)."""
+        return self.machine.state
+
+    @property
+    def tick(self) -> int:
+        """The last tick run (its events may not be durable yet)."""
+        return self.machine.tick
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -198,16 +188,18 @@ class Match:
         self.feed.publish(frame, self.last_seq)
         if self.hub is not None:
             self.hub.finish(frame, self.tick)
+        # A match that ended as planned closes normally (1000; ENDED said why); one cut
+        # short by the server is "going away" so clients know to look for it again.
         code = protocol.CLOSE_MATCH_OVER if status == "ended" else protocol.CLOSE_GOING_AWAY
         for sub in list(self.feed.subscribers):
-            self._spawn(sub.conn.close(code, f"match {status}: {reason}"))
+            self._spawn(sub.conn.close(code, f"match {status}: {reason}"[:120]))
         for seat in self.seats.values():
             if seat.joined is not None and not seat.joined.done():
                 seat.joined.set_exception(JoinRefused(protocol.E_MATCH_OVER, f"match {status}"))
         # Invariant: every queued command gets exactly one reply, even when it never ran.
-        commands, self._commands = self._commands, []
-        for _, done in commands:
-            done(Rejection(protocol.E_MATCH_OVER, f"the match is {status}"))
+        for _, done in self.machine.take_commands():
+            if done is not None:
+                done(Rejection(protocol.E_MATCH_OVER, f"the match is {status}"))
         self.metrics.matches.labels(status="live").dec()
         if self._on_finished is not None:
             self._on_finished(self)
@@ -245,7 +237,7 @@ class Match:
             return seat, True
         if seat.joined is None:
             seat.joined = asyncio.get_running_loop().create_future()
-            self._commands.append((Command("join", player, {"name": player}), self._on_join(seat)))
+            self.machine.queue(Command(JOIN, player, {"name": player}), self._on_join(seat))
         try:
             await asyncio.shield(seat.joined)
         except JoinRefused:
@@ -254,21 +246,19 @@ class Match:
             raise
         return seat, False
 
-    def _on_join(self, seat: Seat) -> Callable[[list[NewEvent] | Rejection], None]:
-        def done(result: list[NewEvent] | Rejection) -> None:
+    def _on_join(self, seat: Seat) -> Callable[[Outcome], None]:
+        def done(result: Outcome) -> None:
             assert seat.joined is not None
             if isinstance(result, Rejection):
                 if not seat.joined.done():
                     seat.joined.set_exception(JoinRefused(result.code, result.reason))
                 return
-            # The joined event carries the slot first (arena: (slot, player, name)).
-            seat.slot = int(result[0].data[0])
+            seat.slot = self.rules.seat_of(self.state, seat.player)
             if seat.player not in self._roster:
                 self._roster.append(seat.player)
                 self._spawn(self.store.update_match(self.match_id, players=list(self._roster)))
             if not seat.joined.done():
                 seat.joined.set_result(seat.slot)
-            self._maybe_autostart()
 
         return done
 
@@ -286,11 +276,12 @@ class Match:
             self.seats.pop(seat.player, None)
             return
 
-        def done(result: list[NewEvent] | Rejection) -> None:
+        def done(result: Outcome) -> None:
             if self.seats.get(seat.player) is seat:
                 del self.seats[seat.player]
+                self.machine.forget_player(seat.player)  # a later seat starts its seqs afresh
 
-        self._commands.append((Command("leave", seat.player, {}), done))
+        self.machine.queue(Command(LEAVE, seat.player, {}), done)
 
     def _reap(self) -> None:
         now = time.monotonic()
@@ -307,25 +298,7 @@ class Match:
     ) -> list[tuple[int, Rejection]]:
         """Validate and queue inputs (sans I/O). Returns (seq, rejection) for each
         refused input; duplicates (seq already received) are skipped silently."""
-        rejected: list[tuple[int, Rejection]] = []
-        accepted = 0
-        validate, state, player = self.rules.validate_input, self.state, seat.player
-        highest = seat.highest_seq
-        for seq, raw in inputs:
-            if seq <= highest:
-                continue
-            highest = seq
-            value = validate(state, player, raw)
-            if isinstance(value, Rejection):
-                rejected.append((seq, value))
-            else:
-                seat.pending = (seq, value)
-                accepted += 1
-        if highest > seat.highest_seq:
-            # Refused inputs are done too: the next tick's ack covers them (cumulatively).
-            seat.highest_seq = highest
-            self._with_input[player] = seat
-        self._accepted += accepted
+        rejected = self.machine.submit_inputs(seat.player, inputs)
         if rejected:  # (the common case has none: no Counter on the hot path)
             for code, n in Counter(r.code for _, r in rejected).items():
                 self.metrics.reject(code, n)
@@ -338,13 +311,13 @@ class Match:
         (after its events are durable) or the rules' Rejection.
 
         ``end`` is decided by the rules like any command, so the end of the match is
-        an event in its log (arena: ``match_ended``) and the match ends as if by its
-        own rules. A game whose rules have no ``end`` command is stopped instead:
-        marked ended with nothing in the log."""
+        an event in its log and the match ends as if by its own rules. A game whose
+        rules refuse ``end`` as an unknown command is stopped instead: marked ended
+        with nothing in the log."""
 
-        def done(result: list[NewEvent] | Rejection) -> None:
+        def done(result: Outcome) -> None:
             if isinstance(result, Rejection):
-                if kind == "end" and result.code == "unknown_command":
+                if kind == END and result.code == "unknown_command":
                     reason = str(args.get("reason", "ended by admin"))[:64]
                     self._spawn(self.stop("ended", reason))
                     reply(self.tick)
@@ -353,13 +326,7 @@ class Match:
             else:
                 reply(result[0].tick if result else self.tick)
 
-        self._commands.append((Command(kind, player, args), done))
-
-    def _maybe_autostart(self) -> None:
-        joined = sum(1 for s in self.seats.values() if s.slot is not None)
-        if not self._started and joined >= self.start_players:
-            self._started = True
-            self._commands.append((Command("start", "", {}), lambda result: None))
+        self.machine.queue(Command(kind, player, args), done)
 
     # -- the tick loop --------------------------------------------------------------------------
 
@@ -408,53 +375,13 @@ class Match:
 
     def _run_tick(self) -> bool:
         """One tick, synchronously: never awaits, so it never waits for the disk."""
-        rules, state = self.rules, self.state
-        t = self.tick + 1
-        events: list[NewEvent] = []
-        record = _TickRecord(t, events, [])
-        commands, self._commands = self._commands, []
-        for cmd, done in commands:
-            result = rules.decide(state, t, cmd)
-            if isinstance(result, Rejection):
-                done(result)
-                continue
-            rules.evolve(state, result, t)
-            events.extend(result)
-            record.done.append((done, result))
-        inputs: dict[str, Any] = {}
-        acks = record.acks
-        for player, seat in self._with_input.items():
-            if seat.slot is None:
-                continue
-            if seat.pending is not None:
-                inputs[player] = seat.pending[1]
-                seat.pending = None
-            # Every input received so far is now applied, superseded or refused.
-            acks += (seat.slot, seat.highest_seq)
-        self._with_input.clear()
-        if self._accepted:
-            self.metrics.inputs.inc(self._accepted)  # counted per tick, not per frame
-            self._accepted = 0
-        ticked = rules.tick(state, t, inputs)
-        rules.evolve(state, ticked, t)
-        events.extend(ticked)
-        self.tick = t
-        record.over = rules.is_over(state)
-        # Computed here, where the state is exactly this tick's (the sender runs behind).
-        record.scoreboard = self._scoreboard.update(state, events)
-        if t % self._keyframe_every == 0 or record.over:
-            record.keyframe = rules.copy_state(state)
-        if (
-            events
-            or acks
-            or record.done
-            or record.keyframe is not None
-            or record.over
-            or record.scoreboard is not None
-        ):
-            self._outbox.append(record)
+        out = self.machine.step()
+        if out.accepted:
+            self.metrics.inputs.inc(out.accepted)  # counted per tick, not per frame
+        if not out.quiet:
+            self._outbox.append(out)
             self._wake.set()
-        return record.over
+        return out.over
 
     # -- the sender ---------------------------------------------------------------------------
 
@@ -467,9 +394,9 @@ class Match:
                 if self._stopping and (self._ticker is None or self._ticker.done()):
                     break
                 continue
-            records = list(self._outbox)
+            ticks = list(self._outbox)
             self._outbox.clear()
-            events = [e for r in records for e in r.events]
+            events = [e for t in ticks for e in t.events]
             if events:
                 t0 = time.perf_counter()
                 try:
@@ -487,50 +414,42 @@ class Match:
                 self.metrics.append_latency.observe(time.perf_counter() - t0)
                 self.metrics.events.inc(len(events))
             seq = version - len(events)
-            for r in records:
-                self._publish(r, seq := seq + len(r.events))
-            if any(r.over for r in records):
-                last = records[-1]
-                await self._finish("ended", self._end_reason_of(last))
+            for t in ticks:
+                self._publish(t, seq := seq + len(t.events))
+            if ticks[-1].over:
+                result = self.rules.result(self.state)
+                await self._finish("ended", result.reason if result is not None else "over")
                 return
         # stopped without ending: the caller marks the match
 
-    def _publish(self, r: _TickRecord, last_seq: int) -> None:
+    def _publish(self, t: Tick, last_seq: int) -> None:
         """Everything up to ``last_seq`` is durable: tell the players."""
         self.last_seq = last_seq
-        blob = encode_batch(r.events) if r.events else None
-        self.feed.publish(protocol.update(r.tick, last_seq, blob, r.acks), last_seq)
-        if r.scoreboard is not None:
-            self.feed.publish(protocol.scoreboard(None, r.tick, r.scoreboard), last_seq)
+        blob = encode_batch(t.events) if t.events else None
+        self.feed.publish(protocol.update(t.tick, last_seq, blob, t.acks), last_seq)
+        if t.scoreboard is not None:
+            self.feed.publish(protocol.scoreboard(None, t.tick, t.scoreboard), last_seq)
         if self.hub is not None:
-            self.hub.publish(r.tick, blob, r.keyframe, r.scoreboard)
-        acks = r.acks
-        seats_by_slot = (
-            {s.slot: s for s in self.seats.values() if s.slot is not None} if acks else {}
-        )
-        for i in range(0, len(acks), 2):
-            seat = seats_by_slot.get(acks[i])
-            if seat is not None:
-                seat.acked_seq = acks[i + 1]
-        for done, result in r.done:
-            done(result)
-            if self.status == "created" and any(
-                e.type == _started_type(self.rules) for e in result
-            ):
-                self.status = "running"
-                self._spawn(self.store.update_match(self.match_id, status="running"))
-        if r.keyframe is not None:
-            self._spawn(self._put_keyframe(r.keyframe))
+            self.hub.publish(t.tick, blob, t.keyframe, t.scoreboard)
+        acks = t.acks
+        if acks:
+            seats_by_slot = {s.slot: s for s in self.seats.values() if s.slot is not None}
+            for i in range(0, len(acks), 2):
+                seat = seats_by_slot.get(acks[i])
+                if seat is not None:
+                    seat.acked_seq = acks[i + 1]
+        for done, result in t.replies:
+            if done is not None:
+                done(result)
+        if t.started and self.status == "created":
+            self.status = "running"
+            self._spawn(self.store.update_match(self.match_id, status="running"))
+        if t.keyframe is not None:
+            self._spawn(self._put_keyframe(t.keyframe))
 
     async def _put_keyframe(self, state: Any) -> None:
         with contextlib.suppress(ReplayError):
             await self.store.put_keyframe(make_keyframe(self.rules, self.match_id, state))
-
-    def _end_reason_of(self, r: _TickRecord) -> str:
-        for e in reversed(r.events):
-            if e.type == _ended_type(self.rules) and len(e.data) >= 2:
-                return str(e.data[1])
-        return "over"
 
     # -- views --------------------------------------------------------------------------------
 
@@ -548,18 +467,3 @@ class Match:
             "overruns": self.overruns,
             "last_seq": self.last_seq,
         }
-
-
-def _event_code(rules: Rules[Any], name: str) -> int:
-    try:
-        return rules.catalog.by_name(name).code
-    except LookupError:
-        return -1
-
-
-def _started_type(rules: Rules[Any]) -> int:
-    return _event_code(rules, "match_started")
-
-
-def _ended_type(rules: Rules[Any]) -> int:
-    return _event_code(rules, "match_ended")

@@ -183,7 +183,9 @@ async def test_a_waiting_query_answers_once_the_board_reaches_the_position(app) 
 
 
 async def test_waiting_queries_do_not_hold_up_a_players_inputs(app) -> None:
-    match = await app.lobby.create("arena", FAST_SETTINGS | {"time_limit_s": 60}, start_players=1)
+    match = await app.lobby.create(
+        "arena", FAST_SETTINGS | {"time_limit_s": 60, "min_players": 1}, start_players=1
+    )
     ws = await raw_connect(app, token("alice", match=match.match_id))
     try:
         await ws.recv()  # WELCOME

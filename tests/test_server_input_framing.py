@@ -18,7 +18,7 @@ from websockets.protocol import Protocol
 from replay import protocol as p
 from server.connection import GameConnection
 
-ENDLESS = FAST_SETTINGS | {"time_limit_s": 0}
+ENDLESS = FAST_SETTINGS | {"time_limit_s": 0, "min_players": 1}
 
 
 def inputs(first: int, count: int = 1) -> bytes:
@@ -115,7 +115,7 @@ async def test_inputs_in_any_chunking_are_applied_once_and_other_frames_still_wo
         handed_to_websockets.clear()
         c.writer.write(b"".join(inputs(seq) for seq in range(1, 41)))
         await c.until(lambda *_: c.acked >= 40)
-        assert seat.highest_seq == 40
+        assert match.machine.highest_seq(seat.player) == 40
         assert not handed_to_websockets
 
         # 2. Frames cut at every awkward place (inside headers, keys and payloads),
@@ -139,13 +139,13 @@ async def test_inputs_in_any_chunking_are_applied_once_and_other_frames_still_wo
             return c.acked >= 77 and all(got.values())
 
         await c.until(done)
-        assert seat.highest_seq == 77
+        assert match.machine.highest_seq(seat.player) == 77
         assert conn._between_frames()  # websockets was left at a frame boundary
 
         # 3. Duplicates (resent seqs) stay duplicates on the fast path.
         c.writer.write(inputs(70) + inputs(78))
         await c.until(lambda *_: c.acked >= 78)
-        assert seat.highest_seq == 78
+        assert match.machine.highest_seq(seat.player) == 78
 
         # 4. An INPUT frame inside a fragmented message is a protocol error (1002),
         #    exactly as websockets rules it: the fast path must not take it.
@@ -155,7 +155,7 @@ async def test_inputs_in_any_chunking_are_applied_once_and_other_frames_still_wo
         await asyncio.sleep(0.05)
         c.writer.write(inputs(79))
         assert await c.close_code() == 1002
-        assert seat.highest_seq == 78
+        assert match.machine.highest_seq(seat.player) == 78
 
 
 async def test_protocol_violations_keep_websockets_close_codes(tmp_path):
@@ -166,7 +166,7 @@ async def test_protocol_violations_keep_websockets_close_codes(tmp_path):
         payload = msgpack.packb([p.INPUT, [[1, 0.5, 0.0, 1.0, False]]])
         unmasked.writer.write(client_frame(payload, masked=False))
         assert await unmasked.close_code() == 1002
-        assert match.seats["u"].highest_seq == 0
+        assert match.machine.highest_seq("u") == 0
 
         reserved = await seated(app, match.match_id, "r")
         bad = bytearray(inputs(1))
@@ -178,7 +178,7 @@ async def test_protocol_violations_keep_websockets_close_codes(tmp_path):
         many = [[k, 0.5, 0.0, 1.0, False] for k in range(1, 20_000)]
         big.writer.write(client_frame(msgpack.packb([p.INPUT, many])))
         assert await big.close_code() == p.CLOSE_MESSAGE_TOO_BIG
-        assert match.seats["b"].highest_seq == 0
+        assert match.machine.highest_seq("b") == 0
 
         # The match played on for a well-behaved player throughout.
         good = await seated(app, match.match_id, "g")

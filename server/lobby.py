@@ -16,6 +16,7 @@ from server.config import Settings
 from server.match import Match
 from server.metrics import Metrics
 from server.spectating import LiveHub, split_options
+from server.ticker import Ticker
 from server.watcher import Spectating
 
 __all__ = ["Lobby", "LobbyError"]
@@ -41,6 +42,8 @@ class Lobby:
         self.metrics = metrics
         self.settings = settings
         self.live: dict[str, Match] = {}
+        self.ticker = Ticker()
+        """One clock for every match of the process (server/ticker.py)."""
         self.spectating: Spectating | None = None
         """Set by the app: live spectator hubs are created with the matches."""
 
@@ -107,6 +110,7 @@ class Lobby:
             seat_timeout=s.seat_timeout,
             grace_period=s.grace_period,
             send_buffer_bytes=s.send_buffer_bytes,
+            ticker=self.ticker,
             on_finished=self._finished,
         )
         self.live[record.match_id] = match
@@ -157,6 +161,7 @@ class Lobby:
     async def stop_all(self) -> None:
         """Graceful shutdown: every match finishes its tick, flushes, and is marked interrupted."""
         await asyncio.gather(*(m.stop("interrupted") for m in list(self.live.values())))
+        await self.ticker.close()
 
 
 def _record_info(r: MatchRecord) -> dict[str, Any]:

@@ -1,17 +1,19 @@
-"""A running match: seats, connections and two tasks around the match machine.
+"""A running match: seats and connections around the match machine.
 
 The match itself (commands and inputs in; events, acks, keyframe and end
 decisions out) is :class:`replay.machine.MatchMachine`, the same machine the
 offline generator and the tests drive. This module only moves things in and
-out of it, with two tasks per match so the tick loop never waits for the disk:
+out of it, and never makes a tick wait for the disk:
 
-* the **tick loop** steps the machine on a drift-free clock (tick ``n`` is due
-  at ``start + n / rate``, whatever the previous ones cost) and hands each
-  tick's decisions to the outbox;
-* the **sender** drains the outbox in tick order: it appends the events of all
-  waiting ticks in one call (the store group-commits across matches), and only
-  after that append is durable publishes each tick's UPDATE (acks included),
-  answers commands and writes keyframes. Hence: acknowledged means durable.
+* the process's :class:`server.ticker.Ticker` calls :meth:`Match.run_due` when a
+  tick is due (on a drift-free clock shared by every match of the same rate),
+  which steps the machine and puts the tick's decisions in the outbox;
+* after each pass the ticker calls :meth:`Match.flush`, which hands the events of
+  every waiting tick to the store in one append (the due matches' appends meet in
+  one group commit), and only once that append is durable publishes each tick's
+  UPDATE (acks included), answers commands and writes keyframes. Hence:
+  acknowledged means durable. One append per match is in flight at a time; what
+  ticks meanwhile goes with the next one.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from replay.events import NewEvent
 from replay.keyframes import keyframe_interval_ticks, make_keyframe
 from replay.machine import MatchMachine, Tick
 from replay.rules import END, JOIN, LEAVE, Command, Rejection, Rules
-from replay.store.base import EventIds, EventStore, MatchRecord
+from replay.store.base import AppendResult, EventIds, EventStore, MatchRecord
 from server.fanout import Feed
 from server.metrics import Metrics
 from server.spectating import LiveHub
+from server.ticker import Ticker
 
 __all__ = ["JoinRefused", "Match", "Seat"]
 
@@ -93,6 +96,7 @@ class Match:
         seat_timeout: float,
         grace_period: float,
         send_buffer_bytes: int,
+        ticker: Ticker,
         on_finished: Callable[[Match], None] | None = None,
     ) -> None:
         self.record = record
@@ -119,12 +123,18 @@ class Match:
         """Seq of the last event in a published UPDATE (what live subscribers have)."""
         self.overruns = 0
         self._outbox: deque[Tick] = deque()
-        self._wake = asyncio.Event()
+        """Ticks run and not yet handed to the store."""
+        self._appending: asyncio.Future[AppendResult] | None = None
+        """The append in flight (one at a time, so the stream stays in tick order)."""
+        self._version = record.version
+        """The stream's last seq once every append handed over is durable."""
         self._ids = EventIds()
         self._stopping = False
+        """No tick runs any more (the rules ended the match, or it is being stopped)."""
+        self._ending: asyncio.Task[None] | None = None
         self._on_finished = on_finished
-        self._ticker: asyncio.Task[None] | None = None
-        self._sender: asyncio.Task[None] | None = None
+        self._ticker = ticker
+        self._next_reap = 0.0
         self._background: set[asyncio.Task[Any]] = set()
         self._roster: list[str] = list(record.players)
         """Every player who ever joined, in join order (stored with the match)."""
@@ -144,8 +154,7 @@ class Match:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        self._ticker = asyncio.create_task(self._tick_loop(), name=f"tick:{self.match_id}")
-        self._sender = asyncio.create_task(self._send_loop(), name=f"send:{self.match_id}")
+        self._ticker.add(self)
         self.metrics.matches.labels(status="live").inc()
 
     @property
@@ -158,22 +167,24 @@ class Match:
         return self.status in ("ended", "interrupted")
 
     async def stop(self, status: str = "interrupted", reason: str = "server shutdown") -> None:
-        """Finish the current tick, make every event durable, then mark the match."""
-        if self._stopping:
-            if self._sender is not None:
-                await asyncio.shield(self._sender)
-            return
+        """Run no further tick, make every event durable, then mark the match."""
         self._stopping = True
-        self.end_reason = reason
-        if self._ticker is not None:
-            await self._ticker
-        self._wake.set()
-        if self._sender is not None:
-            await self._sender
-        if not self.read_only:
+        await self._drain()
+        if self._ending is not None:  # the rules ended it: that end stands
+            await asyncio.shield(self._ending)
+        elif not self.read_only:
+            self.end_reason = reason
             await self._finish(status, reason)
         # Metadata and keyframe writes handed off by the sender complete before the store closes.
         await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def _drain(self) -> None:
+        """Until every tick run so far is durable and published (or the store failed)."""
+        while self._appending is not None or self._outbox:
+            if self._appending is None:
+                self.flush()
+            if self._appending is not None:
+                await asyncio.wait([self._appending])
 
     async def _finish(self, status: str, reason: str) -> None:
         self.status = status
@@ -328,99 +339,97 @@ class Match:
 
         self.machine.queue(Command(kind, player, args), done)
 
-    # -- the tick loop --------------------------------------------------------------------------
+    # -- ticking (driven by server/ticker.py) ----------------------------------------------
 
-    async def _tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        period = 1.0 / self.tick_rate
-        next_at = loop.time()
-        next_reap = 0.0
-        while not self._stopping:
-            next_at += period
-            delay = next_at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                if self._stopping:
-                    break
-            t0 = time.perf_counter()
-            try:
-                over = self._run_tick()
-            except Exception:  # a rules bug must not take the process down with it
-                log.exception(
-                    "match %s: tick %d failed; match interrupted", self.match_id, self.tick
-                )
-                self._stopping = True
-                self._wake.set()
-                self._spawn(self.stop("interrupted", "internal error"))
-                return
-            elapsed = time.perf_counter() - t0
-            self.metrics.ticks.inc()
-            self.metrics.tick_seconds.observe(elapsed)
-            now = loop.time()
-            if now > next_at + period:
-                behind = int((now - next_at) / period)
-                self.overruns += 1
-                self.metrics.tick_overruns.inc()
-                if behind > MAX_BEHIND_TICKS:
-                    self.overruns += behind
-                    self.metrics.tick_overruns.inc(behind)
-                    next_at = now  # skip ahead: keep the rate, drop the backlog
-            if now >= next_reap:
-                next_reap = now + REAP_INTERVAL_S
-                self._reap()
-            if over:
-                self._stopping = True
-                break
-        self._wake.set()
-
-    def _run_tick(self) -> bool:
-        """One tick, synchronously: never awaits, so it never waits for the disk."""
-        out = self.machine.step()
+    def run_due(self, due_at: float, now: float) -> float | None:
+        """Run the tick due at ``due_at`` (loop time ``now``); the next due time, or None
+        once the match runs no more ticks. Synchronous: never waits for the disk."""
+        if self._stopping:
+            return None
+        t0 = time.perf_counter()
+        try:
+            out = self.machine.step()
+        except Exception:  # a rules bug must not take the process down with it
+            log.exception("match %s: tick %d failed; match interrupted", self.match_id, self.tick)
+            self._stopping = True
+            self._spawn(self.stop("interrupted", "internal error"))
+            return None
         if out.accepted:
             self.metrics.inputs.inc(out.accepted)  # counted per tick, not per frame
         if not out.quiet:
             self._outbox.append(out)
-            self._wake.set()
-        return out.over
+        self.metrics.ticks.inc()
+        self.metrics.tick_seconds.observe(time.perf_counter() - t0)
+        if out.over:
+            self._stopping = True
+            return None
+        if now >= self._next_reap:
+            self._next_reap = now + REAP_INTERVAL_S
+            self._reap()
+        period = 1.0 / self.tick_rate
+        next_at = due_at + period
+        if now > next_at:  # this tick started later than the next one was due
+            behind = int((now - due_at) / period)
+            self.overruns += 1
+            self.metrics.tick_overruns.inc()
+            if behind > MAX_BEHIND_TICKS:  # skip ahead: keep the rate, drop the backlog
+                self.overruns += behind
+                self.metrics.tick_overruns.inc(behind)
+                next_at = due_at + (behind + 1) * period
+        return next_at
 
-    # -- the sender ---------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Hand the events of every waiting tick to the store in one append, unless one
+        is in flight (its completion flushes again). Ticks without events are published
+        at once, behind any append in flight."""
+        if self._appending is not None or not self._outbox:
+            return
+        ticks = list(self._outbox)
+        self._outbox.clear()
+        events = [e for t in ticks for e in t.events]
+        if not events:
+            self._published(ticks)
+            return
+        self._appending = asyncio.ensure_future(
+            self.store.append(
+                self.match_id, events, self._version, first_id=self._ids.take(len(events))
+            )
+        )
+        self._appending.add_done_callback(
+            lambda done: self._appended(done, ticks, len(events), time.perf_counter())
+        )
 
-    async def _send_loop(self) -> None:
-        version = self.record.version
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._outbox:
-                if self._stopping and (self._ticker is None or self._ticker.done()):
-                    break
-                continue
-            ticks = list(self._outbox)
+    def _appended(
+        self, done: asyncio.Future[AppendResult], ticks: list[Tick], count: int, started: float
+    ) -> None:
+        self._appending = None
+        exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            # The live state already holds these events: the match cannot go on
+            # truthfully. Nothing unacknowledged is claimed; the match stops.
+            log.error("match %s: append failed (%s); match interrupted", self.match_id, exc)
+            self._stopping = True
             self._outbox.clear()
-            events = [e for t in ticks for e in t.events]
-            if events:
-                t0 = time.perf_counter()
-                try:
-                    result = await self.store.append(
-                        self.match_id, events, version, first_id=self._ids.take(len(events))
-                    )
-                except Exception as exc:  # any store failure, typed or not
-                    # The live state already holds these events: the match cannot go on
-                    # truthfully. Nothing unacknowledged is claimed; the match stops.
-                    log.error("match %s: append failed (%s); match interrupted", self.match_id, exc)
-                    self._stopping = True
-                    self._spawn(self._finish("interrupted", f"store error: {exc}"[:100]))
-                    return
-                version = result.last_seq
-                self.metrics.append_latency.observe(time.perf_counter() - t0)
-                self.metrics.events.inc(len(events))
-            seq = version - len(events)
-            for t in ticks:
-                self._publish(t, seq := seq + len(t.events))
-            if ticks[-1].over:
-                result = self.rules.result(self.state)
-                await self._finish("ended", result.reason if result is not None else "over")
-                return
-        # stopped without ending: the caller marks the match
+            if self._ending is None:
+                self._ending = asyncio.ensure_future(
+                    self._finish("interrupted", f"store error: {exc}"[:100])
+                )
+            return
+        self._version = done.result().last_seq
+        self.metrics.append_latency.observe(time.perf_counter() - started)
+        self.metrics.events.inc(count)
+        self._published(ticks)
+        self.flush()
+
+    def _published(self, ticks: list[Tick]) -> None:
+        """Everything in ``ticks`` is durable: publish each tick in order."""
+        seq = self._version - sum(len(t.events) for t in ticks)
+        for t in ticks:
+            self._publish(t, seq := seq + len(t.events))
+        if ticks[-1].over and self._ending is None:
+            result = self.rules.result(self.state)
+            reason = result.reason if result is not None else "over"
+            self._ending = asyncio.ensure_future(self._finish("ended", reason))
 
     def _publish(self, t: Tick, last_seq: int) -> None:
         """Everything up to ``last_seq`` is durable: tell the players."""

@@ -1,0 +1,169 @@
+"""One task ticks every match of the process, and measures the process's headroom.
+
+A task per match (and another to send) costs a wake-up, a timer and a store
+round trip per match per tick: with matches of 2-10 players that per-match cost,
+not the players, is what fills a core. So the matches share one clock: each
+tick rate has one grid of due times (``k / rate`` on the event loop's clock), every
+match of that rate is due at the same instants, and one pass runs all the due
+matches, then hands their ticks to the store together, where they meet in one
+group commit (server/match.py, ``flush``).
+
+The pass also measures how late it runs (tick lateness: the event loop was busy
+past a due time) and the process's CPU use; :class:`Headroom` turns both into the
+admission decision (docs/operations.md, "Admission control").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Headroom", "Ticked", "Ticker"]
+
+
+class Ticked(Protocol):
+    """What the ticker drives (server/match.py's Match)."""
+
+    tick_rate: int
+
+    def run_due(self, due_at: float, now: float) -> float | None:
+        """Run the tick due at ``due_at``; the next due time, or None when done."""
+        ...
+
+    def flush(self) -> None:
+        """Hand what the tick produced to the store (without waiting for it)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When a process is full (docs/operations.md, "Admission control")."""
+
+    max_cpu: float = 0.85
+    """Busy fraction of one core over the window (the process runs on one core)."""
+    max_lateness_s: float = 0.010
+    """Tick lateness (p90 over the window) beyond which matches would start to overrun."""
+    window_s: float = 2.0
+    """How far back the figures look."""
+
+
+class Headroom:
+    """The process's load, measured by the ticker: CPU, tick lateness, event-loop lag."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._lateness: deque[tuple[float, float]] = deque()
+        """(when, seconds late) of recent passes."""
+        self._cpu_marks: deque[tuple[float, float]] = deque(
+            [(time.monotonic(), time.process_time())]
+        )
+
+    def record_pass(self, now: float, late: float) -> None:
+        self._lateness.append((now, late))
+        horizon = now - self.limits.window_s
+        while self._lateness and self._lateness[0][0] < horizon:
+            self._lateness.popleft()
+
+    def cpu(self) -> float:
+        """Busy fraction of one core over about the last window."""
+        now, used = time.monotonic(), time.process_time()
+        marks = self._cpu_marks
+        marks.append((now, used))
+        while len(marks) > 2 and marks[1][0] < now - self.limits.window_s:
+            marks.popleft()
+        then, used_then = marks[0]
+        return (used - used_then) / (now - then) if now > then else 0.0
+
+    def lateness(self, quantile: float = 0.9) -> float:
+        """Seconds the ticker ran behind its due times (a quantile over the window)."""
+        values = sorted(late for _, late in self._lateness)
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, math.floor(quantile * len(values)))]
+
+    def report(self) -> dict[str, float | bool | str]:
+        cpu, late = self.cpu(), self.lateness()
+        full = self.full_reason(cpu, late)
+        return {
+            "cpu": round(cpu, 3),
+            "tick_lateness_p90_s": round(late, 4),
+            "loop_lag_max_s": round(self.lateness(1.0), 4),
+            "full": bool(full),
+            "reason": full,
+        }
+
+    def full_reason(self, cpu: float | None = None, late: float | None = None) -> str:
+        """Why the process takes no more matches or players now ("" when it does)."""
+        cpu = self.cpu() if cpu is None else cpu
+        late = self.lateness() if late is None else late
+        if cpu > self.limits.max_cpu:
+            return f"CPU at {cpu:.0%} (limit {self.limits.max_cpu:.0%})"
+        if late > self.limits.max_lateness_s:
+            limit = self.limits.max_lateness_s * 1000
+            return f"ticks {late * 1000:.1f} ms late (limit {limit:g} ms)"
+        return ""
+
+
+class Ticker:
+    """The tick clock of every match in the process (see the module docstring)."""
+
+    def __init__(self, headroom: Headroom | None = None) -> None:
+        self.headroom = headroom or Headroom()
+        self._due: list[tuple[float, int, Ticked]] = []
+        self._order = itertools.count()
+        self._task: asyncio.Task[None] | None = None
+        self._sleep: asyncio.Future[None] | None = None
+        self._wake_at = math.inf
+        """When the sleeping ticker wakes next."""
+
+    def add(self, match: Ticked) -> None:
+        """Tick ``match`` from the next instant of its rate's grid on."""
+        loop = asyncio.get_running_loop()
+        period = 1.0 / match.tick_rate
+        due_at = (math.floor(loop.time() / period) + 1) * period
+        heapq.heappush(self._due, (due_at, next(self._order), match))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="ticker")
+        elif due_at < self._wake_at and self._sleep is not None and not self._sleep.done():
+            self._sleep.set_result(None)  # due before what the ticker sleeps towards
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._due
+        while due:
+            wake_at = due[0][0]
+            if wake_at > loop.time():
+                self._sleep, self._wake_at = loop.create_future(), wake_at
+                timer = loop.call_at(wake_at, _wake, self._sleep)
+                await self._sleep
+                timer.cancel()
+                self._wake_at = math.inf
+            now = loop.time()
+            ran: list[Ticked] = []
+            late = 0.0
+            while due and due[0][0] <= now:
+                due_at, order, match = heapq.heappop(due)
+                late = max(late, now - due_at)
+                next_at = match.run_due(due_at, now)
+                if next_at is not None:
+                    heapq.heappush(due, (next_at, order, match))
+                ran.append(match)
+            self.headroom.record_pass(now, late)
+            for match in ran:  # every due match ticked: their appends meet in one group
+                match.flush()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

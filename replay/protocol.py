@@ -112,6 +112,7 @@ E_ALREADY_JOINED = "already_joined"  # a second JOIN on the same connection
 E_UNKNOWN_MATCH = "unknown_match"
 E_MATCH_OVER = "match_over"  # the match is ended or interrupted: read-only
 E_MATCH_FULL = "match_full"
+E_SERVER_FULL = "server_full"  # the server is at its limit: no new match or player (try later)
 E_FORBIDDEN = "forbidden"  # the token's role or match does not allow this
 E_RATE_LIMITED = "rate_limited"  # inputs beyond the per-connection rate were dropped
 E_REJECTED = "rejected"  # the game rules refused an input or command (reason in message)

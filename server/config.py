@@ -61,6 +61,13 @@ class Settings:
     """Leaderboard definitions (TOML or JSON, docs/leaderboards.md); empty: each game's defaults."""
     boards_db: str = ""
     """The leaderboards' read-model file; empty: ``<db>.boards.sqlite``."""
+    max_seated_players: int = 0
+    """Admission: players seated across this process's matches before it refuses new
+    players and matches with ``server_full`` (0: no budget; docs/operations.md)."""
+    max_cpu: float = 0.85
+    """Admission: the process is full past this busy fraction of a core (2 s window; 0: off)."""
+    max_tick_lateness_ms: float = 10.0
+    """Admission: the process is full when its ticks run this late (p90 over 2 s; 0: off)."""
     games: str = ""
     """More games beside the built-in ones: comma-separated ``module:attribute`` specs of
     ``replay.rules.Rules`` subclasses (docs/games.md, "Adding a game to a server")."""

@@ -9,10 +9,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from replay import protocol
 from replay.errors import ReplayError, UnknownMatchError
 from replay.rules import GameRegistry
 from replay.store.base import EventStore, MatchRecord
 from server.config import Settings
+from server.headroom import Headroom, Limits
 from server.match import Match
 from server.metrics import Metrics
 from server.spectating import LiveHub, split_options
@@ -33,6 +35,12 @@ class LobbyError(ReplayError, ValueError):
     code = "invalid_settings"
 
 
+class ServerFullError(LobbyError):
+    """The process is at its limit (server/headroom.py): it takes no new match."""
+
+    code = protocol.E_SERVER_FULL
+
+
 class Lobby:
     def __init__(
         self, store: EventStore, metrics: Metrics, settings: Settings, games: GameRegistry
@@ -42,7 +50,14 @@ class Lobby:
         self.metrics = metrics
         self.settings = settings
         self.live: dict[str, Match] = {}
-        self.ticker = Ticker()
+        self.headroom = Headroom(
+            Limits(
+                max_players=settings.max_seated_players,
+                max_cpu=settings.max_cpu,
+                max_lateness_s=settings.max_tick_lateness_ms / 1000,
+            )
+        )
+        self.ticker = Ticker(self.headroom)
         """One clock for every match of the process (server/ticker.py)."""
         self.spectating: Spectating | None = None
         """Set by the app: live spectator hubs are created with the matches."""
@@ -70,7 +85,10 @@ class Lobby:
         seed: int | None = None,
     ) -> Match:
         if len(self.live) >= MAX_LIVE_MATCHES:
-            raise LobbyError(f"this server already runs {MAX_LIVE_MATCHES} matches")
+            raise ServerFullError(f"this server already runs {MAX_LIVE_MATCHES} matches")
+        full = self.refusal()
+        if full:
+            raise ServerFullError(f"this server is full: {full}")
         try:
             rules = self.games[game]
         except LookupError as exc:
@@ -111,6 +129,7 @@ class Lobby:
             grace_period=s.grace_period,
             send_buffer_bytes=s.send_buffer_bytes,
             ticker=self.ticker,
+            admission=self.refusal,
             on_finished=self._finished,
         )
         self.live[record.match_id] = match
@@ -135,6 +154,14 @@ class Lobby:
         self.live.pop(match.match_id, None)
         if match.hub is not None and self.spectating is not None:
             self.spectating.retire(match.hub)
+
+    def seated(self) -> int:
+        """Players holding (or reserving) a seat in this process's matches."""
+        return sum(len(m.seats) for m in self.live.values())
+
+    def refusal(self) -> str:
+        """Why this process takes no new player or match now ("" when it does)."""
+        return self.headroom.full_reason(self.seated())
 
     def get_live(self, match_id: str) -> Match | None:
         return self.live.get(match_id)

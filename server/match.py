@@ -97,6 +97,7 @@ class Match:
         grace_period: float,
         send_buffer_bytes: int,
         ticker: Ticker,
+        admission: Callable[[], str] = lambda: "",
         on_finished: Callable[[Match], None] | None = None,
     ) -> None:
         self.record = record
@@ -134,6 +135,8 @@ class Match:
         self._ending: asyncio.Task[None] | None = None
         self._on_finished = on_finished
         self._ticker = ticker
+        self._admission = admission
+        """Why the process takes no new player now ("" when it does; server/headroom.py)."""
         self._next_reap = 0.0
         self._background: set[asyncio.Task[Any]] = set()
         self._roster: list[str] = list(record.players)
@@ -230,6 +233,9 @@ class Match:
         if seat is None:
             if len(self.seats) >= self.max_players:
                 raise JoinRefused(protocol.E_MATCH_FULL, f"all {self.max_players} seats are taken")
+            full = self._admission()
+            if full:  # a seat already held (a resume) is always let in
+                raise JoinRefused(protocol.E_SERVER_FULL, f"this server is full: {full}")
             seat = self.seats[player] = Seat(player)
         if seat.peer is None:
             seat.held_until = time.monotonic() + self.seat_timeout

@@ -8,9 +8,8 @@ match of that rate is due at the same instants, and one pass runs all the due
 matches, then hands their ticks to the store together, where they meet in one
 group commit (server/match.py, ``flush``).
 
-The pass also measures how late it runs (tick lateness: the event loop was busy
-past a due time) and the process's CPU use; :class:`Headroom` turns both into the
-admission decision (docs/operations.md, "Admission control").
+Each pass also tells :class:`server.headroom.Headroom` how late it ran (tick
+lateness: the event loop was busy past a due time).
 """
 
 from __future__ import annotations
@@ -19,12 +18,11 @@ import asyncio
 import heapq
 import itertools
 import math
-import time
-from collections import deque
-from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Headroom", "Ticked", "Ticker"]
+from server.headroom import Headroom
+
+__all__ = ["Ticked", "Ticker"]
 
 
 class Ticked(Protocol):
@@ -39,75 +37,6 @@ class Ticked(Protocol):
     def flush(self) -> None:
         """Hand what the tick produced to the store (without waiting for it)."""
         ...
-
-
-@dataclass(frozen=True)
-class Limits:
-    """When a process is full (docs/operations.md, "Admission control")."""
-
-    max_cpu: float = 0.85
-    """Busy fraction of one core over the window (the process runs on one core)."""
-    max_lateness_s: float = 0.010
-    """Tick lateness (p90 over the window) beyond which matches would start to overrun."""
-    window_s: float = 2.0
-    """How far back the figures look."""
-
-
-class Headroom:
-    """The process's load, measured by the ticker: CPU, tick lateness, event-loop lag."""
-
-    def __init__(self, limits: Limits | None = None) -> None:
-        self.limits = limits or Limits()
-        self._lateness: deque[tuple[float, float]] = deque()
-        """(when, seconds late) of recent passes."""
-        self._cpu_marks: deque[tuple[float, float]] = deque(
-            [(time.monotonic(), time.process_time())]
-        )
-
-    def record_pass(self, now: float, late: float) -> None:
-        self._lateness.append((now, late))
-        horizon = now - self.limits.window_s
-        while self._lateness and self._lateness[0][0] < horizon:
-            self._lateness.popleft()
-
-    def cpu(self) -> float:
-        """Busy fraction of one core over about the last window."""
-        now, used = time.monotonic(), time.process_time()
-        marks = self._cpu_marks
-        marks.append((now, used))
-        while len(marks) > 2 and marks[1][0] < now - self.limits.window_s:
-            marks.popleft()
-        then, used_then = marks[0]
-        return (used - used_then) / (now - then) if now > then else 0.0
-
-    def lateness(self, quantile: float = 0.9) -> float:
-        """Seconds the ticker ran behind its due times (a quantile over the window)."""
-        values = sorted(late for _, late in self._lateness)
-        if not values:
-            return 0.0
-        return values[min(len(values) - 1, math.floor(quantile * len(values)))]
-
-    def report(self) -> dict[str, float | bool | str]:
-        cpu, late = self.cpu(), self.lateness()
-        full = self.full_reason(cpu, late)
-        return {
-            "cpu": round(cpu, 3),
-            "tick_lateness_p90_s": round(late, 4),
-            "loop_lag_max_s": round(self.lateness(1.0), 4),
-            "full": bool(full),
-            "reason": full,
-        }
-
-    def full_reason(self, cpu: float | None = None, late: float | None = None) -> str:
-        """Why the process takes no more matches or players now ("" when it does)."""
-        cpu = self.cpu() if cpu is None else cpu
-        late = self.lateness() if late is None else late
-        if cpu > self.limits.max_cpu:
-            return f"CPU at {cpu:.0%} (limit {self.limits.max_cpu:.0%})"
-        if late > self.limits.max_lateness_s:
-            limit = self.limits.max_lateness_s * 1000
-            return f"ticks {late * 1000:.1f} ms late (limit {limit:g} ms)"
-        return ""
 
 
 class Ticker:

@@ -27,6 +27,10 @@ def settings_for(tmp_path: Path, **overrides: object) -> Settings:
         grace_period=5.0,
         ping_interval=5.0,
         ping_timeout=5.0,
+        # Admission by measured load is off: a busy test machine must not refuse players
+        # at random (test_server_admission turns it on where it is the subject).
+        max_cpu=0.0,
+        max_tick_lateness_ms=0.0,
     )
     return dataclasses.replace(base, **overrides)
 

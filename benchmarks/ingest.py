@@ -49,7 +49,6 @@ sys.path.insert(0, str(ROOT))
 
 SECRET = "ingest-benchmark-secret-0123456789abcdef"
 RATE = 30  # inputs per second per player, and the tick rate
-PLAYERS_PER_MATCH = 50
 LOAD_GROUPS = 6  # clients of a process send in 6 staggered groups per period
 
 
@@ -61,7 +60,7 @@ def cpu_seconds(pid: int) -> float:
 # -- the servers ------------------------------------------------------------------------
 
 
-def start_ours(db: Path) -> tuple[subprocess.Popen, int, str]:
+def start_ours(db: Path, *flags: str) -> tuple[subprocess.Popen, int, str]:
     """The server process, its port and the event loop it reports (uvloop where installed)."""
     proc = subprocess.Popen(
         [
@@ -83,6 +82,7 @@ def start_ours(db: Path) -> tuple[subprocess.Popen, int, str]:
             "60",
             "--ping-timeout",
             "60",
+            *flags,
         ],
         cwd=ROOT,
         env=os.environ | {"MATCHREPLAY_SECRET": SECRET},
@@ -174,10 +174,18 @@ async def _load(
     seconds: float,
     burst: bool,
 ) -> dict:
-    from benchmarks.loadgen import close_players, connect_players
+    from benchmarks.loadgen import JoinRefused, close_players, connect_players
 
-    clients = await connect_players(url, [tok for tok, _ in jobs])
-    await asyncio.gather(*(c.join(m) for c, (_, m) in zip(clients, jobs, strict=True)))
+    everyone = await connect_players(url, [tok for tok, _ in jobs])
+    outcomes = await asyncio.gather(
+        *(c.join(m) for c, (_, m) in zip(everyone, jobs, strict=True)), return_exceptions=True
+    )
+    clients = [c for c, r in zip(everyone, outcomes, strict=True) if not isinstance(r, Exception)]
+    refused = [
+        r.args[0] if isinstance(r, JoinRefused) else repr(r)
+        for r in outcomes
+        if isinstance(r, Exception)
+    ]
 
     await asyncio.sleep(max(0.0, start_at - time.time()))
     loop = asyncio.get_running_loop()
@@ -222,8 +230,16 @@ async def _load(
     cpu = time.process_time() - cpu0
     await asyncio.sleep(0.3)  # let the last acks arrive
     latencies = [x for c in clients for x in c.latencies]
-    await close_players(clients)
-    return {"sent": sent, "acked": acked, "latencies": latencies, "lag": lag, "cpu": cpu}
+    await close_players(everyone)
+    return {
+        "sent": sent,
+        "acked": acked,
+        "latencies": latencies,
+        "lag": lag,
+        "cpu": cpu,
+        "admitted": len(clients),
+        "refused": refused,
+    }
 
 
 def spawn_load(
@@ -252,6 +268,8 @@ def spawn_load(
             w.join()
         lat = sorted(x for r in results for x in r["latencies"])
         return {
+            "admitted": sum(r["admitted"] for r in results),
+            "refused": [code for r in results for code in r["refused"]],
             "sent": sum(r["sent"] for r in results),
             "acked": sum(r["acked"] for r in results),
             "lag": max(r["lag"] for r in results),
@@ -296,8 +314,8 @@ def our_counters(port: int) -> Callable[[], dict]:
     return read
 
 
-def create_matches(port: int, admin: str, n: int) -> list[str]:
-    settings = {"max_players": PLAYERS_PER_MATCH, "min_players": 1, "tick_rate": RATE}
+def create_matches(port: int, admin: str, n: int, per_match: int) -> list[str]:
+    settings = {"max_players": per_match, "min_players": 1, "tick_rate": RATE}
     settings = quote(json.dumps(settings | {"time_limit_s": 0, "score_limit": 0}))
     ids = []
     for _ in range(n):
@@ -312,54 +330,62 @@ def create_matches(port: int, admin: str, n: int) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--players", type=int, default=600)
+    ap.add_argument("--players", type=int, default=300)
+    ap.add_argument(
+        "--players-per-match",
+        default="10,50",
+        help="match sizes to measure, comma-separated (each at --players in total)",
+    )
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--procs", type=int, default=max(2, (os.cpu_count() or 2)))
     ap.add_argument("--burst-connections", type=int, default=50)
+    ap.add_argument(
+        "--overload",
+        type=float,
+        default=1.5,
+        help="the overload run offers this many times --players to a server whose budget is"
+        " --players (0: skip)",
+    )
     args = ap.parse_args()
+    shapes = [int(x) for x in args.players_per_match.split(",")]
     from server import auth
 
     print(
-        f"ingest: {args.players} players x {RATE} inputs/s, {args.seconds:g} s measured after"
+        f"ingest: {args.players} players x {RATE} inputs/s in matches of"
+        f" {', '.join(map(str, shapes))}, {args.seconds:g} s measured after"
         f" {args.warmup:g} s warm-up, {args.procs} load processes, {os.cpu_count()} cores,"
         f" load average {os.getloadavg()[0]:.2f} before the run"
     )
     tmp = Path(tempfile.mkdtemp(prefix="ingest-"))
+    admin = auth.issue(SECRET, "bench", "admin")
+    target = args.players * RATE
 
-    # -- (a) ours -------------------------------------------------------------------------
-    proc, port, server_loop = start_ours(tmp / "ingest.db")
-    url = f"ws://127.0.0.1:{port}/ws"
-    try:
-        admin = auth.issue(SECRET, "bench", "admin")
-        n_matches = -(-args.players // PLAYERS_PER_MATCH)
-        ids = create_matches(port, admin, n_matches)
-        jobs = [
-            (auth.issue(SECRET, f"p{i}", "player"), ids[i % n_matches]) for i in range(args.players)
-        ]
-        start_at, collect = spawn_load(url, jobs, args.procs, args.warmup, args.seconds)
-        ours = window(proc.pid, start_at, args.warmup, args.seconds, our_counters(port))
-        ours |= collect()
+    def measure_ours(players: int, per_match: int, *flags: str) -> tuple[dict, str]:
+        db = tmp / f"ingest-{per_match}-{players}-{len(flags)}.db"
+        proc, port, server_loop = start_ours(db, *flags)
+        try:
+            n_matches = -(-players // per_match)
+            ids = create_matches(port, admin, n_matches, per_match)
+            jobs = [
+                (auth.issue(SECRET, f"p{i}", "player"), ids[i % n_matches]) for i in range(players)
+            ]
+            start_at, collect = spawn_load(
+                f"ws://127.0.0.1:{port}/ws", jobs, args.procs, args.warmup, args.seconds
+            )
+            result = window(proc.pid, start_at, args.warmup, args.seconds, our_counters(port))
+            return result | collect(), server_loop
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
 
-        # -- (b) burst ---------------------------------------------------------------------
-        n = args.burst_connections
-        bids = create_matches(port, admin, -(-n // PLAYERS_PER_MATCH))
-        bjobs = [(auth.issue(SECRET, f"b{i}", "player"), bids[i % len(bids)]) for i in range(n)]
-        start_at, collect = spawn_load(url, bjobs, min(2, args.procs), 1.0, args.seconds / 2, True)
-        bwin = window(proc.pid, start_at, 1.0, args.seconds / 2, our_counters(port))
-        burst = collect()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-
-    # -- (a) the bare websockets baseline and the floor, same load -----------------------------
-
-    def measure_process(target: Callable[..., None], *extra: Any) -> dict:
+    def measure_process(target: Callable[..., None], players: int, *extra: Any) -> dict:
         port_q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
         received = mp.Value("q", 0, lock=False)
         server = mp.Process(target=target, args=(port_q, received, *extra), daemon=True)
         server.start()
         port = port_q.get(timeout=20)
+        jobs = [(auth.issue(SECRET, f"p{i}", "player"), "m") for i in range(players)]
         start_at, collect = spawn_load(
             f"ws://127.0.0.1:{port}/", jobs, args.procs, args.warmup, args.seconds
         )
@@ -370,11 +396,6 @@ def main() -> None:
         server.terminate()
         return result
 
-    base = measure_process(_baseline_main)
-    floor = measure_process(floor_main, RATE) if floor_main is not None else None
-
-    target = args.players * RATE
-
     def report(name: str, r: dict) -> float:
         # CPU per input the server actually received, so a server that falls behind is
         # not flattered by the inputs still waiting in its socket buffers.
@@ -382,7 +403,7 @@ def main() -> None:
         per_player_s = r["cpu"] / max(1.0, r["inputs"]) * RATE
         per_core = 1.0 / per_player_s
         print(
-            f"  {name:<11} {per_player_s * 1e6:7.0f} us CPU per player-second"
+            f"  {name:<16} {per_player_s * 1e6:7.0f} us CPU per player-second"
             f" -> {per_core:6.0f} players per core"
             f" | input-to-ack p50 {r['p50']:6.1f} ms p99 {r['p99']:7.1f} ms"
             f" | server CPU {r['cpu'] / r['wall'] * 100:3.0f}% of a core"
@@ -391,35 +412,81 @@ def main() -> None:
         )
         if r["lag"] > 0.1 or inputs_per_s < 0.9 * target:
             print(
-                "              NOTE: the machine was saturated (load generators and server share"
-                f" {os.cpu_count()} cores; load-generator lag up to {r['lag'] * 1000:.0f} ms):"
-                " latency is not the server's alone"
+                "                   NOTE: the machine was saturated (load generators and server"
+                f" share {os.cpu_count()} cores; load-generator lag up to"
+                f" {r['lag'] * 1000:.0f} ms): latency is not the server's alone"
             )
-        return per_core
+        return per_player_s
 
+    # -- (a) capacity per match size, each beside the bare baseline and the floor ----------
+    base = measure_process(_baseline_main, args.players)
+    floor = measure_process(floor_main, args.players, RATE) if floor_main is not None else None
     print(
-        "(a) capacity, 30 inputs/s per player, 30 Hz ticks, SQLite synchronous=FULL"
-        f" (our server on {server_loop}, the baseline on asyncio's default loop):"
+        f"(a) capacity, {args.players} players, 30 inputs/s each, 30 Hz ticks,"
+        " SQLite synchronous=FULL:"
     )
-    ours_core = report("matchreplay", ours)
+    base_cost = report("baseline", base)
     print(
-        f"              tick overruns in the window: {ours['overruns']:.0f};"
-        f" durable events/s: {ours['events'] / ours['wall']:,.0f}"
-    )
-    base_core = report("baseline", base)
-    print(
-        f"  ratio, players per core (matchreplay / bare websockets): {ours_core / base_core:.2f}"
-        "   (target: >= 1000 players per core, p99 <= 50 ms)"
+        "                   (a bare websockets server on asyncio's loop: receives the inputs,"
+        " answers each player once per tick with its last seq)"
     )
     if floor is not None:
-        floor_core = report("floor", floor)
+        report("floor", floor)
         print(
-            "              floor: a raw uvloop protocol that only unmasks, decodes and acks"
-            " (benchmarks/floor_server.py), the bound no server goes below on this machine;"
-            f" matchreplay / floor: {ours_core / floor_core:.2f}"
+            "                   (benchmarks/floor_server.py: a raw uvloop protocol that only"
+            " unmasks, decodes and acks; the bound no server goes below here)"
         )
+    server_loop = "asyncio"
+    for per_match in shapes:
+        # Admission by measured load off: this run measures what the players cost.
+        ours, server_loop = measure_ours(
+            args.players, per_match, "--max-cpu", "0", "--max-tick-lateness-ms", "0"
+        )
+        cost = report(f"matchreplay/{per_match}", ours)
+        print(
+            f"                   {-(-args.players // per_match)} matches of {per_match}:"
+            f" tick overruns in the window {ours['overruns']:.0f};"
+            f" durable events/s {ours['events'] / ours['wall']:,.0f};"
+            f" CPU per player-second / baseline's {cost / base_cost:.2f}"
+        )
+    print(f"  (our server ran on {server_loop})")
+
+    # -- (b) overload: more players than the process's budget -------------------------------
+    if args.overload:
+        offered = round(args.players * args.overload)
+        per_match = shapes[0]
+        ours, _ = measure_ours(
+            offered, per_match, "--max-seated-players", str(args.players), "--max-cpu", "0"
+        )
+        refused = ours["refused"]
+        codes = ", ".join(f"{c} x{refused.count(c)}" for c in sorted(set(refused))) or "none"
+        print(
+            f"(b) overload: {offered} players offered in matches of {per_match} to a server"
+            f" whose budget is {args.players} seated players:"
+        )
+        print(
+            f"  admitted {ours['admitted']}, refused {len(refused)} ({codes});"
+            f" admitted players' input-to-ack p50 {ours['p50']:.1f} ms p99 {ours['p99']:.1f} ms;"
+            f" tick overruns in the window {ours['overruns']:.0f}"
+        )
+        print("  (target: p99 <= 100 ms, no overrun, every refused player got server_full)")
+
+    # -- (c) burst ---------------------------------------------------------------------------
+    proc, port, _ = start_ours(tmp / "burst.db", "--max-cpu", "0", "--max-tick-lateness-ms", "0")
+    try:
+        n = args.burst_connections
+        bids = create_matches(port, admin, -(-n // 50), 50)
+        bjobs = [(auth.issue(SECRET, f"b{i}", "player"), bids[i % len(bids)]) for i in range(n)]
+        start_at, collect = spawn_load(
+            f"ws://127.0.0.1:{port}/ws", bjobs, min(2, args.procs), 1.0, args.seconds / 2, True
+        )
+        bwin = window(proc.pid, start_at, 1.0, args.seconds / 2, our_counters(port))
+        burst = collect()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
     print(
-        f"(b) burst, {n} connections each with one 64-input frame in flight:"
+        f"(c) burst, {n} connections each with one 64-input frame in flight:"
         f" {burst['acked'] / (args.seconds / 2):,.0f} acknowledged (durable) inputs/s;"
         f" {bwin['events'] / bwin['wall']:,.0f} events/s stored;"
         f" server CPU {bwin['cpu'] / bwin['wall'] * 100:.0f}% of a core"

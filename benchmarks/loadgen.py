@@ -37,11 +37,15 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-__all__ = ["LeanPlayer", "close_players", "connect_players"]
+__all__ = ["JoinRefused", "LeanPlayer", "close_players", "connect_players"]
 
 _JOINED, _UPDATE, _ERROR = 17, 19, 20
 _ZERO_MASK = b"\x00\x00\x00\x00"
 _READ = memoryview(bytearray(64 * 1024))  # shared: get_buffer/buffer_updated run back to back
+
+
+class JoinRefused(Exception):
+    """The server answered JOIN with an ERROR; ``args[0]`` is its code."""
 
 
 def client_frame(payload: bytes) -> bytes:
@@ -143,6 +147,9 @@ class LeanPlayer(asyncio.BufferedProtocol):
                 self.joined.set_result(self.slot)
         elif kind == _ERROR:
             self.errors += 1
+            if self.joined is not None and not self.joined.done():  # the JOIN was refused
+                code = msgpack.unpackb(buf[start : start + n])[1]
+                self.joined.set_exception(JoinRefused(code))
 
     def _ack(self, seq: int) -> None:
         if seq <= self.acked_seq:

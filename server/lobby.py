@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -25,6 +26,9 @@ __all__ = ["Lobby", "LobbyError"]
 
 log = logging.getLogger(__name__)
 
+MATCH_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+"""The match id alphabet: safe in a URL path, a file name and a log line as it is
+(docs/protocol.md). Ids are chosen at creation; others are refused there."""
 MAX_LIVE_MATCHES = 1000
 """Matches ticking in one process. A 64-slot arena match holds ~10 KiB of state."""
 
@@ -33,6 +37,12 @@ class LobbyError(ReplayError, ValueError):
     """Invalid match settings or request (``code`` ``invalid_settings``)."""
 
     code = "invalid_settings"
+
+
+class BadMatchIdError(LobbyError):
+    """A match id outside :data:`MATCH_ID`."""
+
+    code = "bad_match_id"
 
 
 class ServerFullError(LobbyError):
@@ -98,8 +108,12 @@ class Lobby:
             normalized = rules.normalize_settings(game_settings)
         except (ValueError, TypeError) as exc:
             raise LobbyError(f"invalid settings: {exc}") from None
-        if match_id is not None and (not isinstance(match_id, str) or not 1 <= len(match_id) <= 64):
-            raise LobbyError("match_id must be 1..64 characters")
+        if match_id is not None and (
+            not isinstance(match_id, str) or not MATCH_ID.fullmatch(match_id)
+        ):
+            raise BadMatchIdError(
+                f"match_id must be 1..64 characters of A-Z a-z 0-9 . _ - (got {match_id!r:.80})"
+            )
         limits = rules.limits(normalized)
         need = start_players if start_players is not None else limits.min_players
         # Below the game's own minimum the rules would refuse every start: refused here.

@@ -254,7 +254,7 @@ class Match:
             return seat, True
         if seat.joined is None:
             seat.joined = asyncio.get_running_loop().create_future()
-            self.machine.queue(Command(JOIN, player, {"name": player}), self._on_join(seat))
+            self.machine.queue(Command(JOIN, player, {}), self._on_join(seat))
         try:
             await asyncio.shield(seat.joined)
         except JoinRefused:

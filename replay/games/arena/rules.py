@@ -168,7 +168,8 @@ class ArenaRules(Rules[ArenaState]):
             return Rejection("bad_command", "player id must not be empty")
         if player in state.slot_of:
             return Rejection("already_joined", f"player {player!r} is already in the match")
-        name = args.get("name", player)
+        # No display name offered: the player id, cut to what a name may hold.
+        name = args.get("name", player[:MAX_NAME_CHARS])
         if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_CHARS:
             return Rejection("bad_name", f"name must be a string of 1..{MAX_NAME_CHARS} chars")
         started = state.started_tick >= 0

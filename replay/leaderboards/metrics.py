@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from replay.leaderboards.board import Entry
+from replay.leaderboards.operators import Entry
 
 __all__ = ["GameMetrics", "Lookup", "MatchTally", "MetricFn", "Observation"]
 

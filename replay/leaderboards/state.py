@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from replay.leaderboards.board import REACHED_SLOTS, Board, Entry
+from replay.leaderboards.board import REACHED_SLOTS, Board
 from replay.leaderboards.definitions import BoardDefinition
 from replay.leaderboards.metrics import GameMetrics, MatchTally, MetricFn
+from replay.leaderboards.operators import Entry
 from replay.leaderboards.periods import ALL, event_time, period_key
 from replay.store.base import EventBatch
 

@@ -49,7 +49,7 @@ from replay.leaderboards.operators import INT64_MAX, INT64_MIN, Entry, combine
 __all__ = ["MAX_OWNERS", "REACHED_SLOTS", "Board", "RankedEntry"]
 
 REACHED_SLOTS = 4096
-"""Owners one event can change on one board (arena matches hold at most 256 players)."""
+"""Owners one event can change on one board (more than any match has players)."""
 
 _BIAS = 1 << 63
 _MASK = (1 << 64) - 1

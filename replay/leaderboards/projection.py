@@ -88,7 +88,7 @@ class LeaderboardProjection:
         self.path = path
         self.definitions = validate_definitions(definitions, metrics)
         self.read_limit = read_limit
-        """Stored batches per chunk (and per transaction; an arena tick is one batch of
+        """Stored batches per chunk (and per transaction; a tick is usually one batch of
         a few events): bounds memory and commit latency."""
         self.state = LeaderboardState(self.definitions, metrics)
         self._db: sqlite3.Connection | None = None

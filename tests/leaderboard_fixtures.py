@@ -12,6 +12,9 @@ from games import ARENA, open_test_store
 from replay.offline import simulate
 from replay.store.base import EventStore, MatchRecord
 
+PUBLIC = {"public_spectating": True, "spectator_delay": 0.0}
+"""The options of a match anyone may watch live: its results reach the boards at once."""
+
 
 async def record_matches(
     store: EventStore,
@@ -24,6 +27,7 @@ async def record_matches(
     prefix: str = "m",
     created_at: float | None = None,
     end: bool = True,
+    options: dict[str, object] = PUBLIC,
 ) -> list[str]:
     """Play ``count`` matches tick-interleaved into ``store``; returns their ids."""
     rules = ARENA
@@ -42,6 +46,7 @@ async def record_matches(
                 seed=seed + i,
                 status="running",
                 created_at=created_at,
+                options=dict(options),
             )
         )
         ids.append(mid)

@@ -155,14 +155,27 @@ class LeaderboardProjection:
         )
 
     async def wait_for(self, position: int, timeout: float) -> bool:
-        """Wait until the boards reflect ``position`` (read-your-writes); False on timeout."""
+        """Wait until the boards reflect ``position`` (read-your-writes); False on timeout.
+
+        Held batches up to ``position`` are looked at once more first: a match that
+        just ended (its record says so, not an event the loop would wake for) is then
+        on the boards as soon as its spectators may see it. What is still not visible
+        is not waited for."""
         deadline = time.monotonic() + timeout
         while self.state.position < position:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             await wait_event(self._advanced, left)
+        if any(bs[0].first_position <= position for bs in self.state.held.values()):
+            await self.release_visible()
         return True
+
+    async def release_visible(self) -> None:
+        """Fold the held batches that became visible (the loop does it every step)."""
+        async with self._lock:
+            start = self.state.position
+            await self._fold(start, Chunk([], start, []))
 
     def _signal(self) -> None:
         advanced, self._advanced = self._advanced, asyncio.Event()
@@ -273,14 +286,17 @@ class LeaderboardProjection:
                 self.state.held.setdefault(b.match_id, []).append(b)
 
     async def catch_up(self, progress: Progress | None = None) -> int:
-        """Fold everything stored now; returns how many events. Reads ahead: the next
-        chunk is read from the store (in its thread) while this one folds."""
+        """Fold everything stored now (and the held batches that became visible);
+        returns how many events. Reads ahead: the next chunk is read from the store
+        (in its thread) while this one folds."""
         total = 0
         async with self._reader(self.state.codes) as reader:
             while True:
                 start = self.state.position
                 chunk = await reader.read(start)
                 if chunk.through == start:
+                    if self.state.held:
+                        await self.release_visible()
                     return total
                 async with self._lock:
                     if self.state.position != start:

@@ -79,6 +79,8 @@ class LeaderboardState:
         self.held: dict[str, list[EventBatch]] = {}
         """Per match: batches not yet visible to its spectators (visibility.py), in
         order. Once a match has one, every later batch of it waits behind it."""
+        self._holds_changed = False
+        """Whether :attr:`held` changed since the last :class:`Changes` said it."""
         self.position = 0
         # game -> event code -> [(definition, metric function)]
         self._triggers: dict[str, dict[int, list[tuple[BoardDefinition, MetricFn]]]] = {}
@@ -126,7 +128,6 @@ class LeaderboardState:
         ended: set[str] = set()
         damaged: list[DamagedBatch] = []
         held = self.held
-        holds_before = {m: bs[0].first_position for m, bs in held.items()}
         last_seen = self.last_seen
         for b, new in itertools.chain(
             zip(released, itertools.repeat(False)), zip(batches, itertools.repeat(True))
@@ -138,6 +139,7 @@ class LeaderboardState:
                 continue  # a game without boards
             if new and (b.match_id in held or (hold is not None and hold(b))):
                 held.setdefault(b.match_id, []).append(b)
+                self._holds_changed = True
                 continue
             try:
                 if self._fold_batch(b, t, folds):
@@ -164,11 +166,12 @@ class LeaderboardState:
         for match_id in ended:
             del self.tallies[match_id]
             del last_seen[match_id]
-            held.pop(match_id, None)  # nothing comes after a match's end
+            if held.pop(match_id, None) is not None:  # nothing comes after a match's end
+                self._holds_changed = True
         changes.tallies = {m: self.tallies[m].encode() for m in dirty - ended}
-        holds_now = {m: bs[0].first_position for m, bs in held.items()}
-        if holds_now != holds_before:
-            changes.held = holds_now
+        if self._holds_changed:
+            changes.held = {m: bs[0].first_position for m, bs in held.items()}
+            self._holds_changed = False
         return changes
 
     def _fold_batch(
@@ -216,6 +219,7 @@ class LeaderboardState:
         while n < len(batches) and batch_tick(batches[n]) <= edge:
             n += 1
         out = batches[:n]
+        self._holds_changed |= n > 0
         if n == len(batches):
             del self.held[match_id]
         else:

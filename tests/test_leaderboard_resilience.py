@@ -279,3 +279,65 @@ async def test_results_reach_the_boards_when_spectators_may_see_them(tmp_path: P
         await p.close()
     finally:
         await store.close()
+
+
+# -- the same, served by a real server -------------------------------------------------------
+
+
+async def test_a_server_shows_neither_delayed_nor_damaged_results(tmp_path: Path) -> None:
+    """Over HTTP, anonymously: a private match with a 30 s spectator delay, played to its
+    end over real websockets, is not on the boards (its spectators may not see its end
+    for 30 s yet). A damaged batch in the store makes /healthz say degraded, with the
+    reason, and /metrics count it."""
+    import json
+    from urllib.parse import quote
+
+    from server_helpers import FAST_SETTINGS, running_app, token, url
+    from test_server_match import call
+
+    from client_sdk.bots import run_bots
+
+    # A store with a damaged batch, where the server will find it.
+    store = open_test_store(str(tmp_path / "server.db"), synchronous="NORMAL")
+    await store.open()
+    await record_matches(store, 2, players=4, seconds=10, seed=5)
+    await store.close()
+    damage_a_kill_batch(tmp_path / "server.db", "m0")
+
+    async with running_app(tmp_path) as app:
+        match_settings = FAST_SETTINGS | {
+            "max_players": 4,
+            "time_limit_s": 20.0,
+            "score_limit": 2,
+            "spectator_delay": 30.0,
+            "public_spectating": False,
+        }
+        status, created = await call(
+            app,
+            "POST",
+            f"/api/matches?game=arena&settings={quote(json.dumps(match_settings))}&start_players=4",
+            token("root", "admin"),
+        )
+        assert status == 201, created
+        match_id = created["match_id"]
+        players = [f"secret-{i}" for i in range(4)]
+        await run_bots(url(app), match_id, [token(p, match=match_id) for p in players], seed=7)
+        assert (await app.store.get_match(match_id)).status == "ended"
+        kills = await kills_from_events(app.store, [match_id])
+        assert sum(kills.values()) > 0, "bots that never score make this test vacuous"
+
+        position = await app.store.last_position()
+        status, top = await call(app, "GET", f"/api/leaderboards/kills?wait={position}&limit=100")
+        assert status == 200 and top["reached"] is True
+        assert not {e["owner"] for e in top["entries"]} & set(players)
+        for player in players:
+            status, body = await call(app, "GET", f"/api/leaderboards/kills/players/{player}")
+            assert status == 404 and body["error"]["code"] == "unknown_player"
+        # The recorded matches are on the boards, but for the damaged batch.
+        assert top["count"] > 0
+
+        status, health = await call(app, "GET", "/healthz")
+        assert status == 200 and health["status"] == "degraded"
+        assert "'m0'" in health["degraded"]["leaderboards"]
+        status, metrics = await call(app, "GET", "/metrics")
+        assert "matchreplay_leaderboard_skipped_batches 1.0" in metrics

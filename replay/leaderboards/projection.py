@@ -50,7 +50,7 @@ from replay.leaderboards.rebuild_requests import (
     write_json_atomically,
 )
 from replay.leaderboards.state import DamagedBatch, LeaderboardState, batch_tick
-from replay.leaderboards.visibility import Visibility
+from replay.leaderboards.visibility import NOTHING, Visibility
 from replay.store.base import READ_ONLY_STATUSES, EventBatch, EventStore, wait_event
 
 __all__ = [
@@ -62,6 +62,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+RECHECK_S = 0.25
+"""Longest a looked-up edge of a match that is not shown at once is used (seconds)."""
+SHOWN = Visibility(0.0, True)
+"""The visibility of a match whose results may all be shown."""
 
 
 class LeaderboardProjection:
@@ -98,6 +103,8 @@ class LeaderboardProjection:
         self._visibility: dict[str, Visibility] = {}
         """Per match with a tally: who may see it when (from its record, which never
         changes them)."""
+        self._edges: dict[str, tuple[float, int]] = {}
+        """Per match not shown at once: (monotonic time, edge) of its last lookup."""
         self._retire_checked = 0
         """The position at the previous :meth:`retire_finished`."""
 
@@ -175,7 +182,7 @@ class LeaderboardProjection:
         """Fold the held batches that became visible (the loop does it every step)."""
         async with self._lock:
             start = self.state.position
-            await self._fold(start, Chunk([], start, []))
+            await self._fold(start, Chunk([], start, []), recheck=True)
 
     def _signal(self) -> None:
         advanced, self._advanced = self._advanced, asyncio.Event()
@@ -196,11 +203,11 @@ class LeaderboardProjection:
             await self._fold(start, chunk)
         return self.state.position - start
 
-    async def _fold(self, start: int, chunk: Chunk) -> None:
+    async def _fold(self, start: int, chunk: Chunk, recheck: bool = False) -> None:
         """Under the lock: fold a chunk read from ``start`` and persist it. Waiters
         are woken as soon as the boards in memory (what queries read) reflect it, not
         after the write: under a busy event loop every await costs a loop turn."""
-        edges = await self._prepare(chunk.batches)
+        edges = await self._prepare(chunk.batches, recheck)
         released = self._release(edges)
         if chunk.through == start and not released:
             return
@@ -212,38 +219,61 @@ class LeaderboardProjection:
         )
         changes.damaged += chunk.damaged
         self._report(changes.damaged)
-        for m in changes.ended:
-            self._visibility.pop(m, None)
+        self._forget(changes.ended)
         self._signal()
         await self._model.persist(self._model.write, changes)
 
-    async def _prepare(self, batches: Sequence[EventBatch]) -> dict[str, int]:
+    async def _prepare(self, batches: Sequence[EventBatch], recheck: bool) -> dict[str, int]:
         """Register the matches first seen in ``batches``, and find how far each match
-        that is not shown at once may be shown now (match -> edge tick). One record
-        lookup per new match and per match not shown at once."""
+        that is not shown at once may be shown now (match -> edge tick).
+
+        One record lookup per new match, and per match not shown at once at most every
+        ``RECHECK_S`` (a live server steps every 25 ms; an edge a little old only holds
+        a little longer), or now with ``recheck``."""
         edges: dict[str, int] = {}
-        now = self.clock()
+        now, now_mono = self.clock(), time.monotonic()
         for match_id in {b.match_id for b in batches} | set(self.state.held):
-            known = self._visibility.get(match_id)
-            fresh = self.state.needs_match(match_id)
-            if not fresh and (match_id in self.state.ignored or (known and known.immediate)):
+            vis = self._visibility.get(match_id)
+            new = self.state.needs_match(match_id)
+            if not new and (match_id in self.state.ignored or (vis and vis.immediate)):
+                continue
+            cached = self._edges.get(match_id)
+            if cached is not None and not recheck and now_mono - cached[0] < RECHECK_S:
+                edges[match_id] = cached[1]
                 continue
             try:
                 record = await self.store.get_match(match_id)
-            except (UnknownMatchError, ReplayError, ValueError) as exc:
-                if fresh:  # no record to read a game from: its events feed no board
-                    if not isinstance(exc, UnknownMatchError):
-                        log.warning("leaderboards: match %r unreadable: %s", match_id, exc)
+            except (ReplayError, ValueError) as exc:
+                if not isinstance(exc, UnknownMatchError):
+                    log.warning("leaderboards: match %r unreadable: %s", match_id, exc)
+                if new:  # no record to read a game from: its events feed no board
                     self.state.add_match(match_id, None)
+                else:
+                    edges[match_id] = NOTHING  # not known to be visible: keep holding
                 continue
-            if fresh:
+            if new:
                 self.state.add_match(
                     match_id, MatchTally(record.game, record.created_at, record.tick_rate)
                 )
-            vis = self._visibility[match_id] = Visibility.of(record)
-            if not vis.immediate:
-                edges[match_id] = vis.edge(record, now)
+            vis = Visibility.of(record)
+            if vis.immediate:
+                self._visibility[match_id] = vis
+                continue
+            edges[match_id] = edge = vis.edge(record, now)
+            if record.status in READ_ONLY_STATUSES and edge >= record.last_tick:
+                # Over and all of it visible: what it holds is released now, and
+                # nothing of it is held any more.
+                self._visibility[match_id] = SHOWN
+                self._edges.pop(match_id, None)
+            else:
+                self._visibility[match_id] = vis
+                self._edges[match_id] = (now_mono, edge)
         return edges
+
+    def _forget(self, match_ids: Iterable[str]) -> None:
+        for m in match_ids:
+            self._visibility.pop(m, None)
+            self._edges.pop(m, None)
 
     def _release(self, edges: Mapping[str, int]) -> list[EventBatch]:
         released = [
@@ -336,8 +366,7 @@ class LeaderboardProjection:
             return 0
         async with self._lock:
             changes = self.state.retire(over)
-            for m in over:
-                self._visibility.pop(m, None)
+            self._forget(over)
             if changes.ended:
                 await self._model.persist(self._model.write, changes)
         return len(over)

@@ -167,22 +167,27 @@ class LeaderboardProjection:
         Held batches up to ``position`` are looked at once more first: a match that
         just ended (its record says so, not an event the loop would wake for) is then
         on the boards as soon as its spectators may see it. What is still not visible
-        is not waited for."""
-        deadline = time.monotonic() + timeout
+        is not waited for. Waiters that come together share one look (one record
+        lookup per match held back)."""
+        asked = time.monotonic()
+        deadline = asked + timeout
         while self.state.position < position:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             await wait_event(self._advanced, left)
         if any(bs[0].first_position <= position for bs in self.state.held.values()):
-            await self.release_visible()
+            await self.release_visible(asked)
         return True
 
-    async def release_visible(self) -> None:
-        """Fold the held batches that became visible (the loop does it every step)."""
+    async def release_visible(self, since: float | None = None) -> None:
+        """Fold the held batches that became visible (the loop does it every step),
+        with their matches' records looked up at or after ``since`` (monotonic;
+        None: now)."""
+        since = time.monotonic() if since is None else since
         async with self._lock:
             start = self.state.position
-            await self._fold(start, Chunk([], start, []), recheck=True)
+            await self._fold(start, Chunk([], start, []), recheck_since=since)
 
     def _signal(self) -> None:
         advanced, self._advanced = self._advanced, asyncio.Event()
@@ -203,11 +208,11 @@ class LeaderboardProjection:
             await self._fold(start, chunk)
         return self.state.position - start
 
-    async def _fold(self, start: int, chunk: Chunk, recheck: bool = False) -> None:
+    async def _fold(self, start: int, chunk: Chunk, recheck_since: float | None = None) -> None:
         """Under the lock: fold a chunk read from ``start`` and persist it. Waiters
         are woken as soon as the boards in memory (what queries read) reflect it, not
         after the write: under a busy event loop every await costs a loop turn."""
-        edges = await self._prepare(chunk.batches, recheck)
+        edges = await self._prepare(chunk.batches, recheck_since)
         released = self._release(edges)
         if chunk.through == start and not released:
             return
@@ -223,13 +228,16 @@ class LeaderboardProjection:
         self._signal()
         await self._model.persist(self._model.write, changes)
 
-    async def _prepare(self, batches: Sequence[EventBatch], recheck: bool) -> dict[str, int]:
+    async def _prepare(
+        self, batches: Sequence[EventBatch], recheck_since: float | None
+    ) -> dict[str, int]:
         """Register the matches first seen in ``batches``, and find how far each match
         that is not shown at once may be shown now (match -> edge tick).
 
         One record lookup per new match, and per match not shown at once at most every
         ``RECHECK_S`` (a live server steps every 25 ms; an edge a little old only holds
-        a little longer), or now with ``recheck``."""
+        a little longer), and again if last looked up before ``recheck_since`` (a
+        monotonic time)."""
         edges: dict[str, int] = {}
         now, now_mono = self.clock(), time.monotonic()
         for match_id in {b.match_id for b in batches} | set(self.state.held):
@@ -238,7 +246,11 @@ class LeaderboardProjection:
             if not new and (match_id in self.state.ignored or (vis and vis.immediate)):
                 continue
             cached = self._edges.get(match_id)
-            if cached is not None and not recheck and now_mono - cached[0] < RECHECK_S:
+            if (
+                cached is not None
+                and now_mono - cached[0] < RECHECK_S
+                and (recheck_since is None or cached[0] >= recheck_since)
+            ):
                 edges[match_id] = cached[1]
                 continue
             try:

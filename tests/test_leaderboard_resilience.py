@@ -341,3 +341,28 @@ async def test_a_server_shows_neither_delayed_nor_damaged_results(tmp_path: Path
         assert "'m0'" in health["degraded"]["leaderboards"]
         status, metrics = await call(app, "GET", "/metrics")
         assert "matchreplay_leaderboard_skipped_batches 1.0" in metrics
+
+
+def test_an_event_no_metric_can_fold_is_passed_over_with_its_batch() -> None:
+    """A batch that decodes but holds an event of the wrong shape (a damaged payload the
+    store cannot tell from a good one): that batch is reported, the others are folded."""
+    from replay.leaderboards.metrics import MatchTally
+    from replay.leaderboards.state import LeaderboardState
+    from replay.store.base import EventBatch
+
+    state = LeaderboardState(BOARDS, METRICS)
+    state.add_match("m", MatchTally("arena", time.time(), 30))
+    joined = [(ev.JOINED, 2, 1, (s, f"p{s}", f"P{s}", 0)) for s in range(2)]
+    good = [(ev.KILLED, 1, 5, (0, 1))]
+    bad = [(ev.KILLED, 1, 6, ("zero",))]  # a killer slot that is no slot, no victim
+    batches = [
+        EventBatch("m", 1, 1, 1, joined),
+        EventBatch("m", 3, 3, 3, good),
+        EventBatch("m", 4, 4, 4, bad),
+        EventBatch("m", 5, 5, 5, good),
+    ]
+    changes = state.apply(batches)
+    assert [d.position for d in changes.damaged] == [4]
+    assert "'m' seq 4..4" in changes.damaged[0].error
+    assert state.position == 5
+    assert {e.owner: e.value for e in state.board("kills", "all").slice(0, 10)} == {"p0": 2}

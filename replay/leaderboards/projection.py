@@ -116,7 +116,12 @@ class LeaderboardProjection:
         Raises ReadModelBusyError when another projection has the file open: one
         writer per read model."""
         self._writer.acquire()
-        stored = await asyncio.to_thread(self._model.open, self.definitions)
+        try:
+            stored = await asyncio.to_thread(self._model.open, self.definitions)
+        except BaseException:
+            await self._model.close()
+            self._writer.release()
+            raise
         self.state.position = stored.position
         self.state.load_entries(stored.entries)
         self.state.load_tallies(stored.tallies)

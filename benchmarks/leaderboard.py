@@ -231,7 +231,14 @@ async def bench_lag(board: Board, seconds: float, matches: int, players: int) ->
         for m, (settings, _) in enumerate(outputs):
             await store.create_match(
                 MatchRecord(
-                    f"lag{m}", "arena", rules.version, tick_rate, settings=settings, seed=100 + m
+                    f"lag{m}",
+                    "arena",
+                    rules.version,
+                    tick_rate,
+                    settings=settings,
+                    seed=100 + m,
+                    # Public without delay: every kill reaches the board at once.
+                    options={"public_spectating": True, "spectator_delay": 0.0},
                 )
             )
         lags: list[float] = []
@@ -391,7 +398,15 @@ async def make_log(path: str, matches: int, players: int, minutes: float) -> int
         settings = GAMES["arena"].bot_match_settings(players, minutes * 60, 30)
         mid = f"rb{m}"
         await store.create_match(
-            MatchRecord(mid, "arena", rules.version, 30, settings=settings, seed=m)
+            MatchRecord(
+                mid,
+                "arena",
+                rules.version,
+                30,
+                settings=settings,
+                seed=m,
+                options={"public_spectating": True, "spectator_delay": 0.0},  # shown at once
+            )
         )
         version, wave = 0, []
         for out in simulate(GAMES["arena"], players, settings, m):

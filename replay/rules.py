@@ -48,10 +48,12 @@ __all__ = [
     "Bots",
     "Command",
     "GameRegistry",
+    "KillEvent",
     "MatchLimits",
     "MatchResult",
     "Rejection",
     "Rules",
+    "SeatEvent",
     "StoredEvent",
     "UnknownGameError",
 ]
@@ -108,6 +110,28 @@ class MatchResult(NamedTuple):
     """``time_limit``, ``score_limit``, an admin's reason, ..."""
 
 
+class SeatEvent(NamedTuple):
+    """The event that seats a player, by its fields' names: what lets generic code
+    (timeline markers) name the player behind a seat number."""
+
+    code: int
+    seat: str
+    """The field holding the seat (slot) number."""
+    player: str
+    """The field holding the player id."""
+
+
+class KillEvent(NamedTuple):
+    """The event that is a kill, by its fields' names: timeline kill markers,
+    multi-kills and killcam clips (replay/timeline.py) read it."""
+
+    code: int
+    killer: str
+    """The field holding the killer's seat; a negative or None value: no killer (the map)."""
+    victim: str
+    """The field holding the victim's seat."""
+
+
 class Bots(Protocol):
     """Input producers for bot players of one match (the offline generator, the
     network bots). Bots are not rules: their randomness is their own and never
@@ -153,6 +177,12 @@ class Rules(abc.ABC, Generic[S]):
     ``/static/games/<name>/``; None: the viewer lists the game's matches but cannot draw them."""
     demo_settings: Mapping[str, Any] = {}
     """Settings of a bot match that shows the game off (``matchreplay demo``)."""
+    seat_event: SeatEvent | None = None
+    """How the game's events say who holds a seat; None: they do not (no player names
+    on timeline markers)."""
+    kill_event: KillEvent | None = None
+    """The game's kill; None: a game without kills (its timeline has no kill or
+    multi-kill markers and no killcam clips, its notable events still mark it)."""
 
     # -- settings and state ------------------------------------------------------
 

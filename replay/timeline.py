@@ -7,10 +7,9 @@ within ``multi_kill_window_seconds`` of the previous one, to 2 or more. A
 multi-kill marker is emitted at every kill of the streak from the second on
 (``count`` = 2, 3, ...), so a live index never has to revise a marker.
 
-Conventions a game follows to get kill markers and killcam clips: an event
-type named ``killed`` with fields ``killer`` and ``victim`` (player slots),
-and an event type named ``joined`` with fields ``slot`` and ``player`` so
-slots can be named. Games without them still get their notable markers.
+Which event is a kill and which one seats a player, the game declares
+(``Rules.kill_event``, ``Rules.seat_event``); a game without kills gets its
+notable markers only, and a kill marker is one of its declared kill event.
 
 The index of a match is built by one pass over its events and kept in memory
 (about 150 bytes per marker; a 30-minute 64-player match has a few thousand).
@@ -25,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from replay.engine import FOLD_WINDOW_TICKS, ReplayEngine
-from replay.events import EventCatalog, UnknownEventType
 from replay.source import read_events
 
 __all__ = ["Clip", "Marker", "Timeline"]
@@ -39,8 +37,11 @@ class Marker:
     kind: str
     """The event type's name, or ``multi_kill``."""
     data: dict[str, Any]
-    """The event's fields by name; kills add ``killer_player``/``victim_player`` ids,
+    """The event's fields by name. A kill's also hold ``killer`` and ``victim`` (seats,
+    whatever the game's fields are named) and ``killer_player``/``victim_player`` (ids);
     multi-kills hold ``killer``, ``killer_player``, ``count`` and ``first_tick``."""
+    kill: bool = False
+    """Whether this marker is a kill or a multi-kill (it has a ``killer`` to follow)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ class Timeline:
 
     async def kill_clip(self, match_id: str, kill: Marker, seconds: float = 5.0) -> Clip:
         """The ``seconds`` before a kill (or multi-kill) up to it, following the killer."""
-        if "killer" not in kill.data:
+        if not kill.kill:
             raise ValueError(f"a {kill.kind!r} marker has no killer to follow")
         record = await self.engine.match(match_id)
         start = max(0, kill.tick - round(seconds * record.tick_rate))
@@ -104,10 +105,12 @@ class Timeline:
         record = await self.engine.match(match_id, refresh=True)
         if index.scanned_to >= record.last_tick:
             return index
-        catalog = self.engine.rules(record).catalog
+        rules = self.engine.rules(record)
+        catalog = rules.catalog
         window = round(self.multi_kill_window_seconds * record.tick_rate)
-        killed = _code(catalog, "killed")
-        joined = _code(catalog, "joined")
+        seat, kill = rules.seat_event, rules.kill_event
+        seated = seat.code if seat is not None else None
+        killed = kill.code if kill is not None else None
         notable = {t.code for t in catalog if t.notable}
         start = index.scanned_to + 1
         while start <= record.last_tick:
@@ -115,26 +118,36 @@ class Timeline:
             for type_, _version, tick, data in await read_events(
                 self.engine.source, match_id, start, end
             ):
-                if type_ == joined:
+                if type_ == seated:
                     fields = dict(zip(catalog[type_].fields, data, strict=False))
-                    index.players[fields["slot"]] = fields["player"]
-                if type_ not in notable:
+                    index.players[fields[seat.seat]] = fields[seat.player]  # type: ignore[union-attr]
+                if type_ not in notable and type_ != killed:
                     continue
                 t = catalog[type_]
                 fields = dict(zip(t.fields, data, strict=False))
                 if type_ == killed:
-                    self._add_kill(index, tick, fields, window)
+                    killer, victim = fields[kill.killer], fields[kill.victim]  # type: ignore[union-attr]
+                    self._add_kill(index, tick, t.name, fields, killer, victim, window)
                 else:
                     self._add(index, Marker(tick, t.name, fields))
             index.scanned_to = end
             start = end + 1
         return index
 
-    def _add_kill(self, index: _Index, tick: int, fields: dict[str, Any], window: int) -> None:
-        killer, victim = fields["killer"], fields["victim"]
-        fields["killer_player"] = index.players.get(killer)
+    def _add_kill(
+        self,
+        index: _Index,
+        tick: int,
+        kind: str,
+        fields: dict[str, Any],
+        killer: int | None,
+        victim: int,
+        window: int,
+    ) -> None:
+        fields["killer"], fields["victim"] = killer, victim
+        fields["killer_player"] = index.players.get(killer)  # type: ignore[arg-type]
         fields["victim_player"] = index.players.get(victim)
-        self._add(index, Marker(tick, "killed", fields))
+        self._add(index, Marker(tick, kind, fields, kill=True))
         if killer is None or killer < 0 or killer == victim:
             return  # no killer (the map, a suicide): not part of a streak
         first, last, count = index.streaks.get(killer, (tick, tick, 0))
@@ -149,16 +162,9 @@ class Timeline:
                 "count": count,
                 "first_tick": first,
             }
-            self._add(index, Marker(tick, MULTI_KILL, data))
+            self._add(index, Marker(tick, MULTI_KILL, data, kill=True))
 
     @staticmethod
     def _add(index: _Index, marker: Marker) -> None:
         index.markers.append(marker)
         index.ticks.append(marker.tick)
-
-
-def _code(catalog: EventCatalog, name: str) -> int | None:
-    try:
-        return catalog.by_name(name).code
-    except UnknownEventType:
-        return None

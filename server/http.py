@@ -137,14 +137,20 @@ async def dispatch(app: App, conn: ServerConnection, request: Request) -> Respon
 
 @route("GET", r"/healthz")
 async def healthz(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
-    return json_response(
-        conn,
-        {"status": "ok", "matches": len(app.lobby.live), "connections": app.connections},
-    )
+    body: dict[str, Any] = {
+        "status": "ok",
+        "matches": len(app.lobby.live),
+        "connections": app.connections,
+    }
+    # Serving, but part of the data is passed over (docs/operations.md): still 200.
+    if (reason := app.projection.degraded()) is not None:
+        body |= {"status": "degraded", "degraded": {"leaderboards": reason}}
+    return json_response(conn, body)
 
 
 @route("GET", r"/metrics")
 async def metrics(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
+    app.metrics.leaderboard_skipped_batches.set(app.projection.skipped_batches)
     return respond(conn, 200, app.metrics.render().decode(), CONTENT_TYPE)
 
 

@@ -61,6 +61,12 @@ class Metrics:
             "matchreplay_slow_consumers", "Connections closed for not reading updates", registry=r
         )
 
+        self.leaderboard_skipped_batches = Gauge(
+            "matchreplay_leaderboard_skipped_batches",
+            "Damaged stored batches the leaderboard projection passed over",
+            registry=r,
+        )
+
         self._rejected_by: dict[str, Counter] = {}
 
     def reject(self, reason: str, n: int = 1) -> None:

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replay.leaderboards import board as board_module
-from replay.leaderboards.board import Board, Entry
+from replay.leaderboards.board import Board
 from replay.leaderboards.definitions import load_definitions
 from replay.leaderboards.errors import BoardConfigError
-from replay.leaderboards.operators import combine
+from replay.leaderboards.operators import Entry, combine
 from replay.leaderboards.periods import parse_period, period_key, previous_period
 from replay.leaderboards.rating import elo_update
 from replay.leaderboards.scoreboard import ScoreboardFeed

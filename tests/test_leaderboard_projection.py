@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from games import ARENA, METRICS, open_test_store
-from leaderboard_fixtures import fill, record_matches
+from leaderboard_fixtures import PUBLIC, fill, record_matches
 
 from replay.leaderboards.definitions import BoardDefinition
 from replay.leaderboards.projection import LeaderboardProjection
@@ -384,7 +384,14 @@ async def play_cut_short(store, match_id: str, ticks: int, seed: int) -> None:
     rules = ARENA
     settings = ARENA.bot_match_settings(4, 60.0, 30)
     record = MatchRecord(
-        match_id, "arena", rules.version, 30, settings=settings, seed=seed, status="running"
+        match_id,
+        "arena",
+        rules.version,
+        30,
+        settings=settings,
+        seed=seed,
+        status="running",
+        options=PUBLIC,
     )
     await store.create_match(record)
     version = 0

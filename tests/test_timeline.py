@@ -41,6 +41,8 @@ async def test_markers_are_the_notable_events_by_tick_range(arena_file: MatchFil
             assert found == [m for m in everything if lo <= m.tick <= hi]
         kills = await timeline.markers("m1", kinds=["killed"])
         joined = {e.data[0]: e.data[1] for e in events if e.type == CATALOG.by_name("joined").code}
+        assert kills and all(m.kill for m in kills)
+        assert not any(m.kill for m in everything if m.kind not in ("killed", "multi_kill"))
         for m in kills:
             assert m.data["killer_player"] == joined[m.data["killer"]]
             assert m.data["victim_player"] == joined[m.data["victim"]]
@@ -117,3 +119,22 @@ async def test_a_live_match_index_grows_with_the_match(tmp_path: Path) -> None:
         assert await timeline.markers("live") == complete
         assert early == [m for m in complete if m.tick <= batches[half - 1].events[-1][2]]
         assert len(early) < len(complete)
+
+
+async def test_a_game_without_kills_gets_its_notable_markers(tmp_path: Path) -> None:
+    """Tug of war declares no kill event: its markers are its notable events (joins,
+    the start, the win), none is a kill or a multi-kill, and none makes a clip."""
+    from leaderboard_fixtures import record_tug_matches
+
+    async with open_test_store(str(tmp_path / "tug.db")) as store:
+        (match_id,) = await record_tug_matches(store, 1, players=4)
+        tug = GAMES["tug"].catalog
+        notable = [
+            (e.tick, tug[e.type].name) for e in await store.read(match_id) if tug[e.type].notable
+        ]
+        markers = await Timeline(ReplayEngine(store, GAMES)).markers(match_id)
+        assert [(m.tick, m.kind) for m in markers] == notable
+        assert [k for _, k in notable].count("joined") == 4 and notable[-1][1] == "won"
+        assert not any(m.kill for m in markers)
+        with pytest.raises(ValueError):
+            await Timeline(ReplayEngine(store, GAMES)).kill_clip(match_id, markers[-1])

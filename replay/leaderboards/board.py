@@ -44,10 +44,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["REACHED_SLOTS", "Board", "Entry", "RankedEntry"]
+from replay.leaderboards.operators import INT64_MAX, INT64_MIN, Entry, combine
+
+__all__ = ["MAX_OWNERS", "REACHED_SLOTS", "Board", "RankedEntry"]
 
 REACHED_SLOTS = 4096
-"""Owners one event can change on one board (arena matches hold at most 256 players)."""
+"""Owners one event can change on one board (more than any match has players)."""
 
 _BIAS = 1 << 63
 _MASK = (1 << 64) - 1
@@ -57,8 +59,6 @@ _KEY_DTYPE = np.dtype([("v", ">u8"), ("s", ">u8"), ("r", ">u8"), ("i", "=u4")])
 """The id is in native byte order (cheap to read back): it never decides an order."""
 _KEY_S = "S28"
 _FLIP = np.uint64(_BIAS)
-INT64_MIN = -(1 << 63)
-INT64_MAX = (1 << 63) - 1
 MAX_OWNERS = 1 << 32
 """Entries per board period (the id is 4 bytes of the key)."""
 _SAFE, _SAFE_OLD, _SAFE_COUNT = 1 << 40, 1 << 62, 1 << 21
@@ -69,13 +69,6 @@ _MOVE_COST = 1000
 """Moving one key inside the array (two searches and a short memmove, ~10 us) costs
 about as much as 1,000 keys of a whole-array pass (~10 ns each): below that ratio,
 :meth:`Board.commit` moves keys one by one."""
-
-
-class Entry(NamedTuple):
-    value: int
-    subscore: int
-    reached: int
-    """Tie-break among equal (value, subscore): smaller reached first (see module doc)."""
 
 
 class RankedEntry(NamedTuple):
@@ -324,8 +317,6 @@ class Board:
     def _fold_exactly(self, op: str, i: int, obs: list[tuple[int, int, int]]) -> None:
         """The definition, one observation at a time, for an owner whose sums may reach
         the int64 limits (saturation is not associative)."""
-        from replay.leaderboards.operators import combine
-
         was = e = self.get(self._owners[i])
         for value, subscore, reached in obs:
             e = combine(op, self.descending, e, int(value), int(subscore), reached) or e

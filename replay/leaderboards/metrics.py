@@ -1,12 +1,12 @@
 """Metrics: from a game's events to observations ``(owner, value, subscore)``.
 
 A metric is read from the events alone. What it needs beyond one event (which
-player holds which slot, the kills so far in the match) is kept in a
-:class:`MatchTally`, itself a fold of the match's events, which the projection
-persists with its checkpoint while the match runs.
+player holds which seat, the running totals of the match: whatever the game
+says) is kept in the ``data`` of a :class:`MatchTally`, itself a fold of the
+match's events by the game's ``GameMetrics.fold``, which the projection persists
+with its checkpoint while the match runs. The generic code never reads ``data``.
 
-A game declares its metrics with ``Rules.leaderboard_metrics()`` (arena:
-``replay/games/arena/leaderboards.py``).
+A game declares its metrics with ``Rules.leaderboard_metrics()`` (docs/games.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from replay.leaderboards.board import Entry
+from replay.leaderboards.operators import Entry
 
 __all__ = ["GameMetrics", "Lookup", "MatchTally", "MetricFn", "Observation"]
 
@@ -34,20 +34,18 @@ class MatchTally:
     game: str
     created_at: float
     tick_rate: int
-    slots: dict[int, str] = field(default_factory=dict)
-    """Current player id per slot."""
-    stats: dict[str, list[int]] = field(default_factory=dict)
-    """Every player who joined: [kills, deaths, score]."""
+    data: dict[Any, Any] = field(default_factory=dict)
+    """The game's running totals of the match, kept by its ``GameMetrics.fold``. Plain
+    msgpack data (dicts, lists, ints, strings; no tuples): it is persisted and read
+    back, and a metric must see the same values either way."""
 
     def encode(self) -> bytes:
-        return msgpack.packb(
-            [self.game, self.created_at, self.tick_rate, list(self.slots.items()), self.stats]
-        )
+        return msgpack.packb([self.game, self.created_at, self.tick_rate, self.data])
 
     @classmethod
     def decode(cls, blob: bytes) -> MatchTally:
-        game, created_at, tick_rate, slots, stats = msgpack.unpackb(blob, strict_map_key=False)
-        return cls(game, created_at, tick_rate, dict(map(tuple, slots)), stats)
+        game, created_at, tick_rate, data = msgpack.unpackb(blob, strict_map_key=False)
+        return cls(game, created_at, tick_rate, data)
 
 
 MetricFn = Callable[[MatchTally, tuple[Any, ...], Lookup], list[Observation]]
@@ -60,7 +58,7 @@ class GameMetrics:
     metrics: dict[str, tuple[int, MetricFn]]
     """metric name -> (event code, function)."""
     fold: Callable[[MatchTally, int, tuple[Any, ...]], None]
-    """Updates the tally with one event (called after the metrics saw it)."""
+    """Updates the tally's ``data`` with one event (called after the metrics saw it)."""
     codes: frozenset[int]
     """Event codes the tally or a metric reads; every other event is skipped unread."""
     end_code: int

@@ -15,14 +15,24 @@ owner with this same function, so batching never changes a board.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from replay.leaderboards.board import INT64_MAX, INT64_MIN, Entry
-
-__all__ = ["OPERATORS", "Operator", "combine"]
+__all__ = ["INT64_MAX", "INT64_MIN", "OPERATORS", "Entry", "Operator", "combine"]
 
 Operator = Literal["best", "set", "incr", "decr"]
 OPERATORS: tuple[str, ...] = ("best", "set", "incr", "decr")
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+"""Values and subscores are int64 (a board's sort key holds 8 bytes of each)."""
+
+
+class Entry(NamedTuple):
+    """An owner's entry on one board period."""
+
+    value: int
+    subscore: int
+    reached: int
+    """Tie-break among equal (value, subscore): smaller reached first (board.py)."""
 
 
 def _clamp(x: int) -> int:

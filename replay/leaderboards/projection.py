@@ -1,75 +1,72 @@
-"""The leaderboard projection: the store's global stream folded into boards, persisted.
+"""The leaderboard projection: the store's global stream folded into boards.
 
-The read model lives in its own SQLite file (by default ``<event db>.boards.sqlite``),
-never in the event store. Each step reads a chunk of events after the checkpoint,
-folds it in memory (:class:`~replay.leaderboards.state.LeaderboardState`) and
-writes the changed entries, the running matches' tallies and the new
-checkpoint in ONE transaction. Invariant: the stored checkpoint is exactly the
-position the stored boards reflect, so after a crash the projection resumes
-from it with no event counted twice and none missed.
+Each step reads a chunk of events after the checkpoint (reading.py), folds it in
+memory (:class:`~replay.leaderboards.state.LeaderboardState`) and has the read
+model (readmodel.py) write the changed entries, the running matches' tallies,
+the holds and the new checkpoint in ONE transaction. Invariant: the stored
+checkpoint is exactly the position the stored boards reflect, so after a crash
+the projection resumes from it with no event counted twice and none missed.
 
-The loop is the store's subscription loop (``scan`` after the checkpoint for
-the event types some board reads, then ``wait_for_commit``) taken a chunk at a
-time, so one transaction covers a whole chunk instead of one event. The
-checkpoint moves to the scanned position: batches without a relevant event
-(movement, aim, shots: nearly all of them) are passed over undecoded. The
-read model uses ``synchronous=NORMAL``: a power cut may lose its last commits,
-which only moves the checkpoint back with the boards; they are replayed.
+The loop is the store's subscription loop (``scan`` after the checkpoint for the
+event types some board reads, then ``wait_for_commit``) taken a chunk at a time,
+so one transaction covers a whole chunk instead of one event. The checkpoint
+moves to the scanned position: batches without a relevant event (movement, aim,
+shots: nearly all of them) are passed over undecoded.
 
-Queries read the in-memory boards; they never wait for the disk, and a
-rebuild builds aside and swaps (:meth:`LeaderboardProjection.rebuild`).
+Two things keep events off the boards for a while or for good:
+
+* visibility (visibility.py): a match's batches that its spectators may not see
+  yet are held back, in memory and in the read model's ``held`` table (a restart
+  reads them again from the store), and folded once visible, in their order;
+* damage: a batch the store cannot decode, or whose events no metric can fold,
+  is passed over and reported (:attr:`LeaderboardProjection.damaged`,
+  :meth:`LeaderboardProjection.degraded`): one damaged match never stops the
+  boards of the others.
+
+Queries read the in-memory boards; they never wait for the disk, and a rebuild
+builds aside and swaps (:meth:`LeaderboardProjection.rebuild`). One process
+folds into a read model at a time (filelock.py); others ask it for rebuilds
+(rebuild_requests.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
-import json
-import os
-import sqlite3
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
-from replay.errors import UnknownMatchError
+from replay.errors import ReplayError, UnknownMatchError
 from replay.leaderboards.definitions import BoardDefinition, validate_definitions
-from replay.leaderboards.errors import LeaderboardError, ReadModelBusyError, UnknownBoardError
+from replay.leaderboards.errors import UnknownBoardError
+from replay.leaderboards.filelock import WriterLock
 from replay.leaderboards.metrics import GameMetrics, MatchTally
-from replay.leaderboards.state import Changes, LeaderboardState
+from replay.leaderboards.reading import Chunk, ChunkReader, last_position, until
+from replay.leaderboards.readmodel import ReadModel, boards_path_for
+from replay.leaderboards.rebuild_requests import (
+    Progress,
+    RebuildRequests,
+    rebuild_request_path,
+    write_json_atomically,
+)
+from replay.leaderboards.state import DamagedBatch, LeaderboardState, batch_tick
+from replay.leaderboards.visibility import NOTHING, Visibility
 from replay.store.base import READ_ONLY_STATUSES, EventBatch, EventStore, wait_event
 
 __all__ = [
     "LeaderboardProjection",
+    # Where the read model and its rebuild requests live (their modules define them).
     "boards_path_for",
     "rebuild_request_path",
     "write_json_atomically",
 ]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS boards (board TEXT PRIMARY KEY, definition TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS entries (
-    board TEXT NOT NULL, period TEXT NOT NULL, owner TEXT NOT NULL,
-    value INTEGER NOT NULL, subscore INTEGER NOT NULL, reached INTEGER NOT NULL,
-    PRIMARY KEY (board, period, owner)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tallies (match_id TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
-"""
+log = logging.getLogger(__name__)
 
-Progress = Callable[[int], object]
-"""Called with the number of events just folded (e.g. ``tqdm.update``)."""
-
-
-def boards_path_for(store_path: str) -> str:
-    return store_path.removeprefix("sqlite:///") + ".boards.sqlite"
-
-
-def rebuild_request_path(boards_path: str) -> str:
-    """Where another process asks the running projection for a rebuild (JSON:
-    ``{"boards": [...] | null, "state": "requested" | "running" | "failed", "done",
-    "total", "error"}``); the projection removes it when the rebuild is swapped in."""
-    return boards_path + ".rebuild-request"
+RECHECK_S = 0.25
+"""Longest a looked-up edge of a match that is not shown at once is used (seconds)."""
+SHOWN = Visibility(0.0, True)
+"""The visibility of a match whose results may all be shown."""
 
 
 class LeaderboardProjection:
@@ -83,24 +80,31 @@ class LeaderboardProjection:
         metrics: Mapping[str, GameMetrics],
         *,
         read_limit: int = 2_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.path = path
         self.definitions = validate_definitions(definitions, metrics)
         self.read_limit = read_limit
-        """Stored batches per chunk (and per transaction; an arena tick is one batch of
+        """Stored batches per chunk (and per transaction; a tick is usually one batch of
         a few events): bounds memory and commit latency."""
+        self.clock = clock
+        """Wall time, against which spectator delays pass (visibility.py)."""
         self.state = LeaderboardState(self.definitions, metrics)
-        self._db: sqlite3.Connection | None = None
+        self.damaged: list[DamagedBatch] = []
+        """Batches passed over because they could not be read or folded, oldest first
+        (kept in the read model: they stay reported across restarts)."""
+        self._model = ReadModel(path)
+        self._writer = WriterLock(path)
+        self._requests = RebuildRequests(path, self._rebuild_for_request, lambda: self.position)
         # Held while folding and writing, so a rebuild's swap sees no half-applied chunk.
         self._lock = asyncio.Lock()
         self._advanced = asyncio.Event()
-        self._stale: list[str] = []
-        self._lock_fd: int | None = None
-        self._rebuild_task: asyncio.Task[None] | None = None
-        self._writes: set[asyncio.Future[None]] = set()
-        """Read-model writes running in a thread: :meth:`close` waits for them, since a
-        cancelled caller does not stop the thread (closing the database under it crashes)."""
+        self._visibility: dict[str, Visibility] = {}
+        """Per match with a tally: who may see it when (from its record, which never
+        changes them)."""
+        self._edges: dict[str, tuple[float, int]] = {}
+        """Per match not shown at once: (monotonic time, edge) of its last lookup."""
         self._retire_checked = 0
         """The position at the previous :meth:`retire_finished`."""
 
@@ -110,37 +114,28 @@ class LeaderboardProjection:
         """Load the stored boards and checkpoint; rebuild boards whose definition changed.
 
         Raises ReadModelBusyError when another projection has the file open: one
-        writer per read model (an exclusive ``flock`` on ``<path>.lock``, released by
-        the kernel even when the holder is killed)."""
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        writer per read model."""
+        self._writer.acquire()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ReadModelBusyError(
-                f"the read model {self.path!r} is open in another process (a running server?)"
-            ) from None
-        self._lock_fd = fd
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        await asyncio.to_thread(self._load)
-        if self._stale:
-            await self.rebuild(self._stale)
-        self._stale = []
+            stored = await asyncio.to_thread(self._model.open, self.definitions)
+        except BaseException:
+            await self._model.close()
+            self._writer.release()
+            raise
+        self.state.position = stored.position
+        self.state.load_entries(stored.entries)
+        self.state.load_tallies(stored.tallies)
+        self.damaged = sorted(stored.damaged)
+        await self._reload_holds(stored.held)
+        if stored.stale:
+            await self.rebuild(stored.stale)
         await self.retire_finished()  # matches interrupted while no projection ran
 
     async def close(self) -> None:
-        if self._rebuild_task is not None:
-            self._rebuild_task.cancel()
-            await asyncio.gather(self._rebuild_task, return_exceptions=True)
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
-        if self._db is not None:
-            async with self._lock:
-                self._db.close()
-                self._db = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = None
+        await self._requests.close()
+        async with self._lock:
+            await self._model.close()
+        self._writer.release()
 
     async def __aenter__(self) -> LeaderboardProjection:
         await self.open()
@@ -149,46 +144,55 @@ class LeaderboardProjection:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _load(self) -> None:
-        db = self._conn()
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        stored = dict(db.execute("SELECT board, definition FROM boards"))
-        wanted = {d.id: json.dumps(d.as_dict(), sort_keys=True) for d in self.definitions}
-        self._stale = [b for b, spec in wanted.items() if stored.get(b) != spec]
-        # A stale board's definition is stored only with its rebuilt rows (in _swap), so a
-        # crash before that leaves it stale and it is rebuilt again on the next open.
-        with _transaction(db):
-            for b in set(stored) - set(wanted) | set(self._stale):
-                db.execute("DELETE FROM entries WHERE board = ?", (b,))
-                db.execute("DELETE FROM boards WHERE board = ?", (b,))
-        row = db.execute("SELECT value FROM meta WHERE key = 'position'").fetchone()
-        self.state.position = row[0] if row else 0
-        self.state.load_entries(db.execute("SELECT * FROM entries"))
-        self.state.load_tallies(dict(db.execute("SELECT match_id, data FROM tallies")))
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("the projection is not open")
-        return self._db
-
-    # -- position ------------------------------------------------------------------
+    # -- position and health -----------------------------------------------------------
 
     @property
     def position(self) -> int:
-        """The global position every board reflects."""
+        """The global position the boards reflect (except held batches: visibility.py)."""
         return self.state.position
 
+    @property
+    def skipped_batches(self) -> int:
+        """How many damaged batches were passed over (a counter for /metrics)."""
+        return len(self.damaged)
+
+    def degraded(self) -> str | None:
+        """Why the boards are incomplete (for /healthz), or None when they are not."""
+        if not self.damaged:
+            return None
+        n, last = len(self.damaged), self.damaged[-1]
+        return (
+            f"the leaderboards passed over {n} damaged batch{'es' if n > 1 else ''};"
+            f" latest at position {last.position}: {last.error}"
+        )
+
     async def wait_for(self, position: int, timeout: float) -> bool:
-        """Wait until the boards reflect ``position`` (read-your-writes); False on timeout."""
-        deadline = time.monotonic() + timeout
+        """Wait until the boards reflect ``position`` (read-your-writes); False on timeout.
+
+        Held batches up to ``position`` are looked at once more first: a match that
+        just ended (its record says so, not an event the loop would wake for) is then
+        on the boards as soon as its spectators may see it. What is still not visible
+        is not waited for. Waiters that come together share one look (one record
+        lookup per match held back)."""
+        asked = time.monotonic()
+        deadline = asked + timeout
         while self.state.position < position:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             await wait_event(self._advanced, left)
+        if any(bs[0].first_position <= position for bs in self.state.held.values()):
+            await self.release_visible(asked)
         return True
+
+    async def release_visible(self, since: float | None = None) -> None:
+        """Fold the held batches that became visible (the loop does it every step),
+        with their matches' records looked up at or after ``since`` (monotonic;
+        None: now)."""
+        since = time.monotonic() if since is None else since
+        async with self._lock:
+            start = self.state.position
+            await self._fold(start, Chunk([], start, []), recheck_since=since)
 
     def _signal(self) -> None:
         advanced, self._advanced = self._advanced, asyncio.Event()
@@ -196,76 +200,192 @@ class LeaderboardProjection:
 
     # -- folding -------------------------------------------------------------------
 
+    def _reader(self, codes: frozenset[int], read_ahead: bool = True) -> ChunkReader:
+        return ChunkReader(self.store, self.read_limit, codes, read_ahead)
+
     async def step(self) -> int:
-        """Fold and persist the next chunk; returns how many events it had (0: caught up)."""
+        """Fold and persist the next chunk (and whatever held batches became visible);
+        returns how many events it moved past (0: caught up)."""
         async with self._lock:
             start = self.state.position
-            scanned = await self.store.scan(start, self.read_limit, self.state.codes)
-            await self._fold(start, *scanned)
+            async with self._reader(self.state.codes, read_ahead=False) as reader:
+                chunk = await reader.read(start)
+            await self._fold(start, chunk)
         return self.state.position - start
 
-    async def _fold(self, start: int, batches: list[EventBatch], through: int) -> None:
-        """Under the lock: fold a chunk scanned from ``start`` and persist it. Waiters
+    async def _fold(self, start: int, chunk: Chunk, recheck_since: float | None = None) -> None:
+        """Under the lock: fold a chunk read from ``start`` and persist it. Waiters
         are woken as soon as the boards in memory (what queries read) reflect it, not
         after the write: under a busy event loop every await costs a loop turn."""
-        if through == start:
+        edges = await self._prepare(chunk.batches, recheck_since)
+        released = self._release(edges)
+        if chunk.through == start and not released:
             return
-        await _add_matches(self.store, self.state, batches)
-        changes = self.state.apply(batches, through)
+        changes = self.state.apply(
+            chunk.batches,
+            chunk.through,
+            hold=lambda b: b.match_id in edges and batch_tick(b) > edges[b.match_id],
+            released=released,
+        )
+        changes.damaged += chunk.damaged
+        self._report(changes.damaged)
+        self._forget(changes.ended)
         self._signal()
-        await self._persist(self._write, changes)
+        await self._model.persist(self._model.write, changes)
+
+    async def _prepare(
+        self, batches: Sequence[EventBatch], recheck_since: float | None
+    ) -> dict[str, int]:
+        """Register the matches first seen in ``batches``, and find how far each match
+        that is not shown at once may be shown now (match -> edge tick).
+
+        One record lookup per new match, and per match not shown at once at most every
+        ``RECHECK_S`` (a live server steps every 25 ms; an edge a little old only holds
+        a little longer), and again if last looked up before ``recheck_since`` (a
+        monotonic time)."""
+        edges: dict[str, int] = {}
+        now, now_mono = self.clock(), time.monotonic()
+        for match_id in {b.match_id for b in batches} | set(self.state.held):
+            vis = self._visibility.get(match_id)
+            new = self.state.needs_match(match_id)
+            if not new and (match_id in self.state.ignored or (vis and vis.immediate)):
+                continue
+            cached = self._edges.get(match_id)
+            if (
+                cached is not None
+                and now_mono - cached[0] < RECHECK_S
+                and (recheck_since is None or cached[0] >= recheck_since)
+            ):
+                edges[match_id] = cached[1]
+                continue
+            try:
+                record = await self.store.get_match(match_id)
+            except (ReplayError, ValueError) as exc:
+                if not isinstance(exc, UnknownMatchError):
+                    log.warning("leaderboards: match %r unreadable: %s", match_id, exc)
+                if new:  # no record to read a game from: its events feed no board
+                    self.state.add_match(match_id, None)
+                else:
+                    edges[match_id] = NOTHING  # not known to be visible: keep holding
+                continue
+            if new:
+                self.state.add_match(
+                    match_id, MatchTally(record.game, record.created_at, record.tick_rate)
+                )
+            vis = Visibility.of(record)
+            if vis.immediate:
+                self._visibility[match_id] = vis
+                continue
+            edges[match_id] = edge = vis.edge(record, now)
+            if record.status in READ_ONLY_STATUSES and edge >= record.last_tick:
+                # Over and all of it visible: what it holds is released now, and
+                # nothing of it is held any more.
+                self._visibility[match_id] = SHOWN
+                self._edges.pop(match_id, None)
+            else:
+                self._visibility[match_id] = vis
+                self._edges[match_id] = (now_mono, edge)
+        return edges
+
+    def _forget(self, match_ids: Iterable[str]) -> None:
+        for m in match_ids:
+            self._visibility.pop(m, None)
+            self._edges.pop(m, None)
+
+    def _release(self, edges: Mapping[str, int]) -> list[EventBatch]:
+        released = [
+            b
+            for m in list(self.state.held)
+            if m in edges  # else its record is unreadable now: it stays held
+            for b in self.state.release(m, edges[m])
+        ]
+        released.sort(key=lambda b: b.first_position)
+        return released
+
+    def _report(self, damaged: list[DamagedBatch]) -> None:
+        known = {d.position for d in self.damaged}
+        for d in damaged:
+            if d.position not in known:
+                log.error("leaderboards: passed over a damaged batch: %s", d.error)
+                self.damaged.append(d)
+
+    async def _reload_holds(self, held: Mapping[str, int]) -> None:
+        """Read the held batches of a previous run back from the store (the read model
+        keeps where each match's held batches start, not the batches)."""
+        if not held:
+            return
+        start = min(held.values()) - 1
+        found: list[EventBatch] = []
+        async with self._reader(self.state.codes) as reader:
+            while start < self.state.position:
+                chunk = await reader.read(start, ahead=self.state.position)
+                if chunk.through == start:
+                    break
+                found += (
+                    b
+                    for b in until(chunk.batches, self.state.position)
+                    if b.match_id in held and b.first_position >= held[b.match_id]
+                )
+                start = chunk.through
+        await _add_matches(self.store, self.state, found)
+        for b in found:
+            if b.match_id in self.state.tallies:
+                self.state.held.setdefault(b.match_id, []).append(b)
 
     async def catch_up(self, progress: Progress | None = None) -> int:
-        """Fold everything stored now; returns how many events. Reads ahead: the next
-        chunk is read from the store (in its thread) while this one folds."""
+        """Fold everything stored now (and the held batches that became visible);
+        returns how many events. Reads ahead: the next chunk is read from the store
+        (in its thread) while this one folds."""
         total = 0
-        async with _ScanAhead(self.store, self.read_limit, self.state.codes) as scans:
+        async with self._reader(self.state.codes) as reader:
             while True:
                 start = self.state.position
-                batches, through = await scans.scan(start)
-                if through == start:
+                chunk = await reader.read(start)
+                if chunk.through == start:
+                    if self.state.held:
+                        await self.release_visible()
                     return total
                 async with self._lock:
                     if self.state.position != start:
                         continue  # a concurrent step moved on: this chunk is stale
-                    await self._fold(start, batches, through)
-                total += through - start
+                    await self._fold(start, chunk)
+                total += chunk.through - start
                 if progress is not None:
-                    progress(through - start)
+                    progress(chunk.through - start)
 
     async def retire_finished(self) -> int:
         """Drop the tallies of matches that are over without having ended in the stream.
 
         A match the server marks ``interrupted`` (shutdown, a failed append) never
-        appends ``match_ended``, so its tally would stay forever. The store's record
-        says it is read-only: once every event of it is folded, nothing of it can come
-        any more, and its tally is deleted (boards and checkpoint unchanged). Called
-        at :meth:`open`, after a full rebuild and every ``retire_interval`` of
-        :meth:`run`; one record lookup per match that had no event folded since the
-        previous call (a live match keeps producing them). Returns how many matches
-        were dropped."""
+        appends its end event, so its tally would stay forever. The store's record
+        says it is read-only: once every event of it is folded (none held), nothing
+        of it can come any more, and its tally is deleted (boards and checkpoint
+        unchanged). Called at :meth:`open`, after a full rebuild and every
+        ``retire_interval`` of :meth:`run`; one record lookup per match that had no
+        event folded since the previous call (a live match keeps producing them).
+        Returns how many matches were dropped."""
         since, self._retire_checked = self._retire_checked, self.state.position
         seen = self.state.last_seen
         over: list[str] = []
         for match_id in [*self.state.tallies, *self.state.ignored]:
-            if seen.get(match_id, 0) > since:
-                continue  # events came since the last check: it runs
-
+            if seen.get(match_id, 0) > since or match_id in self.state.held:
+                continue  # events came since the last check, or wait to be shown
             try:
                 record = await self.store.get_match(match_id)
                 if record.status not in READ_ONLY_STATUSES:
                     continue
-                last = await _last_position(self.store, match_id, record.version)
-            except UnknownMatchError:
-                continue  # a store that forgets matches: nothing to decide from
+                last = await last_position(self.store, match_id, record.version)
+            except (ReplayError, ValueError):
+                continue  # a store that forgets matches, a damaged one: nothing to decide
             if last <= self.state.position:
                 over.append(match_id)
         if not over:
             return 0
         async with self._lock:
             changes = self.state.retire(over)
+            self._forget(over)
             if changes.ended:
-                await self._persist(self._write, changes)
+                await self._model.persist(self._model.write, changes)
         return len(over)
 
     async def run(
@@ -280,6 +400,7 @@ class LeaderboardProjection:
         commits every tick of every match, and one read-model transaction per commit
         would cost the server a third of its CPU. Waiting 25 ms gathers the commits
         of that time into one step, at the price of at most 25 ms of extra lag.
+        While nothing comes, held batches are looked at every ``poll_interval``.
 
         Also serves rebuild requests from other processes (``matchreplay leaderboards
         rebuild`` while a server runs): one ``stat`` per chunk or poll, and every
@@ -288,7 +409,7 @@ class LeaderboardProjection:
         loop = asyncio.get_running_loop()
         next_retire = loop.time() + retire_interval
         while True:
-            self._check_rebuild_request()
+            self._requests.check()
             started = loop.time()
             if started >= next_retire:
                 await self.retire_finished()
@@ -298,59 +419,10 @@ class LeaderboardProjection:
             else:
                 await self.store.wait_for_commit(self.state.position, poll_interval)
 
-    def _check_rebuild_request(self) -> None:
-        path = rebuild_request_path(self.path)
-        if self._rebuild_task is not None or not os.path.exists(path):
-            return
-        try:
-            with open(path) as f:
-                request = json.load(f)
-        except (OSError, ValueError):
-            return  # being written (it is replaced atomically): seen on the next check
-        if request.get("state") == "requested":
-            boards = request.get("boards") or None
-            self._rebuild_task = asyncio.create_task(self._serve_rebuild(path, boards))
-
-    async def _serve_rebuild(self, path: str, boards: list[str] | None) -> None:
-        status = {"boards": boards, "state": "running", "done": 0, "total": self.position}
-        last_write = 0.0
-
-        def progress(n: int) -> None:
-            nonlocal last_write
-            status["done"] += n
-            if time.monotonic() - last_write > 0.2:
-                last_write = time.monotonic()
-                write_json_atomically(path, status)
-
-        try:
-            write_json_atomically(path, status)
-            await self.rebuild(boards, progress=progress)
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-        except (LeaderboardError, LookupError, TypeError) as exc:
-            code = getattr(exc, "code", "bad_request")
-            write_json_atomically(path, status | {"state": "failed", "error": f"{code}: {exc}"})
-        finally:
-            self._rebuild_task = None
-
-    async def _persist(self, write_fn: Callable[..., None], *args: Any) -> None:
-        """Run a read-model write in a thread; it completes even if the caller is cancelled."""
-        write = asyncio.ensure_future(asyncio.to_thread(write_fn, *args))
-        self._writes.add(write)
-        write.add_done_callback(self._writes.discard)
-        await asyncio.shield(write)
-
-    def _write(self, changes: Changes) -> None:
-        db = self._conn()
-        with _transaction(db):
-            db.executemany(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)", changes.entries
-            )
-            db.executemany("INSERT OR REPLACE INTO tallies VALUES (?, ?)", changes.tallies.items())
-            db.executemany("DELETE FROM tallies WHERE match_id = ?", [(m,) for m in changes.ended])
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('position', ?)", (changes.position,))
-
     # -- rebuild -------------------------------------------------------------------
+
+    async def _rebuild_for_request(self, boards: list[str] | None, progress: Progress) -> int:
+        return await self.rebuild(boards, progress=progress)
 
     async def rebuild(
         self, board_ids: Sequence[str] | None = None, progress: Progress | None = None
@@ -358,9 +430,11 @@ class LeaderboardProjection:
         """Rebuild boards (default: all, with the match tallies) from position 0.
 
         Built aside in a fresh state while queries keep reading the current boards;
-        the aside copy catches up to the live position, then, under the lock (no
-        chunk is folded meanwhile), the boards are swapped in memory and their rows
-        replaced in one transaction. Returns the number of events read.
+        the aside copy catches up to the live position, holding back what the live
+        boards hold back; then, under the lock (no chunk is folded meanwhile), what
+        the live projection released since is folded into it, the boards are swapped
+        in memory and their rows replaced in one transaction. Returns the number of
+        events read.
         """
         ids = list(board_ids) if board_ids else list(self.state.definitions)
         for b in ids:
@@ -371,15 +445,15 @@ class LeaderboardProjection:
         read = 0
         while True:
             target = self.state.position
-            async with _ScanAhead(self.store, self.read_limit, aside.codes) as scans:
+            async with self._reader(aside.codes) as reader:
                 while aside.position < target:
                     start = aside.position
-                    batches, through = await scans.scan(start, ahead=target)
-                    if through == start:
+                    chunk = await reader.read(start, ahead=target)
+                    if chunk.through == start:
                         break
-                    batches = _until(batches, target)
+                    batches = until(chunk.batches, target)
                     await _add_matches(self.store, aside, batches)
-                    aside.apply(batches, min(through, target))
+                    aside.apply(batches, min(chunk.through, target), hold=self.state.holds)
                     n = aside.position - start
                     read += n
                     if progress is not None:
@@ -388,101 +462,36 @@ class LeaderboardProjection:
                 if aside.position < self.state.position:
                     continue  # the live projection moved on meanwhile: catch up again
                 aside.position = self.state.position
+                aside.apply([], released=_released_since(aside, self.state))
                 for b in ids:
                     self.state.boards[b] = aside.boards[b]
                 if full:
                     self.state.tallies = aside.tallies
-                await self._persist(self._swap, ids, aside, full)
+                await self._model.persist(
+                    self._model.swap,
+                    [self.state.definitions[b] for b in ids],
+                    aside.rows(ids),
+                    {m: t.encode() for m, t in aside.tallies.items()} if full else None,
+                    None,
+                )
             if full:
                 await self.retire_finished()  # the rebuilt tallies of interrupted matches
             return read
 
-    def _swap(self, ids: list[str], aside: LeaderboardState, full: bool) -> None:
-        db = self._conn()
-        specs = [(b, json.dumps(self.state.definitions[b].as_dict(), sort_keys=True)) for b in ids]
-        with _transaction(db):
-            db.executemany("INSERT OR REPLACE INTO boards VALUES (?, ?)", specs)
-            db.executemany("DELETE FROM entries WHERE board = ?", [(b,) for b in ids])
-            db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)", aside.rows(ids))
-            if full:
-                db.execute("DELETE FROM tallies")
-                db.executemany(
-                    "INSERT INTO tallies VALUES (?, ?)",
-                    [(m, t.encode()) for m, t in aside.tallies.items()],
-                )
 
-
-class _ScanAhead:
-    """``store.scan`` chunk after chunk, reading the next chunk while the caller folds
-    this one: the store reads in its own thread, so the read overlaps the fold."""
-
-    def __init__(self, store: EventStore, limit: int, codes: frozenset[int]) -> None:
-        self.store = store
-        self.limit = limit
-        self.codes = codes
-        self._next: tuple[int, asyncio.Task[tuple[list[EventBatch], int]]] | None = None
-
-    async def scan(self, after: int, ahead: int | None = None) -> tuple[list[EventBatch], int]:
-        """The chunk after ``after``; reads the following one unless the chunk reaches
-        ``ahead`` (a position not worth reading past) or the end."""
-        if self._next is not None and self._next[0] == after:
-            task = self._next[1]
+def _released_since(aside: LeaderboardState, live: LeaderboardState) -> list[EventBatch]:
+    """The batches ``aside`` holds that ``live`` no longer does (released meanwhile),
+    taken out of ``aside``: after that both hold the same batches."""
+    out = []
+    for match_id, batches in list(aside.held.items()):
+        keep = [b for b in batches if live.holds(b)]
+        out += batches[: len(batches) - len(keep)]
+        if keep:
+            aside.held[match_id] = keep
         else:
-            await self._drop()
-            task = asyncio.ensure_future(self.store.scan(after, self.limit, self.codes))
-        self._next = None
-        batches, through = await task
-        if through != after and (ahead is None or through < ahead):
-            self._next = (
-                through,
-                asyncio.ensure_future(self.store.scan(through, self.limit, self.codes)),
-            )
-        return batches, through
-
-    async def _drop(self) -> None:
-        if self._next is not None:
-            task = self._next[1]
-            self._next = None
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def __aenter__(self) -> _ScanAhead:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._drop()
-
-
-def write_json_atomically(path: str, value: object) -> None:
-    """Replace ``path`` atomically, so a reader never sees half a file."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f)
-    os.replace(tmp, path)
-
-
-def _until(batches: list[EventBatch], target: int) -> list[EventBatch]:
-    """The events of ``batches`` with position <= ``target``."""
-    out = [b for b in batches if b.first_position <= target]
-    if out and out[-1].last_position > target:
-        b = out[-1]
-        out[-1] = EventBatch(
-            b.match_id,
-            b.first_seq,
-            b.first_position,
-            b.first_id,
-            b.events[: target - b.first_position + 1],
-        )
+            del aside.held[match_id]
+    out.sort(key=lambda b: b.first_position)
     return out
-
-
-async def _last_position(store: EventStore, match_id: str, version: int) -> int:
-    """The global position of the match's last event (0: it has none)."""
-    if version <= 0:
-        return 0
-    batches = await store.read_batches(match_id, from_seq=version, to_seq=version)
-    b = batches[-1]
-    return b.first_position + version - b.first_seq
 
 
 async def _add_matches(store: EventStore, state: LeaderboardState, batches: list[EventBatch]):
@@ -490,21 +499,7 @@ async def _add_matches(store: EventStore, state: LeaderboardState, batches: list
     for match_id in {b.match_id for b in batches if state.needs_match(b.match_id)}:
         try:
             r = await store.get_match(match_id)
-        except UnknownMatchError:
+        except (ReplayError, ValueError):
             state.add_match(match_id, None)
             continue
         state.add_match(match_id, MatchTally(r.game, r.created_at, r.tick_rate))
-
-
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (autocommit connection)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

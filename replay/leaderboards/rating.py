@@ -10,9 +10,9 @@ players i and j with ratings Ri, Rj and final match scores si, sj,
 with K = 32 and a starting rating of 1500. Dividing by N - 1 keeps one match
 worth at most K points however many players it had. Python's ``round`` rounds
 half to even; ratings stay integers so boards compare exactly. Matches with
-fewer than two players change nothing. ``scores`` here is what the board's
-definition ranks a match by: for arena, (score, -deaths) compared as a pair,
-the same order the rules pick the winner by.
+fewer than two players change nothing. ``scores`` here is what the game's metric
+ranks a match by (comparable values, e.g. tuples compared as pairs), best
+chosen to be the order its rules pick the winner by.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from replay.leaderboards.board import INT64_MAX, INT64_MIN, REACHED_SLOTS, Board, RankedEntry
+from replay.leaderboards.board import REACHED_SLOTS, Board, RankedEntry
 from replay.leaderboards.definitions import BoardDefinition
 from replay.leaderboards.errors import (
     BadCursorError,
@@ -26,6 +26,7 @@ from replay.leaderboards.errors import (
     UnknownPeriodError,
     UnknownPlayerError,
 )
+from replay.leaderboards.operators import INT64_MAX, INT64_MIN
 from replay.leaderboards.periods import parse_period, period_key, previous_period
 from replay.leaderboards.projection import LeaderboardProjection
 

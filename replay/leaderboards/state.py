@@ -12,16 +12,28 @@ structure is touched once per board period (:meth:`~replay.leaderboards.board.Bo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from replay.leaderboards.board import REACHED_SLOTS, Board, Entry
+from replay.leaderboards.board import REACHED_SLOTS, Board
 from replay.leaderboards.definitions import BoardDefinition
 from replay.leaderboards.metrics import GameMetrics, MatchTally, MetricFn
+from replay.leaderboards.operators import Entry
 from replay.leaderboards.periods import ALL, event_time, period_key
 from replay.store.base import EventBatch
 
-__all__ = ["Changes", "LeaderboardState"]
+__all__ = ["Changes", "DamagedBatch", "LeaderboardState", "batch_tick"]
+
+
+class DamagedBatch(NamedTuple):
+    """A stored batch the projection could not read or fold, and passed over."""
+
+    position: int
+    """Global position of the batch's last event."""
+    error: str
+    """What was wrong, naming the match and its seq range."""
 
 
 @dataclass
@@ -33,6 +45,19 @@ class Changes:
     """Tallies of running matches to upsert."""
     ended: set[str] = field(default_factory=set)
     """Matches whose tallies are no longer needed."""
+    held: dict[str, int] | None = None
+    """Every match with batches held back now -> the position of its first held batch
+    (replaces the stored set); None when the holds did not change."""
+    damaged: list[DamagedBatch] = field(default_factory=list)
+    """Batches passed over because they could not be read or folded."""
+
+
+def batch_tick(batch: EventBatch) -> int:
+    """The tick of the batch's last event a board reads (a scan leaves the others None)."""
+    for e in reversed(batch.events):
+        if e is not None:
+            return e[2]
+    return -1
 
 
 class LeaderboardState:
@@ -51,6 +76,11 @@ class LeaderboardState:
         self.last_seen: dict[str, int] = {}
         """Per match of ``tallies`` and ``ignored``: the end of its last folded batch (memory
         only; tells the projection which matches went quiet)."""
+        self.held: dict[str, list[EventBatch]] = {}
+        """Per match: batches not yet visible to its spectators (visibility.py), in
+        order. Once a match has one, every later batch of it waits behind it."""
+        self._holds_changed = False
+        """Whether :attr:`held` changed since the last :class:`Changes` said it."""
         self.position = 0
         # game -> event code -> [(definition, metric function)]
         self._triggers: dict[str, dict[int, list[tuple[BoardDefinition, MetricFn]]]] = {}
@@ -73,56 +103,62 @@ class LeaderboardState:
         else:
             self.tallies[match_id] = tally
 
-    def apply(self, batches: Sequence[EventBatch], through: int | None = None) -> Changes:
+    def apply(
+        self,
+        batches: Sequence[EventBatch],
+        through: int | None = None,
+        *,
+        hold: Callable[[EventBatch], bool] | None = None,
+        released: Sequence[EventBatch] = (),
+    ) -> Changes:
         """Fold ``batches`` (positions above ``self.position``, in global order) and
         move the position to ``through`` (default: the last batch's end): a scan
         may have passed over events no board reads. Every match in ``batches``
-        must have been added (see :meth:`needs_match`)."""
+        must have been added (see :meth:`needs_match`).
+
+        A batch for which ``hold`` says so, and every later batch of a match that
+        has one held, is kept in :attr:`held` instead (the position still moves past
+        it). ``released`` are held batches taken out with :meth:`release`: folded
+        first (they are older), each with its own position as ``reached``.
+
+        A batch whose events a metric or the tally cannot fold (a damaged event that
+        decoded into the wrong shapes) is passed over and reported in ``damaged``."""
         folds: dict[tuple[str, str], _Fold] = {}
         dirty: set[str] = set()
         ended: set[str] = set()
+        damaged: list[DamagedBatch] = []
+        held = self.held
         last_seen = self.last_seen
-        for b in batches:
-            last_seen[b.match_id] = b.first_position + len(b.events) - 1
+        for b, new in itertools.chain(
+            zip(released, itertools.repeat(False)), zip(batches, itertools.repeat(True))
+        ):
+            if new:
+                last_seen[b.match_id] = b.first_position + len(b.events) - 1
             t = self.tallies.get(b.match_id)
             if t is None:
                 continue  # a game without boards
-            gm = self.metrics[t.game]
-            codes, triggers = gm.codes, self._triggers[t.game]
-            events = b.events
-            # Most events (movement, aim, shots) are read by no metric: the scan left them
-            # None, and one comprehension skips them at C speed.
-            for k in [k for k, e in enumerate(events) if e is not None and e[0] in codes]:
-                code, _version, tick, data = events[k]
-                for d, fn in triggers.get(code, ()):
-                    period = (
-                        ALL
-                        if d.reset == "none"
-                        else period_key(d.reset, event_time(t.created_at, tick, t.tick_rate))
-                    )
-                    f = folds.get((d.id, period))
-                    if f is None:
-                        f = folds[d.id, period] = _Fold(self, d, period)
-                    observations = fn(t, data, f.lookup)
-                    if len(observations) > 1:
-                        observations.sort()  # the owner-id part of the tie-break
-                        del observations[REACHED_SLOTS:]
-                    base = (b.first_position + k) * REACHED_SLOTS
-                    for i, (owner, value, subscore) in enumerate(observations):
-                        f.owners.append(owner)
-                        f.values.append(value)
-                        f.subscores.append(subscore)
-                        f.reached.append(base + i)
-                gm.fold(t, code, data)
-                dirty.add(b.match_id)
-                if code == gm.end_code:
+            if new and (b.match_id in held or (hold is not None and hold(b))):
+                held.setdefault(b.match_id, []).append(b)
+                self._holds_changed = True
+                continue
+            try:
+                if self._fold_batch(b, t, folds):
                     ended.add(b.match_id)
+            except Exception as exc:  # the batch's events are not what the game wrote
+                damaged.append(
+                    DamagedBatch(
+                        b.last_position,
+                        f"match {b.match_id!r} seq {b.first_seq}..{b.last_seq}:"
+                        f" cannot fold: {exc!r}",
+                    )
+                )
+            dirty.add(b.match_id)
         if batches:
-            self.position = batches[-1].last_position
+            self.position = max(self.position, batches[-1].last_position)
         if through is not None:
             # Invariant: never beyond what was scanned, never backwards.
             self.position = max(self.position, through)
-        changes = Changes(self.position, ended=ended)
+        changes = Changes(self.position, ended=ended, damaged=damaged)
         for (board_id, period), f in folds.items():
             board = f.flush()
             if board is not None:
@@ -130,14 +166,76 @@ class LeaderboardState:
         for match_id in ended:
             del self.tallies[match_id]
             del last_seen[match_id]
+            if held.pop(match_id, None) is not None:  # nothing comes after a match's end
+                self._holds_changed = True
         changes.tallies = {m: self.tallies[m].encode() for m in dirty - ended}
+        if self._holds_changed:
+            changes.held = {m: bs[0].first_position for m, bs in held.items()}
+            self._holds_changed = False
         return changes
+
+    def _fold_batch(
+        self, b: EventBatch, t: MatchTally, folds: dict[tuple[str, str], _Fold]
+    ) -> bool:
+        """Fold one batch of a match with boards; True when it holds the match's end."""
+        gm = self.metrics[t.game]
+        codes, triggers = gm.codes, self._triggers[t.game]
+        events = b.events
+        over = False
+        # Most events (movement, aim, shots) are read by no metric: the scan left them
+        # None, and one comprehension skips them at C speed.
+        for k in [k for k, e in enumerate(events) if e is not None and e[0] in codes]:
+            code, _version, tick, data = events[k]
+            for d, fn in triggers.get(code, ()):
+                period = (
+                    ALL
+                    if d.reset == "none"
+                    else period_key(d.reset, event_time(t.created_at, tick, t.tick_rate))
+                )
+                f = folds.get((d.id, period))
+                if f is None:
+                    f = folds[d.id, period] = _Fold(self, d, period)
+                observations = fn(t, data, f.lookup)
+                if len(observations) > 1:
+                    observations.sort()  # the owner-id part of the tie-break
+                    del observations[REACHED_SLOTS:]
+                base = (b.first_position + k) * REACHED_SLOTS
+                for i, (owner, value, subscore) in enumerate(observations):
+                    f.owners.append(owner)
+                    f.values.append(value)
+                    f.subscores.append(subscore)
+                    f.reached.append(base + i)
+            gm.fold(t, code, data)
+            if code == gm.end_code:
+                over = True
+        return over
+
+    def release(self, match_id: str, edge: int) -> list[EventBatch]:
+        """Take out the match's held batches of ticks up to ``edge``, in order."""
+        batches = self.held.get(match_id)
+        if not batches:
+            return []
+        n = 0
+        while n < len(batches) and batch_tick(batches[n]) <= edge:
+            n += 1
+        out = batches[:n]
+        self._holds_changed |= n > 0
+        if n == len(batches):
+            del self.held[match_id]
+        else:
+            del batches[:n]
+        return out
+
+    def holds(self, batch: EventBatch) -> bool:
+        """Whether ``batch`` is (or would be, when it comes) held back."""
+        waiting = self.held.get(batch.match_id)
+        return waiting is not None and batch.first_position >= waiting[0].first_position
 
     def retire(self, match_ids: Iterable[str]) -> Changes:
         """Forget matches that are over without an end event (interrupted: the store's
         record is read-only and every event of theirs is folded). Boards do not change:
         no event of theirs can come any more. Returns the tallies to delete."""
-        ended = {m for m in match_ids if m in self.tallies}
+        ended = {m for m in match_ids if m in self.tallies and m not in self.held}
         for m in ended:
             del self.tallies[m]
         self.ignored.difference_update(match_ids)

@@ -283,23 +283,36 @@ class TugRules(Rules[TugState]):
         return (BoardDefinition("tug_wins", "wins", "incr", game="tug", title="Ropes won"),)
 
 
-# -- leaderboards: a win for every player of the winning team ------------------------------
+# -- leaderboards ----------------------------------------------------------------------------
+# wins: every player of the winning team, 1. pulls: per player, the ticks pulled in the match
+# (observed at the end; subscore: 1 when on the winning team). The tally's data is
+# {"teams": {player: team}, "pulls": {player: ticks}}: nothing like arena's.
 
 
 def _tally(t: MatchTally, code: int, data: tuple[Any, ...]) -> None:
+    teams, pulls = t.data.setdefault("teams", {}), t.data.setdefault("pulls", {})
     if code == JOINED:
-        t.stats[data[0]] = [data[1], 0, 0]  # [team, ...]
+        teams[data[0]] = data[1]
+        pulls.setdefault(data[0], 0)
     elif code == LEFT:
-        t.stats.pop(data[0], None)
+        teams.pop(data[0], None)
+    elif code == PULLED:
+        for player in data[1]:
+            pulls[player] = pulls.get(player, 0) + 1
 
 
 def _wins(t: MatchTally, data: tuple[Any, ...], _: Lookup) -> list[Observation]:
-    return [(p, 1, 0) for p, s in t.stats.items() if s[0] == data[0]]
+    return [(p, 1, 0) for p, team in t.data.get("teams", {}).items() if team == data[0]]
+
+
+def _pulls(t: MatchTally, data: tuple[Any, ...], _: Lookup) -> list[Observation]:
+    teams = t.data.get("teams", {})
+    return [(p, n, int(teams.get(p) == data[0])) for p, n in t.data.get("pulls", {}).items()]
 
 
 _METRICS = GameMetrics(
-    metrics={"wins": (WON, _wins)},
+    metrics={"wins": (WON, _wins), "pulls": (WON, _pulls)},
     fold=_tally,
-    codes=frozenset({JOINED, LEFT, WON}),
+    codes=frozenset({JOINED, LEFT, PULLED, WON}),
     end_code=WON,
 )

@@ -13,6 +13,10 @@ elo        match_ended every player: new rating (rating.py) rated matches so far
 
 "Every player of the match" is everyone who joined it, including players who
 left before the end (leaving does not dodge a rating change).
+
+The match tally's data (replay/leaderboards/metrics.py) holds ``slots`` (slot ->
+player id, current) and ``stats`` (player id -> [kills, deaths, score]); score
+counts as the rules count it (``KILL_SCORE``, defined once in settings.py).
 """
 
 from __future__ import annotations
@@ -28,35 +32,44 @@ from replay.leaderboards.rating import elo_update
 __all__ = ["default_boards", "metrics"]
 
 
+def _slots(t: MatchTally) -> dict[int, str]:
+    return t.data.setdefault("slots", {})
+
+
+def _stats(t: MatchTally) -> dict[str, list[int]]:
+    return t.data.setdefault("stats", {})
+
+
 def _fold(t: MatchTally, code: int, data: tuple[Any, ...]) -> None:
+    slots, stats = _slots(t), _stats(t)
     if code == ev.KILLED:
-        killer, victim = (t.slots.get(s) for s in data)
+        killer, victim = (slots.get(s) for s in data)
         if killer is not None:
-            k = t.stats.setdefault(killer, [0, 0, 0])
+            k = stats.setdefault(killer, [0, 0, 0])
             k[0] += 1
             k[2] += KILL_SCORE
         if victim is not None:
-            t.stats.setdefault(victim, [0, 0, 0])[1] += 1
+            stats.setdefault(victim, [0, 0, 0])[1] += 1
     elif code == ev.JOINED:
         slot, player = data[0], data[1]
-        t.slots[slot] = player
-        t.stats.setdefault(player, [0, 0, 0])
+        slots[slot] = player
+        stats.setdefault(player, [0, 0, 0])
     elif code == ev.LEFT:
-        t.slots.pop(data[0], None)
+        slots.pop(data[0], None)
 
 
 def _kills(t: MatchTally, data: tuple[Any, ...], _: Lookup) -> list[Observation]:
-    p = t.slots.get(data[0])
+    p = _slots(t).get(data[0])
     return [(p, 1, 0)] if p is not None else []
 
 
 def _deaths(t: MatchTally, data: tuple[Any, ...], _: Lookup) -> list[Observation]:
-    p = t.slots.get(data[1])
+    p = _slots(t).get(data[1])
     return [(p, 1, 0)] if p is not None else []
 
 
 def _match_score(t: MatchTally, _d: tuple[Any, ...], _: Lookup) -> list[Observation]:
-    return [(p, s[2], -s[1]) for p, s in t.stats.items()]
+    return [(p, s[2], -s[1]) for p, s in _stats(t).items()]
 
 
 def _wins(t: MatchTally, data: tuple[Any, ...], _: Lookup) -> list[Observation]:
@@ -64,13 +77,14 @@ def _wins(t: MatchTally, data: tuple[Any, ...], _: Lookup) -> list[Observation]:
 
 
 def _matches(t: MatchTally, _d: tuple[Any, ...], _: Lookup) -> list[Observation]:
-    return [(p, 1, 0) for p in t.stats]
+    return [(p, 1, 0) for p in _stats(t)]
 
 
 def _elo(t: MatchTally, _d: tuple[Any, ...], lookup: Lookup) -> list[Observation]:
-    current = {p: lookup(p) for p in t.stats}
+    stats = _stats(t)
+    current = {p: lookup(p) for p in stats}
     ratings = {p: e.value for p, e in current.items() if e is not None}
-    new = elo_update(ratings, {p: (s[2], -s[1]) for p, s in t.stats.items()})
+    new = elo_update(ratings, {p: (s[2], -s[1]) for p, s in stats.items()})
     return [
         (p, r, (current[p].subscore if current[p] is not None else 0) + 1)  # type: ignore[union-attr]
         for p, r in new.items()

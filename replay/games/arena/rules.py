@@ -42,10 +42,12 @@ from replay.rules import (
     START,
     Bots,
     Command,
+    KillEvent,
     MatchLimits,
     MatchResult,
     Rejection,
     Rules,
+    SeatEvent,
     StoredEvent,
 )
 
@@ -91,6 +93,8 @@ class ArenaRules(Rules[ArenaState]):
         {ev.JOINED, ev.LEFT, ev.KILLED, ev.SPAWNED, ev.RESPAWNED, ev.MATCH_STARTED, ev.MATCH_ENDED}
     )
     viewer_dir = Path(__file__).parent / "viewer"
+    seat_event = SeatEvent(ev.JOINED, "slot", "player")
+    kill_event = KillEvent(ev.KILLED, "killer", "victim")
     demo_settings = {
         "max_players": 8,
         "min_players": 4,

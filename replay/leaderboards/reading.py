@@ -1,0 +1,125 @@
+"""Reading the global stream a chunk at a time for the projection: read-ahead, and
+passing over a damaged batch instead of stopping at it.
+
+A chunk is ``store.scan(after, limit, codes)``: the batches among the next ``limit``
+stored batches that hold an event some board reads. When the store cannot decode
+one of them (``CorruptEventError``), the chunk is narrowed by bisection to the
+longest readable prefix, and the damaged batch is passed over: its position is
+learnt from a scan for no event type, which computes how far the next batch
+reaches without decoding it. The caller gets the prefix, a ``through`` just past
+the damaged batch, and a :class:`~replay.leaderboards.state.DamagedBatch` to report.
+Finding it costs about ``log2(limit)`` extra scans, once per damaged batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import NamedTuple
+
+from replay.errors import CorruptEventError
+from replay.leaderboards.state import DamagedBatch
+from replay.store.base import EventBatch, EventStore
+
+__all__ = ["Chunk", "ChunkReader", "last_position", "until"]
+
+
+class Chunk(NamedTuple):
+    batches: list[EventBatch]
+    through: int
+    """Every event up to here was scanned (``after`` when there was nothing new)."""
+    damaged: list[DamagedBatch]
+
+
+class ChunkReader:
+    """Chunk after chunk; with ``read_ahead`` the next chunk is read from the store
+    (in its thread) while the caller folds this one."""
+
+    def __init__(
+        self, store: EventStore, limit: int, codes: frozenset[int], read_ahead: bool = True
+    ) -> None:
+        self.store = store
+        self.limit = limit
+        self.codes = codes
+        self.read_ahead = read_ahead
+        self._next: tuple[int, asyncio.Task[Chunk]] | None = None
+
+    async def read(self, after: int, ahead: int | None = None) -> Chunk:
+        """The chunk after ``after``; reads the following one unless the chunk reaches
+        ``ahead`` (a position not worth reading past) or the end."""
+        if self._next is not None and self._next[0] == after:
+            task = self._next[1]
+        else:
+            await self._drop()
+            task = asyncio.ensure_future(self._chunk(after))
+        self._next = None
+        chunk = await task
+        through = chunk.through
+        if self.read_ahead and through != after and (ahead is None or through < ahead):
+            self._next = (through, asyncio.ensure_future(self._chunk(through)))
+        return chunk
+
+    async def _chunk(self, after: int) -> Chunk:
+        try:
+            batches, through = await self.store.scan(after, self.limit, self.codes)
+        except CorruptEventError:
+            return await self._around_damage(after)
+        return Chunk(batches, through, [])
+
+    async def _around_damage(self, after: int) -> Chunk:
+        # The longest readable prefix: scan(after, good) works, scan(after, good + 1) not.
+        good, bad = 0, self.limit
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            try:
+                await self.store.scan(after, mid, self.codes)
+                good = mid
+            except CorruptEventError:
+                bad = mid
+        batches, start = await self.store.scan(after, good, self.codes) if good else ([], after)
+        try:
+            await self.store.scan(start, 1, self.codes)
+            error = "unreadable batch"  # not reproducible (a transient read error)
+        except CorruptEventError as exc:
+            error = str(exc)
+        # No event type asked for: the store computes the batch's end without decoding it.
+        _, end = await self.store.scan(start, 1, frozenset())
+        if end == start:
+            raise CorruptEventError(f"cannot pass over a damaged batch after {start}: {error}")
+        return Chunk(batches, end, [DamagedBatch(end, error)])
+
+    async def _drop(self) -> None:
+        if self._next is not None:
+            task = self._next[1]
+            self._next = None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def __aenter__(self) -> ChunkReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._drop()
+
+
+def until(batches: list[EventBatch], target: int) -> list[EventBatch]:
+    """The events of ``batches`` with position <= ``target``."""
+    out = [b for b in batches if b.first_position <= target]
+    if out and out[-1].last_position > target:
+        b = out[-1]
+        out[-1] = EventBatch(
+            b.match_id,
+            b.first_seq,
+            b.first_position,
+            b.first_id,
+            b.events[: target - b.first_position + 1],
+        )
+    return out
+
+
+async def last_position(store: EventStore, match_id: str, version: int) -> int:
+    """The global position of the match's last event (0: it has none)."""
+    if version <= 0:
+        return 0
+    batches = await store.read_batches(match_id, from_seq=version, to_seq=version)
+    b = batches[-1]
+    return b.first_position + version - b.first_seq

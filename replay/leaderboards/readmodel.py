@@ -1,0 +1,187 @@
+"""The leaderboards read model on disk: one SQLite file beside the event store.
+
+It holds the board entries, the running matches' tallies, the matches whose
+batches are held back (visibility.py), the damaged batches passed over, and the
+checkpoint (``meta.position``), every change of them written in ONE transaction:
+the stored checkpoint is exactly the position the stored boards reflect. It uses
+``synchronous=NORMAL``: a power cut may lose the last commits, which only moves
+the checkpoint back with the boards; they are folded again.
+
+Writes run in a worker thread and always finish, even when the task that asked
+for one is cancelled: :meth:`ReadModel.close` waits for them before closing the
+connection (closing it under its writer thread crashed the process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from replay.leaderboards.definitions import BoardDefinition
+from replay.leaderboards.state import Changes, DamagedBatch
+
+__all__ = ["FORMAT", "ReadModel", "Stored", "boards_path_for"]
+
+FORMAT = 2
+"""Layout version of the stored data; a read model of another version is rebuilt from
+the log on open. 2: a tally's data is the game's own (was arena's slots and stats)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS boards (board TEXT PRIMARY KEY, definition TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    board TEXT NOT NULL, period TEXT NOT NULL, owner TEXT NOT NULL,
+    value INTEGER NOT NULL, subscore INTEGER NOT NULL, reached INTEGER NOT NULL,
+    PRIMARY KEY (board, period, owner)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tallies (match_id TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS held (match_id TEXT PRIMARY KEY, from_position INTEGER NOT NULL)
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS damaged (position INTEGER PRIMARY KEY, error TEXT NOT NULL);
+"""
+
+Row = tuple[str, str, str, int, int, int]
+"""(board, period, owner, value, subscore, reached)."""
+
+
+def boards_path_for(store_path: str) -> str:
+    """The default read model of an event store: ``<event db>.boards.sqlite``."""
+    return store_path.removeprefix("sqlite:///") + ".boards.sqlite"
+
+
+def spec_of(d: BoardDefinition) -> str:
+    return json.dumps(d.as_dict(), sort_keys=True)
+
+
+@dataclass
+class Stored:
+    """What :meth:`ReadModel.open` found."""
+
+    position: int
+    stale: list[str]
+    """Boards whose stored rows are gone (a changed definition, a new board, another
+    format): to rebuild."""
+    entries: list[Row]
+    tallies: dict[str, bytes]
+    held: dict[str, int]
+    """Match -> position of its first held batch."""
+    damaged: list[DamagedBatch]
+
+
+class ReadModel:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._writes: set[asyncio.Future[None]] = set()
+
+    def open(self, definitions: Iterable[BoardDefinition]) -> Stored:
+        """Open (creating) the file and load it; blocking (run it in a thread). Rows of
+        boards no longer defined, or defined differently, are deleted."""
+        db = self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        meta = dict(db.execute("SELECT key, value FROM meta"))
+        # No format row but a position: format 1, from before the format was stored.
+        outdated = meta.get("format", FORMAT if "position" not in meta else 1) != FORMAT
+        stored = {} if outdated else dict(db.execute("SELECT board, definition FROM boards"))
+        wanted = {d.id: spec_of(d) for d in definitions}
+        stale = [b for b, spec in wanted.items() if stored.get(b) != spec]
+        # A stale board's definition is stored only with its rebuilt rows (swap), so a
+        # crash before that leaves it stale and it is rebuilt again on the next open.
+        with _transaction(db):
+            if outdated:  # another layout: everything is folded again from position 0
+                for table in ("entries", "boards", "tallies", "held", "damaged", "meta"):
+                    db.execute(f"DELETE FROM {table}")
+            for b in set(stored) - set(wanted) | set(stale):
+                db.execute("DELETE FROM entries WHERE board = ?", (b,))
+                db.execute("DELETE FROM boards WHERE board = ?", (b,))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT,))
+        row = db.execute("SELECT value FROM meta WHERE key = 'position'").fetchone()
+        return Stored(
+            row[0] if row else 0,
+            stale,
+            db.execute("SELECT * FROM entries").fetchall(),
+            dict(db.execute("SELECT match_id, data FROM tallies")),
+            dict(db.execute("SELECT match_id, from_position FROM held")),
+            [DamagedBatch(*r) for r in db.execute("SELECT position, error FROM damaged")],
+        )
+
+    async def persist(self, write: Callable[..., None], *args: Any) -> None:
+        """Run a write (a method of this class) in a thread; it completes even if the
+        caller is cancelled."""
+        task = asyncio.ensure_future(asyncio.to_thread(write, *args))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        await asyncio.shield(task)
+
+    async def close(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the read model is not open")
+        return self._db
+
+    # -- writes (blocking: through persist) -----------------------------------------
+
+    def write(self, changes: Changes) -> None:
+        """A folded chunk: changed entries, tallies, holds, damage and the checkpoint."""
+        db = self._conn()
+        with _transaction(db):
+            db.executemany(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)", changes.entries
+            )
+            db.executemany("INSERT OR REPLACE INTO tallies VALUES (?, ?)", changes.tallies.items())
+            db.executemany("DELETE FROM tallies WHERE match_id = ?", [(m,) for m in changes.ended])
+            if changes.held is not None:
+                _replace_holds(db, changes.held)
+            db.executemany("INSERT OR REPLACE INTO damaged VALUES (?, ?)", changes.damaged)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('position', ?)", (changes.position,))
+
+    def swap(
+        self,
+        definitions: Iterable[BoardDefinition],
+        rows: list[Row],
+        tallies: Mapping[str, bytes] | None,
+        held: Mapping[str, int] | None,
+    ) -> None:
+        """Replace the rows of rebuilt boards (and with ``tallies``, every tally)."""
+        db = self._conn()
+        specs = [(d.id, spec_of(d)) for d in definitions]
+        with _transaction(db):
+            db.executemany("INSERT OR REPLACE INTO boards VALUES (?, ?)", specs)
+            db.executemany("DELETE FROM entries WHERE board = ?", [(b,) for b, _ in specs])
+            db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)", rows)
+            if tallies is not None:
+                db.execute("DELETE FROM tallies")
+                db.executemany("INSERT INTO tallies VALUES (?, ?)", tallies.items())
+            if held is not None:
+                _replace_holds(db, held)
+
+
+def _replace_holds(db: sqlite3.Connection, held: Mapping[str, int]) -> None:
+    db.execute("DELETE FROM held")
+    db.executemany("INSERT INTO held VALUES (?, ?)", held.items())
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (autocommit connection)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -252,10 +252,8 @@ async def test_100_stalled_spectators_do_not_disturb_the_match(tmp_path):
         # Bounded: no spectator queue beyond the limit plus one frame.
         assert worst <= queue + 2048
         closed = app.metrics.registry.get_sample_value("matchreplay_slow_consumers_total")
-        assert closed, (
-            worst,
-            closed,
-        ) and closed >= 50  # the stalled ones were skipped, then closed (4010)
+        # The stalled ones were skipped, then closed (4010) or dropped.
+        assert closed is not None and closed >= 50, (worst, closed)
         # The reading spectator was not disturbed: its state is the server's.
         engine = ReplayEngine(app.store, GAMES)
         while reader.tick < record.last_tick and reader.ended is None:

@@ -13,10 +13,11 @@ from replay.errors import ReplayError, UnknownMatchError
 from replay.rules import GameRegistry
 from replay.store.base import EventStore, MatchRecord
 from server.config import Settings
+from server.live_hub import LiveHub
 from server.match import Match
 from server.metrics import Metrics
-from server.spectating import LiveHub, split_options
-from server.watcher import Spectating
+from server.spectator_options import split_options
+from server.spectators import Spectators
 
 __all__ = ["Lobby", "LobbyError"]
 
@@ -41,7 +42,7 @@ class Lobby:
         self.metrics = metrics
         self.settings = settings
         self.live: dict[str, Match] = {}
-        self.spectating: Spectating | None = None
+        self.spectators: Spectators | None = None
         """Set by the app: live spectator hubs are created with the matches."""
 
     async def recover(self) -> list[str]:
@@ -106,9 +107,9 @@ class Lobby:
             on_finished=self._finished,
         )
         self.live[record.match_id] = match
-        if self.spectating is not None:
-            self.spectating.options[record.match_id] = spectating
-            match.hub = self.spectating.hubs[record.match_id] = LiveHub(
+        if self.spectators is not None:
+            self.spectators.options[record.match_id] = spectating
+            match.hub = self.spectators.hubs[record.match_id] = LiveHub(
                 record.match_id,
                 rules,
                 record.tick_rate,
@@ -125,8 +126,8 @@ class Lobby:
 
     def _finished(self, match: Match) -> None:
         self.live.pop(match.match_id, None)
-        if match.hub is not None and self.spectating is not None:
-            self.spectating.retire(match.hub)
+        if match.hub is not None and self.spectators is not None:
+            self.spectators.retire(match.hub)
 
     def get_live(self, match_id: str) -> Match | None:
         return self.live.get(match_id)
@@ -142,9 +143,9 @@ class Lobby:
 
     async def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         records = await self.store.list_matches(status=status, limit=limit)
-        if self.spectating is not None:
+        if self.spectators is not None:
             for r in records:  # callers filter the list by visibility, a stored option
-                self.spectating.learn(r)
+                self.spectators.learn(r)
         return [
             self.live[r.match_id].info() if r.match_id in self.live else _record_info(r)
             for r in records

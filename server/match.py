@@ -38,8 +38,8 @@ from replay.leaderboards.scoreboard import ScoreboardFeed
 from replay.rules import Command, Rejection, Rules
 from replay.store.base import EventIds, EventStore, MatchRecord
 from server.fanout import Feed
+from server.live_hub import LiveHub
 from server.metrics import Metrics
-from server.spectating import LiveHub
 
 __all__ = ["JoinRefused", "Match", "Seat"]
 

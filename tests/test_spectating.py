@@ -305,3 +305,51 @@ async def test_a_quiet_live_match_past_a_keyframe_is_listed_and_watched(tmp_path
         await spec.close()
         for client in idle:
             await client.close()
+
+
+async def test_seeks_reach_ticks_through_the_engine_and_skip_a_bad_keyframe(tmp_path):
+    """A spectator's reset is the engine's keyframe selection: a corrupt keyframe in the
+    server's store is skipped (once, remembered), the STATE is the one before it, and
+    the client's fold is exact."""
+    import sqlite3
+
+    from games import open_test_store
+    from replay_matches import record_match
+
+    from replay.codec import decode_batch
+
+    async with open_test_store(str(tmp_path / "server.db")) as store:
+        rec = await record_match(store, "kf", seconds=20, hash_ticks={470, 520, 160})
+    with sqlite3.connect(tmp_path / "server.db") as db:
+        db.execute("UPDATE keyframes SET data = ? WHERE tick = 450", (b"\x00garbage",))
+    async with running_app(tmp_path) as app:
+        rules = GAMES["arena"]
+        ws = await raw_connect(app, token("root", "admin"))
+        await ws.recv()  # WELCOME
+
+        async def answer(request: bytes) -> tuple[list[int], object]:
+            """STATE tick(s) received, and the folded state, up to the PLAYBACK."""
+            if request:
+                await ws.send(request)
+            resets, state = [], None
+            while True:
+                msg = msgpack.unpackb(await ws.recv())
+                if msg[0] == p.STATE:
+                    resets.append(msg[1])
+                    state = rules.decode_state(msg[3], msg[2])
+                elif msg[0] == p.FRAME:
+                    events = decode_batch(msg[2], msg[1]) if msg[2] is not None else []
+                    state = rules.evolve(state, events, msg[1])
+                elif msg[0] == p.PLAYBACK:
+                    return resets, state
+
+        await ws.send(p.encode_watch("kf", 470))
+        assert msgpack.unpackb(await ws.recv())[0] == p.WATCHING
+        resets, state = await answer(b"")  # the WATCH's STATE, FRAMEs and PLAYBACK
+        assert resets == [300] and rules.state_hash(state) == rec.hashes[470]
+        resets, state = await answer(p.encode_seek(520))
+        assert resets == [300] and rules.state_hash(state) == rec.hashes[520]
+        resets, state = await answer(p.encode_seek(160))
+        assert resets == [150] and rules.state_hash(state) == rec.hashes[160]
+        assert app.spectators.engine.stats.keyframes_skipped == 1
+        await ws.close()

@@ -116,6 +116,17 @@ class ReplayEngine:
         self.cache.put(match_id, tick, state, self._size_of(match_id, rules, state))
         return rules.copy_state(state)
 
+    async def keyframe_at_or_before(self, match_id: str, tick: int) -> tuple[int, Any] | None:
+        """The newest valid keyframe at or before ``tick``: (its tick, a copy of its state),
+        or None when there is none (a viewer reset by the server then gets ``state_at``).
+
+        The base a seek folds from, for a client that folds the rest itself (the
+        spectator protocol's STATE + FRAMEs). Raises UnknownMatchError, TickOutOfRangeError."""
+        record = await self._check_tick(match_id, tick)
+        rules = self.rules(record)
+        found = await self._keyframe(record, rules, tick)
+        return None if found is None else (found[0], rules.copy_state(found[1]))
+
     async def scoreboard_at(self, match_id: str, tick: int) -> list[dict[str, Any]]:
         """Per-player standings (kills, deaths, score, ...) at the end of ``tick``."""
         record = await self._check_tick(match_id, tick)
@@ -157,11 +168,34 @@ class ReplayEngine:
         match_id = record.match_id
         cached = self.cache.nearest(match_id, tick)
         cached_tick = cached[0] if cached else -1
+        found = await self._keyframe(record, rules, tick, newer_than=cached_tick)
+        if found is not None:
+            self.stats.from_keyframe += 1
+            return found
+        if cached is not None:
+            self.stats.from_cache += 1
+            return cached
+        self.stats.from_start += 1
+        # The initial state is the state at the end of tick -1: events of tick 0 still apply.
+        return -1, self.initial_state(record)
+
+    async def _keyframe(
+        self, record: MatchRecord, rules: Rules[Any], tick: int, *, newer_than: int = -1
+    ) -> tuple[int, Any] | None:
+        """THE keyframe-base selection: the newest valid keyframe at or before ``tick``
+        and after ``newer_than`` (its tick, its state, not to be mutated), or None.
+
+        A keyframe already in the cache is not read again; a bad one (checksum, format,
+        undecodable) is remembered by checksum and skipped for the next earlier one."""
+        match_id = record.match_id
         for kf_tick in reversed(await self._keyframes_up_to(record, tick)):
-            if kf_tick <= cached_tick:
+            if kf_tick <= newer_than:
                 break
+            cached = self.cache.get(match_id, kf_tick)
+            if cached is not None:  # decoded before (or folded to): exact either way
+                return kf_tick, cached
             keyframe = await self.source.get_keyframe(match_id, kf_tick)
-            if keyframe is None or keyframe.tick <= cached_tick:
+            if keyframe is None or keyframe.tick <= newer_than:
                 break
             if keyframe.checksum in self._bad_keyframes:
                 continue
@@ -172,14 +206,8 @@ class ReplayEngine:
                 continue
             self._state_bytes[match_id] = len(keyframe.data)
             self.cache.put(match_id, keyframe.tick, state, len(keyframe.data))
-            self.stats.from_keyframe += 1
             return keyframe.tick, state
-        if cached is not None:
-            self.stats.from_cache += 1
-            return cached
-        self.stats.from_start += 1
-        # The initial state is the state at the end of tick -1: events of tick 0 still apply.
-        return -1, self.initial_state(record)
+        return None
 
     async def _keyframes_up_to(self, record: MatchRecord, tick: int) -> list[int]:
         """Keyframe ticks <= ``tick``; a live match's list is re-read when it may have grown."""

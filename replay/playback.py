@@ -6,23 +6,30 @@
     async for frame in playback:
         draw(frame.tick, frame.events, frame.state)
 
-Every tick from ``start`` to ``end`` yields exactly one frame, including ticks
-without events, in increasing tick order until a :meth:`seek` moves the
+Every tick from ``start`` to the limit yields exactly one frame, including
+ticks without events, in increasing tick order until a :meth:`seek` moves the
 position (backwards too). Controls may be called from any task of the loop:
 
-* :meth:`set_speed`: 0.25x to 16x of the match tick rate, or ``None`` for as
-  fast as possible. Frame ``t`` is due ``(t - t0) / (tick_rate * speed)``
-  seconds after the anchor ``t0``; the anchor is reset by every control, so a
-  change never causes a burst of catch-up frames.
-* :meth:`pause` / :meth:`resume`; :meth:`step` releases exactly one frame
+* :meth:`set_speed`: ``MIN_SPEED`` to ``MAX_SPEED`` times the match tick rate
+  (the limits of the spectator protocol's PLAY), or ``None`` for as fast as
+  possible. Frame ``t`` is due ``(t - t0) / (tick_rate * speed)`` seconds after
+  the anchor ``t0``; the anchor is reset by every control, so a change never
+  causes a burst of catch-up frames.
+* :meth:`pause` / :meth:`resume`; :meth:`step` releases exactly ``n`` frames
   (unthrottled) and leaves the playback paused.
 * :meth:`seek`: the next frame is the given tick, with its exact state.
-* ``follow_live=True``: at the live edge of a match still being recorded,
-  wait for new ticks instead of stopping; stop once the match has ended and
-  its last tick was played.
+* :meth:`reset`: the shortest way for a viewer that folds events itself to
+  show a tick from scratch: a keyframe's state and the frames after it.
+* The **limit** (:meth:`limit`): the last durable tick, capped by ``end`` and
+  by ``edge``, a cap that may move with time (a spectator's delay edge). At the
+  limit, iteration stops; ``follow_live=True`` instead waits for new durable
+  ticks of a match still being recorded (not for ``edge`` to move), and stops
+  once the match has ended and its last tick was played. A stopped playback
+  goes on after a :meth:`seek` or :meth:`reset`.
 
-Pacing uses an injectable ``clock``/``sleep`` pair so tests can run a
-throttled playback deterministically.
+Every tick is reached through the :class:`~replay.engine.ReplayEngine` (its
+cache and its one keyframe-base selection). Pacing uses an injectable
+``clock``/``sleep`` pair so tests can run a throttled playback deterministically.
 """
 
 from __future__ import annotations
@@ -35,13 +42,11 @@ from typing import Any
 
 from replay.engine import ReplayEngine
 from replay.errors import ReplayError, TickOutOfRangeError
+from replay.protocol import MAX_SPEED, MIN_SPEED
 from replay.source import StoredEvent, read_events
 from replay.store.base import READ_ONLY_STATUSES
 
-__all__ = ["MAX_SPEED", "MIN_SPEED", "Frame", "InvalidSpeedError", "Playback"]
-
-MIN_SPEED = 0.25
-MAX_SPEED = 16.0
+__all__ = ["MAX_SPEED", "MIN_SPEED", "Frame", "InvalidSpeedError", "Playback", "Reset"]
 
 READ_AHEAD_TICKS = 256
 """Ticks of events read per source call: ~8.5 s at 30 Hz, about 100 KB of
@@ -50,7 +55,7 @@ decoded events for a busy 64-player match, and one source round trip per
 
 
 class InvalidSpeedError(ReplayError, ValueError):
-    """A playback speed outside 0.25x..16x (use None for unthrottled)."""
+    """A playback speed outside ``MIN_SPEED``..``MAX_SPEED`` (use None for unthrottled)."""
 
     code = "invalid_speed"
 
@@ -64,6 +69,18 @@ class Frame:
     """The state at the end of ``tick`` (a copy the caller owns), when requested."""
 
 
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """A tick shown from scratch (:meth:`Playback.reset`): fold ``frames`` into ``state``."""
+
+    tick: int
+    """The tick of ``state``: the nearest valid keyframe's, or the target itself."""
+    state: Any
+    """The exact state at the end of ``tick`` (a copy the caller owns)."""
+    frames: list[Frame]
+    """After ``tick`` up to the target: the ticks with events, then the target (no states)."""
+
+
 class Playback:
     def __init__(
         self,
@@ -75,6 +92,7 @@ class Playback:
         speed: float | None = 1.0,
         with_state: bool = False,
         follow_live: bool = False,
+        edge: Callable[[], int] | None = None,
         live_poll_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
@@ -85,14 +103,18 @@ class Playback:
         """Last tick to play (inclusive); None: the last tick (or none when following live)."""
         self.with_state = with_state
         self.follow_live = follow_live
+        self.edge = edge
+        """The newest tick the viewer may see now, asked before every frame (cheap, no
+        I/O): a spectator's delay edge (docs/protocol.md 11.3). None: no such cap."""
         self.live_poll_seconds = live_poll_seconds
         self._clock = clock
         self._sleep = sleep
         self._speed = _checked_speed(speed)
         self._next = start
+        self._loaded = False
         self._checked_start = False
         self._tick_rate = 0
-        self._last_tick = -1  # last durable tick known; refreshed at the edge
+        self._last_tick = -1  # last durable tick known; refreshed at the limit
         self._live = True
         # Events of ticks [_buf_from, _buf_to], by tick: read ahead in one call.
         self._buf: dict[int, list[StoredEvent]] = {}
@@ -136,27 +158,64 @@ class Playback:
         self._running.set()
         self._touch()
 
-    def step(self) -> None:
-        """Release one frame, then stay paused."""
+    def step(self, n: int = 1) -> None:
+        """Release ``n`` more frames at once, then stay paused (steps still pending
+        when the playback stops at its limit are dropped)."""
+        if n < 1:
+            raise ValueError("step forward by at least one frame (seek to go back)")
         self._running.clear()
-        self._steps += 1
+        self._steps += n
         self._touch()
 
+    async def limit(self) -> int:
+        """The newest tick this playback may reach now (re-reading the last durable
+        tick): min(last durable tick, ``end``, ``edge()``)."""
+        await self._refresh()
+        return self._limit()
+
     async def seek(self, tick: int) -> None:
-        """Make ``tick`` the next frame. Raises TickOutOfRangeError (the playback is unchanged)."""
-        last = await self.engine.last_tick(self.match_id)
-        limit = last if self.end is None else min(last, self.end)
-        if not 0 <= tick <= limit:
-            raise TickOutOfRangeError(self.match_id, tick, limit)
+        """Make ``tick`` the next frame. Raises TickOutOfRangeError beyond the limit
+        (the playback is unchanged)."""
+        await self._check(tick)
         if tick != self._next:
-            self._next = tick
-            self._state = None
-            self._seeks += 1
+            self._moved(tick)
         self._touch()
 
     async def seek_live(self) -> None:
-        """Jump to the last durable tick (the live edge of a match being recorded)."""
-        await self.seek(await self.engine.last_tick(self.match_id))
+        """Jump to the limit: the live edge of a match being recorded (or the viewer's edge)."""
+        await self.seek(await self.limit())
+
+    async def reset(self, tick: int) -> Reset:
+        """Show ``tick`` from scratch, for a viewer that folds events itself: the state
+        of the nearest valid keyframe at or before ``tick`` (the exact state at ``tick``
+        when there is none) and the frames after it up to ``tick``, so the viewer folds
+        at most one keyframe interval. The next frame is ``tick + 1``. Raises
+        TickOutOfRangeError beyond the limit (the playback is unchanged)."""
+        await self._check(tick)
+        base = await self.engine.keyframe_at_or_before(self.match_id, tick)
+        if base is None:
+            base = tick, await self.engine.state_at(self.match_id, tick)
+        base_tick, state = base
+        frames = []
+        if tick > base_tick:
+            by_tick: dict[int, list[StoredEvent]] = {}
+            for event in await read_events(self.engine.source, self.match_id, base_tick + 1, tick):
+                by_tick.setdefault(event[2], []).append(event)
+            frames = [Frame(t, events) for t, events in by_tick.items()]
+            if tick not in by_tick:
+                frames.append(Frame(tick, []))  # the viewer's state must reach ``tick``
+        self._moved(tick + 1)
+        self._touch()
+        return Reset(base_tick, state, frames)
+
+    def shows(self, tick: int) -> None:
+        """The viewer reached ``tick`` another way (a live feed): the next frame is
+        ``tick + 1``. Not checked against the limit: at it, iteration stops (or,
+        following live, waits) until ``tick + 1`` is there."""
+        if tick + 1 != self._next:
+            self._moved(tick + 1)
+        self._checked_start = True
+        self._touch()
 
     # -- iteration -------------------------------------------------------------------
 
@@ -171,7 +230,7 @@ class Playback:
             tick = self._next
             if self.end is not None and tick > self.end:
                 break
-            if tick > self._last_tick:
+            if tick > self._limit():
                 ready = await self._await_tick(tick)
                 if ready is None:
                     continue  # a control call (seek, pause, ...) while waiting: re-evaluate
@@ -193,17 +252,43 @@ class Playback:
                 self._steps -= 1
             self._next = tick + 1
             return Frame(tick, events, state)
+        self._steps = 0
         self._drop_prefetch()
         raise StopAsyncIteration
 
     # -- internals ---------------------------------------------------------------------
 
-    async def _begin(self) -> None:
+    async def _refresh(self) -> None:
+        """Re-read the match record: its last durable tick and whether it is live."""
         record = await self.engine.match(self.match_id, refresh=True)
-        self._tick_rate = record.tick_rate
-        self._rules = self.engine.rules(record)
+        if not self._loaded:
+            self._tick_rate = record.tick_rate
+            self._rules = self.engine.rules(record)
+            self._loaded = True
         self._last_tick = max(0, record.last_tick)
         self._live = record.status not in READ_ONLY_STATUSES
+
+    def _limit(self) -> int:
+        limit = self._last_tick
+        if self.end is not None:
+            limit = min(limit, self.end)
+        if self.edge is not None:
+            limit = min(limit, self.edge())
+        return limit
+
+    async def _check(self, tick: int) -> None:
+        limit = await self.limit()
+        if not 0 <= tick <= limit:
+            raise TickOutOfRangeError(self.match_id, tick, limit)
+        self._checked_start = True
+
+    def _moved(self, next_tick: int) -> None:
+        self._next = next_tick
+        self._state = None
+        self._seeks += 1
+
+    async def _begin(self) -> None:
+        await self._refresh()
         if not 0 <= self._next <= self._last_tick and not (self.follow_live and self._live):
             raise TickOutOfRangeError(self.match_id, self._next, self._last_tick)
         self._checked_start = True
@@ -244,28 +329,34 @@ class Playback:
         the flag) first; True when ``job`` finished."""
         task = asyncio.ensure_future(job)
         waker = asyncio.ensure_future(self._control.wait())
-        done, pending = await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
-        for t in pending:
-            t.cancel()
+        try:
+            done, _ = await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the caller is cancelled: nothing left waiting behind it
+            task.cancel()
+            waker.cancel()
         return task in done and waker not in done
 
     async def _await_tick(self, tick: int) -> bool | None:
-        """Wait until ``tick`` is durable: True; False when it never will be (match
-        over, or not following); None when a control call interrupted the wait."""
+        """Wait until ``tick`` is durable and within ``edge``: True; False when it is past
+        ``edge``, or never will be durable (match over, or not following); None when a
+        control call interrupted the wait."""
+        waited = False
         while True:
             self._control.clear()
             position = await self.engine.source.last_position()
-            record = await self.engine.match(self.match_id, refresh=True)
-            self._last_tick = max(0, record.last_tick)
-            self._live = record.status not in READ_ONLY_STATUSES
+            await self._refresh()
+            if self.edge is not None and tick > self.edge():
+                return False  # the edge moves with time, not with commits: the caller decides
             if tick <= self._last_tick:
-                self._anchor = None  # resume pacing from the live edge
+                if waited:
+                    self._anchor = None  # resume pacing from the live edge
                 return True
             if not (self.follow_live and self._live):
                 return False
             wait = self.engine.source.wait_for_commit(position, self.live_poll_seconds)
             if not await self._unless_control(wait):
                 return None
+            waited = True
 
     async def _events_of(self, tick: int) -> list[StoredEvent]:
         if not self._buf_from <= tick <= self._buf_to:
@@ -293,6 +384,7 @@ class Playback:
         return self._buf.get(tick, [])
 
     def _window_end(self, tick: int) -> int:
+        # Not capped by ``edge``: events past it are read ahead, never sent early.
         to = min(tick + READ_AHEAD_TICKS - 1, self._last_tick)
         return to if self.end is None else min(to, self.end)
 

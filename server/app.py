@@ -33,7 +33,7 @@ from server.connection import GameConnection
 from server.lobby import Lobby
 from server.metrics import Metrics
 from server.session import Session
-from server.watcher import Spectating
+from server.spectators import Spectators
 
 __all__ = ["App", "run"]
 
@@ -53,7 +53,7 @@ class App:
         self.store = store
         self.secret = auth.load_secret(settings.secret, settings.secret_file, settings.data_dir)
         self.lobby = Lobby(self.store, self.metrics, settings, self.games)
-        self.spectating = self.lobby.spectating = Spectating(
+        self.spectators = self.lobby.spectators = Spectators(
             self.store,
             self.games,
             settings.spectator_delay,

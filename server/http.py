@@ -164,7 +164,7 @@ async def list_matches(app: App, conn: ServerConnection, request: Request, _: Pa
     # Everyone else sees what a spectator may (docs/protocol.md 11.1, 11.3): the matches
     # it may watch, each at its delayed live edge, among the newest SPECTATOR_LIST_SCAN.
     records = await app.store.list_matches(status=q.get("status"), limit=SPECTATOR_LIST_SCAN)
-    visible = [r for r in records if app.spectating.visible_to(ident, r)]
+    visible = [r for r in records if app.spectators.visible_to(ident, r)]
     return json_response(conn, [spectator_info(app, r, False) for r in visible[:limit]])
 
 
@@ -174,20 +174,20 @@ async def get_match(app: App, conn: ServerConnection, request: Request, p: Param
     if ident.role == "admin":
         return json_response(conn, await app.lobby.describe(p["match_id"]))
     record = await app.store.get_match(p["match_id"])  # UnknownMatchError -> 404
-    if not app.spectating.visible_to(ident, record):
+    if not app.spectators.visible_to(ident, record):
         raise HttpError(403, "forbidden", f"not allowed to watch {record.match_id!r}")
     return json_response(conn, spectator_info(app, record, False))
 
 
 def spectator_info(app: App, record: MatchRecord, privileged: bool) -> dict[str, Any]:
-    """A match as a spectator may see it: ``tick`` is its live edge (``Spectating.edge``,
+    """A match as a spectator may see it: ``tick`` is its live edge (``Spectators.edge``,
     the one delay rule), and nothing that counts what happened after it (``last_seq``)."""
     live = app.lobby.get_live(record.match_id)
     return {
         "match_id": record.match_id,
         "game": record.game,
         "status": live.status if live is not None else record.status,
-        "tick": app.spectating.edge(record, privileged),
+        "tick": app.spectators.edge(record, privileged),
         "tick_rate": record.tick_rate,
         "players": live.info()["players"] if live is not None else list(record.players),
         "created_at": record.created_at,

@@ -16,11 +16,12 @@ from replay.rules import GameRegistry
 from replay.store.base import EventStore, MatchRecord
 from server.config import Settings
 from server.headroom import Headroom, Limits
+from server.live_hub import LiveHub
 from server.match import Match
 from server.metrics import Metrics
-from server.spectating import LiveHub, split_options
+from server.spectator_options import split_options
+from server.spectators import Spectators
 from server.ticker import Ticker
-from server.watcher import Spectating
 
 __all__ = ["Lobby", "LobbyError"]
 
@@ -69,7 +70,7 @@ class Lobby:
         )
         self.ticker = Ticker(self.headroom)
         """One clock for every match of the process (server/ticker.py)."""
-        self.spectating: Spectating | None = None
+        self.spectators: Spectators | None = None
         """Set by the app: live spectator hubs are created with the matches."""
 
     async def recover(self) -> list[str]:
@@ -147,9 +148,9 @@ class Lobby:
             on_finished=self._finished,
         )
         self.live[record.match_id] = match
-        if self.spectating is not None:
-            self.spectating.options[record.match_id] = spectating
-            match.hub = self.spectating.hubs[record.match_id] = LiveHub(
+        if self.spectators is not None:
+            self.spectators.options[record.match_id] = spectating
+            match.hub = self.spectators.hubs[record.match_id] = LiveHub(
                 record.match_id,
                 rules,
                 record.tick_rate,
@@ -166,8 +167,8 @@ class Lobby:
 
     def _finished(self, match: Match) -> None:
         self.live.pop(match.match_id, None)
-        if match.hub is not None and self.spectating is not None:
-            self.spectating.retire(match.hub)
+        if match.hub is not None and self.spectators is not None:
+            self.spectators.retire(match.hub)
 
     def seated(self) -> int:
         """Players holding (or reserving) a seat in this process's matches."""
@@ -191,9 +192,9 @@ class Lobby:
 
     async def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         records = await self.store.list_matches(status=status, limit=limit)
-        if self.spectating is not None:
+        if self.spectators is not None:
             for r in records:  # callers filter the list by visibility, a stored option
-                self.spectating.learn(r)
+                self.spectators.learn(r)
         return [
             self.live[r.match_id].info() if r.match_id in self.live else _record_info(r)
             for r in records

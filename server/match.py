@@ -36,8 +36,8 @@ from replay.machine import MatchMachine, Tick
 from replay.rules import END, JOIN, LEAVE, Command, Rejection, Rules
 from replay.store.base import AppendResult, EventIds, EventStore, MatchRecord
 from server.fanout import Feed
+from server.live_hub import LiveHub
 from server.metrics import Metrics
-from server.spectating import LiveHub
 from server.ticker import Ticker
 
 __all__ = ["JoinRefused", "Match", "Seat"]

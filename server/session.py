@@ -27,7 +27,7 @@ from server.auth import Identity
 from server.connection import GameConnection
 from server.fanout import Subscriber
 from server.match import JoinRefused, Match, Seat
-from server.watcher import Watcher
+from server.spectator_session import SpectatorSession
 
 if TYPE_CHECKING:
     from server.app import App
@@ -54,7 +54,7 @@ class Session:
         self.match: Match | None = None
         self.seat: Seat | None = None
         self.sub: Subscriber | None = None
-        self.watcher: Watcher | None = None
+        self.spectator: SpectatorSession | None = None
         """Set by the first spectator message (LIST/WATCH): docs/protocol.md section 11."""
         self._errors = 0
         self._closing = False
@@ -100,7 +100,7 @@ class Session:
         self._deadline = asyncio.get_running_loop().time() + s.join_timeout
         try:
             while True:
-                if self.match is None and self.watcher is None:
+                if self.match is None and self.spectator is None:
                     try:
                         async with asyncio.timeout_at(self._deadline):
                             frame = await self.conn.recv()
@@ -120,8 +120,8 @@ class Session:
     def _detach(self) -> None:
         for task in self._queries:
             task.cancel()
-        if self.watcher is not None:
-            self.watcher.close_now()
+        if self.spectator is not None:
+            self.spectator.close_now()
         if self.match is not None:
             if self.sub is not None:
                 self.match.feed.unsubscribe(self.sub)
@@ -198,16 +198,15 @@ class Session:
     async def _spectate(self, msg: p.SpectatorMessage) -> None:
         if self.match is not None:
             raise p.ProtocolError(p.E_FORBIDDEN, "a connection that JOINed a match cannot WATCH")
-        if self.watcher is None:
-            self.watcher = Watcher(
-                self.app.spectating,
-                self.app.lobby,
+        if self.spectator is None:
+            self.spectator = SpectatorSession(
+                self.app.spectators,
                 self.conn,
                 self.identity,
                 self.send,
                 self.app.metrics.slow_consumers.inc,
             )
-        await self.watcher.handle(msg)
+        await self.spectator.handle(msg)
 
     # -- JOIN -----------------------------------------------------------------------------
 
@@ -219,9 +218,9 @@ class Session:
             raise p.ProtocolError(
                 p.E_FORBIDDEN, f"this token is for match {ident.match!r}, not {msg.match_id!r}"
             )
-        if self.watcher is not None:
+        if self.spectator is not None:
             raise p.ProtocolError(p.E_FORBIDDEN, "a spectator WATCHes; it cannot JOIN")
-        if ident.role == "spectator" and self.app.spectating.options_of(msg.match_id).delay > 0:
+        if ident.role == "spectator" and self.app.spectators.options_of(msg.match_id).delay > 0:
             # JOIN's stream is undelayed: it would bypass the anti-ghosting delay.
             raise p.ProtocolError(p.E_FORBIDDEN, f"match {msg.match_id!r} is delayed: use WATCH")
         match = self.app.lobby.get_live(msg.match_id)

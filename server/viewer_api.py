@@ -7,9 +7,9 @@ reads one route here:
     GET /api/viewer/matches     the matches the requester may watch, with standings
 
 The match view reads nothing over HTTP: it is a websocket spectator session
-(docs/protocol.md section 11, ``server/watcher.py``), so seeking, playback and the live
-feed follow the protocol's one access rule (``Spectating.visible_to``) and one delay rule
-(``Spectating.edge``). The list goes through the same two calls: token-less requests see
+(docs/protocol.md section 11, ``server/spectator_session.py``), so seeking, playback and
+the live feed follow the protocol's one access rule (``Spectators.visible_to``) and one
+delay rule (``Spectators.edge``). The list goes through the same two calls: token-less requests see
 only ``public_spectating`` matches, and every tick and standing is the one at the
 requester's live edge (admins: the last durable tick).
 """
@@ -118,7 +118,7 @@ async def matches(app: App, conn: ServerConnection, request: Request, _: Params)
     records = await app.store.list_matches(
         status=q.get("status"), limit=limit if privileged else SPECTATOR_LIST_SCAN
     )
-    visible = [r for r in records if app.spectating.visible_to(ident, r)][:limit]
+    visible = [r for r in records if app.spectators.visible_to(ident, r)][:limit]
     out = []
     for i, record in enumerate(visible):
         # What this requester may see: the tick and standings at its live edge.
@@ -126,7 +126,7 @@ async def matches(app: App, conn: ServerConnection, request: Request, _: Params)
         item["duration_s"] = round(item["tick"] / (record.tick_rate or 1), 1)
         item["standings"] = None
         if i < MATCH_LIST_SCOREBOARDS:
-            engine = app.spectating.engine
+            engine = app.spectators.engine
             item["standings"] = await engine.scoreboard_at(record.match_id, item["tick"])
         out.append(item)
     # The page asks for leaderboards only where a route serves them, so a server without

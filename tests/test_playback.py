@@ -12,7 +12,7 @@ from replay_matches import MatchFile, record_match, shared_arena_file
 
 from replay.engine import ReplayEngine
 from replay.errors import TickOutOfRangeError
-from replay.playback import Frame, InvalidSpeedError, Playback
+from replay.playback import Frame, InvalidSpeedError, Playback, Reset
 from replay.store.base import EventStore
 
 RULES = ARENA
@@ -203,3 +203,71 @@ async def test_seek_back_while_waiting_at_the_live_edge(tmp_path: Path) -> None:
         await store.update_match("live", status="ended")
         await playback.seek_live()
         assert [f.tick async for f in playback] == [120]
+
+
+def _fold(reset: Reset) -> object:
+    state = RULES.copy_state(reset.state)
+    for f in reset.frames:
+        state = RULES.evolve(state, f.events, f.tick)
+    return state
+
+
+async def test_reset_is_a_keyframe_state_and_the_frames_after_it(arena_file: MatchFile) -> None:
+    match = arena_file.match
+    async with open_test_store(str(arena_file.path)) as store:
+        playback = Playback(ReplayEngine(store, GAMES), "m1", with_state=True, speed=None)
+        reset = await playback.reset(500)
+        assert reset.tick == 450 and RULES.state_hash(reset.state) == match.hashes[450]
+        ticks = [f.tick for f in reset.frames]
+        assert ticks == sorted(set(ticks)) and ticks[-1] == 500 and ticks[0] > 450
+        assert all(f.events for f in reset.frames[:-1])  # quiet ticks are left out
+        assert RULES.state_hash(_fold(reset)) == match.hashes[500]
+        frame = await anext(playback)  # the next frame follows the reset tick
+        assert frame.tick == 501 and RULES.state_hash(frame.state) == match.hashes[501]
+        # Before the first keyframe: the exact state of the tick itself, nothing to fold.
+        early = await playback.reset(100)
+        assert early.tick == 100 and early.frames == []
+        assert RULES.state_hash(early.state) == match.hashes[100]
+        assert (await anext(playback)).tick == 101
+        with pytest.raises(TickOutOfRangeError):
+            await playback.reset(match.last_tick + 1)
+        assert playback.position == 102  # unchanged by the refused reset
+
+
+async def test_an_edge_caps_frames_and_seeks_and_may_move(arena_file: MatchFile) -> None:
+    edge = [20]
+    async with open_test_store(str(arena_file.path)) as store:
+        playback = Playback(
+            ReplayEngine(store, GAMES), "m1", start=10, speed=None, edge=lambda: edge[0]
+        )
+        assert [f.tick async for f in playback] == list(range(10, 21))
+        assert await playback.limit() == 20
+        with pytest.raises(TickOutOfRangeError):
+            await playback.seek(21)
+        with pytest.raises(TickOutOfRangeError):
+            await playback.reset(21)
+        edge[0] = 30  # the delay released more: a stopped playback goes on
+        assert [f.tick async for f in playback] == list(range(21, 31))
+        # Pending steps do not outlive a stop at the edge.
+        edge[0] = 33
+        playback.step(5)
+        assert [f.tick async for f in playback] == [31, 32, 33]
+        edge[0] = 40
+        task = await _blocked(playback)
+        assert not task.done()  # paused, no step left over
+        playback.step(2)
+        assert (await task).tick == 34 and (await anext(playback)).tick == 35
+        with pytest.raises(ValueError):
+            playback.step(0)
+
+
+async def test_shows_continues_after_a_tick_reached_elsewhere(arena_file: MatchFile) -> None:
+    match = arena_file.match
+    async with open_test_store(str(arena_file.path)) as store:
+        playback = Playback(ReplayEngine(store, GAMES), "m1", with_state=True, speed=None)
+        playback.shows(40)  # e.g. a live feed brought the viewer to tick 40
+        frame = await anext(playback)
+        assert frame.tick == 41 and RULES.state_hash(frame.state) == match.hashes[41]
+        playback.shows(match.last_tick)
+        with pytest.raises(StopAsyncIteration):
+            await anext(playback)

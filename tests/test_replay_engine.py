@@ -262,3 +262,32 @@ async def test_golden_v1_batch_replays_through_the_engine(tmp_path: Path) -> Non
                 assert h(await engine.state_at("old", tick)) == h(expected), tick
                 assert h(await from_file.state_at("old", tick)) == h(expected), tick
     assert expected.ended and expected.winner == "alice" and expected.names[0] == "alice"
+
+
+async def test_keyframe_at_or_before_is_the_one_base_selection(
+    arena_file: MatchFile, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a server sends a folding client (STATE + FRAMEs) comes from the same
+    selection as a seek: bad keyframes skipped once and remembered, the cache reused."""
+    match = arena_file.match
+    db = arena_file.copy(tmp_path / "base.db")
+    _overwrite_keyframe(db, 450, "data = ?", b"\x00garbage")
+    async with open_test_store(str(db)) as store:
+        engine = ReplayEngine(store, GAMES)
+        assert await engine.keyframe_at_or_before(match.match_id, 149) is None
+        with caplog.at_level(logging.WARNING, logger="replay.keyframes"):
+            tick, state = await engine.keyframe_at_or_before(match.match_id, 500)
+            assert tick == 300 and h(state) == match.hashes[300]
+            state.x[:] = 1  # the caller's copy: the cached keyframe stays intact
+            again = await engine.keyframe_at_or_before(match.match_id, 460)
+            assert again is not None and h(again[1]) == match.hashes[300]
+            # A seek goes through the same record of bad keyframes: no second warning.
+            assert h(await engine.state_at(match.match_id, 470)) == match.hashes[470]
+        assert engine.stats.keyframes_skipped == 1
+        assert caplog.text.count("checksum mismatch") == 1
+        assert engine.stats.last_base_tick == 300
+        assert engine.cache.get(match.match_id, 300) is not None  # decoded once, kept
+        tick, state = await engine.keyframe_at_or_before(match.match_id, 600)
+        assert tick == 600 and h(state) == match.hashes[600]
+        with pytest.raises(TickOutOfRangeError):
+            await engine.keyframe_at_or_before(match.match_id, match.last_tick + 1)

@@ -112,7 +112,7 @@ async def test_late_join_seek_and_step_match_state_at_then_replay_to_the_end(tmp
             await spec.__anext__()
             await _same(engine, spec, match.match_id)
         await bots
-        while app.spectating.hubs.get(match.match_id):
+        while app.spectators.hubs.get(match.match_id):
             await asyncio.sleep(0.05)  # the match finished and its hub retired
         record = await app.store.get_match(match.match_id)
         last = record.last_tick
@@ -235,7 +235,7 @@ async def test_100_stalled_spectators_do_not_disturb_the_match(tmp_path):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2048)
         reader = await Spectator.connect(url(app), token("ok", "spectator"))
         await reader.watch(match.match_id, "live")
-        hub = app.spectating.hubs[match.match_id]
+        hub = app.spectators.hubs[match.match_id]
         worst = 0
         ticks = []
         while not hub.finished:
@@ -252,10 +252,8 @@ async def test_100_stalled_spectators_do_not_disturb_the_match(tmp_path):
         # Bounded: no spectator queue beyond the limit plus one frame.
         assert worst <= queue + 2048
         closed = app.metrics.registry.get_sample_value("matchreplay_slow_consumers_total")
-        assert closed, (
-            worst,
-            closed,
-        ) and closed >= 50  # the stalled ones were skipped, then closed (4010)
+        # The stalled ones were skipped, then closed (4010) or dropped.
+        assert closed is not None and closed >= 50, (worst, closed)
         # The reading spectator was not disturbed: its state is the server's.
         engine = ReplayEngine(app.store, GAMES)
         while reader.tick < record.last_tick and reader.ended is None:
@@ -264,3 +262,94 @@ async def test_100_stalled_spectators_do_not_disturb_the_match(tmp_path):
         await reader.close()
         for s in stalled:
             s.close()
+
+
+async def test_a_quiet_live_match_past_a_keyframe_is_listed_and_watched(tmp_path):
+    """Players who send no input make no events: the hub publishes the keyframe tick
+    (150 at 30 Hz) while the store's last tick stays at the join. Every read path must
+    stay within what the store holds (issue 18: the viewer's list was a 400)."""
+    from test_server_match import call
+
+    async with running_app(tmp_path) as app:
+        settings = FAST_SETTINGS | {"time_limit_s": 60.0, "public_spectating": True}
+        match = await app.lobby.create("arena", settings, start_players=2)
+        idle = [GameClient(url(app), token(f"idle{i}")) for i in range(2)]
+        for client in idle:
+            await client.connect()
+            await client.join(match.match_id)
+        hub = app.spectators.hubs[match.match_id]
+        while hub.edge(False) < 150:  # the first keyframe after the start, ~5 s of play
+            await asyncio.sleep(0.1)
+        record = await app.store.get_match(match.match_id)
+        assert 0 <= record.last_tick < hub.edge(False)  # quiet: nothing stored since the joins
+        status, body = await call(app, "GET", "/api/viewer/matches")
+        assert status == 200, body
+        (item,) = body["matches"]
+        assert item["tick"] <= record.last_tick and len(item["standings"]) == 2
+        status, listed = await call(app, "GET", f"/api/matches/{match.match_id}")
+        assert status == 200 and listed["tick"] <= record.last_tick
+        # A spectator going live is reset to the quiet keyframe tick; what it shows is
+        # answerable (SCOREBOARD) and a seek back and forth stays exact.
+        spec = await Spectator.connect(url(app))
+        info = await spec.watch(match.match_id, "live")
+        assert info["last_tick"] <= record.last_tick
+        status = spec.status
+        assert status.mode == "live" and status.tick <= status.live_edge
+        tick, rows = await spec.scoreboard()
+        assert tick == spec.tick and len(rows) == 2
+        engine = ReplayEngine(app.store, GAMES)
+        status = await spec.seek(10**6)
+        stored = await app.store.get_match(match.match_id)
+        assert status.clamped and status.tick <= stored.last_tick
+        await _same(engine, spec, match.match_id, status.tick)
+        await spec.close()
+        for client in idle:
+            await client.close()
+
+
+async def test_seeks_reach_ticks_through_the_engine_and_skip_a_bad_keyframe(tmp_path):
+    """A spectator's reset is the engine's keyframe selection: a corrupt keyframe in the
+    server's store is skipped (once, remembered), the STATE is the one before it, and
+    the client's fold is exact."""
+    import sqlite3
+
+    from games import open_test_store
+    from replay_matches import record_match
+
+    from replay.codec import decode_batch
+
+    async with open_test_store(str(tmp_path / "server.db")) as store:
+        rec = await record_match(store, "kf", seconds=20, hash_ticks={470, 520, 160})
+    with sqlite3.connect(tmp_path / "server.db") as db:
+        db.execute("UPDATE keyframes SET data = ? WHERE tick = 450", (b"\x00garbage",))
+    async with running_app(tmp_path) as app:
+        rules = GAMES["arena"]
+        ws = await raw_connect(app, token("root", "admin"))
+        await ws.recv()  # WELCOME
+
+        async def answer(request: bytes) -> tuple[list[int], object]:
+            """STATE tick(s) received, and the folded state, up to the PLAYBACK."""
+            if request:
+                await ws.send(request)
+            resets, state = [], None
+            while True:
+                msg = msgpack.unpackb(await ws.recv())
+                if msg[0] == p.STATE:
+                    resets.append(msg[1])
+                    state = rules.decode_state(msg[3], msg[2])
+                elif msg[0] == p.FRAME:
+                    events = decode_batch(msg[2], msg[1]) if msg[2] is not None else []
+                    state = rules.evolve(state, events, msg[1])
+                elif msg[0] == p.PLAYBACK:
+                    return resets, state
+
+        await ws.send(p.encode_watch("kf", 470))
+        assert msgpack.unpackb(await ws.recv())[0] == p.WATCHING
+        resets, state = await answer(b"")  # the WATCH's STATE, FRAMEs and PLAYBACK
+        assert resets == [300] and rules.state_hash(state) == rec.hashes[470]
+        resets, state = await answer(p.encode_seek(520))
+        assert resets == [300] and rules.state_hash(state) == rec.hashes[520]
+        resets, state = await answer(p.encode_seek(160))
+        assert resets == [150] and rules.state_hash(state) == rec.hashes[160]
+        assert app.spectators.engine.stats.keyframes_skipped == 1
+        await ws.close()

@@ -104,7 +104,7 @@ async def test_finished_match_keeps_delay_and_visibility_across_a_restart(tmp_pa
         ids = delayed.match_id, private.match_id
         await check(app, *ids)
     async with running_app(tmp_path) as app:  # a new process's state: only the database
-        assert not app.spectating.options
+        assert not app.spectators.options
         await check(app, *ids)
 
 

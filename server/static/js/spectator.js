@@ -7,7 +7,7 @@
 // server's ReplayEngine.state_at(match, t). A STATE replaces it (arena.js decodeKeyframe),
 // a FRAME folds that tick's events into it (arena.js evolve). Nothing else changes it.
 //
-// The server is the only judge of how far this viewer may see (Spectating.edge): the page
+// The server is the only judge of how far this viewer may see (Spectators.edge): the page
 // never computes a live edge of its own, it only remembers the newest one the server told
 // it (PLAYBACK.live_edge, WATCHING.last_tick, MATCHES tick, live frames).
 import { decodeBatch, decodeKeyframe, evolve } from "/static/games/arena/viewer.js";

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,85 +37,17 @@ from replay.keyframes import DEFAULT_KEYFRAME_SECONDS
 from replay.rules import Rules
 from server.closing import close_slow, drop
 from server.prepared import Prepared
+from server.spectator_options import SpectatingOptions
 
-__all__ = [
-    "MAX_SPECTATOR_DELAY",
-    "LiveHub",
-    "LiveSub",
-    "SpectatingOptions",
-    "finished_edge",
-    "split_options",
-    "stored_options",
-]
+__all__ = ["LiveHub", "LiveSub"]
 
 log = logging.getLogger(__name__)
 
-MAX_SPECTATOR_DELAY = 600.0
-"""Seconds. Live frames of the last ``delay + 7`` s stay in memory per match
-(~0.2-1 KiB per tick): 600 s at 30 Hz is ~18k frames, 4-18 MiB."""
 SKIP_WINDOW_S = 60.0
 """``max_skips`` counts the skips of the last minute."""
 RETAIN_EXTRA_S = DEFAULT_KEYFRAME_SECONDS + 2.0
 """Released entries kept beyond the delay, so the latest released keyframe and the
 frames after it are in memory for a spectator who goes live."""
-
-
-@dataclass(frozen=True)
-class SpectatingOptions:
-    """Per-match spectating settings (not game rules: the game never sees them)."""
-
-    delay: float = 0.0
-    public: bool = False
-
-    def as_record(self) -> dict[str, Any]:
-        """For ``MatchRecord.options``: stored with the match, so every later process
-        (and every read path) applies the same delay and visibility."""
-        return {"spectator_delay": self.delay, "public_spectating": self.public}
-
-
-def split_options(
-    settings: Mapping[str, Any], default_delay: float
-) -> tuple[dict[str, Any], SpectatingOptions]:
-    """Take ``spectator_delay`` and ``public_spectating`` out of a match's settings.
-
-    Raises ValueError (the lobby reports it as ``invalid_settings``)."""
-    game = dict(settings)
-    delay = game.pop("spectator_delay", default_delay)
-    public = game.pop("public_spectating", False)
-    if (
-        isinstance(delay, bool)
-        or not isinstance(delay, int | float)
-        or not math.isfinite(delay)
-        or not 0 <= delay <= MAX_SPECTATOR_DELAY
-    ):
-        raise ValueError(
-            f"spectator_delay must be a number of seconds in [0, {MAX_SPECTATOR_DELAY:g}]"
-        )
-    if not isinstance(public, bool):
-        raise ValueError("public_spectating must be a boolean")
-    return game, SpectatingOptions(float(delay), public)
-
-
-def stored_options(options: Mapping[str, Any], default_delay: float) -> SpectatingOptions:
-    """The options stored in ``MatchRecord.options``. A match recorded before they were
-    stored (or with an unreadable value) gets ``default_delay`` and is not public."""
-    try:
-        return split_options(options, default_delay)[1]
-    except ValueError:
-        log.warning("ignoring invalid stored spectating options %r", options)
-        return SpectatingOptions(default_delay, False)
-
-
-def finished_edge(last_tick: int, tick_rate: int, ended_at: float | None, delay: float) -> int:
-    """The edge of a match that is no longer published tick by tick (11.3): all of
-    it once ``ended_at + delay`` has passed, else ticks were released at the rate."""
-    last = max(0, last_tick)
-    if delay <= 0 or ended_at is None:
-        return last
-    remaining = ended_at + delay - time.time()
-    if remaining <= 0:
-        return last
-    return max(0, last - math.ceil(remaining * tick_rate))
 
 
 class LiveSub:
@@ -293,7 +224,7 @@ class LiveHub:
         # The hot loop of the fan-out: per spectator one buffer-size check and one
         # transport write of the shared bytes per message. Closed connections are
         # skipped by Prepared.write and leave the group when their session ends
-        # (Watcher.close_now) or in the slow path below.
+        # (SpectatorSession.close_now) or in the slow path below.
         limit = self.queue_bytes
         frame, extra = entry.frame, entry.extra
         slow: list[LiveSub] = []

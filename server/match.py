@@ -535,13 +535,14 @@ class Match:
     # -- views --------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        return {
-            "match_id": self.match_id,
-            "game": self.record.game,
-            "status": self.status,
-            "tick": self.tick,
-            "tick_rate": self.tick_rate,
-            "players": [s.player for s in self.seats.values() if s.slot is not None],
+        """The match as JSON (``replay.protocol.match_info``) as the lobby sees it live:
+        its seats, connections and tick overruns too."""
+        return protocol.match_info(
+            self.record,
+            status=self.status,
+            tick=self.tick,
+            players=[s.player for s in self.seats.values() if s.slot is not None],
+        ) | {
             "connected": sum(1 for s in self.seats.values() if s.peer is not None),
             "start_players": self.start_players,
             "max_players": self.max_players,

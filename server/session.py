@@ -317,7 +317,7 @@ class Session:
 
     def _inputs(self, msg: p.Inputs) -> None:
         if self.identity.role != "player":
-            raise p.ProtocolError(p.E_FORBIDDEN, f"a {self.identity.role} cannot send inputs")
+            raise p.ProtocolError(p.E_FORBIDDEN, f"{_a(self.identity.role)} cannot send inputs")
         if self.match is None or self.seat is None:
             raise p.ProtocolError(p.E_NOT_JOINED, "JOIN a match before sending inputs")
         n = len(msg.inputs)
@@ -355,7 +355,7 @@ class Session:
     def _command(self, msg: p.Command) -> None:
         role = self.identity.role
         if role not in ("player", "admin"):
-            raise p.ProtocolError(p.E_FORBIDDEN, f"a {role} cannot send commands", msg.ref)
+            raise p.ProtocolError(p.E_FORBIDDEN, f"{_a(role)} cannot send commands", msg.ref)
         if self.match is None:
             raise p.ProtocolError(p.E_NOT_JOINED, "JOIN a match before sending commands", msg.ref)
         # The game says which commands its players and admins may send; an admin also
@@ -365,7 +365,7 @@ class Session:
         if msg.kind not in allowed:
             raise p.ProtocolError(
                 p.E_FORBIDDEN,
-                f"a {role} cannot send {msg.kind!r} (allowed here: {sorted(allowed)})",
+                f"{_a(role)} cannot send {msg.kind!r} (allowed in this game: {sorted(allowed)})",
                 msg.ref,
             )
         ref = msg.ref
@@ -383,3 +383,7 @@ class Session:
             raise p.ProtocolError(p.E_NOT_JOINED, "not seated in a match")
         self.match.leave(self.seat)
         self.close_soon(1000, "left the match")
+
+
+def _a(role: str) -> str:
+    return f"an {role}" if role[0] in "aeiou" else f"a {role}"

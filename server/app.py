@@ -34,7 +34,7 @@ from server.connection import GameConnection
 from server.lobby import Lobby
 from server.metrics import Metrics
 from server.session import Session, SessionDeps
-from server.viewer_api import Viewer, viewer_routes
+from server.viewer_api import ViewerApi, viewer_routes
 from server.watcher import Spectating
 
 __all__ = ["App", "run"]
@@ -82,34 +82,31 @@ class App:
             settings, self.store, self.lobby, self.spectating, self.leaderboards, self.metrics
         )
         authenticator = http.Authenticator(self.secret)
-        self.router = http.Router(
-            [
-                *http.ops_routes(http.Ops(self.metrics, self.lobby, lambda: self.connections)),
-                *http.match_routes(
-                    http.MatchApi(
-                        self.lobby,
-                        self.store,
-                        self.spectating,
-                        authenticator,
-                        self.games.default,
-                        settings.token_ttl,
-                    )
-                ),
-                *http.leaderboard_routes(self.leaderboards),
-            ]
+        api = [
+            *http.ops_routes(http.Ops(self.metrics, self.lobby, lambda: self.connections)),
+            *http.match_routes(
+                http.MatchApi(
+                    self.lobby,
+                    self.store,
+                    self.spectating,
+                    authenticator,
+                    self.games.default,
+                    settings.token_ttl,
+                )
+            ),
+            *http.leaderboard_routes(self.leaderboards),
+        ]
+        viewer = ViewerApi(
+            self.store,
+            self.lobby,
+            self.spectating,
+            self.spectating.engine.scoreboard_at,
+            authenticator,
+            self.games,
+            leaderboards=http.Router(api).serves(LEADERBOARD_PREFIX),
         )
-        # Last: its catch-all /static/ routes must not shadow the API.
-        self.router.routes += viewer_routes(
-            Viewer(
-                self.store,
-                self.lobby,
-                self.spectating,
-                self.spectating.engine.scoreboard_at,
-                authenticator,
-                self.games,
-                leaderboards=self.router.serves(LEADERBOARD_PREFIX),
-            )
-        )
+        # The viewer's last: its catch-all /static/ routes must not shadow the API.
+        self.router = http.Router([*api, *viewer_routes(viewer)])
         self.server: Server | None = None
         self.stopped = asyncio.Event()
 

@@ -17,9 +17,8 @@ requester's live edge (admins: the last durable tick).
 from __future__ import annotations
 
 import mimetypes
-import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +44,7 @@ from server.lobby import Lobby
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-__all__ = ["STATIC_DIR", "Viewer", "viewer_routes"]
+__all__ = ["STATIC_DIR", "ViewerApi", "viewer_routes"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 MATCH_LIST_SCOREBOARDS = 50
@@ -53,13 +52,9 @@ MATCH_LIST_SCOREBOARDS = 50
 
 _CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
 
-# The static files read so far, per server, keyed by their resolved path: one entry per
-# file that exists, whatever spelling of its path was asked for (a few hundred KiB in all).
-_files: weakref.WeakKeyDictionary[Any, dict[Path, tuple[bytes, str]]] = weakref.WeakKeyDictionary()
 
-
-@dataclass(frozen=True)
-class Viewer:
+@dataclass(frozen=True, eq=False)
+class ViewerApi:
     """What the viewer's routes use."""
 
     store: EventStore
@@ -71,9 +66,12 @@ class Viewer:
     games: GameRegistry
     leaderboards: bool
     """Whether this server serves the leaderboard routes."""
+    files: dict[Path, tuple[bytes, str]] = field(default_factory=dict)
+    """The static files read so far, keyed by their resolved path: one entry per file
+    that exists, whatever spelling of its path was asked for (a few hundred KiB in all)."""
 
 
-_viewer: RouteTable[Viewer] = RouteTable()
+_viewer: RouteTable[ViewerApi] = RouteTable()
 viewer_routes = _viewer.bind
 
 
@@ -92,12 +90,14 @@ def _binary(status: int, body: bytes, content_type: str) -> Response:
 
 
 @_viewer.route("GET", r"/")
-async def index(v: Viewer, conn: ServerConnection, request: Request, _: Params) -> Response:
+async def index(v: ViewerApi, conn: ServerConnection, request: Request, _: Params) -> Response:
     return _static_file(v, STATIC_DIR, "index.html")
 
 
 @_viewer.route("GET", r"/static/games/(?P<game>[a-z0-9_]{1,32})/(?P<path>[A-Za-z0-9_\-./]+)")
-async def game_static(v: Viewer, conn: ServerConnection, request: Request, p: Params) -> Response:
+async def game_static(
+    v: ViewerApi, conn: ServerConnection, request: Request, p: Params
+) -> Response:
     """A game's viewer module (``Rules.viewer_dir``): how the viewer draws its matches."""
     rules = v.games.get(p["game"])
     if rules is None or rules.viewer_dir is None:
@@ -106,20 +106,19 @@ async def game_static(v: Viewer, conn: ServerConnection, request: Request, p: Pa
 
 
 @_viewer.route("GET", r"/static/(?P<path>[A-Za-z0-9_\-./]+)")
-async def static(v: Viewer, conn: ServerConnection, request: Request, p: Params) -> Response:
+async def static(v: ViewerApi, conn: ServerConnection, request: Request, p: Params) -> Response:
     return _static_file(v, STATIC_DIR, p["path"])
 
 
-def _static_file(v: Viewer, root: Path, rel: str) -> Response:
+def _static_file(v: ViewerApi, root: Path, rel: str) -> Response:
     path = (root / rel).resolve()
     # Invariant: only files under root are served ("..", symlinks out refused).
     if not path.is_relative_to(root.resolve()) or not path.is_file():
         raise HttpError(404, "not_found", f"no file {rel}")
-    files = _files.setdefault(v, {})
-    cached = files.get(path)
+    cached = v.files.get(path)
     if cached is None:
         kind = _CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
-        cached = files[path] = (path.read_bytes(), kind or "application/octet-stream")
+        cached = v.files[path] = (path.read_bytes(), kind or "application/octet-stream")
     return _binary(200, *cached)
 
 
@@ -127,7 +126,7 @@ def _static_file(v: Viewer, root: Path, rel: str) -> Response:
 
 
 @_viewer.route("GET", r"/api/viewer/matches")
-async def matches(v: Viewer, conn: ServerConnection, request: Request, _: Params) -> Response:
+async def matches(v: ViewerApi, conn: ServerConnection, request: Request, _: Params) -> Response:
     ident = v.auth.requester(request)
     q = query(request)
     try:

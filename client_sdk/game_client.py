@@ -11,8 +11,9 @@ buffer until an UPDATE acknowledges them (cumulatively). When the connection
 drops for a reason worth retrying, the client reconnects with exponential
 backoff, JOINs again asking for the events after the last seq it has, and
 resends the unacknowledged inputs; the server applies each seq at most once,
-so resending is safe. The wire messages come from :mod:`replay.protocol`
-(re-exported by :mod:`client_sdk.messages`); nothing here imports the server.
+so resending is safe. A close in ``replay.protocol.PLAYER_NO_RETRY`` ends the
+session. The wire messages come from :mod:`replay.protocol`; nothing here imports
+the server.
 """
 
 from __future__ import annotations
@@ -44,20 +45,6 @@ log = logging.getLogger(__name__)
 MAX_UNACKED = 1024
 """Unacknowledged inputs kept for resending (~34 s at 30/s); beyond it the oldest
 are dropped: inputs are control samples, and old ones only matter until acked."""
-NO_RETRY = frozenset(
-    {
-        1000,
-        p.CLOSE_MATCH_OVER,
-        p.CLOSE_UNAUTHORIZED,
-        p.CLOSE_FORBIDDEN,
-        p.CLOSE_PROTOCOL_ERROR,
-        p.CLOSE_REPLACED,
-        p.CLOSE_RATE_LIMITED,
-        p.CLOSE_JOIN_TIMEOUT,
-        p.CLOSE_GOING_AWAY,  # the server is shutting down: its matches are interrupted
-    }
-)
-"""Close codes after which reconnecting cannot help."""
 
 
 class ClientClosed(Exception):
@@ -233,7 +220,7 @@ class GameClient:
         while True:
             item = await self._messages.get()
             if isinstance(item, ClientClosed):
-                if item.code in (1000, p.CLOSE_MATCH_OVER) or self._closing:
+                if item.code == p.CLOSE_NORMAL or self._closing:
                     return
                 raise item
             yield item
@@ -251,7 +238,7 @@ class GameClient:
             except ConnectionClosed:
                 pass
             code, reason = self.ws.close_code, self.ws.close_reason or "connection lost"
-            if self._closing or not self.reconnect or code in NO_RETRY:
+            if self._closing or not self.reconnect or code in p.PLAYER_NO_RETRY:
                 self._end(ClientClosed(code, reason))
                 return
             if not await self._resume():
@@ -290,7 +277,7 @@ class GameClient:
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
                 if isinstance(exc, InvalidStatus) and exc.response.status_code in (400, 401, 403):
                     return False
-                if isinstance(exc, ConnectionClosed) and _code(exc) in NO_RETRY:
+                if isinstance(exc, ConnectionClosed) and _code(exc) in p.PLAYER_NO_RETRY:
                     return False
                 continue
             self.reconnects += 1

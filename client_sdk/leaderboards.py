@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -260,20 +260,10 @@ class Leaderboards:
 
 
 def _http_url(base_url: str, query: str, args: dict[str, Any]) -> str:
-    """The HTTP route of ``(query, args)`` (docs/leaderboards.md)."""
-    args = dict(args)
-    board = quote(str(args.pop("board", "")), safe="")
-    player = quote(str(args.pop("player", "")), safe="")
-    path = {
-        "boards": "",
-        "top": f"/{board}",
-        "count": f"/{board}/count",
-        "periods": f"/{board}/periods",
-        "entry": f"/{board}/players/{player}",
-        "around": f"/{board}/players/{player}/around",
-    }[query]
-    q = urlencode(args)
-    return f"{base_url}/api/leaderboards{path}" + (f"?{q}" if q else "")
+    """The HTTP route of ``(query, args)`` (the protocol's one route table)."""
+    path, rest = p.leaderboard_path(query, args)
+    q = urlencode(rest)
+    return f"{base_url}{path}" + (f"?{q}" if q else "")
 
 
 # The HTTP status of each error code, so both transports raise the same error.

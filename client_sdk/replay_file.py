@@ -65,8 +65,7 @@ class ReplayFile:
     async def list_matches(
         self, status: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
-        r = self.record
-        return [{"match_id": r.match_id, "game": r.game, "status": r.status, "tick": r.last_tick}]
+        return [p.match_info(self.record)]
 
     async def watch(self, match_id: str | None = None, from_: str | int = 0) -> dict[str, Any]:
         r = self.record

@@ -22,8 +22,9 @@ local state, and PLAYs again at the same speed if it was playing. The server
 answers with a STATE (a ``reset`` frame) and iteration goes on. Requests in flight
 when the connection dropped fail with :class:`ConnectionError`; controls issued
 while reconnecting wait for it. A close that reconnecting cannot fix
-(:data:`NO_RETRY`: refused token, protocol errors, replaced) or a refused WATCH
-(``forbidden``, ``unknown_match``) ends the session: iteration raises
+(``replay.protocol.NO_RETRY``: refused token, protocol errors, replaced; unlike a
+player, a spectator retries 1001: the match stays watchable once the server is back)
+or a refused WATCH (``forbidden``, ``unknown_match``) ends the session: iteration raises
 :class:`~client_sdk.game_client.ClientClosed` or the :class:`ProtocolError`.
 """
 
@@ -46,7 +47,7 @@ from replay.codec import decode_batch
 from replay.games import builtin_games
 from replay.rules import GameRegistry, Rules
 
-__all__ = ["NO_RETRY", "RECONNECT_ATTEMPTS", "RECONNECT_BACKOFF", "Spectator"]
+__all__ = ["RECONNECT_ATTEMPTS", "RECONNECT_BACKOFF", "Spectator"]
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +58,6 @@ RECONNECT_BACKOFF = (0.1, 5.0)
 """Seconds before the first try, and the cap; doubled per try, times 0.5-1.5 (jitter)."""
 RESTORE_TIMEOUT = 10.0
 """Seconds a reconnected session waits for the server to answer its WATCH (and PLAY)."""
-NO_RETRY = frozenset(
-    {
-        1000,  # closed on purpose
-        p.CLOSE_MESSAGE_TOO_BIG,
-        p.CLOSE_UNAUTHORIZED,
-        p.CLOSE_PROTOCOL_ERROR,
-        p.CLOSE_FORBIDDEN,
-        p.CLOSE_REPLACED,
-        p.CLOSE_RATE_LIMITED,
-    }
-)
-"""Close codes after which reconnecting cannot help (docs/protocol.md section 6).
-Unlike a player, a spectator retries 1001: the match stays watchable from the store
-once the server is back."""
 
 
 class Spectator:
@@ -250,7 +237,7 @@ class Spectator:
                 self._fail_pending(ConnectionError(f"connection closed ({code})"))
                 if self._closing:
                     return
-                if code in NO_RETRY or not self.reconnect_attempts:
+                if code in p.NO_RETRY or not self.reconnect_attempts:
                     ended = ClientClosed(code, reason)
                     return
                 log.info("spectator connection lost (%s %s): reconnecting", code, reason)
@@ -277,7 +264,7 @@ class Spectator:
                 last = exc
                 continue
             except ConnectionClosed as exc:  # e.g. 4001: the token expired meanwhile
-                if exc.rcvd is not None and exc.rcvd.code in NO_RETRY:
+                if exc.rcvd is not None and exc.rcvd.code in p.NO_RETRY:
                     return ClientClosed(exc.rcvd.code, exc.rcvd.reason)
                 last = exc
                 continue
@@ -293,7 +280,7 @@ class Spectator:
                 return exc
             except (ConnectionClosed, TimeoutError) as exc:
                 await ws.close()
-                if isinstance(exc, ConnectionClosed) and ws.close_code in NO_RETRY:
+                if isinstance(exc, ConnectionClosed) and ws.close_code in p.NO_RETRY:
                     return ClientClosed(ws.close_code, ws.close_reason or "")
                 last = exc
                 continue

@@ -326,17 +326,17 @@ class ReplayFileReader:
 
     # -- validation ------------------------------------------------------------------
 
-    def iter_batches(self) -> Iterator[EventBatch]:
-        """Every batch in seq order (read chunk by chunk, bypassing the chunk cache)."""
+    def iter_chunks(self) -> Iterator[list[EventBatch]]:
+        """Every chunk's batches, in seq order: read and checked one chunk at a time,
+        bypassing the chunk cache (a whole-file pass must not evict a viewer's chunks)."""
         for i in range(len(self.chunks)):
-            yield from self._decode_chunk(i)
+            yield self._decode_chunk(i)
 
     def verify(self) -> None:
         """Read and check everything: chunk and keyframe checksums, event decoding, gap-free
         seqs from 1 to the header's count, non-decreasing ticks, index ranges."""
         expected_seq, last_tick = 1, -1
-        for i, c in enumerate(self.chunks):
-            batches = self._decode_chunk(i)
+        for i, (c, batches) in enumerate(zip(self.chunks, self.iter_chunks(), strict=True)):
             if not batches or batches[0].first_seq != c.first_seq:
                 raise ReplayFileCorruptError(f"chunk {i} does not start at seq {c.first_seq}")
             for b in batches:
@@ -577,8 +577,7 @@ async def import_replay(path: str | os.PathLike[str], store: EventStore) -> Matc
         status, ended_at = record.status, record.ended_at
         await store.create_match(record.with_changes(status="running", ended_at=None))
         try:
-            for i in range(len(reader.chunks)):
-                batches = reader._decode_chunk(i)
+            for batches in reader.iter_chunks():
                 await asyncio.gather(
                     *(
                         store.append(
@@ -590,7 +589,7 @@ async def import_replay(path: str | os.PathLike[str], store: EventStore) -> Matc
                         for b in batches
                     )
                 )
-            for tick in reader._keyframe_ticks:
+            for tick in await reader.keyframe_ticks(record.match_id):
                 kf = await reader.get_keyframe(record.match_id, tick)
                 if kf is not None:  # always: verify() read every keyframe
                     await store.put_keyframe(kf)

@@ -25,6 +25,7 @@ from replay.games import load_games
 from replay.leaderboards.definitions import load_definitions
 from replay.leaderboards.projection import LeaderboardProjection, boards_path_for
 from replay.leaderboards.service import Leaderboards
+from replay.protocol import LEADERBOARD_PREFIX
 from replay.store import open_store
 from replay.store.base import EventStore
 from server import auth, http
@@ -32,8 +33,9 @@ from server.config import Settings
 from server.connection import GameConnection
 from server.lobby import Lobby
 from server.metrics import Metrics
-from server.session import Session
+from server.session import Session, SessionDeps
 from server.spectators import Spectators
+from server.viewer_api import ViewerApi, viewer_routes
 
 __all__ = ["App", "run"]
 
@@ -75,6 +77,38 @@ class App:
         self.leaderboards = Leaderboards(self.projection)
         self._projection_task: asyncio.Task[None] | None = None
         self.connections = 0
+        # Each handler gets the narrow things it uses, never the app.
+        self.sessions = SessionDeps(
+            settings, self.store, self.lobby, self.spectators, self.leaderboards, self.metrics
+        )
+        authenticator = http.Authenticator(self.secret)
+        api = [
+            *http.ops_routes(
+                http.Ops(self.metrics, self.lobby, lambda: self.connections, self.projection)
+            ),
+            *http.match_routes(
+                http.MatchApi(
+                    self.lobby,
+                    self.store,
+                    self.spectators,
+                    authenticator,
+                    self.games.default,
+                    settings.token_ttl,
+                )
+            ),
+            *http.leaderboard_routes(self.leaderboards),
+        ]
+        viewer = ViewerApi(
+            self.store,
+            self.lobby,
+            self.spectators,
+            self.spectators.engine.scoreboard_at,
+            authenticator,
+            self.games,
+            leaderboards=http.Router(api).serves(LEADERBOARD_PREFIX),
+        )
+        # The viewer's last: its catch-all /static/ routes must not shadow the API.
+        self.router = http.Router([*api, *viewer_routes(viewer)])
         self.server: Server | None = None
         self.stopped = asyncio.Event()
 
@@ -96,6 +130,7 @@ class App:
             self._handler,
             s.host,
             s.port,
+            logger=_ConnectionLog(logging.getLogger("websockets.server")),
             process_request=self._process_request,
             create_connection=GameConnection,
             subprotocols=[p.SUBPROTOCOL],  # type: ignore[list-item]
@@ -127,7 +162,7 @@ class App:
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            return await http.dispatch(self, conn, request)
+            return await self.router.dispatch(conn, request)
         offered = [
             v.strip()
             for h in request.headers.get_all("Sec-WebSocket-Protocol")
@@ -157,12 +192,39 @@ class App:
                 except auth.AuthError as exc:
                     await conn.close(p.CLOSE_UNAUTHORIZED, str(exc)[:120])
                     return
-            await Session(self, conn, identity).run()
+            await Session(self.sessions, conn, identity).run()
         except Exception:
             log.exception("session failed")  # one connection's bug never reaches the others
         finally:
             self.connections -= 1
             self.metrics.connections.dec()
+
+
+class _ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets' logger, less two INFO lines per plain HTTP request.
+
+    websockets answers one HTTP request per TCP connection and logs "HTTP response
+    sent" and "connection closed" for each: at a few hundred API calls a second that
+    is most of the log. The router logs one access line per request at DEBUG instead;
+    websocket sessions and refused upgrades keep their lines."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level == logging.INFO and _plain_http((kwargs.get("extra") or {}).get("websocket")):
+            return
+        self.logger.log(level, msg, *args, **kwargs)
+
+
+def _plain_http(conn: ServerConnection | None) -> bool:
+    try:
+        request, response = conn.request, conn.response  # type: ignore[union-attr]
+    except (AttributeError, ReferenceError):  # no connection, or a proxy to a gone one
+        return False
+    return (
+        request is not None
+        and response is not None
+        and response.status_code != HTTPStatus.SWITCHING_PROTOCOLS
+        and request.headers.get("Upgrade", "").lower() != "websocket"
+    )
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -1,62 +1,142 @@
-"""Plain HTTP on the websocket port: a small route table served from ``process_request``.
+"""Plain HTTP on the websocket port: route tables served from ``process_request``.
 
 websockets' handshake parser reads no request bodies, so write calls take their
 parameters in the query string (``POST /api/matches?game=G&settings={...}``).
-Add a route with :func:`route`; a handler gets ``(app, connection, request, params)``
-and returns a :class:`websockets.http11.Response`. Responses are JSON unless
-noted. Auth: ``Authorization: Bearer <token>`` or ``?token=<token>``.
+Responses are JSON unless noted. Auth: ``Authorization: Bearer <token>`` or
+``?token=<token>``.
+
+A module of routes keeps a :class:`RouteTable`; its handlers take, first, the
+narrow things they use (``MatchApi`` here: the lobby, the store, the spectator access
+rules, the token checker), bound once by :meth:`RouteTable.bind`. The app hands the
+bound routes of every module to one :class:`Router`. Nothing here knows the app.
+
+Every answer closes its TCP connection: websockets' server answers one HTTP request
+per connection (``ServerProtocol.send_response`` half-closes after any status but 101).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from replay.errors import MatchExistsError, ReplayError, UnknownMatchError
-from replay.store.base import MatchRecord
+from replay.leaderboards.projection import LeaderboardProjection
+from replay.leaderboards.service import Leaderboards
+from replay.protocol import (
+    E_SERVER_FULL,
+    LEADERBOARD_PREFIX,
+    SUBPROTOCOL,
+    error_body,
+    match_info,
+)
+from replay.store.base import EventStore, MatchRecord
 from server import auth, leaderboard_api
-from server.lobby import LobbyError
-from server.match import JoinRefused
-from server.metrics import CONTENT_TYPE
+from server.lobby import Lobby, LobbyError, ServerFullError
+from server.match import JoinRefused, Match
+from server.metrics import CONTENT_TYPE, Metrics
 
-if TYPE_CHECKING:
-    from server.app import App
+__all__ = [
+    "SPECTATOR_LIST_SCAN",
+    "Authenticator",
+    "HttpError",
+    "MatchApi",
+    "RouteTable",
+    "Router",
+    "json_response",
+    "leaderboard_routes",
+    "match_routes",
+    "ops_routes",
+    "query",
+    "request_token",
+    "spectator_info",
+]
 
-__all__ = ["ROUTES", "dispatch", "request_token", "route"]
+log = logging.getLogger(__name__)
 
 Params = dict[str, str]
-Handler = Callable[["App", ServerConnection, Request, Params], Awaitable[Response]]
-ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
+Handler = Callable[[ServerConnection, Request, Params], Awaitable[Response]]
+Route = tuple[str, re.Pattern[str], Handler]
+D = TypeVar("D")
 SPECTATOR_LIST_SCAN = 1000
 """Newest matches a non-admin ``GET /api/matches`` looks through for ones it may see
 (one MatchRecord each, ~1 KiB)."""
 
 
-def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
-    def add(handler: Handler) -> Handler:
-        ROUTES.append((method, re.compile(pattern + r"\Z"), handler))
-        return handler
+class RouteTable(Generic[D]):
+    """The routes of one module, whose handlers take their dependencies ``D`` first."""
 
-    return add
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], Callable[..., Awaitable[Response]]]] = []
+
+    def route(self, method: str, pattern: str) -> Callable[[Any], Any]:
+        def add(handler: Callable[..., Awaitable[Response]]) -> Any:
+            self._routes.append((method, re.compile(pattern + r"\Z"), handler))
+            return handler
+
+        return add
+
+    def bind(self, deps: D) -> list[Route]:
+        return [(m, pattern, functools.partial(h, deps)) for m, pattern, h in self._routes]
+
+
+class Router:
+    """Dispatches a request to the first route whose path matches."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes = list(routes)
+
+    def serves(self, path: str) -> bool:
+        return any(pattern.match(path) for _, pattern, _ in self.routes)
+
+    async def dispatch(self, conn: ServerConnection, request: Request) -> Response:
+        path = urlsplit(request.path).path
+        response = await self._answer(conn, request, path)
+        # The access log: one line per request, at DEBUG (the path only: the query
+        # string may hold a token).
+        log.debug("%s %s %d", request.method, path, response.status_code)
+        return response
+
+    async def _answer(self, conn: ServerConnection, request: Request, path: str) -> Response:
+        allowed: list[str] = []
+        for method, pattern, handler in self.routes:
+            m = pattern.match(path)
+            if m is None:
+                continue
+            if method != request.method:
+                allowed.append(method)
+                continue
+            try:
+                return await handler(conn, request, m.groupdict())
+            except HttpError as exc:
+                return json_response(conn, error_body(exc.code, exc.message), exc.status)
+            except UnknownMatchError as exc:
+                return json_response(conn, error_body(exc.code, str(exc)), 404)
+            except MatchExistsError as exc:
+                return json_response(conn, error_body(exc.code, str(exc)), 409)
+            except ServerFullError as exc:  # try later, or another node
+                return json_response(conn, error_body(exc.code, str(exc)), 503)
+            except (LobbyError, ReplayError) as exc:
+                return json_response(conn, error_body(exc.code, str(exc)), 400)
+        if allowed:
+            return json_response(conn, error_body("method_not_allowed", path), 405)
+        return json_response(conn, error_body("not_found", f"no route {path}"), 404)
 
 
 class HttpError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-def error_body(code: str, message: str) -> dict[str, Any]:
-    """The one error shape of every JSON route, leaderboards included."""
-    return {"error": {"code": code, "message": message}}
 
 
 def respond(conn: ServerConnection, status: int, body: str, content_type: str) -> Response:
@@ -81,123 +161,178 @@ def request_token(request: Request) -> str | None:
     return query(request).get("token")
 
 
-def requester(app: App, request: Request) -> auth.Identity:
-    """Who asks a read route: anonymous without a token, else the token's identity. A
-    token that is sent must be valid (401): a stale link says so instead of silently
-    reading as anonymous."""
-    token = request_token(request)
-    if not token:
-        return auth.ANONYMOUS
-    try:
-        return auth.verify(app.secret, token)
-    except auth.AuthError as exc:
-        raise HttpError(401, "unauthorized", f"the server refused the token: {exc}") from None
+class Authenticator:
+    """Who makes a request, from its token: the one thing routes need of the secret."""
 
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
 
-def identity(app: App, request: Request, *roles: str) -> auth.Identity:
-    token = request_token(request)
-    if not token:
-        raise HttpError(401, "unauthorized", "a token is required (Authorization: Bearer ...)")
-    try:
-        ident = auth.verify(app.secret, token)
-    except auth.AuthError as exc:
-        raise HttpError(401, "unauthorized", str(exc)) from None
-    if roles and ident.role not in roles:
-        raise HttpError(403, "forbidden", f"this call needs role {' or '.join(roles)}")
-    return ident
-
-
-async def dispatch(app: App, conn: ServerConnection, request: Request) -> Response:
-    path = urlsplit(request.path).path
-    allowed: list[str] = []
-    for method, pattern, handler in ROUTES:
-        m = pattern.match(path)
-        if m is None:
-            continue
-        if method != request.method:
-            allowed.append(method)
-            continue
+    def requester(self, request: Request) -> auth.Identity:
+        """Who asks a read route: anonymous without a token, else the token's identity.
+        A token that is sent must be valid (401): a stale link says so instead of
+        silently reading as anonymous."""
+        token = request_token(request)
+        if not token:
+            return auth.ANONYMOUS
         try:
-            return await handler(app, conn, request, m.groupdict())
-        except HttpError as exc:
-            return json_response(conn, error_body(exc.code, exc.message), exc.status)
-        except UnknownMatchError as exc:
-            return json_response(conn, error_body(exc.code, str(exc)), 404)
-        except MatchExistsError as exc:
-            return json_response(conn, error_body(exc.code, str(exc)), 409)
-        except (LobbyError, ReplayError) as exc:
-            return json_response(conn, error_body(exc.code, str(exc)), 400)
-    if allowed:
-        return json_response(conn, error_body("method_not_allowed", path), 405)
-    return json_response(conn, error_body("not_found", f"no route {path}"), 404)
+            return auth.verify(self._secret, token)
+        except auth.AuthError as exc:
+            raise HttpError(401, "unauthorized", f"the server refused the token: {exc}") from None
+
+    def require(self, request: Request, *roles: str) -> auth.Identity:
+        """The token's identity, which must have one of ``roles`` (401, 403)."""
+        token = request_token(request)
+        if not token:
+            raise HttpError(401, "unauthorized", "a token is required (Authorization: Bearer ...)")
+        try:
+            ident = auth.verify(self._secret, token)
+        except auth.AuthError as exc:
+            raise HttpError(401, "unauthorized", str(exc)) from None
+        if roles and ident.role not in roles:
+            raise HttpError(403, "forbidden", f"this call needs role {' or '.join(roles)}")
+        return ident
+
+    def issue(self, player: str, role: str, match: str, ttl: float) -> str:
+        return auth.issue(self._secret, player, role, match, ttl)
 
 
-# -- routes --------------------------------------------------------------------------------
+class SpectatorAccess(Protocol):
+    """The two spectating rules a match listing follows (docs/protocol.md 11.1, 11.3)."""
+
+    def visible_to(self, ident: auth.Identity, record: MatchRecord) -> bool: ...
+
+    def edge(self, record: MatchRecord, privileged: bool) -> int: ...
 
 
-@route("GET", r"/healthz")
-async def healthz(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
+def spectator_info(
+    lobby: Lobby, access: SpectatorAccess, record: MatchRecord, privileged: bool
+) -> dict[str, Any]:
+    """A match as a spectator may see it: ``tick`` is its live edge (the one delay
+    rule), and nothing that counts what happened after it (``last_seq``)."""
+    live = lobby.get_live(record.match_id)
+    return match_info(
+        record,
+        status=live.status if live is not None else None,
+        tick=access.edge(record, privileged),
+        players=live.info()["players"] if live is not None else None,
+    )
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ops:
+    metrics: Metrics
+    lobby: Lobby
+    connections: Callable[[], int]
+    """Open websocket connections now."""
+    projection: LeaderboardProjection
+    """Its health: damaged batches passed over."""
+
+    def headroom(self) -> dict[str, Any]:
+        """The admission figures (server/headroom.py), also set on the gauges."""
+        report = self.lobby.headroom.report(self.lobby.seated())
+        self.metrics.cpu.set(report["cpu"])
+        self.metrics.tick_lateness.set(report["tick_lateness_p90_s"])
+        self.metrics.seated_players.set(report["players"])
+        self.metrics.full.set(1 if report["full"] else 0)
+        self.metrics.leaderboard_skipped_batches.set(self.projection.skipped_batches)
+        return report
+
+
+_ops: RouteTable[Ops] = RouteTable()
+ops_routes = _ops.bind
+
+
+@_ops.route("GET", r"/healthz")
+async def healthz(ops: Ops, conn: ServerConnection, request: Request, _: Params) -> Response:
     body: dict[str, Any] = {
         "status": "ok",
-        "matches": len(app.lobby.live),
-        "connections": app.connections,
+        "matches": len(ops.lobby.live),
+        "connections": ops.connections(),
+        "headroom": ops.headroom(),  # "full": new players and matches get server_full
     }
     # Serving, but part of the data is passed over (docs/operations.md): still 200.
-    if (reason := app.projection.degraded()) is not None:
+    if (reason := ops.projection.degraded()) is not None:
         body |= {"status": "degraded", "degraded": {"leaderboards": reason}}
     return json_response(conn, body)
 
 
-@route("GET", r"/metrics")
-async def metrics(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
-    app.metrics.leaderboard_skipped_batches.set(app.projection.skipped_batches)
-    return respond(conn, 200, app.metrics.render().decode(), CONTENT_TYPE)
+@_ops.route("GET", r"/metrics")
+async def metrics(ops: Ops, conn: ServerConnection, request: Request, _: Params) -> Response:
+    ops.headroom()
+    return respond(conn, 200, ops.metrics.render().decode(), CONTENT_TYPE)
 
 
-@route("GET", r"/api/matches")
-async def list_matches(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
+@_ops.route("GET", r"/ws")
+async def websocket_path(ops: Ops, conn: ServerConnection, request: Request, _: Params) -> Response:
+    """``/ws`` asked for as a page (a browser, curl): say what it is instead of a 404."""
+    return json_response(
+        conn,
+        error_body(
+            "upgrade_required",
+            f"/ws is the websocket endpoint: connect with a WebSocket client offering"
+            f" Sec-WebSocket-Protocol: {SUBPROTOCOL} (docs/protocol.md: a session in order,"
+            f" section 10: a minimal client). The viewer is at /, the HTTP API under /api"
+            f" (docs/protocol.md section 8).",
+        ),
+        426,
+    )
+
+
+# -- matches and tokens ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatchApi:
+    lobby: Lobby
+    store: EventStore
+    access: SpectatorAccess
+    auth: Authenticator
+    default_game: str
+    token_ttl: float
+    """Default lifetime of tokens issued by ``POST /api/tokens``."""
+
+
+_matches: RouteTable[MatchApi] = RouteTable()
+match_routes = _matches.bind
+
+
+@_matches.route("GET", r"/api/matches")
+async def list_matches(
+    api: MatchApi, conn: ServerConnection, request: Request, _: Params
+) -> Response:
     q = query(request)
     limit = _int(q.get("limit", "100"), "limit", 1, 1000)
-    ident = requester(app, request)
+    ident = api.auth.requester(request)
     if ident.role == "admin":
-        return json_response(conn, await app.lobby.list(q.get("status"), limit))
+        return json_response(conn, await api.lobby.list(q.get("status"), limit))
     # Everyone else sees what a spectator may (docs/protocol.md 11.1, 11.3): the matches
     # it may watch, each at its delayed live edge, among the newest SPECTATOR_LIST_SCAN.
-    records = await app.store.list_matches(status=q.get("status"), limit=SPECTATOR_LIST_SCAN)
-    visible = [r for r in records if app.spectators.visible_to(ident, r)]
-    return json_response(conn, [spectator_info(app, r, False) for r in visible[:limit]])
+    records = await api.store.list_matches(status=q.get("status"), limit=SPECTATOR_LIST_SCAN)
+    visible = [r for r in records if api.access.visible_to(ident, r)]
+    return json_response(
+        conn, [spectator_info(api.lobby, api.access, r, False) for r in visible[:limit]]
+    )
 
 
-@route("GET", r"/api/matches/(?P<match_id>[^/]+)")
-async def get_match(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
-    ident = requester(app, request)
+@_matches.route("GET", r"/api/matches/(?P<match_id>[^/]+)")
+async def get_match(api: MatchApi, conn: ServerConnection, request: Request, p: Params) -> Response:
+    ident = api.auth.requester(request)
     if ident.role == "admin":
-        return json_response(conn, await app.lobby.describe(p["match_id"]))
-    record = await app.store.get_match(p["match_id"])  # UnknownMatchError -> 404
-    if not app.spectators.visible_to(ident, record):
+        return json_response(conn, await api.lobby.describe(p["match_id"]))
+    record = await api.store.get_match(p["match_id"])  # UnknownMatchError -> 404
+    if not api.access.visible_to(ident, record):
         raise HttpError(403, "forbidden", f"not allowed to watch {record.match_id!r}")
-    return json_response(conn, spectator_info(app, record, False))
+    return json_response(conn, spectator_info(api.lobby, api.access, record, False))
 
 
-def spectator_info(app: App, record: MatchRecord, privileged: bool) -> dict[str, Any]:
-    """A match as a spectator may see it: ``tick`` is its live edge (``Spectators.edge``,
-    the one delay rule), and nothing that counts what happened after it (``last_seq``)."""
-    live = app.lobby.get_live(record.match_id)
-    return {
-        "match_id": record.match_id,
-        "game": record.game,
-        "status": live.status if live is not None else record.status,
-        "tick": app.spectators.edge(record, privileged),
-        "tick_rate": record.tick_rate,
-        "players": live.info()["players"] if live is not None else list(record.players),
-        "created_at": record.created_at,
-        "ended_at": record.ended_at,
-    }
-
-
-@route("POST", r"/api/matches")
-async def create_match(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
-    identity(app, request, "admin")
+@_matches.route("POST", r"/api/matches")
+async def create_match(
+    api: MatchApi, conn: ServerConnection, request: Request, _: Params
+) -> Response:
+    api.auth.require(request, "admin")
     q = query(request)
     try:
         settings = json.loads(q.get("settings", "{}"))
@@ -205,8 +340,8 @@ async def create_match(app: App, conn: ServerConnection, request: Request, _: Pa
         raise HttpError(400, "invalid_settings", f"settings is not JSON: {exc}") from None
     if not isinstance(settings, dict):
         raise HttpError(400, "invalid_settings", "settings must be a JSON object")
-    match = await app.lobby.create(
-        q.get("game", app.games.default),
+    match = await api.lobby.create(
+        q.get("game", api.default_game),
         settings,
         start_players=_int(q["start_players"], "start_players", 1, 1 << 16)
         if "start_players" in q
@@ -217,10 +352,12 @@ async def create_match(app: App, conn: ServerConnection, request: Request, _: Pa
     return json_response(conn, match.info() | {"settings": match.record.settings}, 201)
 
 
-@route("POST", r"/api/matches/(?P<match_id>[^/]+)/(?P<action>start|end)")
-async def admin_action(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
-    ident = identity(app, request, "admin")
-    match = _live(app, p["match_id"])
+@_matches.route("POST", r"/api/matches/(?P<match_id>[^/]+)/(?P<action>start|end)")
+async def admin_action(
+    api: MatchApi, conn: ServerConnection, request: Request, p: Params
+) -> Response:
+    ident = api.auth.require(request, "admin")
+    match = await _live(api, p["match_id"])
     action = p["action"]
     args = {"reason": "ended by admin"} if action == "end" else {}
     outcome: list[Any] = []
@@ -235,56 +372,52 @@ async def admin_action(app: App, conn: ServerConnection, request: Request, p: Pa
     return json_response(conn, match.info() | {"started_tick": outcome[0]})
 
 
-@route("POST", r"/api/matches/(?P<match_id>[^/]+)/reserve")
-async def reserve(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
-    ident = identity(app, request, "player", "admin")
+@_matches.route("POST", r"/api/matches/(?P<match_id>[^/]+)/reserve")
+async def reserve(api: MatchApi, conn: ServerConnection, request: Request, p: Params) -> Response:
+    ident = api.auth.require(request, "player", "admin")
     player = query(request).get("player", ident.player)
     if player != ident.player and ident.role != "admin":
         raise HttpError(403, "forbidden", "a player can only reserve a seat for itself")
     if not ident.may_enter(p["match_id"]):
         raise HttpError(403, "forbidden", f"this token is not for match {p['match_id']!r}")
-    match = _live(app, p["match_id"])
+    match = await _live(api, p["match_id"])
     try:
         match.reserve(player)
     except JoinRefused as exc:
-        raise HttpError(409, exc.code, exc.message) from None
+        status = 503 if exc.code == E_SERVER_FULL else 409
+        raise HttpError(status, exc.code, exc.message) from None
     return json_response(
         conn, {"match_id": match.match_id, "player": player, "expires_in": match.seat_timeout}
     )
 
 
-@route("POST", r"/api/tokens")
-async def issue_token(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
-    identity(app, request, "admin")
+@_matches.route("POST", r"/api/tokens")
+async def issue_token(
+    api: MatchApi, conn: ServerConnection, request: Request, _: Params
+) -> Response:
+    api.auth.require(request, "admin")
     q = query(request)
     if "player" not in q:
         raise HttpError(400, "invalid_field", "player is required")
     try:
-        token = auth.issue(
-            app.secret,
+        token = api.auth.issue(
             q["player"],
             q.get("role", "player"),
             q.get("match", auth.ANY_MATCH),
-            float(q.get("ttl", app.settings.token_ttl)),
+            float(q.get("ttl", api.token_ttl)),
         )
     except ValueError as exc:
         raise HttpError(400, "invalid_field", str(exc)) from None
     return json_response(conn, {"token": token}, 201)
 
 
-@route("GET", leaderboard_api.PREFIX + r"(?:/.*)?")
-async def leaderboards(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
-    # The handler validates its own parameters and answers every bad one with a 4xx.
-    status, body = await leaderboard_api.handle(
-        app.leaderboards, "GET", urlsplit(request.path).path, query(request)
-    )
-    return json_response(conn, body, status)
-
-
-def _live(app: App, match_id: str) -> Any:
-    match = app.lobby.get_live(match_id)
+async def _live(api: MatchApi, match_id: str) -> Match:
+    """The match if it runs here; else 404 ``unknown_match`` or 409 ``match_over``."""
+    match = api.lobby.get_live(match_id)
     if match is None:
-        raise HttpError(409, "match_over", f"match {match_id!r} is not running here")
+        record = await api.store.get_match(match_id)  # UnknownMatchError -> 404
+        where = "" if record.status in ("ended", "interrupted") else ", not on this server"
+        raise HttpError(409, "match_over", f"match {match_id!r} is {record.status}{where}")
     return match
 
 
@@ -298,5 +431,18 @@ def _int(raw: str, name: str, lo: int, hi: int) -> int:
     return value
 
 
-# The spectator viewer's page and match-list routes (server/viewer_api.py) register themselves.
-from server import viewer_api  # noqa: E402, F401
+# -- leaderboards ---------------------------------------------------------------------------
+
+_boards: RouteTable[Leaderboards] = RouteTable()
+leaderboard_routes = _boards.bind
+
+
+@_boards.route("GET", LEADERBOARD_PREFIX + r"(?:/.*)?")
+async def leaderboards(
+    service: Leaderboards, conn: ServerConnection, request: Request, _: Params
+) -> Response:
+    # The handler validates its own parameters and answers every bad one with a 4xx.
+    status, body = await leaderboard_api.handle(
+        service, "GET", urlsplit(request.path).path, query(request)
+    )
+    return json_response(conn, body, status)

@@ -1,15 +1,9 @@
 """The leaderboards HTTP JSON API as a pure handler: (method, path, query) -> (status, body).
 
 It plugs into any route table (server/http.py, or :func:`process_request` for a
-bare ``websockets`` server, used by the tests and the benchmark). Routes, all
-``GET`` under ``/api/leaderboards`` (docs/leaderboards.md)::
-
-    /api/leaderboards                                   boards and their current periods
-    /api/leaderboards/{board}                           top N: ?limit&cursor&period
-    /api/leaderboards/{board}/count                     total entries: ?period
-    /api/leaderboards/{board}/periods                   the queryable periods
-    /api/leaderboards/{board}/players/{player}          rank and entry: ?period
-    /api/leaderboards/{board}/players/{player}/around   entries around: ?limit&period
+bare ``websockets`` server, used by the tests and the benchmark). Routes: all
+``GET`` under ``/api/leaderboards``, one per query, as ``replay.protocol.LEADERBOARD_ROUTES``
+declares them (docs/leaderboards.md lists them).
 
 Every route takes ``wait`` (a global position) and ``timeout`` (seconds, default
 5, max 30) for read-your-writes; the answer then has ``"reached": bool``. Errors
@@ -23,17 +17,20 @@ import logging
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from replay.leaderboards.errors import BadParameterError, LeaderboardError
 from replay.leaderboards.service import DEFAULT_AROUND, DEFAULT_LIMIT, Leaderboards
+from replay.protocol import (
+    LEADERBOARD_PREFIX,
+    LEADERBOARD_QUERIES,
+    error_body,
+    parse_leaderboard_path,
+)
 
-__all__ = ["ARGS", "PREFIX", "QUERIES", "handle", "process_request", "query"]
+__all__ = ["ARGS", "handle", "process_request", "query"]
 
-PREFIX = "/api/leaderboards"
 DEFAULT_WAIT_TIMEOUT_S = 5.0
-QUERIES = ("boards", "top", "entry", "around", "count", "periods")
-"""The query kinds; each HTTP route is one of them (docs/leaderboards.md)."""
 _PARAMS = frozenset({"limit", "cursor", "period", "wait", "timeout"})
 ARGS = _PARAMS | {"board", "player"}
 """Arguments of :func:`query`: the query-string parameters plus the path's parts."""
@@ -41,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, dict[str, Any]]:
-    return status, {"error": {"code": code, "message": message}}
+    return status, error_body(code, message)
 
 
 def _int(args: Mapping[str, Any], name: str, default: int | None) -> int | None:
@@ -86,7 +83,7 @@ def _str(args: Mapping[str, Any], name: str, *, required: bool = False) -> str |
 async def query(service: Leaderboards, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
     """Answer one query: THE parameter rules, shared by HTTP and the websocket protocol.
 
-    ``name`` is one of :data:`QUERIES`; ``args`` maps the names of :data:`ARGS` to
+    ``name`` is one of ``LEADERBOARD_QUERIES``; ``args`` maps the names of :data:`ARGS` to
     strings (HTTP) or typed values (websocket). Raises :class:`LeaderboardError`."""
     unknown = sorted(set(args) - ARGS)
     if unknown:
@@ -115,7 +112,8 @@ async def query(service: Leaderboards, name: str, args: Mapping[str, Any]) -> di
             limit = _int(args, "limit", DEFAULT_AROUND)
             body = service.around(board, player, period=period, limit=limit)  # type: ignore[arg-type]
         else:
-            raise BadParameterError(f"unknown query {str(name)[:32]!r}; known: {list(QUERIES)}")
+            known = list(LEADERBOARD_QUERIES)
+            raise BadParameterError(f"unknown query {str(name)[:32]!r}; known: {known}")
     if reached is not None:
         body["reached"] = reached
     return body
@@ -126,27 +124,12 @@ async def handle(
 ) -> tuple[int, dict[str, Any]]:
     """Answer one request. ``path`` is without the query string; ``params`` its
     decoded query parameters (last value wins)."""
-    if path != PREFIX and not path.startswith(PREFIX + "/"):
+    route = parse_leaderboard_path(path)
+    if route is None:
         return _error(404, "not_found", f"no route {path[:200]!r}")
-    # Split before unquoting, so a player id may contain an escaped "/" (%2F).
-    parts = [unquote(p) for p in path[len(PREFIX) :].split("/") if p]
     if method not in ("GET", "HEAD"):
         return _error(405, "method_not_allowed", f"{method} is not allowed; use GET")
-    match parts:
-        case []:
-            name, where = "boards", {}
-        case [board]:
-            name, where = "top", {"board": board}
-        case [board, "count"]:
-            name, where = "count", {"board": board}
-        case [board, "periods"]:
-            name, where = "periods", {"board": board}
-        case [board, "players", player]:
-            name, where = "entry", {"board": board, "player": player}
-        case [board, "players", player, "around"]:
-            name, where = "around", {"board": board, "player": player}
-        case _:
-            return _error(404, "not_found", f"no route {path[:200]!r}")
+    name, where = route
     try:
         # board and player come from the path only; the token is the server's business.
         unknown = sorted(set(params) - _PARAMS - {"token"})
@@ -166,7 +149,7 @@ def process_request(service: Leaderboards):
 
     async def hook(connection: Any, request: Any) -> Any:
         url = urlsplit(request.path)
-        if not url.path.startswith(PREFIX):
+        if not url.path.startswith(LEADERBOARD_PREFIX):
             return None
         params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:

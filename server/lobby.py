@@ -12,6 +12,7 @@ from typing import Any
 
 from replay import protocol
 from replay.errors import ReplayError, UnknownMatchError
+from replay.protocol import match_info
 from replay.rules import GameRegistry
 from replay.store.base import EventStore, MatchRecord
 from server.config import Settings
@@ -207,14 +208,5 @@ class Lobby:
 
 
 def _record_info(r: MatchRecord) -> dict[str, Any]:
-    return {
-        "match_id": r.match_id,
-        "game": r.game,
-        "status": r.status,
-        "tick": r.last_tick,
-        "tick_rate": r.tick_rate,
-        "players": list(r.players),
-        "last_seq": r.version,
-        "created_at": r.created_at,
-        "ended_at": r.ended_at,
-    }
+    """A match that is not live here, as an admin sees it (with ``last_seq``)."""
+    return match_info(r) | {"last_seq": r.version}

@@ -142,7 +142,7 @@ class Match:
         self._roster: list[str] = list(record.players)
         """Every player who ever joined, in join order (stored with the match)."""
         self.hub: LiveHub | None = None
-        """Live spectators (server/spectating.py), set by the lobby."""
+        """Live spectators (server/live_hub.py), set by the lobby."""
 
     @property
     def state(self) -> Any:
@@ -204,7 +204,7 @@ class Match:
             self.hub.finish(frame, self.tick)
         # A match that ended as planned closes normally (1000; ENDED said why); one cut
         # short by the server is "going away" so clients know to look for it again.
-        code = protocol.CLOSE_MATCH_OVER if status == "ended" else protocol.CLOSE_GOING_AWAY
+        code = protocol.CLOSE_NORMAL if status == "ended" else protocol.CLOSE_GOING_AWAY
         for sub in list(self.feed.subscribers):
             self._spawn(sub.conn.close(code, f"match {status}: {reason}"[:120]))
         for seat in self.seats.values():
@@ -469,13 +469,14 @@ class Match:
     # -- views --------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        return {
-            "match_id": self.match_id,
-            "game": self.record.game,
-            "status": self.status,
-            "tick": self.tick,
-            "tick_rate": self.tick_rate,
-            "players": [s.player for s in self.seats.values() if s.slot is not None],
+        """The match as JSON (``replay.protocol.match_info``) as the lobby sees it live:
+        its seats, connections and tick overruns too."""
+        return protocol.match_info(
+            self.record,
+            status=self.status,
+            tick=self.tick,
+            players=[s.player for s in self.seats.values() if s.slot is not None],
+        ) | {
             "connected": sum(1 for s in self.seats.values() if s.peer is not None),
             "start_players": self.start_players,
             "max_players": self.max_players,

@@ -61,6 +61,20 @@ class Metrics:
             "matchreplay_slow_consumers", "Connections closed for not reading updates", registry=r
         )
 
+        self.cpu = Gauge(
+            "matchreplay_cpu_busy_ratio", "Busy fraction of a core (last 2 s)", registry=r
+        )
+        self.tick_lateness = Gauge(
+            "matchreplay_tick_lateness_seconds",
+            "How late the ticker runs its passes (p90 over the last 2 s)",
+            registry=r,
+        )
+        self.seated_players = Gauge(
+            "matchreplay_seated_players", "Players holding a seat in this process", registry=r
+        )
+        self.full = Gauge(
+            "matchreplay_full", "1 while the process refuses new players and matches", registry=r
+        )
         self.leaderboard_skipped_batches = Gauge(
             "matchreplay_leaderboard_skipped_batches",
             "Damaged stored batches the leaderboard projection passed over",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
@@ -21,18 +21,21 @@ from replay import protocol as p
 from replay.codec import encode_batch
 from replay.errors import ReplayError, UnknownMatchError
 from replay.events import NewEvent
-from replay.rules import Rejection
+from replay.leaderboards.service import Leaderboards
+from replay.rules import END, START, Rejection
+from replay.store.base import EventStore
 from server import leaderboard_api
 from server.auth import Identity
+from server.config import Settings
 from server.connection import GameConnection
 from server.fanout import Subscriber
+from server.lobby import Lobby
 from server.match import JoinRefused, Match, Seat
+from server.metrics import Metrics
 from server.spectator_session import SpectatorSession
+from server.spectators import Spectators
 
-if TYPE_CHECKING:
-    from server.app import App
-
-__all__ = ["Session"]
+__all__ = ["Session", "SessionDeps"]
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +45,25 @@ CATCHUP_FRAME_BYTES = 64 * 1024
 """Stored batches are regrouped into CATCHUP frames of about this size."""
 REFUSAL_REPORT_INTERVAL_S = 1.0
 """A repeated refusal (same rules code) is reported at most once a second per connection."""
-PLAYER_COMMANDS = frozenset({"chat"})
-ADMIN_COMMANDS = frozenset({"chat", "start", "end"})
+
+
+@dataclass(frozen=True)
+class SessionDeps:
+    """What the sessions of a server use, shared by all of them."""
+
+    settings: Settings
+    """Limits a session enforces and announces in WELCOME (input rate, join timeout, ...)."""
+    store: EventStore
+    """Catch-up reads, and whether a match that is not live exists."""
+    lobby: Lobby
+    spectators: Spectators
+    leaderboards: Leaderboards
+    metrics: Metrics
 
 
 class Session:
-    def __init__(self, app: App, conn: ServerConnection, identity: Identity) -> None:
-        self.app = app
+    def __init__(self, deps: SessionDeps, conn: ServerConnection, identity: Identity) -> None:
+        self.deps = deps
         self.conn = conn
         self.identity = identity
         self.match: Match | None = None
@@ -61,7 +76,7 @@ class Session:
         self._refused = 0
         self._last_refusal = ""
         self._next_refusal_report = 0.0
-        self._tokens = float(app.settings.input_burst)
+        self._tokens = float(deps.settings.input_burst)
         self._refill_at = time.monotonic()
         self._deadline = 0.0
         """Loop time by which a connection that neither JOINed nor WATCHed must act."""
@@ -83,7 +98,7 @@ class Session:
     # -- the session --------------------------------------------------------------------
 
     async def run(self) -> None:
-        s = self.app.settings
+        s = self.deps.settings
         self.send(
             p.welcome(
                 self.identity.player,
@@ -152,7 +167,7 @@ class Session:
         self._errors = 0
 
     def _protocol_error(self, exc: p.ProtocolError) -> None:
-        self.app.metrics.reject(exc.code)
+        self.deps.metrics.reject(exc.code)
         self.send(p.error(exc.code, exc.message, exc.ref))
         self._errors += 1
         if self._errors > MAX_ERRORS_IN_A_ROW:
@@ -166,9 +181,9 @@ class Session:
         waits runs as a task, so this connection's inputs and controls go on meanwhile."""
         if not self._closing:
             # Querying is a use of the connection: the join timeout restarts.
-            self._deadline = asyncio.get_running_loop().time() + self.app.settings.join_timeout
+            self._deadline = asyncio.get_running_loop().time() + self.deps.settings.join_timeout
         if msg.args.get("wait") is None:
-            body = await leaderboard_api.query(self.app.leaderboards, msg.query, msg.args)
+            body = await leaderboard_api.query(self.deps.leaderboards, msg.query, msg.args)
             self.send(p.leaderboard_reply(msg.ref, body))
             return
         if len(self._queries) >= p.MAX_PENDING_QUERIES:
@@ -183,7 +198,7 @@ class Session:
 
     async def _waiting_query(self, msg: p.LeaderboardQuery) -> None:
         try:
-            body = await leaderboard_api.query(self.app.leaderboards, msg.query, msg.args)
+            body = await leaderboard_api.query(self.deps.leaderboards, msg.query, msg.args)
         except ReplayError as exc:  # LeaderboardError: bad_parameter, unknown_board, ...
             self._protocol_error(p.ProtocolError(exc.code, str(exc), msg.ref))
             return
@@ -200,11 +215,11 @@ class Session:
             raise p.ProtocolError(p.E_FORBIDDEN, "a connection that JOINed a match cannot WATCH")
         if self.spectator is None:
             self.spectator = SpectatorSession(
-                self.app.spectators,
+                self.deps.spectators,
                 self.conn,
                 self.identity,
                 self.send,
-                self.app.metrics.slow_consumers.inc,
+                self.deps.metrics.slow_consumers.inc,
             )
         await self.spectator.handle(msg)
 
@@ -220,13 +235,13 @@ class Session:
             )
         if self.spectator is not None:
             raise p.ProtocolError(p.E_FORBIDDEN, "a spectator WATCHes; it cannot JOIN")
-        if ident.role == "spectator" and self.app.spectators.options_of(msg.match_id).delay > 0:
+        if ident.role == "spectator" and self.deps.spectators.options_of(msg.match_id).delay > 0:
             # JOIN's stream is undelayed: it would bypass the anti-ghosting delay.
             raise p.ProtocolError(p.E_FORBIDDEN, f"match {msg.match_id!r} is delayed: use WATCH")
-        match = self.app.lobby.get_live(msg.match_id)
+        match = self.deps.lobby.get_live(msg.match_id)
         if match is None or match.read_only:
             try:
-                record = await self.app.store.get_match(msg.match_id)
+                record = await self.deps.store.get_match(msg.match_id)
             except UnknownMatchError:
                 raise p.ProtocolError(p.E_UNKNOWN_MATCH, f"no match {msg.match_id!r}") from None
             raise p.ProtocolError(p.E_MATCH_OVER, f"match {msg.match_id!r} is {record.status}")
@@ -262,7 +277,7 @@ class Session:
     async def _catch_up(self, match: Match, from_seq: int) -> None:
         """Stored events after ``from_seq``, regrouped into frames of ~64 KiB."""
         try:
-            batches = await self.app.store.read_batches(match.match_id, from_seq=from_seq + 1)
+            batches = await self.deps.store.read_batches(match.match_id, from_seq=from_seq + 1)
         except ReplayError as exc:
             self.send(p.error(exc.code, f"catch-up failed: {exc}"))
             return
@@ -302,22 +317,22 @@ class Session:
 
     def _inputs(self, msg: p.Inputs) -> None:
         if self.identity.role != "player":
-            raise p.ProtocolError(p.E_FORBIDDEN, f"a {self.identity.role} cannot send inputs")
+            raise p.ProtocolError(p.E_FORBIDDEN, f"{_a(self.identity.role)} cannot send inputs")
         if self.match is None or self.seat is None:
             raise p.ProtocolError(p.E_NOT_JOINED, "JOIN a match before sending inputs")
         n = len(msg.inputs)
         now = time.monotonic()
-        s = self.app.settings
+        s = self.deps.settings
         tokens = self._tokens + (now - self._refill_at) * s.input_rate
         self._tokens = (s.input_burst if tokens > s.input_burst else tokens) - n
         self._refill_at = now
         if self._tokens < 0:
             if self._tokens < -s.input_burst:
-                self.app.metrics.reject(p.E_RATE_LIMITED, n)
+                self.deps.metrics.reject(p.E_RATE_LIMITED, n)
                 self.close_soon(p.CLOSE_RATE_LIMITED, "input flood")
                 return
             last = msg.inputs[-1][0]
-            self.app.metrics.reject(p.E_RATE_LIMITED, n)
+            self.deps.metrics.reject(p.E_RATE_LIMITED, n)
             raise p.ProtocolError(
                 p.E_RATE_LIMITED,
                 f"{n} inputs dropped: over {s.input_rate:g} inputs/s (burst {s.input_burst})",
@@ -338,15 +353,21 @@ class Session:
                 self._next_refusal_report = now + REFUSAL_REPORT_INTERVAL_S
 
     def _command(self, msg: p.Command) -> None:
-        allowed = {"admin": ADMIN_COMMANDS, "player": PLAYER_COMMANDS}.get(
-            self.identity.role, frozenset()
-        )
-        if msg.kind not in allowed:
-            raise p.ProtocolError(
-                p.E_FORBIDDEN, f"a {self.identity.role} cannot send {msg.kind!r}", msg.ref
-            )
+        role = self.identity.role
+        if role not in ("player", "admin"):
+            raise p.ProtocolError(p.E_FORBIDDEN, f"{_a(role)} cannot send commands", msg.ref)
         if self.match is None:
             raise p.ProtocolError(p.E_NOT_JOINED, "JOIN a match before sending commands", msg.ref)
+        # The game says which commands its players and admins may send; an admin also
+        # starts and ends matches (the lifecycle commands of every game).
+        rules = self.match.rules
+        allowed = rules.player_commands if role == "player" else rules.admin_commands | {START, END}
+        if msg.kind not in allowed:
+            raise p.ProtocolError(
+                p.E_FORBIDDEN,
+                f"{_a(role)} cannot send {msg.kind!r} (allowed in this game: {sorted(allowed)})",
+                msg.ref,
+            )
         ref = msg.ref
 
         def reply(result: int | Rejection) -> None:
@@ -362,3 +383,7 @@ class Session:
             raise p.ProtocolError(p.E_NOT_JOINED, "not seated in a match")
         self.match.leave(self.seat)
         self.close_soon(1000, "left the match")
+
+
+def _a(role: str) -> str:
+    return f"an {role}" if role[0] in "aeiou" else f"a {role}"

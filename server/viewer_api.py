@@ -17,7 +17,8 @@ requester's live edge (admins: the last durable tick).
 from __future__ import annotations
 
 import mimetypes
-import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,24 +26,25 @@ from typing import TYPE_CHECKING, Any
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from server import http
+from replay.rules import GameRegistry
+from replay.store.base import EventStore
 from server.http import (
     SPECTATOR_LIST_SCAN,
+    Authenticator,
     HttpError,
     Params,
+    RouteTable,
+    SpectatorAccess,
     json_response,
     query,
-    requester,
-    route,
     spectator_info,
 )
+from server.lobby import Lobby
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from server.app import App
-
-__all__ = ["STATIC_DIR"]
+__all__ = ["STATIC_DIR", "ViewerApi", "viewer_routes"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 MATCH_LIST_SCOREBOARDS = 50
@@ -50,9 +52,27 @@ MATCH_LIST_SCOREBOARDS = 50
 
 _CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
 
-# The static files read so far, per server, keyed by their resolved path: one entry per
-# file that exists, whatever spelling of its path was asked for (a few hundred KiB in all).
-_files: weakref.WeakKeyDictionary[Any, dict[Path, tuple[bytes, str]]] = weakref.WeakKeyDictionary()
+
+@dataclass(frozen=True, eq=False)
+class ViewerApi:
+    """What the viewer's routes use."""
+
+    store: EventStore
+    lobby: Lobby
+    access: SpectatorAccess
+    standings: Callable[[str, int], Awaitable[list[dict[str, Any]]]]
+    """A match's scoreboard at a tick (the replay engine's ``scoreboard_at``)."""
+    auth: Authenticator
+    games: GameRegistry
+    leaderboards: bool
+    """Whether this server serves the leaderboard routes."""
+    files: dict[Path, tuple[bytes, str]] = field(default_factory=dict)
+    """The static files read so far, keyed by their resolved path: one entry per file
+    that exists, whatever spelling of its path was asked for (a few hundred KiB in all)."""
+
+
+_viewer: RouteTable[ViewerApi] = RouteTable()
+viewer_routes = _viewer.bind
 
 
 def _binary(status: int, body: bytes, content_type: str) -> Response:
@@ -69,44 +89,45 @@ def _binary(status: int, body: bytes, content_type: str) -> Response:
 # -- the page ------------------------------------------------------------------------------
 
 
-@route("GET", r"/")
-async def index(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
-    return _static_file(app, STATIC_DIR, "index.html")
+@_viewer.route("GET", r"/")
+async def index(v: ViewerApi, conn: ServerConnection, request: Request, _: Params) -> Response:
+    return _static_file(v, STATIC_DIR, "index.html")
 
 
-@route("GET", r"/static/games/(?P<game>[a-z0-9_]{1,32})/(?P<path>[A-Za-z0-9_\-./]+)")
-async def game_static(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
+@_viewer.route("GET", r"/static/games/(?P<game>[a-z0-9_]{1,32})/(?P<path>[A-Za-z0-9_\-./]+)")
+async def game_static(
+    v: ViewerApi, conn: ServerConnection, request: Request, p: Params
+) -> Response:
     """A game's viewer module (``Rules.viewer_dir``): how the viewer draws its matches."""
-    rules = app.games.get(p["game"])
+    rules = v.games.get(p["game"])
     if rules is None or rules.viewer_dir is None:
         raise HttpError(404, "not_found", f"no viewer for game {p['game']!r}")
-    return _static_file(app, Path(rules.viewer_dir), p["path"])
+    return _static_file(v, Path(rules.viewer_dir), p["path"])
 
 
-@route("GET", r"/static/(?P<path>[A-Za-z0-9_\-./]+)")
-async def static(app: App, conn: ServerConnection, request: Request, p: Params) -> Response:
-    return _static_file(app, STATIC_DIR, p["path"])
+@_viewer.route("GET", r"/static/(?P<path>[A-Za-z0-9_\-./]+)")
+async def static(v: ViewerApi, conn: ServerConnection, request: Request, p: Params) -> Response:
+    return _static_file(v, STATIC_DIR, p["path"])
 
 
-def _static_file(app: App, root: Path, rel: str) -> Response:
+def _static_file(v: ViewerApi, root: Path, rel: str) -> Response:
     path = (root / rel).resolve()
     # Invariant: only files under root are served ("..", symlinks out refused).
     if not path.is_relative_to(root.resolve()) or not path.is_file():
         raise HttpError(404, "not_found", f"no file {rel}")
-    files = _files.setdefault(app, {})
-    cached = files.get(path)
+    cached = v.files.get(path)
     if cached is None:
         kind = _CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
-        cached = files[path] = (path.read_bytes(), kind or "application/octet-stream")
+        cached = v.files[path] = (path.read_bytes(), kind or "application/octet-stream")
     return _binary(200, *cached)
 
 
 # -- the match list ------------------------------------------------------------------------
 
 
-@route("GET", r"/api/viewer/matches")
-async def matches(app: App, conn: ServerConnection, request: Request, _: Params) -> Response:
-    ident = requester(app, request)
+@_viewer.route("GET", r"/api/viewer/matches")
+async def matches(v: ViewerApi, conn: ServerConnection, request: Request, _: Params) -> Response:
+    ident = v.auth.requester(request)
     q = query(request)
     try:
         limit = int(q.get("limit", "50"))
@@ -115,21 +136,19 @@ async def matches(app: App, conn: ServerConnection, request: Request, _: Params)
     if not 1 <= limit <= 1000:
         raise HttpError(400, "invalid_field", "limit must be an integer in [1, 1000]")
     privileged = ident.role == "admin"
-    records = await app.store.list_matches(
+    records = await v.store.list_matches(
         status=q.get("status"), limit=limit if privileged else SPECTATOR_LIST_SCAN
     )
-    visible = [r for r in records if app.spectators.visible_to(ident, r)][:limit]
+    visible = [r for r in records if v.access.visible_to(ident, r)][:limit]
     out = []
     for i, record in enumerate(visible):
         # What this requester may see: the tick and standings at its live edge.
-        item = spectator_info(app, record, privileged)
+        item = spectator_info(v.lobby, v.access, record, privileged)
         item["duration_s"] = round(item["tick"] / (record.tick_rate or 1), 1)
         item["standings"] = None
         if i < MATCH_LIST_SCOREBOARDS:
-            engine = app.spectators.engine
-            item["standings"] = await engine.scoreboard_at(record.match_id, item["tick"])
+            item["standings"] = await v.standings(record.match_id, item["tick"])
         out.append(item)
     # The page asks for leaderboards only where a route serves them, so a server without
     # them shows "not enabled" instead of a failed request.
-    boards = any(m.match("/api/leaderboards") for _, m, _ in http.ROUTES)
-    return json_response(conn, {"matches": out, "leaderboards": boards})
+    return json_response(conn, {"matches": out, "leaderboards": v.leaderboards})

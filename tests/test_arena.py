@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 import replay.games.arena.events as ev
 from replay.events import NewEvent
 from replay.games.arena.rules import ArenaInput, ArenaRules
+from replay.games.arena.state import ARRAYS, SCALARS, ArenaState
 from replay.rules import Command, Rejection
 
 rules: ArenaRules = ARENA  # type: ignore[assignment]
@@ -326,3 +328,25 @@ def test_state_hash_sees_every_field():
     other = rules.copy_state(state)
     other.last_fire[1] = 5
     assert rules.state_hash(other) != h and rules.state_hash(state) == h
+
+
+def test_every_state_field_is_copied_hashed_and_keyframed():
+    """One field list (``SCALARS``, ``ARRAYS``) drives copy, hash and keyframe: a field
+    of ``ArenaState`` missing from it, or a field that one of them skips, fails here."""
+    derived = {"settings", "slot_of"}  # settings: hashed as a whole; slot_of: from players
+    listed = {name for name, _ in SCALARS} | {name for name, _ in ARRAYS}
+    assert {f.name for f in dataclasses.fields(ArenaState)} == listed | derived
+    changes = {"ended": True, "winner": "a", "end_reason": "why"}
+    for name, _ in SCALARS:
+        state = duel()
+        copy = rules.copy_state(state)
+        before = rules.state_hash(state)
+        value = getattr(state, name)
+        if isinstance(value, list):
+            value[0] = "z"  # in place: a copy that shares the list would change too
+        else:
+            setattr(state, name, changes.get(name, value + 7 if isinstance(value, int) else value))
+        assert rules.state_hash(state) != before, name
+        assert rules.state_hash(copy) == before, f"copy() shares or skips {name}"
+        back = ArenaState.decode(state.encode())
+        assert getattr(back, name) == getattr(state, name), f"the keyframe drops {name}"

@@ -8,7 +8,7 @@ import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import msgpack
 import pytest
@@ -51,17 +51,8 @@ async def answer(ws: Any, ref: int) -> p.LeaderboardReply | p.Error:
 
 
 def http_path(query: str, args: dict[str, Any]) -> str:
-    args = dict(args)
-    board, player = quote(args.pop("board", ""), safe=""), quote(args.pop("player", ""), safe="")
-    path = {
-        "boards": "",
-        "top": f"/{board}",
-        "count": f"/{board}/count",
-        "periods": f"/{board}/periods",
-        "entry": f"/{board}/players/{player}",
-        "around": f"/{board}/players/{player}/around",
-    }[query]
-    return f"/api/leaderboards{path}" + (f"?{urlencode(args)}" if args else "")
+    path, rest = p.leaderboard_path(query, args)  # the one route table, the SDK's too
+    return path + (f"?{urlencode(rest)}" if rest else "")
 
 
 async def test_every_query_answers_what_http_answers(app) -> None:

@@ -92,3 +92,52 @@ def test_tokens_and_settings_precedence(tmp_path, monkeypatch):
     assert (s.port, s.grace_period, s.db) == (9001, 2.5, str(tmp_path / "x.db"))
     s = config.from_args(parser.parse_args(["--port", "9002", "--db", str(tmp_path / "x.db")]))
     assert s.port == 9002
+
+
+@pytest.mark.parametrize(
+    ("query", "args", "path"),
+    [
+        ("boards", {}, "/api/leaderboards"),
+        ("top", {"board": "kills", "limit": 5}, "/api/leaderboards/kills"),
+        ("count", {"board": "kills"}, "/api/leaderboards/kills/count"),
+        ("periods", {"board": "kills"}, "/api/leaderboards/kills/periods"),
+        ("entry", {"board": "kills", "player": "a/b"}, "/api/leaderboards/kills/players/a%2Fb"),
+        (
+            "around",
+            {"board": "k", "player": "around", "limit": 3},
+            "/api/leaderboards/k/players/around/around",
+        ),
+    ],
+)
+def test_leaderboard_routes_are_one_table_both_ways(query, args, path):
+    """The SDK builds paths and the server parses them with the same table."""
+    built, rest = p.leaderboard_path(query, args)
+    assert built == path
+    assert rest == {k: v for k, v in args.items() if k not in ("board", "player")}
+    name, where = p.parse_leaderboard_path(built)
+    assert name == query and where == {k: v for k, v in args.items() if k in ("board", "player")}
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/leaderboardsx", "/api/leaderboards/k/nope", "/api/leaderboards/k/players"]
+)
+def test_paths_outside_the_leaderboard_table_parse_to_none(path):
+    assert p.parse_leaderboard_path(path) is None
+
+
+def test_every_type_code_is_declared_once_with_a_name():
+    from replay.protocol import leaderboard, player, spectator
+
+    parts = (player, spectator, leaderboard)
+    client = [code for m in parts for code in m.CLIENT_MESSAGES]
+    server = [code for m in parts for code in m.SERVER_MESSAGES]
+    assert len(set(client)) == len(client) and len(set(server)) == len(server)
+    assert set(p.CLIENT_TYPES) == set(client) and set(p.SERVER_TYPES) == set(server)
+    assert p.CLIENT_TYPES[p.WATCH] == "WATCH" and p.SERVER_TYPES[p.LEADERBOARD_REPLY]
+
+
+def test_a_player_does_not_retry_what_a_spectator_does_not():
+    assert p.NO_RETRY < p.PLAYER_NO_RETRY
+    assert p.CLOSE_GOING_AWAY in p.PLAYER_NO_RETRY - p.NO_RETRY  # its match is interrupted
+    for retried in (p.CLOSE_SLOW_CONSUMER, p.CLOSE_TOO_MANY_CONNECTIONS, p.CLOSE_JOIN_TIMEOUT):
+        assert retried not in p.PLAYER_NO_RETRY

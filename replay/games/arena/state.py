@@ -42,6 +42,21 @@ ARRAYS: tuple[tuple[str, str], ...] = (
     ("score", "<i4"),
 )
 
+# (name, type): the fixed order of the scalar fields after ``settings`` in hashes and
+# keyframes, and the one list ``copy``, ``digest``, ``encode`` and ``decode`` walk, so
+# a new field cannot be hashed but not copied (or the reverse). Append only. ``type``
+# converts a decoded value and copies a live one (``list`` copies, the rest are immutable).
+SCALARS: tuple[tuple[str, type], ...] = (
+    ("seed", int),
+    ("tick", int),
+    ("started_tick", int),
+    ("ended", bool),
+    ("winner", str),
+    ("end_reason", str),
+    ("players", list),
+    ("names", list),
+)
+
 
 @dataclass
 class ArenaState:
@@ -94,32 +109,15 @@ class ArenaState:
     def copy(self) -> ArenaState:
         out = ArenaState(
             self.settings,
-            self.seed,
-            self.tick,
-            self.started_tick,
-            self.ended,
-            self.winner,
-            self.end_reason,
-            list(self.players),
-            list(self.names),
-            dict(self.slot_of),
+            slot_of=dict(self.slot_of),
+            **{name: kind(getattr(self, name)) for name, kind in SCALARS},
         )
         for name, _ in ARRAYS:
             setattr(out, name, getattr(self, name).copy())
         return out
 
     def _scalars(self) -> list[object]:
-        return [
-            self.settings.as_dict(),
-            self.seed,
-            self.tick,
-            self.started_tick,
-            self.ended,
-            self.winner,
-            self.end_reason,
-            self.players,
-            self.names,
-        ]
+        return [self.settings.as_dict(), *(getattr(self, name) for name, _ in SCALARS)]
 
     def digest(self) -> bytes:
         """blake2b-128 over the scalars (msgpack) then every array's bytes, in ARRAYS order."""
@@ -139,17 +137,12 @@ class ArenaState:
         """Inverse of :meth:`encode`; ValueError for anything malformed."""
         try:
             scalars, arrays = msgpack.unpackb(data, raw=False, strict_map_key=True)
-            settings_d, seed, tick, started, ended, winner, reason, players, names = scalars
+            settings_d, *values = scalars
+            if len(values) != len(SCALARS):
+                raise ValueError(f"{len(values)} scalars, expected {len(SCALARS)}")
             state = cls(
                 ArenaSettings(**settings_d),
-                int(seed),
-                int(tick),
-                int(started),
-                bool(ended),
-                str(winner),
-                str(reason),
-                list(players),
-                list(names),
+                **{name: kind(v) for (name, kind), v in zip(SCALARS, values, strict=True)},
             )
             n = state.settings.max_players
             if len(state.players) != n or len(state.names) != n:

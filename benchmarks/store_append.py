@@ -31,7 +31,8 @@ import msgpack
 from replay.codec import encode_batch
 from replay.events import NewEvent
 from replay.store.base import MatchRecord
-from replay.store.sqlite import _SCHEMA, SQLiteEventStore, _insert_rows, _type_mask
+from replay.store.recorder import type_mask as _type_mask
+from replay.store.sqlite import _SCHEMA, SQLiteEventStore, _insert_rows
 
 MATCHES = 100
 EVENTS_PER_BATCH = 64

@@ -1,4 +1,4 @@
-"""The SQLite backend: the shared contract on real files, plus what only SQLite has."""
+"""What only the SQLite recorder has (the shared contract runs in test_store_backends.py)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,11 @@ from pathlib import Path
 
 import pytest
 from games import open_test_store
-from store_contract import CATALOGS, EventStoreContract, record, tick_batch
+from store_contract import record, tick_batch
 
 from replay.errors import CorruptEventError
 from replay.events import NewEvent
-from replay.store.sqlite import SQLiteEventStore
-
-
-class TestSQLiteContract(EventStoreContract):
-    @pytest.fixture(autouse=True)
-    def _tmp(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-
-    def make_store(self) -> SQLiteEventStore:
-        return SQLiteEventStore(str(self.tmp_path / "events.db"), catalogs=CATALOGS)
+from replay.store.sqlite import SQLiteEventStore, SQLiteRecorder
 
 
 @pytest.fixture
@@ -97,10 +88,10 @@ async def test_an_open_reader_does_not_block_appends(db: str) -> None:
 async def test_durability_level_is_applied_and_validated(db: str) -> None:
     for level, code in (("FULL", 2), ("NORMAL", 1)):
         async with SQLiteEventStore(db, synchronous=level) as store:  # type: ignore[arg-type]
-            rows = await store._fetch("PRAGMA journal_mode", ())
-            assert rows == [("wal",)]
-            async with store._conn_w().execute("PRAGMA synchronous") as cur:
-                assert await cur.fetchone() == (code,)
+            recorder = store.recorder
+            assert isinstance(recorder, SQLiteRecorder)
+            assert await recorder._reader.fetch("PRAGMA journal_mode") == [("wal",)]
+            assert await recorder._writer.fetch("PRAGMA synchronous") == [(code,)]
     with pytest.raises(ValueError, match="synchronous"):
         SQLiteEventStore(db, synchronous="OFF")  # type: ignore[arg-type]
 
@@ -117,28 +108,24 @@ async def test_configurable_event_size_limit(db: str) -> None:
 
 async def test_a_group_larger_than_one_insert_commits_whole(db: str, monkeypatch) -> None:
     # A group is one multi-row INSERT up to SQLite's parameter limit, then several in
-    # one explicit transaction: lower the limit so a small group takes that path.
+    # the same transaction: lower the limit so a small group takes that path.
     import replay.store.sqlite as sqlite_store
 
     async with SQLiteEventStore(db) as store:
         matches = [await store.create_match(record()) for _ in range(10)]
-        for m in matches:  # a first append each: the streams are cached from now on
+        for m in matches:  # a first append each: the match keys are cached from now on
             await store.append(m.match_id, tick_batch(0, 1), 0)
-        monkeypatch.setattr(sqlite_store, "_ROWS_PER_INSERT", 1)
-        # Holding the write lock makes the appends queue up behind it. A cached stream
-        # lets an admitted append enqueue without waiting, so once all ten are in flight
-        # they are all queued: at most two groups of ten, so one holds two rows or more
-        # and takes the several-INSERTs path.
-        async with store._write_lock:
-            appends = [
-                asyncio.create_task(store.append(m.match_id, tick_batch(1, 2), 1)) for m in matches
-            ]
-            async with asyncio.timeout(10):
-                while store._in_flight < len(matches):
-                    await asyncio.sleep(0.01)
-        results = await asyncio.gather(*appends)
+        monkeypatch.setattr(sqlite_store, "_ROWS_PER_INSERT", 3)
+        # With the keys cached an append enqueues without awaiting, so the ten tasks
+        # are all queued before the writer task next runs: one group of ten rows.
+        commits = store.commits
+        results = await asyncio.gather(
+            *(store.append(m.match_id, tick_batch(1, 2), 1) for m in matches)
+        )
+        assert store.commits == commits + 1
         assert sorted(r.last_position for r in results) == list(range(12, 31, 2))
-        assert not store._conn_w().in_transaction
+        writer = store.recorder._writer.conn  # type: ignore[attr-defined]
+        assert writer is not None and not writer.in_transaction
         for m in matches:
             assert len(await store.read(m.match_id)) == 3
     async with SQLiteEventStore(db) as store:  # durable, and positions continue

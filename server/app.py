@@ -25,7 +25,7 @@ from replay.games import load_games
 from replay.leaderboards.definitions import load_definitions
 from replay.leaderboards.projection import LeaderboardProjection, boards_path_for
 from replay.leaderboards.service import Leaderboards
-from replay.store import open_store
+from replay.store import open_store, store_file
 from replay.store.base import EventStore
 from server import auth, http
 from server.config import Settings
@@ -46,7 +46,8 @@ class App:
         self.metrics = Metrics()
         self.games = load_games(settings.game_specs)
         if store is None:
-            Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
+            if (db_file := store_file(settings.db)) is not None:
+                Path(db_file).parent.mkdir(parents=True, exist_ok=True)
             store = open_store(
                 settings.db, catalogs=self.games.catalogs(), synchronous=settings.synchronous
             )
@@ -66,7 +67,10 @@ class App:
         metrics = self.games.leaderboard_metrics()
         self.projection = LeaderboardProjection(
             self.store,
-            settings.boards_db or boards_path_for(getattr(self.store, "path", settings.db)),
+            settings.boards_db
+            or boards_path_for(
+                getattr(self.store, "path", None) or os.path.join(settings.data_dir, "events")
+            ),
             load_definitions(settings.boards_config, metrics)
             if settings.boards_config
             else self.games.default_boards(),

@@ -18,7 +18,16 @@ __all__ = [
     "Keyframe",
     "MatchRecord",
     "open_store",
+    "store_file",
 ]
+
+
+def store_file(url: str) -> str | None:
+    """The SQLite file of a store URL, or None when the store is not a local file
+    (``postgresql://``, ``memory:``)."""
+    if url.startswith(("postgresql://", "postgres://")) or url == "memory:":
+        return None
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
 
 
 def open_store(url: str, **options: object) -> EventStore:
@@ -49,5 +58,4 @@ def open_store(url: str, **options: object) -> EventStore:
         return EventStore(MemoryRecorder(), **store_options)
     from replay.store.sqlite import SQLiteEventStore
 
-    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
-    return SQLiteEventStore(path, **store_options, **options)  # type: ignore[arg-type]
+    return SQLiteEventStore(store_file(url), **store_options, **options)  # type: ignore[arg-type]

@@ -183,8 +183,8 @@ def _pg_test_db(pg_server: str) -> str:
 
 @pytest.fixture
 def pg_url(_pg_test_db: str) -> str:
-    """A ``postgresql://`` URL of an empty database: the store's tables are dropped
-    before each test, so every test also creates the schema."""
+    """A ``postgresql://`` URL of an empty database: everything in it is dropped
+    before each test, so every test also creates the store's schema."""
     import asyncio
 
     import asyncpg
@@ -192,9 +192,7 @@ def pg_url(_pg_test_db: str) -> str:
     async def empty() -> None:
         conn = await asyncpg.connect(_pg_test_db, timeout=10)
         try:
-            await conn.execute(
-                "DROP TABLE IF EXISTS matchreplay_schema, keyframes, batches, matches CASCADE"
-            )
+            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
         finally:
             await conn.close()
 

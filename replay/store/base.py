@@ -349,6 +349,9 @@ class EventStore:
                 except Exception as exc:  # the backend failed: nothing of the group is written
                     for req in group:
                         _fail(req, exc)
+                # One loop turn for the callers just acknowledged: their next appends
+                # join the next group instead of trickling into a small one each.
+                await asyncio.sleep(0)
             elif self._closing:
                 return
 

@@ -66,7 +66,8 @@ CHANNEL = "matchreplay_commits"
 
 _READ_ONLY = ("ended", "interrupted")
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE matches (
     mkey bigserial PRIMARY KEY,
     match_id text NOT NULL UNIQUE,
@@ -104,6 +105,70 @@ CREATE TABLE keyframes (
     PRIMARY KEY (mkey, tick)
 );
 """
+    + f"""
+-- A whole group commit in one statement (one round trip; autocommit makes it one
+-- transaction): take the position lock, read the highest position and the heads of
+-- the group's matches, decide each row in order (earlier rows count), insert the
+-- accepted ones, notify listeners. One result row per input row, in order: its last
+-- position, or why it was refused.
+CREATE FUNCTION matchreplay_insert_group(
+    p_mkey bigint[], p_first_seq bigint[], p_count integer[], p_base_tick bigint[],
+    p_last_tick bigint[], p_first_id bytea[], p_blob bytea[], p_types bigint[])
+RETURNS TABLE (pos bigint, reason text, actual bigint, status text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    head bigint;
+    keys bigint[];
+    sts text[];
+    vers bigint[];
+    lts bigint[];
+    k integer;
+    accepted integer[] := '{{}}';
+    positions bigint[] := '{{}}';
+BEGIN
+    PERFORM pg_advisory_xact_lock({POSITION_LOCK});
+    SELECT coalesce(max(b.position), 0) INTO head FROM batches b;
+    SELECT array_agg(m.mkey), array_agg(m.status), array_agg(coalesce(h.version, 0)),
+           array_agg(coalesce(h.last_tick, -1))
+      INTO keys, sts, vers, lts
+      FROM matches m LEFT JOIN LATERAL
+           (SELECT b.first_seq + b.count - 1 AS version, b.last_tick FROM batches b
+             WHERE b.mkey = m.mkey ORDER BY b.first_seq DESC LIMIT 1) h ON true
+     WHERE m.mkey = ANY (p_mkey);
+    FOR i IN 1 .. coalesce(array_length(p_mkey, 1), 0) LOOP
+        k := array_position(keys, p_mkey[i]);
+        pos := NULL; actual := 0; status := '';
+        IF k IS NULL THEN
+            reason := 'unknown';
+        ELSIF sts[k] IN ('ended', 'interrupted') THEN
+            reason := 'ended'; status := sts[k];
+        ELSIF p_first_seq[i] - 1 <> vers[k] THEN
+            reason := 'version'; actual := vers[k];
+        ELSIF p_base_tick[i] < lts[k] THEN
+            reason := 'tick'; actual := lts[k];
+        ELSE
+            reason := NULL;
+            head := head + p_count[i];
+            vers[k] := vers[k] + p_count[i];
+            lts[k] := p_last_tick[i];
+            accepted := accepted || i;
+            positions := positions || head;
+            pos := head;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    IF array_length(accepted, 1) > 0 THEN
+        INSERT INTO batches
+            (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types)
+        SELECT positions[j], p_mkey[a], p_first_seq[a], p_count[a], p_base_tick[a],
+               p_last_tick[a], p_first_id[a], p_blob[a], p_types[a]
+          FROM generate_subscripts(accepted, 1) AS j, LATERAL (SELECT accepted[j] AS a) x;
+        PERFORM pg_notify('{CHANNEL}', head::text);
+    END IF;
+END
+$$;
+"""
+)
 
 _BATCH_COLS = "position, mkey, first_seq, count, base_tick, first_id, blob"
 _MATCH_SELECT = (
@@ -113,20 +178,7 @@ _MATCH_SELECT = (
     " (SELECT first_seq + count - 1 AS version, last_tick FROM batches b"
     "  WHERE b.mkey = m.mkey ORDER BY first_seq DESC LIMIT 1) h ON true"
 )
-_HEADS = (
-    "SELECT m.mkey, m.status, h.version, h.last_tick,"
-    " (SELECT coalesce(max(position), 0) FROM batches) FROM matches m LEFT JOIN LATERAL"
-    " (SELECT first_seq + count - 1 AS version, last_tick FROM batches b"
-    "  WHERE b.mkey = m.mkey ORDER BY first_seq DESC LIMIT 1) h ON true"
-    " WHERE m.mkey = ANY($1::bigint[])"
-)
-_INSERT = (
-    "WITH ins AS (INSERT INTO batches"
-    " (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types)"
-    " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[],"
-    " $5::bigint[], $6::bigint[], $7::bytea[], $8::bytea[], $9::bigint[]))"
-    f" SELECT pg_notify('{CHANNEL}', $10)"
-)
+_INSERT_GROUP = "SELECT * FROM matchreplay_insert_group($1, $2, $3, $4, $5, $6, $7, $8)"
 
 _UNAVAILABLE = (
     OSError,
@@ -156,6 +208,8 @@ class PostgresRecorder(Recorder):
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
+        self._writer: asyncpg.Connection | None = None
+        self._write_lock = asyncio.Lock()
         self._committed = asyncio.Event()
         self._head = 0
         self._closed = False
@@ -202,10 +256,11 @@ class PostgresRecorder(Recorder):
     async def close(self) -> None:
         self._closed = True
         self._committed.set()
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(listener.close(), self.timeout)
+        for conn in (self._listener, self._writer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), self.timeout)
+        self._listener = self._writer = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -291,43 +346,32 @@ class PostgresRecorder(Recorder):
     # -- batches ---------------------------------------------------------------
 
     async def insert_group(self, rows: Sequence[NewBatch]) -> list[int | Conflict]:
-        async def insert(c: asyncpg.Connection) -> tuple[list[int | Conflict], int]:
-            async with c.transaction():
-                await c.execute(f"SELECT pg_advisory_xact_lock({POSITION_LOCK})")
-                found = await c.fetch(_HEADS, sorted({r.mkey for r in rows}))
-                if found:
-                    position = found[0][4]
-                else:
-                    position = await c.fetchval("SELECT coalesce(max(position), 0) FROM batches")
-                heads = {
-                    mkey: [status, version or 0, -1 if last_tick is None else last_tick]
-                    for mkey, status, version, last_tick, _ in found
-                }
-                outcomes: list[int | Conflict] = []
-                accepted: list[tuple[Any, ...]] = []
-                for r in rows:
-                    head = heads.get(r.mkey)
-                    if head is None:
-                        outcomes.append(Conflict("unknown"))
-                    elif head[0] in _READ_ONLY:
-                        outcomes.append(Conflict("ended", status=head[0]))
-                    elif r.first_seq - 1 != head[1]:
-                        outcomes.append(Conflict("version", head[1]))
-                    elif r.base_tick < head[2]:
-                        outcomes.append(Conflict("tick", head[2]))
-                    else:
-                        position += r.count
-                        head[1], head[2] = head[1] + r.count, r.last_tick
-                        accepted.append((position, *r))
-                        outcomes.append(position)
-                if accepted:
-                    columns = [list(col) for col in zip(*accepted, strict=True)]
-                    await c.execute(_INSERT, *columns, str(position))
-            return outcomes, position
-
-        outcomes, head = await self._run(insert)
-        self._advance(head)
+        # One statement, so one round trip and one transaction (autocommit): the
+        # checks, positions and inserts happen in the database under the lock.
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        async with self._write_lock:
+            try:
+                writer = await self._writer_connection()
+                found = await writer.fetch(_INSERT_GROUP, *columns)
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailableError(
+                    f"PostgreSQL at {self.url} is unavailable: {exc}"
+                ) from exc
+        outcomes: list[int | Conflict] = [
+            pos if reason is None else Conflict(reason, actual, status)
+            for pos, reason, actual, status in found
+        ]
+        self._advance(max((o for o in outcomes if isinstance(o, int)), default=0))
         return outcomes
+
+    async def _writer_connection(self) -> asyncpg.Connection:
+        """The group commits' own connection (no pool round trips), reopened after a loss."""
+        if self._writer is None or self._writer.is_closed():
+            self._writer = None
+            self._writer = await asyncpg.connect(
+                self._dsn, timeout=self.timeout, command_timeout=self.timeout
+            )
+        return self._writer
 
     async def find_batch(self, mkey: int, first_seq: int) -> BatchRow | None:
         rows = await self._fetch(

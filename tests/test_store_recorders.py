@@ -20,7 +20,15 @@ from replay.store import open_store
 from replay.store.base import EventStore
 from replay.store.memory import MemoryRecorder
 from replay.store.postgres import PostgresRecorder
-from replay.store.recorder import BatchRow, Conflict, MatchRow, NewBatch, Recorder, type_mask
+from replay.store.recorder import (
+    BatchRow,
+    Conflict,
+    MatchRow,
+    NewBatch,
+    Recorder,
+    batch_checksum,
+    type_mask,
+)
 from replay.store.sqlite import SQLiteRecorder
 
 CHILD = Path(__file__).with_name("store_writer_child.py")
@@ -59,9 +67,9 @@ def match_row(match_id: str, status: str = "running") -> MatchRow:
 def batch(mkey: int, first_seq: int, ticks: tuple[int, int] = (0, 0), n: int = 2, type_=6):
     events = [*tick_batch(ticks[0], n - 1, type_), *tick_batch(ticks[1], 1, type_)]
     first_id = (mkey << 64 | first_seq).to_bytes(16, "big")
-    return NewBatch(
-        mkey, first_seq, n, ticks[0], ticks[1], first_id, encode_batch(events), type_mask({type_})
-    )
+    blob = encode_batch(events)
+    checksum = batch_checksum(mkey, first_seq, n, *ticks, first_id, blob)
+    return NewBatch(mkey, first_seq, n, *ticks, first_id, blob, type_mask({type_}), checksum)
 
 
 async def test_groups_insert_conditionally_in_commit_order(recorder: Recorder) -> None:

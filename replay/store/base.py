@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from replay.store.recorder import (
     MatchRow,
     NewBatch,
     Recorder,
+    batch_checksum,
     type_mask,
 )
 from replay.store.records import (
@@ -358,19 +360,26 @@ class EventStore:
     async def _commit_group(self, group: list[_Append]) -> None:
         """Write ``group`` through the recorder in one transaction. A request the
         recorder refuses fails alone; the others still commit."""
-        rows = [
-            NewBatch(
-                req.mkey,
-                req.expected_version + 1,
-                len(req.events),
-                req.events[0].tick,
-                req.events[-1].tick,
-                req.first_id.to_bytes(16, "big"),
-                req.blob,
-                type_mask({e.type for e in req.events}),
+        rows = []
+        for req in group:
+            first_seq, n = req.expected_version + 1, len(req.events)
+            base_tick, last_tick = req.events[0].tick, req.events[-1].tick
+            first_id = req.first_id.to_bytes(16, "big")
+            rows.append(
+                NewBatch(
+                    req.mkey,
+                    first_seq,
+                    n,
+                    base_tick,
+                    last_tick,
+                    first_id,
+                    req.blob,
+                    type_mask({e.type for e in req.events}),
+                    batch_checksum(
+                        req.mkey, first_seq, n, base_tick, last_tick, first_id, req.blob
+                    ),
+                )
             )
-            for req in group
-        ]
         outcomes = await self._recorder().insert_group(rows)
         self.commits += 1
         # Durable now: acknowledge.
@@ -413,6 +422,10 @@ class EventStore:
         recorder = self._recorder()
         if from_tick is None and to_tick is None:
             rows = await recorder.batches_by_seq(mkey, from_seq, hi_seq)
+            if from_seq <= 1 and rows and rows[0].first_seq != 1:
+                raise CorruptEventError(
+                    f"match {match_id!r} seq 1..{rows[0].first_seq - 1}: missing from the store"
+                )
         else:
             lo = _clamp(from_tick) if from_tick is not None else -1
             hi = _clamp(to_tick) if to_tick is not None else MAX_INT
@@ -421,6 +434,13 @@ class EventStore:
                 for r in await recorder.batches_by_tick(mkey, lo, hi)
                 if r.first_seq <= hi_seq and r.first_seq + r.count > from_seq
             ]
+        for prev, row in itertools.pairwise(rows):
+            if row.first_seq != prev.first_seq + prev.count:
+                raise CorruptEventError(
+                    f"match {match_id!r} seq {prev.first_seq + prev.count}..{row.first_seq - 1}:"
+                    f" not continuous (a batch ends at seq {prev.first_seq + prev.count - 1},"
+                    f" the next starts at {row.first_seq})"
+                )
         return [await self._decode(row) for row in rows]
 
     async def read_all(self, after: int = 0, limit: int = 10_000) -> list[RecordedEvent]:
@@ -437,7 +457,14 @@ class EventStore:
         ``limit`` batches, the first trimmed to positions > ``after``: the fast path
         for projections and rebuilds (no object per event)."""
         _, rows = await self._recorder().scan(after, limit, None)
-        return [_trim(await self._decode(row), after) for row in rows]
+        out = [_trim(await self._decode(row), after) for row in rows]
+        for prev, b in itertools.pairwise(out):
+            if b.first_position != prev.last_position + 1:
+                raise CorruptEventError(
+                    f"match {b.match_id!r} seq {b.first_seq}..{b.last_seq}: positions jump from"
+                    f" {prev.last_position} to {b.first_position}"
+                )
+        return out
 
     async def scan(
         self, after: int, limit: int, types: Collection[int]
@@ -564,7 +591,7 @@ class EventStore:
 
     async def _decode(self, row: BatchRow, types: Collection[int] | None = None) -> EventBatch:
         # With `types`, events of other types stay None (scan), and are not upcast.
-        position, mkey, first_seq, count, base_tick, first_id, blob = row
+        position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, checksum = row
         known = self._by_mkey.get(mkey)
         if known is None:
             match = await self._recorder().match(mkey=mkey)
@@ -574,6 +601,10 @@ class EventStore:
             known = self._by_mkey[mkey]
         match_id, catalog = known
         where = _where(match_id, first_seq, count)
+        if checksum is not None and checksum != batch_checksum(
+            mkey, first_seq, count, base_tick, last_tick, first_id, blob
+        ):
+            raise CorruptEventError(f"{where}: checksum mismatch, the stored batch is damaged")
         try:
             events: list[Any] = (
                 decode_batch(blob, base_tick)

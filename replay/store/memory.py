@@ -110,7 +110,15 @@ class MemoryRecorder(Recorder):
             else:
                 position += r.count
                 row = BatchRow(
-                    position, r.mkey, r.first_seq, r.count, r.base_tick, r.first_id, r.blob
+                    position,
+                    r.mkey,
+                    r.first_seq,
+                    r.count,
+                    r.base_tick,
+                    r.last_tick,
+                    r.first_id,
+                    r.blob,
+                    r.checksum,
                 )
                 self._streams[r.mkey].append((row, r.first_seq, r.last_tick))
                 self._log.append((row, r.types))

@@ -92,7 +92,8 @@ CREATE TABLE batches (
     last_tick bigint NOT NULL,
     first_id bytea NOT NULL,
     blob bytea NOT NULL,
-    types bigint
+    types bigint,
+    checksum bytea
 );
 CREATE UNIQUE INDEX batches_seq ON batches (mkey, first_seq);
 CREATE INDEX batches_tick ON batches (mkey, last_tick);
@@ -113,7 +114,8 @@ CREATE TABLE keyframes (
 -- position, or why it was refused.
 CREATE FUNCTION matchreplay_insert_group(
     p_mkey bigint[], p_first_seq bigint[], p_count integer[], p_base_tick bigint[],
-    p_last_tick bigint[], p_first_id bytea[], p_blob bytea[], p_types bigint[])
+    p_last_tick bigint[], p_first_id bytea[], p_blob bytea[], p_types bigint[],
+    p_checksum bytea[])
 RETURNS TABLE (pos bigint, reason text, actual bigint, status text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -159,9 +161,10 @@ BEGIN
     END LOOP;
     IF array_length(accepted, 1) > 0 THEN
         INSERT INTO batches
-            (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types)
+            (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types,
+             checksum)
         SELECT positions[j], p_mkey[a], p_first_seq[a], p_count[a], p_base_tick[a],
-               p_last_tick[a], p_first_id[a], p_blob[a], p_types[a]
+               p_last_tick[a], p_first_id[a], p_blob[a], p_types[a], p_checksum[a]
           FROM generate_subscripts(accepted, 1) AS j, LATERAL (SELECT accepted[j] AS a) x;
         PERFORM pg_notify('{CHANNEL}', head::text);
     END IF;
@@ -170,7 +173,7 @@ $$;
 """
 )
 
-_BATCH_COLS = "position, mkey, first_seq, count, base_tick, first_id, blob"
+_BATCH_COLS = "position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, checksum"
 _MATCH_SELECT = (
     "SELECT m.mkey, "
     + ", ".join(f"m.{c}" for c in MATCH_COLUMNS)
@@ -178,16 +181,24 @@ _MATCH_SELECT = (
     " (SELECT first_seq + count - 1 AS version, last_tick FROM batches b"
     "  WHERE b.mkey = m.mkey ORDER BY first_seq DESC LIMIT 1) h ON true"
 )
-_INSERT_GROUP = "SELECT * FROM matchreplay_insert_group($1, $2, $3, $4, $5, $6, $7, $8)"
+_INSERT_GROUP = "SELECT * FROM matchreplay_insert_group($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 _UNAVAILABLE = (
     OSError,
     TimeoutError,
-    asyncpg.InterfaceError,
+    asyncpg.InterfaceError,  # only "connection is closed" ones: see _unavailable
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown
     asyncpg.exceptions.CannotConnectNowError,
 )
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached (not a bug of ours)."""
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" in str(exc) or "closing" in str(exc)
+    return isinstance(exc, _UNAVAILABLE)
+
 
 _T = TypeVar("_T")
 
@@ -226,6 +237,8 @@ class PostgresRecorder(Recorder):
                 command_timeout=self.timeout,
             )
         except _UNAVAILABLE as exc:
+            if not _unavailable(exc):
+                raise
             raise StoreUnavailableError(f"cannot connect to {self.url}: {exc}") from exc
         try:
             await self._run(self._prepare)
@@ -276,6 +289,8 @@ class PostgresRecorder(Recorder):
             async with self._pool.acquire(timeout=self.timeout) as conn:
                 return await fn(conn)
         except _UNAVAILABLE as exc:
+            if not _unavailable(exc):
+                raise
             raise StoreUnavailableError(f"PostgreSQL at {self.url} is unavailable: {exc}") from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
@@ -354,6 +369,8 @@ class PostgresRecorder(Recorder):
                 writer = await self._writer_connection()
                 found = await writer.fetch(_INSERT_GROUP, *columns)
             except _UNAVAILABLE as exc:
+                if not _unavailable(exc):
+                    raise
                 raise StoreUnavailableError(
                     f"PostgreSQL at {self.url} is unavailable: {exc}"
                 ) from exc

@@ -24,6 +24,8 @@ What a recorder guarantees (``tests/test_store_recorders.py`` checks each):
 from __future__ import annotations
 
 import abc
+import hashlib
+import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -34,6 +36,7 @@ __all__ = [
     "MatchRow",
     "NewBatch",
     "Recorder",
+    "batch_checksum",
     "type_mask",
 ]
 
@@ -53,6 +56,22 @@ def type_mask(types: Sequence[int] | set[int] | frozenset[int]) -> int:
     return mask
 
 
+def batch_checksum(
+    mkey: int,
+    first_seq: int,
+    count: int,
+    base_tick: int,
+    last_tick: int,
+    first_id: bytes,
+    blob: bytes,
+) -> bytes:
+    """blake2b-64 of a batch row's columns (all but its position, which the recorder
+    assigns; positions are checked for continuity instead). A flipped byte in the blob
+    or an edited seq, tick, id or match key fails the check."""
+    header = struct.pack(">qqqqq", mkey, first_seq, count, base_tick, last_tick)
+    return hashlib.blake2b(header + first_id + blob, digest_size=8).digest()
+
+
 class NewBatch(NamedTuple):
     """One append, encoded, as the store hands it to :meth:`Recorder.insert_group`."""
 
@@ -69,6 +88,8 @@ class NewBatch(NamedTuple):
     """replay.codec.encode_batch of the events."""
     types: int
     """type_mask of the batch's event types."""
+    checksum: bytes
+    """batch_checksum of the row: checked on every read."""
 
 
 class Conflict(NamedTuple):
@@ -90,8 +111,11 @@ class BatchRow(NamedTuple):
     first_seq: int
     count: int
     base_tick: int
+    last_tick: int
     first_id: bytes
     blob: bytes
+    checksum: bytes | None
+    """None for rows stored before checksums (not checked)."""
 
 
 class MatchRow(NamedTuple):

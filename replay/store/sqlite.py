@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS batches (
     last_tick INTEGER NOT NULL,
     first_id BLOB NOT NULL,        -- 16 bytes, big-endian
     blob BLOB NOT NULL,            -- replay.codec.encode_batch
-    types INTEGER                  -- recorder.type_mask of the batch's types (NULL: unknown)
+    types INTEGER,                 -- recorder.type_mask of the batch's types (NULL: unknown)
+    checksum BLOB                  -- recorder.batch_checksum (NULL: stored before checksums)
 );
 -- Seq reads, the version lookup, and the no-duplicate-seq guarantee.
 CREATE UNIQUE INDEX IF NOT EXISTS batches_seq ON batches(mkey, first_seq);
@@ -103,19 +104,20 @@ CREATE TABLE IF NOT EXISTS keyframes (
 
 _INSERT_BATCH = (
     "INSERT INTO batches"
-    " (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types) VALUES "
+    " (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types, checksum)"
+    " VALUES "
 )
-_ROWS_PER_INSERT = (32766 if sqlite3.sqlite_version_info >= (3, 32) else 999) // 9
-"""Rows one INSERT can carry: SQLite's limit on bound parameters, 9 per row."""
+_ROWS_PER_INSERT = (32766 if sqlite3.sqlite_version_info >= (3, 32) else 999) // 10
+"""Rows one INSERT can carry: SQLite's limit on bound parameters, 10 per row."""
 
 
 @functools.lru_cache(maxsize=64)
 def _insert_rows(n: int) -> str:
     """One INSERT of ``n`` batch rows."""
-    return _INSERT_BATCH + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
+    return _INSERT_BATCH + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
 
 
-_BATCH_COLS = "position, mkey, first_seq, count, base_tick, first_id, blob"
+_BATCH_COLS = "position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, checksum"
 _BATCH_COLS_OF_B = ", ".join(f"b.{c}" for c in _BATCH_COLS.split(", "))
 _HEAD = (
     "(SELECT first_seq + count - 1 FROM batches b WHERE b.mkey = m.mkey"
@@ -213,9 +215,13 @@ class SQLiteRecorder(Recorder):
         if "options" not in {r[1] for r in c.execute("PRAGMA table_info(matches)")}:
             # A store file from before MatchRecord.options: its matches get {}.
             c.execute("ALTER TABLE matches ADD COLUMN options TEXT NOT NULL DEFAULT '{}'")
-        if "types" not in {r[1] for r in c.execute("PRAGMA table_info(batches)")}:
+        batch_columns = {r[1] for r in c.execute("PRAGMA table_info(batches)")}
+        if "types" not in batch_columns:
             # Older batches get NULL: "any type", so scans decode them.
             c.execute("ALTER TABLE batches ADD COLUMN types INTEGER")
+        if "checksum" not in batch_columns:
+            # Older batches get NULL: read without a check, as before.
+            c.execute("ALTER TABLE batches ADD COLUMN checksum BLOB")
         if version < SCHEMA_VERSION:
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         (self._head,) = c.execute("SELECT coalesce(max(position), 0) FROM batches").fetchone()
@@ -451,19 +457,7 @@ def _insert_group(c: sqlite3.Connection, rows: Sequence[NewBatch]) -> tuple[list
             else:
                 position += r.count
                 head[1], head[2] = head[1] + r.count, r.last_tick
-                values.append(
-                    (
-                        position,
-                        r.mkey,
-                        r.first_seq,
-                        r.count,
-                        r.base_tick,
-                        r.last_tick,
-                        r.first_id,
-                        r.blob,
-                        r.types,
-                    )
-                )
+                values.append((position, *r))  # NewBatch's fields are the columns, in order
                 outcomes.append(position)
         for i in range(0, len(values), _ROWS_PER_INSERT):
             chunk = values[i : i + _ROWS_PER_INSERT]

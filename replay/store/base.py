@@ -296,6 +296,28 @@ class EventStore:
             if self._in_flight == 0:
                 self._idle.set()
 
+    async def append_many(
+        self, appends: Sequence[tuple[str, Sequence[NewEvent], int, int | None]]
+    ) -> list[AppendResult]:
+        """``append(match_id, events, expected_version, first_id=...)`` for each tuple, in
+        this order and in one group commit when the store is idle: appends to one match
+        at successive versions chain, and positions follow the order given (a copy or an
+        import keeps the source's order). Raises the first failure; the other appends
+        still commit or fail on their own."""
+        # Every check and match key before queueing anything, so the queue gets the
+        # requests back to back, in order.
+        for match_id in dict.fromkeys(a[0] for a in appends):
+            await self._mkey(match_id)
+        calls = [
+            asyncio.ensure_future(self.append(m, events, version, first_id=first_id))
+            for m, events, version, first_id in appends
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results  # type: ignore[return-value]
+
     async def _admitted_append(
         self,
         match_id: str,

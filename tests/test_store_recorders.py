@@ -312,3 +312,21 @@ async def test_a_database_that_goes_away_fails_appends_then_recovers(
     finally:
         await store.close()
     assert os.path.isdir(pg_cluster.data)
+
+
+async def test_a_newer_postgresql_schema_is_refused(pg_url: str) -> None:
+    import asyncpg
+
+    from replay.errors import StoreSchemaError
+
+    async with open_store(pg_url):
+        pass  # creates the schema, version 1
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("UPDATE matchreplay_schema SET version = 99")
+    finally:
+        await conn.close()
+    with pytest.raises(StoreSchemaError) as err:
+        async with open_store(pg_url):
+            pass
+    assert err.value.code == "store_schema" and "99" in str(err.value)

@@ -10,7 +10,7 @@ import pytest
 from games import open_test_store
 from store_contract import record, tick_batch
 
-from replay.errors import CorruptEventError
+from replay.errors import CorruptEventError, StoreSchemaError
 from replay.events import NewEvent
 from replay.store.sqlite import SQLiteEventStore, SQLiteRecorder
 
@@ -131,3 +131,65 @@ async def test_a_group_larger_than_one_insert_commits_whole(db: str, monkeypatch
     async with SQLiteEventStore(db) as store:  # durable, and positions continue
         extra = await store.append(matches[0].match_id, tick_batch(2, 2), 3)
         assert extra.last_position == 32
+
+
+OLD_SCHEMA = """
+CREATE TABLE matches (
+    mkey INTEGER PRIMARY KEY, match_id TEXT NOT NULL UNIQUE, game TEXT NOT NULL,
+    rules_version TEXT NOT NULL, tick_rate INTEGER NOT NULL, players TEXT NOT NULL,
+    settings TEXT NOT NULL, seed INTEGER NOT NULL, created_at REAL NOT NULL, ended_at REAL,
+    status TEXT NOT NULL
+);
+CREATE TABLE batches (
+    position INTEGER PRIMARY KEY, mkey INTEGER NOT NULL, first_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL, base_tick INTEGER NOT NULL, last_tick INTEGER NOT NULL,
+    first_id BLOB NOT NULL, blob BLOB NOT NULL
+);
+CREATE UNIQUE INDEX batches_seq ON batches(mkey, first_seq);
+CREATE INDEX batches_tick ON batches(mkey, last_tick);
+CREATE TABLE keyframes (
+    mkey INTEGER NOT NULL, tick INTEGER NOT NULL, format_version INTEGER NOT NULL,
+    data BLOB NOT NULL, checksum BLOB NOT NULL, PRIMARY KEY (mkey, tick)
+) WITHOUT ROWID;
+"""
+"""A store file as the first releases wrote it: no options, types or checksum columns,
+no schema version."""
+
+
+async def test_an_old_store_file_opens_reads_and_carries_on(db: str) -> None:
+    from replay.codec import encode_batch
+
+    with sqlite3.connect(db) as raw:
+        raw.executescript(OLD_SCHEMA)
+        raw.execute(
+            "INSERT INTO matches VALUES (1, 'old', 'g', '1', 30, '[\"a\"]', '{}', 7, 1.0, NULL,"
+            " 'running')"
+        )
+        for b in range(3):
+            events = tick_batch(b, 4)
+            raw.execute(
+                "INSERT INTO batches VALUES (?, 1, ?, 4, ?, ?, ?, ?)",
+                ((b + 1) * 4, b * 4 + 1, b, b, (b * 4).to_bytes(16, "big"), encode_batch(events)),
+            )
+    async with SQLiteEventStore(db) as store:
+        m = await store.get_match("old")
+        assert (m.version, m.last_tick, m.options, m.players) == (12, 2, {}, ("a",))
+        assert [e.new_event() for e in await store.read("old")] == [
+            e for b in range(3) for e in tick_batch(b, 4)
+        ]
+        batches, through = await store.scan(0, 10, {6})  # NULL types: decoded, not skipped
+        assert through == 12 and len(batches) == 3
+        await store.append("old", tick_batch(3, 4), 12)
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone() == (1,)
+        sums = raw.execute("SELECT checksum IS NOT NULL FROM batches ORDER BY position")
+        assert [s for (s,) in sums] == [0, 0, 0, 1]  # old rows unchecked, new ones checked
+
+
+async def test_a_newer_store_file_is_refused(db: str) -> None:
+    with sqlite3.connect(db) as raw:
+        raw.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreSchemaError) as err:
+        async with SQLiteEventStore(db):
+            pass
+    assert err.value.code == "store_schema" and "99" in str(err.value)

@@ -137,7 +137,13 @@ class EventStore:
     # -- lifecycle -------------------------------------------------------------
 
     async def open(self) -> None:
-        await self.recorder.open()
+        try:
+            await self.recorder.open()
+        except BaseException:
+            # A refused or unreadable store: release what was opened, so the process
+            # can report the error and exit instead of hanging on a live connection.
+            await self.recorder.close()
+            raise
         self._open = True
         self._writer_task = asyncio.create_task(self._run_writer(), name="event-store-writer")
 

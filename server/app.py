@@ -67,10 +67,7 @@ class App:
         metrics = self.games.leaderboard_metrics()
         self.projection = LeaderboardProjection(
             self.store,
-            settings.boards_db
-            or boards_path_for(
-                getattr(self.store, "path", None) or os.path.join(settings.data_dir, "events")
-            ),
+            settings.boards_db or boards_path_for(getattr(self.store, "path", settings.db)),
             load_definitions(settings.boards_config, metrics)
             if settings.boards_config
             else self.games.default_boards(),

@@ -37,6 +37,7 @@ from replay.leaderboards.definitions import BoardDefinition, validate_definition
 from replay.leaderboards.errors import LeaderboardError, ReadModelBusyError, UnknownBoardError
 from replay.leaderboards.metrics import GameMetrics, MatchTally
 from replay.leaderboards.state import Changes, LeaderboardState
+from replay.store import store_file
 from replay.store.base import READ_ONLY_STATUSES, EventBatch, EventStore, wait_event
 
 __all__ = [
@@ -61,8 +62,12 @@ Progress = Callable[[int], object]
 """Called with the number of events just folded (e.g. ``tqdm.update``)."""
 
 
-def boards_path_for(store_path: str) -> str:
-    return store_path.removeprefix("sqlite:///") + ".boards.sqlite"
+def boards_path_for(store_url: str) -> str:
+    """Beside an SQLite store file; under data/ named after the database otherwise."""
+    path = store_file(store_url)
+    if path is None:  # postgresql://host/db, memory:
+        path = os.path.join("data", store_url.rpartition("/")[2].partition("?")[0] or "store")
+    return path + ".boards.sqlite"
 
 
 def rebuild_request_path(boards_path: str) -> str:

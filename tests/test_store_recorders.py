@@ -301,6 +301,7 @@ async def test_a_database_that_goes_away_fails_appends_then_recovers(
         errors = {type(p.exception()) for p in players}
         assert errors == {StoreUnavailableError}
         assert all(p.exception().code == "store_unavailable" for p in players)  # type: ignore[union-attr]
+        assert store.unavailable is not None  # what /healthz can report
         with pytest.raises(StoreUnavailableError):
             await store.get_match(ms[0].match_id)
         await asyncio.to_thread(pg_cluster.start)
@@ -309,6 +310,7 @@ async def test_a_database_that_goes_away_fails_appends_then_recovers(
             stored = (await store.get_match(m.match_id)).version
             assert stored >= versions[m.match_id]
             await store.append(m.match_id, tick_batch(10**6), stored)
+        assert store.unavailable is None
     finally:
         await store.close()
     assert os.path.isdir(pg_cluster.data)

@@ -39,6 +39,7 @@ from replay.errors import (
     InvalidEventError,
     MatchEndedError,
     StoreClosedError,
+    StoreUnavailableError,
     UnknownMatchError,
 )
 from replay.events import EventCatalog, NewEvent, RecordedEvent
@@ -129,6 +130,9 @@ class EventStore:
         self._by_mkey: dict[int, tuple[str, EventCatalog | None]] = {}
         self.commits = 0
         """Group commits so far (statistics: appends / commits is the grouping factor)."""
+        self.unavailable: StoreUnavailableError | None = None
+        """Why the last group commit failed when the database could not be reached
+        (None once a group commits again): what a health check reports."""
 
     @property
     def url(self) -> str:
@@ -376,7 +380,10 @@ class EventStore:
                 group, self._queue = self._queue, []
                 try:
                     await self._commit_group(group)
+                    self.unavailable = None
                 except Exception as exc:  # the backend failed: nothing of the group is written
+                    if isinstance(exc, StoreUnavailableError):
+                        self.unavailable = exc
                     for req in group:
                         _fail(req, exc)
                 # One loop turn for the callers just acknowledged: their next appends

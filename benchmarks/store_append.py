@@ -1,4 +1,5 @@
-"""Durable append throughput of the SQLite event store against plain sqlite3.
+"""Durable append throughput, scan speed and subscription lag of the event store,
+on SQLite and on PostgreSQL, each against its bare driver.
 
 100 matches append tick-shaped batches (64 small events each) concurrently
 through ``SQLiteEventStore``; every append is awaited, i.e. durable at the
@@ -13,7 +14,20 @@ Baselines get their rows pre-encoded; the store's time includes encoding.
 Targets (2-core reference machine, NORMAL): >= 150,000 events/s and >= 0.5 of
 baseline A. Bytes per event: database file plus WAL after a checkpoint.
 
+PostgreSQL (``--store postgresql://...``, or by default when ``MATCHREPLAY_BENCH_PG``
+or ``MATCHREPLAY_TEST_PG`` names a server): the same appends through the store, and
+the same rows written by bare asyncpg (one multi-row INSERT per group of 100
+batches, one transaction each, as the store's group commits); the run creates a
+database of its own on that server and drops it at the end. Targets: >= 100,000
+durable events/s and >= 0.5 of the bare driver.
+
+Both backends also print the read side, a full scan of the log in position order
+(``read_all_batches``, what a node catching up or a projection rebuild does;
+target: at least as fast as the append), and the subscription lag from commit to
+a subscriber in another process, p50/p99 (target p99 <= 20 ms).
+
     python benchmarks/store_append.py [--synchronous NORMAL|FULL] [--ticks N]
+                                      [--store sqlite|postgresql://...]
 """
 
 from __future__ import annotations
@@ -23,6 +37,9 @@ import asyncio
 import json
 import os
 import sqlite3
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -30,8 +47,10 @@ import msgpack
 
 from replay.codec import encode_batch
 from replay.events import NewEvent
-from replay.store.base import MatchRecord
-from replay.store.sqlite import _SCHEMA, SQLiteEventStore, _insert_rows, _type_mask
+from replay.store import open_store
+from replay.store.base import EventStore, MatchRecord
+from replay.store.recorder import type_mask as _type_mask
+from replay.store.sqlite import _SCHEMA, SQLiteEventStore, _insert_rows
 
 MATCHES = 100
 EVENTS_PER_BATCH = 64
@@ -73,20 +92,36 @@ def disk_bytes(path: str) -> int:
     return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
 
 
-async def run_store(path: str, sync: str, batches: list[list[list[NewEvent]]]) -> float:
+async def run_store(
+    path: str, sync: str, batches: list[list[list[NewEvent]]]
+) -> tuple[float, float]:
+    """Seconds to append every batch through the store, and to scan it all back."""
     async with SQLiteEventStore(path, synchronous=sync) as store:  # type: ignore[arg-type]
-        ids = [f"bench-{m}" for m in range(MATCHES)]
-        for match_id in ids:
-            await store.create_match(MatchRecord(match_id, "bench", "1", 30))
+        return await play_and_scan(store, batches)
 
-        async def play(match_id: str, ticks: list[list[NewEvent]]) -> None:
-            version = 0
-            for events in ticks:
-                version = (await store.append(match_id, events, version)).last_seq
 
-        start = time.perf_counter()
-        await asyncio.gather(*(play(i, b) for i, b in zip(ids, batches, strict=True)))
-        return time.perf_counter() - start
+async def play_and_scan(
+    store: EventStore, batches: list[list[list[NewEvent]]]
+) -> tuple[float, float]:
+    ids = [f"bench-{m}" for m in range(MATCHES)]
+    for match_id in ids:
+        await store.create_match(MatchRecord(match_id, "bench", "1", 30))
+
+    async def play(match_id: str, ticks: list[list[NewEvent]]) -> None:
+        version = 0
+        for events in ticks:
+            version = (await store.append(match_id, events, version)).last_seq
+
+    start = time.perf_counter()
+    await asyncio.gather(*(play(i, b) for i, b in zip(ids, batches, strict=True)))
+    append_s = time.perf_counter() - start
+    start, after, n = time.perf_counter(), 0, 0
+    while got := await store.read_all_batches(after, 1000):
+        after = got[-1].last_position
+        n += sum(len(b.events) for b in got)
+    scan_s = time.perf_counter() - start
+    assert n == MATCHES * len(batches[0]) * EVENTS_PER_BATCH, n
+    return append_s, scan_s
 
 
 def connect(path: str, sync: str) -> sqlite3.Connection:
@@ -163,7 +198,7 @@ def measure(sync: str, ticks: int) -> bool:
     events = MATCHES * ticks * EVENTS_PER_BATCH
     with tempfile.TemporaryDirectory() as tmp:
         store_db, a_db, b_db = (os.path.join(tmp, n) for n in ("store.db", "a.db", "b.db"))
-        store_s = asyncio.run(run_store(store_db, sync, batches))
+        store_s, scan_s = asyncio.run(run_store(store_db, sync, batches))
         a_s = run_per_event_rows(a_db, sync, batches)
         b_s = run_batch_rows(b_db, sync, batches)
         sizes = {n: disk_bytes(p) / events for n, p in (("store", store_db), ("a", a_db))}
@@ -188,6 +223,7 @@ def measure(sync: str, ticks: int) -> bool:
         f"  JSON lines of the same events: {sizes['jsonl']:.1f} B/event;"
         f" store/JSON = {sizes['store'] / sizes['jsonl']:.2f} (target <= 0.25)"
     )
+    print_scan(events / scan_s, rate)
     if sync != "NORMAL":
         return True
     ok = rate >= TARGET_RATE and rate / a_rate >= TARGET_RATIO
@@ -198,13 +234,203 @@ def measure(sync: str, ticks: int) -> bool:
     return ok
 
 
+def print_scan(scan_rate: float, append_rate: float) -> None:
+    print(
+        f"  full scan in position order    {scan_rate:12,.0f} events/s"
+        f"   scan/append = {scan_rate / append_rate:.2f} (target >= 1)"
+    )
+
+
+# -- PostgreSQL ----------------------------------------------------------------------
+
+PG_INSERT = (
+    "INSERT INTO batches"
+    " (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types)"
+    " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[],"
+    " $5::bigint[], $6::bigint[], $7::bytea[], $8::bytea[], $9::bigint[])"
+)
+
+
+async def pg_database(server: str, name: str, drop: bool = False) -> str:
+    """Create (or drop) database ``name`` on the server; its URL."""
+    import asyncpg
+
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        if not drop:
+            await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    return server.rpartition("/")[0] + "/" + name
+
+
+async def pg_bare(url: str, batches: list[list[list[NewEvent]]]) -> float:
+    """The store's rows written by bare asyncpg: a group of 100 batches (one per
+    match, one tick) per transaction, one multi-row INSERT each, pre-encoded."""
+    import asyncpg
+
+    ticks = len(batches[0])
+    groups = []
+    position = 0
+    for t in range(ticks):
+        rows = []
+        for m in range(MATCHES):
+            events = batches[m][t]
+            position += len(events)
+            first_id = (m << 64 | t * EVENTS_PER_BATCH).to_bytes(16, "big")
+            first_seq, blob = t * EVENTS_PER_BATCH + 1, encode_batch(events)
+            ticks_ = (events[0].tick, events[-1].tick)
+            rows.append(
+                (position, m + 1, first_seq, len(events), *ticks_, first_id, blob, _type_mask({6}))
+            )
+        groups.append([list(c) for c in zip(*rows, strict=True)])
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("TRUNCATE batches")
+        start = time.perf_counter()
+        for columns in groups:
+            async with conn.transaction():
+                await conn.execute(PG_INSERT, *columns)
+        return time.perf_counter() - start
+    finally:
+        await conn.close()
+
+
+async def pg_run(url: str, batches: list[list[list[NewEvent]]]) -> tuple[float, float, float]:
+    import asyncpg
+
+    async with open_store(url) as store:
+        append_s, scan_s = await play_and_scan(store, batches)
+    conn = await asyncpg.connect(url)
+    try:
+        size = await conn.fetchval("SELECT pg_total_relation_size('batches')")
+    finally:
+        await conn.close()
+    return append_s, scan_s, size
+
+
+def measure_pg(server: str, ticks: int) -> bool:
+    batches = make_batches(ticks)
+    events = MATCHES * ticks * EVENTS_PER_BATCH
+    url = asyncio.run(pg_database(server, f"matchreplay_bench_{os.getpid()}"))
+    try:
+        store_s, scan_s, size = asyncio.run(pg_run(url, batches))
+        bare_s = asyncio.run(pg_bare(url, batches))
+        lag = subscription_lag(url)
+    finally:
+        asyncio.run(pg_database(server, f"matchreplay_bench_{os.getpid()}", drop=True))
+    rate, bare_rate = events / store_s, events / bare_s
+    print(
+        f"PostgreSQL: {MATCHES} matches x {ticks} batches x {EVENTS_PER_BATCH} events = {events:,}"
+    )
+    print(f"  EventStore (durable acks)      {rate:12,.0f} events/s  {size / events:6.1f} B/event")
+    print(
+        f"  bare asyncpg, same rows, group per transaction {bare_rate:9,.0f} events/s"
+        f"   store/bare = {rate / bare_rate:.2f}"
+    )
+    print_scan(events / scan_s, rate)
+    print_lag(lag)
+    ok = rate >= 100_000 and rate / bare_rate >= 0.5
+    print(
+        f"  target: >= 100,000 events/s and >= 0.5 x bare asyncpg: {'met' if ok else 'NOT met'}"
+        " (timings on a shared machine are noisy)"
+    )
+    return ok
+
+
+# -- subscription lag ------------------------------------------------------------------
+
+LAG_APPENDS = 300
+
+
+def subscription_lag(url: str) -> list[float]:
+    """Seconds from an append's ack to its arrival at a subscriber in another process,
+    for LAG_APPENDS appends 10 ms apart. Each event carries its ack time (same clock:
+    one machine)."""
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--subscriber", url],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().split()[0] == "ready"
+
+    async def produce() -> None:
+        async with open_store(url) as store:
+            match_id = f"lag-{os.getpid()}"
+            await store.create_match(MatchRecord(match_id, "bench", "1", 30))
+            for i in range(LAG_APPENDS):
+                # The ack time is known only after the append: the subscriber gets the
+                # append's own start time, and the ack's delay is subtracted below.
+                sent = time.time()
+                await store.append(match_id, [NewEvent(1, i, (sent,))], i)
+                acks.append(time.time() - sent)
+                await asyncio.sleep(0.01)
+
+    acks: list[float] = []
+    asyncio.run(produce())
+    out, _ = child.communicate(timeout=120)
+    arrivals = [float(x) for x in out.split()]
+    # arrival - sent includes the commit; the lag is measured from the ack.
+    return sorted(max(a - ack, 0.0) for a, ack in zip(arrivals, acks, strict=False))
+
+
+async def subscriber(url: str) -> None:
+    async with open_store(url) as store:
+        after = await store.last_position()
+        print("ready", flush=True)
+        got = 0
+        async for event in store.subscribe(after, poll_interval=1.0):
+            if event.match_id.startswith("lag-"):
+                print(f"{time.time() - event.data[0]:.6f}", flush=True)
+                got += 1
+                if got == LAG_APPENDS:
+                    return
+
+
+def print_lag(lags: list[float]) -> None:
+    if not lags:
+        print("  subscription lag: no samples")
+        return
+    p50 = statistics.median(lags) * 1000
+    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000
+    print(
+        f"  subscription lag, ack -> subscriber in another process: p50 {p50:.1f} ms,"
+        f" p99 {p99:.1f} ms (target p99 <= 20 ms)"
+    )
+
+
+def pg_server_url(stores: list[str]) -> str | None:
+    for s in stores:
+        if s.startswith(("postgresql://", "postgres://")):
+            return s
+    return os.environ.get("MATCHREPLAY_BENCH_PG") or os.environ.get("MATCHREPLAY_TEST_PG")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--subscriber"]:
+        asyncio.run(subscriber(sys.argv[2]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synchronous", choices=("NORMAL", "FULL"), action="append")
     parser.add_argument("--ticks", type=int, default=40, help="batches per match (default 40)")
+    parser.add_argument(
+        "--store",
+        action="append",
+        default=[],
+        help="'sqlite' or a postgresql:// URL of a server (repeatable; default: SQLite, and"
+        " PostgreSQL when MATCHREPLAY_BENCH_PG or MATCHREPLAY_TEST_PG names one)",
+    )
     args = parser.parse_args()
-    for sync in args.synchronous or ["NORMAL", "FULL"]:
-        measure(sync, args.ticks)
+    if not args.store or "sqlite" in args.store:
+        for sync in args.synchronous or ["NORMAL", "FULL"]:
+            measure(sync, args.ticks)
+        with tempfile.TemporaryDirectory() as tmp:
+            print_lag(subscription_lag(os.path.join(tmp, "lag.db")))
+    server = pg_server_url(args.store)
+    if server:
+        measure_pg(server, args.ticks)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ __all__ = [
     "ReplayFileTruncatedError",
     "ReplayFileUnsupportedError",
     "StoreClosedError",
+    "StoreSchemaError",
+    "StoreUnavailableError",
     "TickOutOfRangeError",
     "UnknownMatchError",
 ]
@@ -105,6 +107,21 @@ class StoreClosedError(ReplayError):
     """The store was closed; no more appends are accepted."""
 
     code = "store_closed"
+
+
+class StoreUnavailableError(ReplayError):
+    """The store's database cannot be reached (a PostgreSQL server stopped, a network
+    cut). Appends in flight failed and nothing of them was acknowledged; the store
+    reconnects by itself on the next call."""
+
+    code = "store_unavailable"
+
+
+class StoreSchemaError(ReplayError):
+    """The store was written by a newer matchreplay (its schema version is higher
+    than this build knows); it is refused rather than misread."""
+
+    code = "store_schema"
 
 
 class TickOutOfRangeError(ReplayError, ValueError):

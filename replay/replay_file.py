@@ -44,9 +44,10 @@ from replay.errors import (
     ReplayFileUnsupportedError,
     UnknownMatchError,
 )
-from replay.events import EventCatalog, NewEvent, UnknownEventType
+from replay.events import EventCatalog, NewEvent
 from replay.source import ReplaySource
 from replay.store.base import READ_ONLY_STATUSES, EventBatch, EventStore, Keyframe, MatchRecord
+from replay.store.upcast import upcast_events
 
 __all__ = [
     "CHUNK_SECONDS",
@@ -405,7 +406,7 @@ class ReplayFileReader:
                 if not events:
                     raise ValueError(f"empty batch at seq {first_seq}")
                 if self._catalog is not None:
-                    events = _upcast(self._catalog, events)
+                    upcast_events(self._catalog, events, f"{what} seq {first_seq}", first_seq)
                 out.append(
                     EventBatch(
                         match_id,
@@ -420,18 +421,6 @@ class ReplayFileReader:
             raise
         except (zlib.error, CorruptEventError, TypeError, ValueError) as exc:
             raise ReplayFileCorruptError(f"{what}: {exc}") from exc
-
-
-def _upcast(catalog: EventCatalog, events: list[Any]) -> list[Any]:
-    current = catalog.current
-    for i, (type_, version, tick, data) in enumerate(events):
-        if (type_, version) not in current:
-            try:
-                data, version = catalog.upcast(type_, version, data)
-            except UnknownEventType:
-                continue  # not in this build's catalog: kept as stored, like the store does
-            events[i] = (type_, version, tick, data)
-    return events
 
 
 # -- writing -----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from replay.leaderboards.definitions import load_definitions
 from replay.leaderboards.projection import LeaderboardProjection, boards_path_for
 from replay.leaderboards.service import Leaderboards
 from replay.protocol import LEADERBOARD_PREFIX
-from replay.store import open_store
+from replay.store import open_store, store_file
 from replay.store.base import EventStore
 from server import auth, http
 from server.config import Settings
@@ -48,7 +48,8 @@ class App:
         self.metrics = Metrics()
         self.games = load_games(settings.game_specs)
         if store is None:
-            Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
+            if (db_file := store_file(settings.db)) is not None:
+                Path(db_file).parent.mkdir(parents=True, exist_ok=True)
             store = open_store(
                 settings.db, catalogs=self.games.catalogs(), synchronous=settings.synchronous
             )

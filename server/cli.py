@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server.commands.bots",
     "server.commands.leaderboards",
     "server.commands.simulate",
+    "server.commands.store",
 )
 
 

@@ -1,6 +1,7 @@
 """Child process of test_store_crash.py: appends until killed, reporting every ack.
 
-Usage: ``python tests/store_crash_child.py DB MATCHES``. Reopens the store (it
+Usage: ``python tests/store_crash_child.py STORE MATCHES`` (a file path or store URL).
+Reopens the store (it
 may have been killed before), creates the matches that do not exist yet, prints
 ``ready``, then appends batches from one task per match forever, printing
 ``ack MATCH_ID LAST_SEQ`` (flushed) after each append returns, i.e. once durable.
@@ -15,12 +16,12 @@ import sys
 
 from replay.errors import MatchExistsError
 from replay.events import NewEvent
+from replay.store import open_store
 from replay.store.base import MatchRecord
-from replay.store.sqlite import SQLiteEventStore
 
 
 async def main(db: str, matches: int) -> None:
-    async with SQLiteEventStore(db) as store:  # synchronous=FULL, the default
+    async with open_store(db) as store:  # SQLite: synchronous=FULL, the default
 
         async def run(match_id: str) -> None:
             with contextlib.suppress(MatchExistsError):  # created before a kill

@@ -1,4 +1,5 @@
-"""Many writers at once against one SQLite store, watched by subscribers throughout."""
+"""Many writers at once against one store (SQLite, PostgreSQL), watched by subscribers
+throughout, one of them through a second store instance (no in-process signal)."""
 
 from __future__ import annotations
 
@@ -6,28 +7,36 @@ import asyncio
 import random
 from pathlib import Path
 
+import pytest
 from store_contract import record, tick_batch
 
 from replay.errors import ConcurrencyError
 from replay.events import RecordedEvent
-from replay.store.base import AppendResult, EventIds
-from replay.store.sqlite import SQLiteEventStore
+from replay.store import open_store
+from replay.store.base import AppendResult, EventIds, EventStore
 
 MATCHES = 50
 BATCHES = 30
 RACE_ROUNDS = 40
 
 
-async def test_concurrent_matches_racing_writers_and_gapless_subscribers(tmp_path: Path) -> None:
-    db = str(tmp_path / "events.db")
-    async with SQLiteEventStore(db) as store, SQLiteEventStore(db) as other_process_view:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "events.db")
+    return request.getfixturevalue("pg_url")
+
+
+async def test_concurrent_matches_racing_writers_and_gapless_subscribers(shared_url: str) -> None:
+    db = shared_url
+    async with open_store(db) as store, open_store(db) as other_process_view:
         ms = [await store.create_match(record()) for _ in range(MATCHES)]
         raced = await store.create_match(record())
         expected_total = MATCHES * BATCHES * 4 + RACE_ROUNDS * 4
         seen_here: list[RecordedEvent] = []
         seen_there: list[RecordedEvent] = []
 
-        async def follow(s: SQLiteEventStore, into: list[RecordedEvent]) -> None:
+        async def follow(s: EventStore, into: list[RecordedEvent]) -> None:
             # The second store instance gets no in-process commit signal: it polls.
             async for event in s.subscribe(0, batch_size=500, poll_interval=0.05):
                 into.append(event)

@@ -1,4 +1,4 @@
-"""The SQLite backend: the shared contract on real files, plus what only SQLite has."""
+"""What only the SQLite recorder has (the shared contract runs in test_store_backends.py)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,11 @@ from pathlib import Path
 
 import pytest
 from games import open_test_store
-from store_contract import CATALOGS, EventStoreContract, record, tick_batch
+from store_contract import record, tick_batch
 
-from replay.errors import CorruptEventError
+from replay.errors import CorruptEventError, StoreSchemaError
 from replay.events import NewEvent
-from replay.store.sqlite import SQLiteEventStore
-
-
-class TestSQLiteContract(EventStoreContract):
-    @pytest.fixture(autouse=True)
-    def _tmp(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-
-    def make_store(self) -> SQLiteEventStore:
-        return SQLiteEventStore(str(self.tmp_path / "events.db"), catalogs=CATALOGS)
+from replay.store.sqlite import SQLiteEventStore, SQLiteRecorder
 
 
 @pytest.fixture
@@ -97,10 +88,10 @@ async def test_an_open_reader_does_not_block_appends(db: str) -> None:
 async def test_durability_level_is_applied_and_validated(db: str) -> None:
     for level, code in (("FULL", 2), ("NORMAL", 1)):
         async with SQLiteEventStore(db, synchronous=level) as store:  # type: ignore[arg-type]
-            rows = await store._fetch("PRAGMA journal_mode", ())
-            assert rows == [("wal",)]
-            async with store._conn_w().execute("PRAGMA synchronous") as cur:
-                assert await cur.fetchone() == (code,)
+            recorder = store.recorder
+            assert isinstance(recorder, SQLiteRecorder)
+            assert await recorder._reader.fetch("PRAGMA journal_mode") == [("wal",)]
+            assert await recorder._writer.fetch("PRAGMA synchronous") == [(code,)]
     with pytest.raises(ValueError, match="synchronous"):
         SQLiteEventStore(db, synchronous="OFF")  # type: ignore[arg-type]
 
@@ -117,30 +108,88 @@ async def test_configurable_event_size_limit(db: str) -> None:
 
 async def test_a_group_larger_than_one_insert_commits_whole(db: str, monkeypatch) -> None:
     # A group is one multi-row INSERT up to SQLite's parameter limit, then several in
-    # one explicit transaction: lower the limit so a small group takes that path.
+    # the same transaction: lower the limit so a small group takes that path.
     import replay.store.sqlite as sqlite_store
 
     async with SQLiteEventStore(db) as store:
         matches = [await store.create_match(record()) for _ in range(10)]
-        for m in matches:  # a first append each: the streams are cached from now on
+        for m in matches:  # a first append each: the match keys are cached from now on
             await store.append(m.match_id, tick_batch(0, 1), 0)
-        monkeypatch.setattr(sqlite_store, "_ROWS_PER_INSERT", 1)
-        # Holding the write lock makes the appends queue up behind it. A cached stream
-        # lets an admitted append enqueue without waiting, so once all ten are in flight
-        # they are all queued: at most two groups of ten, so one holds two rows or more
-        # and takes the several-INSERTs path.
-        async with store._write_lock:
-            appends = [
-                asyncio.create_task(store.append(m.match_id, tick_batch(1, 2), 1)) for m in matches
-            ]
-            async with asyncio.timeout(10):
-                while store._in_flight < len(matches):
-                    await asyncio.sleep(0.01)
-        results = await asyncio.gather(*appends)
+        monkeypatch.setattr(sqlite_store, "_ROWS_PER_INSERT", 3)
+        # With the keys cached an append enqueues without awaiting, so the ten tasks
+        # are all queued before the writer task next runs: one group of ten rows.
+        commits = store.commits
+        results = await asyncio.gather(
+            *(store.append(m.match_id, tick_batch(1, 2), 1) for m in matches)
+        )
+        assert store.commits == commits + 1
         assert sorted(r.last_position for r in results) == list(range(12, 31, 2))
-        assert not store._conn_w().in_transaction
+        writer = store.recorder._writer.conn  # type: ignore[attr-defined]
+        assert writer is not None and not writer.in_transaction
         for m in matches:
             assert len(await store.read(m.match_id)) == 3
     async with SQLiteEventStore(db) as store:  # durable, and positions continue
         extra = await store.append(matches[0].match_id, tick_batch(2, 2), 3)
         assert extra.last_position == 32
+
+
+OLD_SCHEMA = """
+CREATE TABLE matches (
+    mkey INTEGER PRIMARY KEY, match_id TEXT NOT NULL UNIQUE, game TEXT NOT NULL,
+    rules_version TEXT NOT NULL, tick_rate INTEGER NOT NULL, players TEXT NOT NULL,
+    settings TEXT NOT NULL, seed INTEGER NOT NULL, created_at REAL NOT NULL, ended_at REAL,
+    status TEXT NOT NULL
+);
+CREATE TABLE batches (
+    position INTEGER PRIMARY KEY, mkey INTEGER NOT NULL, first_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL, base_tick INTEGER NOT NULL, last_tick INTEGER NOT NULL,
+    first_id BLOB NOT NULL, blob BLOB NOT NULL
+);
+CREATE UNIQUE INDEX batches_seq ON batches(mkey, first_seq);
+CREATE INDEX batches_tick ON batches(mkey, last_tick);
+CREATE TABLE keyframes (
+    mkey INTEGER NOT NULL, tick INTEGER NOT NULL, format_version INTEGER NOT NULL,
+    data BLOB NOT NULL, checksum BLOB NOT NULL, PRIMARY KEY (mkey, tick)
+) WITHOUT ROWID;
+"""
+"""A store file as the first releases wrote it: no options, types or checksum columns,
+no schema version."""
+
+
+async def test_an_old_store_file_opens_reads_and_carries_on(db: str) -> None:
+    from replay.codec import encode_batch
+
+    with sqlite3.connect(db) as raw:
+        raw.executescript(OLD_SCHEMA)
+        raw.execute(
+            "INSERT INTO matches VALUES (1, 'old', 'g', '1', 30, '[\"a\"]', '{}', 7, 1.0, NULL,"
+            " 'running')"
+        )
+        for b in range(3):
+            events = tick_batch(b, 4)
+            raw.execute(
+                "INSERT INTO batches VALUES (?, 1, ?, 4, ?, ?, ?, ?)",
+                ((b + 1) * 4, b * 4 + 1, b, b, (b * 4).to_bytes(16, "big"), encode_batch(events)),
+            )
+    async with SQLiteEventStore(db) as store:
+        m = await store.get_match("old")
+        assert (m.version, m.last_tick, m.options, m.players) == (12, 2, {}, ("a",))
+        assert [e.new_event() for e in await store.read("old")] == [
+            e for b in range(3) for e in tick_batch(b, 4)
+        ]
+        batches, through = await store.scan(0, 10, {6})  # NULL types: decoded, not skipped
+        assert through == 12 and len(batches) == 3
+        await store.append("old", tick_batch(3, 4), 12)
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone() == (1,)
+        sums = raw.execute("SELECT checksum IS NOT NULL FROM batches ORDER BY position")
+        assert [s for (s,) in sums] == [0, 0, 0, 1]  # old rows unchecked, new ones checked
+
+
+async def test_a_newer_store_file_is_refused(db: str) -> None:
+    with sqlite3.connect(db) as raw:
+        raw.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreSchemaError) as err:
+        async with SQLiteEventStore(db):
+            pass
+    assert err.value.code == "store_schema" and "99" in str(err.value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 
 from replay.leaderboards.definitions import BoardDefinition
 from replay.leaderboards.state import Changes, DamagedBatch
+from replay.store import store_file
 
 __all__ = ["FORMAT", "ReadModel", "Stored", "boards_path_for"]
 
@@ -48,9 +50,13 @@ Row = tuple[str, str, str, int, int, int]
 """(board, period, owner, value, subscore, reached)."""
 
 
-def boards_path_for(store_path: str) -> str:
-    """The default read model of an event store: ``<event db>.boards.sqlite``."""
-    return store_path.removeprefix("sqlite:///") + ".boards.sqlite"
+def boards_path_for(store_url: str) -> str:
+    """The default read model of an event store: beside an SQLite store file
+    (``<event db>.boards.sqlite``); under data/, named after the database, otherwise."""
+    path = store_file(store_url)
+    if path is None:  # postgresql://host/db, memory:
+        path = os.path.join("data", store_url.rpartition("/")[2].partition("?")[0] or "store")
+    return path + ".boards.sqlite"
 
 
 def spec_of(d: BoardDefinition) -> str:

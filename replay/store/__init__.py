@@ -1,4 +1,5 @@
-"""Event stores: the interface (:mod:`replay.store.base`) and its backends."""
+"""Event stores: :class:`EventStore` (:mod:`replay.store.base`) over a recorder
+(:mod:`replay.store.recorder`): memory, SQLite or PostgreSQL."""
 
 from replay.store.base import (
     AppendResult,
@@ -17,13 +18,44 @@ __all__ = [
     "Keyframe",
     "MatchRecord",
     "open_store",
+    "store_file",
 ]
 
 
-def open_store(path: str, **options: object) -> EventStore:
-    """The store at ``path``: ``sqlite:///path/to/file.db`` or a plain SQLite file path.
-    ``catalogs`` (game name -> event catalog) makes old events upcast on read."""
+def store_file(url: str) -> str | None:
+    """The SQLite file of a store URL, or None when the store is not a local file
+    (``postgresql://``, ``memory:``)."""
+    if url.startswith(("postgresql://", "postgres://")) or url == "memory:":
+        return None
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
+
+
+def open_store(url: str, **options: object) -> EventStore:
+    """The store at ``url``:
+
+    * ``postgresql://user@host:port/db`` (or ``postgres://``): a PostgreSQL database
+      shared by any number of processes and machines;
+    * ``memory:``: an empty store in this process's memory (tests);
+    * ``sqlite:///path/to/file.db`` or a plain file path: an SQLite file.
+
+    ``catalogs`` (game name -> event catalog) makes old events upcast on read;
+    ``max_event_bytes`` bounds one event; ``synchronous`` (FULL or NORMAL) is the
+    SQLite durability level, ignored by the other backends.
+    """
+    catalogs = options.pop("catalogs", None)
+    max_event_bytes = options.pop("max_event_bytes", None)
+    store_options: dict = {"catalogs": catalogs}
+    if max_event_bytes is not None:
+        store_options["max_event_bytes"] = max_event_bytes
+    if url.startswith(("postgresql://", "postgres://")):
+        from replay.store.postgres import PostgresRecorder
+
+        options.pop("synchronous", None)
+        return EventStore(PostgresRecorder(url, **options), **store_options)  # type: ignore[arg-type]
+    if url == "memory:":
+        from replay.store.memory import MemoryRecorder
+
+        return EventStore(MemoryRecorder(), **store_options)
     from replay.store.sqlite import SQLiteEventStore
 
-    path = path.removeprefix("sqlite:///") if path.startswith("sqlite:") else path
-    return SQLiteEventStore(path, **options)  # type: ignore[arg-type]
+    return SQLiteEventStore(store_file(url), **store_options, **options)  # type: ignore[arg-type]

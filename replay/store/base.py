@@ -1,15 +1,17 @@
-"""The event store interface: the one source of truth.
+"""The event store: the one source of truth, the same over every storage backend.
 
-The server, the replay engine and the projections see only this module.
-Backends (SQLite today, PostgreSQL later) implement :class:`EventStore` and
-must pass the shared test cases in ``tests/store_contract.py``.
+The server, the replay engine and the projections see only this module. The
+store checks and encodes appends, gathers them into group commits, upcasts what
+it reads and serves subscriptions; a :class:`~replay.store.recorder.Recorder`
+(memory, SQLite, PostgreSQL) stores and reads the rows. Every backend passes
+``tests/store_contract.py``.
 
 Storage model. A match is a stream of events numbered by ``seq`` 1, 2, 3, ...
 An append stores one *batch*: the events of one match written in one call
 (typically one simulation tick). Every event also gets a global
 ``position``; positions are strictly increasing in commit order across all
-matches, so a subscriber that has seen position ``p`` has seen everything
-before it (no event ever appears later at a lower position).
+matches and all writer processes, so a subscriber that has seen position ``p``
+has seen everything before it (no event ever appears later at a lower position).
 
 Idempotency. Event ids are 128-bit integers allocated in consecutive blocks
 (:class:`EventIds`): a batch is identified by its first id, and event ``i``
@@ -20,19 +22,52 @@ result and writes nothing.
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import contextlib
-import os
-import time
-from collections.abc import AsyncIterator, Collection, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, NamedTuple
+import itertools
+import json
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from replay.events import NewEvent, RecordedEvent
+from replay.codec import decode_batch, encode_batch, encoded_sizes
+from replay.errors import (
+    ConcurrencyError,
+    CorruptEventError,
+    EventEncodeError,
+    EventTooLargeError,
+    InvalidEventError,
+    MatchEndedError,
+    StoreClosedError,
+    StoreUnavailableError,
+    UnknownMatchError,
+)
+from replay.events import EventCatalog, NewEvent, RecordedEvent
+from replay.store.recorder import (
+    MAX_INT,
+    BatchRow,
+    Conflict,
+    MatchRow,
+    NewBatch,
+    Recorder,
+    batch_checksum,
+    type_mask,
+)
+from replay.store.records import (
+    DEFAULT_MAX_EVENT_BYTES,
+    READ_ONLY_STATUSES,
+    AppendResult,
+    EventBatch,
+    EventIds,
+    Keyframe,
+    MatchRecord,
+    MatchStatus,
+)
+from replay.store.upcast import upcast_events
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
+    "READ_ONLY_STATUSES",
     "AppendResult",
     "EventBatch",
     "EventIds",
@@ -40,142 +75,96 @@ __all__ = [
     "Keyframe",
     "MatchRecord",
     "MatchStatus",
+    "wait_event",
 ]
 
-MatchStatus = Literal["created", "running", "ended", "interrupted"]
-READ_ONLY_STATUSES: frozenset[str] = frozenset({"ended", "interrupted"})
-
-DEFAULT_MAX_EVENT_BYTES = 16 * 1024
-"""Largest encoded event accepted. Arena events are 10-40 bytes; 16 KiB leaves room
-for chat and custom games while bounding what one bad event can cost every reader."""
+_MAX_ID = 2**128 - 1
+_STATUSES = frozenset({"created", "running", "ended", "interrupted"})
 
 
-@dataclass(frozen=True)
-class MatchRecord:
-    """Match metadata. ``version`` and ``last_tick`` are derived from the stored events."""
-
+@dataclass(eq=False)
+class _Append:
     match_id: str
-    game: str
-    rules_version: str
-    tick_rate: int
-    players: tuple[str, ...] = ()
-    settings: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    created_at: float = field(default_factory=time.time)
-    ended_at: float | None = None
-    status: MatchStatus = "created"
-    version: int = 0
-    """seq of the last stored event (0: none)."""
-    last_tick: int = -1
-    """tick of the last stored event (-1: none)."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Server options of the match that the game rules never see (JSON object), e.g.
-    ``spectator_delay`` and ``public_spectating`` (docs/protocol.md, 11.2). Kept out of
-    ``settings`` so ``rules.initial_state(settings, seed)`` gets game settings only."""
-
-    def with_changes(self, **changes: Any) -> MatchRecord:
-        return replace(self, **changes)
-
-    def describe(self) -> dict[str, Any]:
-        """What a replayer needs to know about the match, as plain msgpack/JSON data
-        (replay file headers, WATCHING messages)."""
-        return {
-            "match_id": self.match_id,
-            "game": self.game,
-            "rules_version": self.rules_version,
-            "tick_rate": self.tick_rate,
-            "players": list(self.players),
-            "settings": self.settings,
-            "seed": self.seed,
-        }
-
-
-@dataclass(frozen=True)
-class Keyframe:
-    """A snapshot of a match's state at the end of ``tick``. Derived data: it can
-    always be rebuilt from the events, so a bad one is skipped, never trusted."""
-
-    match_id: str
-    tick: int
-    format_version: int
-    data: bytes
-    checksum: bytes
-    """blake2b-128 of ``data``; readers verify it before use."""
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    match_id: str
-    first_seq: int
-    last_seq: int
-    first_position: int
-    last_position: int
+    mkey: int
+    events: Sequence[NewEvent]
+    expected_version: int
     first_id: int
+    blob: bytes
+    future: asyncio.Future[AppendResult] = field(repr=False)
 
 
-class EventBatch(NamedTuple):
-    """One stored batch, decoded and upcast: the fast path for replay folds.
-
-    ``events`` are ``(type, version, tick, data)`` tuples; event ``i`` has
-    seq ``first_seq + i``, position ``first_position + i`` and id ``first_id + i``.
-    """
-
-    match_id: str
-    first_seq: int
-    first_position: int
-    first_id: int
-    events: list[tuple[int, int, int, tuple[Any, ...]]]
-
-    @property
-    def last_seq(self) -> int:
-        return self.first_seq + len(self.events) - 1
-
-    @property
-    def last_position(self) -> int:
-        return self.first_position + len(self.events) - 1
-
-    def recorded(self) -> list[RecordedEvent]:
-        m, s, p, i = self.match_id, self.first_seq, self.first_position, self.first_id
-        return [
-            RecordedEvent(m, s + k, p + k, i + k, tick, type_, data, version)
-            for k, (type_, version, tick, data) in enumerate(self.events)
-        ]
-
-
-class EventIds:
-    """Allocates event ids in consecutive blocks: 64 random bits naming this
-    producer, then a 64-bit counter. Unique across processes without coordination."""
-
-    def __init__(self, prefix: int | None = None) -> None:
-        self._prefix = (prefix if prefix is not None else int.from_bytes(os.urandom(8))) << 64
-        self._next = 0
-
-    def take(self, n: int) -> int:
-        """Reserve ``n`` ids; returns the first."""
-        first = self._prefix | self._next
-        self._next += n
-        return first
-
-
-class EventStore(abc.ABC):
+class EventStore:
     """Async, append-only storage of match events, metadata and keyframes.
 
-    Concurrency contract: ``append`` calls may come from many tasks at once;
-    implementations gather them (group commit) so that durability is paid per
-    batch of appends, not per event. An awaited ``append`` returns only after
-    its events are durable at the configured durability level.
+    Concurrency contract: ``append`` calls may come from many tasks at once; one
+    writer task gathers them (group commit) so that durability is paid per group of
+    appends, not per event. An awaited ``append`` returns only after its events are
+    durable at the recorder's durability level.
+
+    ``catalogs`` (game name -> event catalog) makes stored events upcast on read; a
+    game not in it has its events returned with their stored versions.
+    ``max_event_bytes`` bounds one encoded event; a batch is held in memory until
+    committed, so pending memory is bounded by the callers' batches in flight.
     """
 
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    def __init__(
+        self,
+        recorder: Recorder,
+        *,
+        catalogs: Mapping[str, EventCatalog] | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        self.recorder = recorder
+        self.catalogs: Mapping[str, EventCatalog] = catalogs or {}
+        self.max_event_bytes = max_event_bytes
+        self._ids = EventIds()
+        self._open = False
+        self._closing = False
+        self._queue: list[_Append] = []
+        self._wake = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        # Match ids and games never change once created: cached both ways.
+        self._mkeys: dict[str, int] = {}
+        self._by_mkey: dict[int, tuple[str, EventCatalog | None]] = {}
+        self.commits = 0
+        """Group commits so far (statistics: appends / commits is the grouping factor)."""
+        self.unavailable: StoreUnavailableError | None = None
+        """Why the last group commit failed when the database could not be reached
+        (None once a group commits again): what a health check reports."""
+
+    @property
+    def url(self) -> str:
+        return self.recorder.url
 
     # -- lifecycle -------------------------------------------------------------
 
-    @abc.abstractmethod
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        try:
+            await self.recorder.open()
+        except BaseException:
+            # A refused or unreadable store: release what was opened, so the process
+            # can report the error and exit instead of hanging on a live connection.
+            await self.recorder.close()
+            raise
+        self._open = True
+        self._writer_task = asyncio.create_task(self._run_writer(), name="event-store-writer")
 
-    @abc.abstractmethod
     async def close(self) -> None:
         """Flush pending appends durably, then release resources."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._in_flight:
+            self._idle.clear()
+            await self._idle.wait()
+        self._wake.set()
+        if self._writer_task is not None:
+            await self._writer_task
+        if self._open:
+            self._open = False
+            await self.recorder.close()
 
     async def __aenter__(self) -> EventStore:
         await self.open()
@@ -186,15 +175,34 @@ class EventStore(abc.ABC):
 
     # -- matches -----------------------------------------------------------------
 
-    @abc.abstractmethod
     async def create_match(self, record: MatchRecord) -> MatchRecord:
         """Store a new match. Raises MatchExistsError."""
+        if record.status not in _STATUSES:
+            raise ValueError(f"unknown match status {record.status!r}")
+        row = MatchRow(
+            0,
+            record.match_id,
+            record.game,
+            record.rules_version,
+            record.tick_rate,
+            json.dumps(list(record.players)),
+            json.dumps(record.settings),
+            record.seed,
+            record.created_at,
+            record.ended_at,
+            record.status,
+            json.dumps(record.options),
+        )
+        await self._recorder().insert_match(row)
+        return record.with_changes(version=0, last_tick=-1)
 
-    @abc.abstractmethod
     async def get_match(self, match_id: str) -> MatchRecord:
         """Raises UnknownMatchError."""
+        row = await self._recorder().match(match_id)
+        if row is None:
+            raise UnknownMatchError(match_id)
+        return _record(row)
 
-    @abc.abstractmethod
     async def list_matches(
         self,
         *,
@@ -204,8 +212,10 @@ class EventStore(abc.ABC):
         offset: int = 0,
     ) -> list[MatchRecord]:
         """Newest first."""
+        statuses = None if status is None else [status] if isinstance(status, str) else status
+        rows = await self._recorder().matches(statuses, game, limit, offset)
+        return [_record(r) for r in rows]
 
-    @abc.abstractmethod
     async def update_match(
         self,
         match_id: str,
@@ -217,10 +227,36 @@ class EventStore(abc.ABC):
     ) -> MatchRecord:
         """Change the mutable metadata. An ended or interrupted match stays read-only
         for events; its status may still move from interrupted to ended."""
+        if status is not None and status not in _STATUSES:
+            raise ValueError(f"unknown match status {status!r}")
 
-    # -- events ------------------------------------------------------------------
+        def allowed(current: str) -> None:
+            # Read-only is forever; the only move out of it is interrupted -> ended.
+            if (
+                status is not None
+                and current in READ_ONLY_STATUSES
+                and status != current
+                and not (current == "interrupted" and status == "ended")
+            ):
+                raise MatchEndedError(match_id, current)
 
-    @abc.abstractmethod
+        changes = {
+            column: value
+            for column, value in (
+                ("status", status),
+                ("ended_at", ended_at),
+                ("players", None if players is None else json.dumps(list(players))),
+                ("settings", None if settings is None else json.dumps(settings)),
+            )
+            if value is not None
+        }
+        row = await self._recorder().update_match(match_id, changes, allowed)
+        if row is None:
+            raise UnknownMatchError(match_id)
+        return _record(row)
+
+    # -- appends ---------------------------------------------------------------
+
     async def append(
         self,
         match_id: str,
@@ -232,12 +268,174 @@ class EventStore(abc.ABC):
         """Append ``events`` if the match is at ``expected_version``.
 
         Raises ConcurrencyError (version mismatch), UnknownMatchError,
-        MatchEndedError, EventTooLargeError, EventEncodeError; in every case
-        nothing is written. ``first_id`` names the batch for idempotent retries;
-        when omitted the store allocates ids itself.
+        MatchEndedError, EventTooLargeError, EventEncodeError, InvalidEventError;
+        in every case nothing is written. ``first_id`` names the batch for
+        idempotent retries; when omitted the store allocates ids itself.
         """
+        if self._closing or not self._open:
+            raise StoreClosedError("the event store is closed")
+        if not events:
+            raise InvalidEventError(f"match {match_id!r}: empty batch")
+        _check_events(match_id, events)
+        if first_id is not None and not 0 <= first_id <= _MAX_ID - len(events):
+            raise InvalidEventError(f"match {match_id!r}: first_id {first_id} is not a 128-bit id")
+        if type(expected_version) is not int or not 0 <= expected_version < MAX_INT:
+            raise InvalidEventError(
+                f"match {match_id!r}: expected version {expected_version!r} is not in 0..2**62"
+            )
+        try:
+            blob = encode_batch(events)  # EventEncodeError names the event
+        except TypeError as exc:  # `data` that is not a sequence
+            raise EventEncodeError(f"match {match_id!r}: event data must be arrays: {exc}") from exc
+        # A batch no larger than the limit cannot hold an event over it: measure
+        # each event only when the whole batch could.
+        if len(blob) > self.max_event_bytes:
+            for i, size in enumerate(encoded_sizes(events)):
+                if size > self.max_event_bytes:
+                    raise EventTooLargeError(
+                        f"match {match_id!r}: event {i} (type {events[i].type}) encodes to"
+                        f" {size} bytes; the limit is {self.max_event_bytes}"
+                    )
+        # close() waits for admitted appends, so none is cut off between its
+        # checks and its ack.
+        self._in_flight += 1
+        try:
+            return await self._admitted_append(match_id, events, expected_version, first_id, blob)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
 
-    @abc.abstractmethod
+    async def append_many(
+        self, appends: Sequence[tuple[str, Sequence[NewEvent], int, int | None]]
+    ) -> list[AppendResult]:
+        """``append(match_id, events, expected_version, first_id=...)`` for each tuple, in
+        this order and in one group commit when the store is idle: appends to one match
+        at successive versions chain, and positions follow the order given (a copy or an
+        import keeps the source's order). Raises the first failure; the other appends
+        still commit or fail on their own."""
+        # Every check and match key before queueing anything, so the queue gets the
+        # requests back to back, in order.
+        for match_id in dict.fromkeys(a[0] for a in appends):
+            await self._mkey(match_id)
+        calls = [
+            asyncio.ensure_future(self.append(m, events, version, first_id=first_id))
+            for m, events, version, first_id in appends
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results  # type: ignore[return-value]
+
+    async def _admitted_append(
+        self,
+        match_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+        first_id: int | None,
+        blob: bytes,
+    ) -> AppendResult:
+        mkey = await self._mkey(match_id)
+        request = _Append(
+            match_id,
+            mkey,
+            events,
+            expected_version,
+            self._ids.take(len(events)) if first_id is None else first_id,
+            blob,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._queue.append(request)
+        self._wake.set()
+        try:
+            return await request.future
+        except (ConcurrencyError, MatchEndedError):
+            if first_id is not None:
+                done = await self._find_batch(request)
+                if done is not None:
+                    return done  # a retry of a committed append: the original result
+            raise
+
+    async def _find_batch(self, req: _Append) -> AppendResult | None:
+        first_seq = req.expected_version + 1
+        row = await self._recorder().find_batch(req.mkey, first_seq)
+        n = len(req.events)
+        if row is None or row.count != n or row.first_id != req.first_id.to_bytes(16, "big"):
+            return None
+        return AppendResult(
+            req.match_id,
+            first_seq,
+            first_seq + n - 1,
+            row.position - n + 1,
+            row.position,
+            req.first_id,
+        )
+
+    async def _run_writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._queue:
+                group, self._queue = self._queue, []
+                try:
+                    await self._commit_group(group)
+                    self.unavailable = None
+                except Exception as exc:  # the backend failed: nothing of the group is written
+                    if isinstance(exc, StoreUnavailableError):
+                        self.unavailable = exc
+                    for req in group:
+                        _fail(req, exc)
+                # One loop turn for the callers just acknowledged: their next appends
+                # join the next group instead of trickling into a small one each.
+                await asyncio.sleep(0)
+            elif self._closing:
+                return
+
+    async def _commit_group(self, group: list[_Append]) -> None:
+        """Write ``group`` through the recorder in one transaction. A request the
+        recorder refuses fails alone; the others still commit."""
+        rows = []
+        for req in group:
+            first_seq, n = req.expected_version + 1, len(req.events)
+            base_tick, last_tick = req.events[0].tick, req.events[-1].tick
+            first_id = req.first_id.to_bytes(16, "big")
+            rows.append(
+                NewBatch(
+                    req.mkey,
+                    first_seq,
+                    n,
+                    base_tick,
+                    last_tick,
+                    first_id,
+                    req.blob,
+                    type_mask({e.type for e in req.events}),
+                    batch_checksum(
+                        req.mkey, first_seq, n, base_tick, last_tick, first_id, req.blob
+                    ),
+                )
+            )
+        outcomes = await self._recorder().insert_group(rows)
+        self.commits += 1
+        # Durable now: acknowledge.
+        for req, row, outcome in zip(group, rows, outcomes, strict=True):
+            if isinstance(outcome, Conflict):
+                _fail(req, _conflict_error(req, row, outcome))
+            elif not req.future.done():  # the caller may have been cancelled
+                n = row.count
+                req.future.set_result(
+                    AppendResult(
+                        req.match_id,
+                        row.first_seq,
+                        row.first_seq + n - 1,
+                        outcome - n + 1,
+                        outcome,
+                        req.first_id,
+                    )
+                )
+
+    # -- reads -----------------------------------------------------------------
+
     async def read_batches(
         self,
         match_id: str,
@@ -252,28 +450,55 @@ class EventStore(abc.ABC):
         Batches are returned whole: callers trim the edges (``read``/``read_ticks``
         do). Raises UnknownMatchError, CorruptEventError (naming match and seq).
         """
+        mkey = await self._mkey(match_id)
+        # Clamped into the backends' integer range; no stored value lies outside it.
+        hi_seq = _clamp(to_seq) if to_seq is not None else MAX_INT
+        from_seq = _clamp(from_seq)
+        recorder = self._recorder()
+        if from_tick is None and to_tick is None:
+            rows = await recorder.batches_by_seq(mkey, from_seq, hi_seq)
+            if from_seq <= 1 and rows and rows[0].first_seq != 1:
+                raise CorruptEventError(
+                    f"match {match_id!r} seq 1..{rows[0].first_seq - 1}: missing from the store"
+                )
+        else:
+            lo = _clamp(from_tick) if from_tick is not None else -1
+            hi = _clamp(to_tick) if to_tick is not None else MAX_INT
+            rows = [
+                r
+                for r in await recorder.batches_by_tick(mkey, lo, hi)
+                if r.first_seq <= hi_seq and r.first_seq + r.count > from_seq
+            ]
+        for prev, row in itertools.pairwise(rows):
+            if row.first_seq != prev.first_seq + prev.count:
+                raise CorruptEventError(
+                    f"match {match_id!r} seq {prev.first_seq + prev.count}..{row.first_seq - 1}:"
+                    f" not continuous (a batch ends at seq {prev.first_seq + prev.count - 1},"
+                    f" the next starts at {row.first_seq})"
+                )
+        return [await self._decode(row) for row in rows]
 
-    @abc.abstractmethod
     async def read_all(self, after: int = 0, limit: int = 10_000) -> list[RecordedEvent]:
         """Events of all matches with position > ``after``, in global order."""
+        out: list[RecordedEvent] = []
+        for batch in await self.read_all_batches(after, limit):
+            out.extend(batch.recorded())
+            if len(out) >= limit:
+                return out[:limit]
+        return out
 
     async def read_all_batches(self, after: int = 0, limit: int = 1_000) -> list[EventBatch]:
         """Events of all matches with position > ``after``, in global order, as at most
-        ``limit`` batches: the fast path for projections and rebuilds (no object per
-        event). Backends override it; this default groups ``read_all``'s events."""
-        out: list[EventBatch] = []
-        for e in await self.read_all(after, limit):
-            last = out[-1] if out else None
-            row = (e.type, e.version, e.tick, e.data)
-            if (
-                last is not None
-                and last.match_id == e.match_id
-                and (last.last_seq, last.last_position) == (e.seq - 1, e.position - 1)
-                and last.first_id + len(last.events) == e.id
-            ):
-                last.events.append(row)
-            else:
-                out.append(EventBatch(e.match_id, e.seq, e.position, e.id, [row]))
+        ``limit`` batches, the first trimmed to positions > ``after``: the fast path
+        for projections and rebuilds (no object per event)."""
+        _, rows = await self._recorder().scan(after, limit, None)
+        out = [_trim(await self._decode(row), after) for row in rows]
+        for prev, b in itertools.pairwise(out):
+            if b.first_position != prev.last_position + 1:
+                raise CorruptEventError(
+                    f"match {b.match_id!r} seq {b.first_seq}..{b.last_seq}: positions jump from"
+                    f" {prev.last_position} to {b.first_position}"
+                )
         return out
 
     async def scan(
@@ -286,27 +511,27 @@ class EventStore(abc.ABC):
         ``first_position + i``, but it is not built (nor upcast).
 
         A projection that reads a few event types moves its checkpoint to the scanned
-        position without decoding the batches it does not need, nor the events it does
-        not read. This default filters ``read_all_batches``; backends that index event
-        types skip the decoding.
+        position without decoding the batches it does not need (the recorder filters
+        them by their type mask), nor the events it does not read.
         """
-        batches = await self.read_all_batches(after, limit)
-        through = batches[-1].last_position if batches else after
         wanted = frozenset(types)
-        out = []
-        for b in batches:
-            events = [e if e[0] in wanted else None for e in b.events]
-            if events.count(None) < len(events):
-                out.append(b._replace(events=events))
+        through, rows = await self._recorder().scan(after, limit, type_mask(wanted))
+        out: list[EventBatch] = []
+        for row in rows:
+            b = _trim(await self._decode(row, wanted), after)
+            # The mask is a superset (shared high bit): keep batches with a wanted event.
+            if b.events.count(None) < len(b.events):
+                out.append(b)
         return out, through
 
-    @abc.abstractmethod
     async def last_position(self) -> int:
         """The highest committed position (0 when empty)."""
+        return await self._recorder().head()
 
-    @abc.abstractmethod
     async def wait_for_commit(self, after: int, timeout: float) -> None:
-        """Return once a position > ``after`` may be committed, or after ``timeout``."""
+        """Return once a position > ``after`` may be committed (by any process), or
+        after ``timeout``."""
+        await self._recorder().wait_for_commit(after, timeout)
 
     async def read(
         self, match_id: str, from_seq: int = 1, to_seq: int | None = None
@@ -352,24 +577,159 @@ class EventStore(abc.ABC):
 
     # -- keyframes ---------------------------------------------------------------
 
-    @abc.abstractmethod
     async def put_keyframe(self, keyframe: Keyframe) -> None:
         """Store (or replace) the keyframe of ``(match_id, tick)``."""
+        mkey = await self._mkey(keyframe.match_id)
+        await self._recorder().put_keyframe(
+            mkey, keyframe.tick, keyframe.format_version, keyframe.data, keyframe.checksum
+        )
 
-    @abc.abstractmethod
     async def get_keyframe(self, match_id: str, at_or_before: int) -> Keyframe | None:
         """The keyframe with the greatest tick <= ``at_or_before``, or None."""
+        mkey = await self._mkey(match_id)
+        found = await self._recorder().keyframe(mkey, _clamp(at_or_before))
+        if found is None:
+            return None
+        tick, format_version, data, checksum = found
+        return Keyframe(match_id, tick, format_version, bytes(data), bytes(checksum))
 
-    @abc.abstractmethod
     async def keyframe_ticks(self, match_id: str) -> list[int]:
         """Ticks that have a keyframe, ascending."""
+        return await self._recorder().keyframe_ticks(await self._mkey(match_id))
 
-    @abc.abstractmethod
     async def delete_keyframes(self, match_id: str, before_tick: int | None = None) -> int:
         """Drop keyframes (all, or those before ``before_tick``); returns how many."""
+        mkey = await self._mkey(match_id)
+        bound = MAX_INT + 1 if before_tick is None else min(before_tick, MAX_INT + 1)
+        return await self._recorder().delete_keyframes(mkey, bound)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _recorder(self) -> Recorder:
+        if not self._open:
+            raise StoreClosedError("the event store is not open")
+        return self.recorder
+
+    async def _mkey(self, match_id: str) -> int:
+        mkey = self._mkeys.get(match_id)
+        if mkey is not None:
+            return mkey
+        row = await self._recorder().match(match_id)
+        if row is None:
+            raise UnknownMatchError(match_id)
+        self._remember(row)
+        return row.mkey
+
+    def _remember(self, row: MatchRow) -> None:
+        self._mkeys[row.match_id] = row.mkey
+        self._by_mkey[row.mkey] = (row.match_id, self.catalogs.get(row.game))
+
+    async def _decode(self, row: BatchRow, types: Collection[int] | None = None) -> EventBatch:
+        # With `types`, events of other types stay None (scan), and are not upcast.
+        position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, checksum = row
+        known = self._by_mkey.get(mkey)
+        if known is None:
+            match = await self._recorder().match(mkey=mkey)
+            if match is None:
+                raise CorruptEventError(f"event batch references unknown match key {mkey}")
+            self._remember(match)
+            known = self._by_mkey[mkey]
+        match_id, catalog = known
+        where = _where(match_id, first_seq, count)
+        if checksum is not None and checksum != batch_checksum(
+            mkey, first_seq, count, base_tick, last_tick, first_id, blob
+        ):
+            raise CorruptEventError(f"{where}: checksum mismatch, the stored batch is damaged")
+        try:
+            events: list[Any] = (
+                decode_batch(blob, base_tick)
+                if types is None
+                else decode_batch(blob, base_tick, types)
+            )
+        except CorruptEventError as exc:
+            raise CorruptEventError(f"{where}: {exc}") from exc
+        if len(events) != count:
+            raise CorruptEventError(f"{where}: holds {len(events)} events, not {count}")
+        if catalog is not None:
+            upcast_events(catalog, events, where, first_seq)
+        return EventBatch(
+            match_id, first_seq, position - count + 1, int.from_bytes(first_id, "big"), events
+        )
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> None:
     """Wait for ``event`` at most ``timeout`` seconds (no exception on timeout)."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout)
+
+
+def _clamp(value: int) -> int:
+    return max(min(value, MAX_INT), -MAX_INT)
+
+
+def _trim(b: EventBatch, after: int) -> EventBatch:
+    """``b`` without its events at positions <= ``after``."""
+    if (k := after + 1 - b.first_position) > 0:
+        return EventBatch(b.match_id, b.first_seq + k, after + 1, b.first_id + k, b.events[k:])
+    return b
+
+
+def _where(match_id: str, first_seq: int, count: int) -> str:
+    return f"match {match_id!r} seq {first_seq}..{first_seq + count - 1}"
+
+
+def _conflict_error(req: _Append, row: NewBatch, conflict: Conflict) -> Exception:
+    if conflict.reason == "version":
+        return ConcurrencyError(req.match_id, req.expected_version, conflict.actual)
+    if conflict.reason == "ended":
+        return MatchEndedError(req.match_id, conflict.status)
+    if conflict.reason == "tick":
+        return InvalidEventError(
+            f"match {req.match_id!r}: tick {row.base_tick} is before the match's last"
+            f" stored tick {conflict.actual}"
+        )
+    return UnknownMatchError(req.match_id)
+
+
+def _check_events(match_id: str, events: Sequence[NewEvent]) -> None:
+    """Reject what the backends' columns or the reading rules cannot hold, before
+    queueing: a bad request must fail alone, never inside the writer's shared group."""
+    ticks = [e.tick for e in events]
+    if not set(map(type, ticks)) <= {int}:
+        raise InvalidEventError(f"match {match_id!r}: ticks must be integers")
+    if ticks != sorted(ticks):
+        i = next(i for i in range(1, len(ticks)) if ticks[i] < ticks[i - 1])
+        raise InvalidEventError(
+            f"match {match_id!r}: event {i} has tick {ticks[i]}, before the previous"
+            f" event's tick {ticks[i - 1]}"
+        )
+    if ticks[0] < 0 or ticks[-1] > MAX_INT:
+        raise InvalidEventError(f"match {match_id!r}: ticks must be in 0..{MAX_INT}")
+    for type_, version in {(e.type, e.version) for e in events}:
+        if type(type_) is not int or not 0 <= type_ <= 0xFFFF:
+            raise InvalidEventError(f"match {match_id!r}: event type {type_!r} not in 0..65535")
+        if type(version) is not int or version < 1:
+            raise InvalidEventError(f"match {match_id!r}: event version {version!r} is not >= 1")
+
+
+def _fail(req: _Append, exc: BaseException) -> None:
+    if not req.future.done():  # the caller may have been cancelled
+        req.future.set_exception(exc)
+
+
+def _record(row: MatchRow) -> MatchRecord:
+    return MatchRecord(
+        match_id=row.match_id,
+        game=row.game,
+        rules_version=row.rules_version,
+        tick_rate=row.tick_rate,
+        players=tuple(json.loads(row.players)),
+        settings=json.loads(row.settings),
+        seed=row.seed,
+        created_at=row.created_at,
+        ended_at=row.ended_at,
+        status=row.status,  # type: ignore[arg-type]
+        version=row.version or 0,
+        last_tick=-1 if row.last_tick is None else row.last_tick,
+        options=json.loads(row.options),
+    )

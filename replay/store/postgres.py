@@ -1,0 +1,534 @@
+"""The PostgreSQL recorder: one database shared by any number of processes and machines.
+
+Layout (the same rows as the SQLite recorder, see docs/operations.md)::
+
+    matchreplay_schema(version)
+    matches(mkey, match_id, game, rules_version, tick_rate, players, settings, seed,
+            created_at, ended_at, status, options)
+    batches(position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types)
+    keyframes(mkey, tick, format_version, data, checksum)
+
+Ordering. A group commit is one transaction that first takes a transaction-scoped
+advisory lock (:data:`POSITION_LOCK`), then reads the highest position and the heads
+of its matches, inserts its rows and commits; PostgreSQL makes a commit visible
+before it releases the transaction's locks. So positions are assigned in commit
+order across every writer process: a reader that has seen position ``p`` has seen
+everything below it, and nothing can appear there later (the gap that Postgres
+event stores using sequences shipped). Group commit pays the lock, the round trips
+and the WAL flush once per group, not per append.
+
+Conflicts are decided under that lock from the stored rows (and backed by the
+unique key on ``(mkey, first_seq)``), so two processes appending to one match at
+the same version get one winner and one conflict.
+
+Wake-ups. Each group's transaction sends ``NOTIFY matchreplay_commits, '<head>'``;
+PostgreSQL delivers it at commit to every listening connection, so a subscriber in
+any process wakes without polling.
+
+Failures. A lost or refused connection (the server stopped, a network cut) fails
+the call with :class:`~replay.errors.StoreUnavailableError` within ``timeout``
+seconds, never a hang; the pool reconnects on the next call. A group whose COMMIT
+was cut off may or may not be stored: a retry with the same ``first_id`` returns the
+original result if it was (idempotent appends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from replay.errors import (
+    MatchExistsError,
+    StoreClosedError,
+    StoreSchemaError,
+    StoreUnavailableError,
+)
+from replay.store.recorder import MATCH_COLUMNS, BatchRow, Conflict, MatchRow, NewBatch, Recorder
+
+__all__ = ["POSITION_LOCK", "SCHEMA_VERSION", "PostgresRecorder"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+"""The row in ``matchreplay_schema`` of a current database; a higher one is refused."""
+
+POSITION_LOCK = 0x6D_72_65_70_6C_61_79
+"""``pg_advisory_xact_lock`` key taken by every group commit and match update: it
+serialises position assignment, so positions follow commit order."""
+
+CHANNEL = "matchreplay_commits"
+
+_READ_ONLY = ("ended", "interrupted")
+
+_SCHEMA = (
+    """
+CREATE TABLE matches (
+    mkey bigserial PRIMARY KEY,
+    match_id text NOT NULL UNIQUE,
+    game text NOT NULL,
+    rules_version text NOT NULL,
+    tick_rate integer NOT NULL,
+    players text NOT NULL,
+    settings text NOT NULL,
+    seed bigint NOT NULL,
+    created_at double precision NOT NULL,
+    ended_at double precision,
+    status text NOT NULL,
+    options text NOT NULL DEFAULT '{}'
+);
+CREATE INDEX matches_created ON matches (created_at, mkey);
+CREATE TABLE batches (
+    position bigint PRIMARY KEY,
+    mkey bigint NOT NULL REFERENCES matches (mkey),
+    first_seq bigint NOT NULL,
+    count integer NOT NULL,
+    base_tick bigint NOT NULL,
+    last_tick bigint NOT NULL,
+    first_id bytea NOT NULL,
+    blob bytea NOT NULL,
+    types bigint,
+    checksum bytea
+);
+CREATE UNIQUE INDEX batches_seq ON batches (mkey, first_seq);
+CREATE INDEX batches_tick ON batches (mkey, last_tick);
+CREATE TABLE keyframes (
+    mkey bigint NOT NULL REFERENCES matches (mkey),
+    tick bigint NOT NULL,
+    format_version integer NOT NULL,
+    data bytea NOT NULL,
+    checksum bytea NOT NULL,
+    PRIMARY KEY (mkey, tick)
+);
+"""
+    + f"""
+-- A whole group commit in one statement (one round trip; autocommit makes it one
+-- transaction): take the position lock, read the highest position and the heads of
+-- the group's matches, decide each row in order (earlier rows count), insert the
+-- accepted ones, notify listeners. One result row per input row, in order: its last
+-- position, or why it was refused.
+CREATE FUNCTION matchreplay_insert_group(
+    p_mkey bigint[], p_first_seq bigint[], p_count integer[], p_base_tick bigint[],
+    p_last_tick bigint[], p_first_id bytea[], p_blob bytea[], p_types bigint[],
+    p_checksum bytea[])
+RETURNS TABLE (pos bigint, reason text, actual bigint, status text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    head bigint;
+    keys bigint[];
+    sts text[];
+    vers bigint[];
+    lts bigint[];
+    k integer;
+    accepted integer[] := '{{}}';
+    positions bigint[] := '{{}}';
+BEGIN
+    PERFORM pg_advisory_xact_lock({POSITION_LOCK});
+    SELECT coalesce(max(b.position), 0) INTO head FROM batches b;
+    SELECT array_agg(m.mkey), array_agg(m.status), array_agg(coalesce(h.version, 0)),
+           array_agg(coalesce(h.last_tick, -1))
+      INTO keys, sts, vers, lts
+      FROM matches m LEFT JOIN LATERAL
+           (SELECT b.first_seq + b.count - 1 AS version, b.last_tick FROM batches b
+             WHERE b.mkey = m.mkey ORDER BY b.first_seq DESC LIMIT 1) h ON true
+     WHERE m.mkey = ANY (p_mkey);
+    FOR i IN 1 .. coalesce(array_length(p_mkey, 1), 0) LOOP
+        k := array_position(keys, p_mkey[i]);
+        pos := NULL; actual := 0; status := '';
+        IF k IS NULL THEN
+            reason := 'unknown';
+        ELSIF sts[k] IN ('ended', 'interrupted') THEN
+            reason := 'ended'; status := sts[k];
+        ELSIF p_first_seq[i] - 1 <> vers[k] THEN
+            reason := 'version'; actual := vers[k];
+        ELSIF p_base_tick[i] < lts[k] THEN
+            reason := 'tick'; actual := lts[k];
+        ELSE
+            reason := NULL;
+            head := head + p_count[i];
+            vers[k] := vers[k] + p_count[i];
+            lts[k] := p_last_tick[i];
+            accepted := accepted || i;
+            positions := positions || head;
+            pos := head;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    IF array_length(accepted, 1) > 0 THEN
+        INSERT INTO batches
+            (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types,
+             checksum)
+        SELECT positions[j], p_mkey[a], p_first_seq[a], p_count[a], p_base_tick[a],
+               p_last_tick[a], p_first_id[a], p_blob[a], p_types[a], p_checksum[a]
+          FROM generate_subscripts(accepted, 1) AS j, LATERAL (SELECT accepted[j] AS a) x;
+        PERFORM pg_notify('{CHANNEL}', head::text);
+    END IF;
+END
+$$;
+"""
+)
+
+_BATCH_COLS = "position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, checksum"
+_MATCH_SELECT = (
+    "SELECT m.mkey, "
+    + ", ".join(f"m.{c}" for c in MATCH_COLUMNS)
+    + ", h.version, h.last_tick FROM matches m LEFT JOIN LATERAL"
+    " (SELECT first_seq + count - 1 AS version, last_tick FROM batches b"
+    "  WHERE b.mkey = m.mkey ORDER BY first_seq DESC LIMIT 1) h ON true"
+)
+_INSERT_GROUP = "SELECT * FROM matchreplay_insert_group($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,  # only "connection is closed" ones: see _unavailable
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached (not a bug of ours)."""
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" in str(exc) or "closing" in str(exc)
+    return isinstance(exc, _UNAVAILABLE)
+
+
+_T = TypeVar("_T")
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
+
+
+class PostgresRecorder(Recorder):
+    """``url``: a libpq-style ``postgresql://`` URL. ``timeout`` bounds connecting and
+    every statement (seconds); ``pool_size`` is the most connections this process opens
+    for reads and writes (plus one that listens for commits)."""
+
+    def __init__(self, url: str, *, timeout: float = 10.0, pool_size: int = 8) -> None:
+        self.url = _redact(url)
+        self._dsn = url
+        self.timeout = timeout
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._writer: asyncpg.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self._committed = asyncio.Event()
+        self._head = 0
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self.timeout,
+                command_timeout=self.timeout,
+            )
+        except _UNAVAILABLE as exc:
+            if not _unavailable(exc):
+                raise
+            raise StoreUnavailableError(f"cannot connect to {self.url}: {exc}") from exc
+        try:
+            await self._run(self._prepare)
+        except BaseException:
+            await self._pool.close()
+            raise
+        await self._listen()
+        self._head = await self.head()
+
+    async def _prepare(self, conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            # Two processes opening an empty database at once: one creates, one waits.
+            await conn.execute(f"SELECT pg_advisory_xact_lock({POSITION_LOCK})")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS matchreplay_schema (version integer NOT NULL)"
+            )
+            version = await conn.fetchval("SELECT max(version) FROM matchreplay_schema")
+            if version is None:
+                await conn.execute(_SCHEMA)
+                await conn.execute("INSERT INTO matchreplay_schema VALUES ($1)", SCHEMA_VERSION)
+            elif version > SCHEMA_VERSION:
+                raise StoreSchemaError(
+                    f"{self.url}: store schema version {version} is newer than this"
+                    f" matchreplay's ({SCHEMA_VERSION}); upgrade matchreplay to open it"
+                )
+            # Older versions are migrated here, one step at a time, when there are any.
+
+    async def close(self) -> None:
+        self._closed = True
+        self._committed.set()
+        for conn in (self._listener, self._writer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), self.timeout)
+        self._listener = self._writer = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self.timeout)
+            except Exception:  # the server is gone: drop the connections
+                pool.terminate()
+
+    async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
+        """``fn`` on a pooled connection; a lost database is a StoreUnavailableError."""
+        if self._pool is None:
+            raise StoreClosedError("the event store is not open")
+        try:
+            async with self._pool.acquire(timeout=self.timeout) as conn:
+                return await fn(conn)
+        except _UNAVAILABLE as exc:
+            if not _unavailable(exc):
+                raise
+            raise StoreUnavailableError(f"PostgreSQL at {self.url} is unavailable: {exc}") from exc
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        return await self._run(lambda c: c.fetch(sql, *args))
+
+    # -- matches ---------------------------------------------------------------
+
+    async def insert_match(self, row: MatchRow) -> int:
+        async def insert(c: asyncpg.Connection) -> int:
+            try:
+                return await c.fetchval(
+                    f"INSERT INTO matches ({', '.join(MATCH_COLUMNS)}) VALUES"
+                    f" ({', '.join(f'${i + 1}' for i in range(len(MATCH_COLUMNS)))})"
+                    " RETURNING mkey",
+                    *row[1:12],
+                )
+            except asyncpg.UniqueViolationError:
+                raise MatchExistsError(row.match_id) from None
+
+        return await self._run(insert)
+
+    async def match(self, match_id: str | None = None, mkey: int | None = None) -> MatchRow | None:
+        if match_id is not None:
+            rows = await self._fetch(f"{_MATCH_SELECT} WHERE m.match_id = $1", match_id)
+        else:
+            rows = await self._fetch(f"{_MATCH_SELECT} WHERE m.mkey = $1", mkey)
+        return _match_row(rows[0]) if rows else None
+
+    async def matches(
+        self, statuses: Sequence[str] | None, game: str | None, limit: int, offset: int
+    ) -> list[MatchRow]:
+        rows = await self._fetch(
+            f"{_MATCH_SELECT} WHERE ($1::text[] IS NULL OR m.status = ANY($1::text[]))"
+            " AND ($2::text IS NULL OR m.game = $2)"
+            " ORDER BY m.created_at DESC, m.mkey DESC LIMIT $3 OFFSET $4",
+            None if statuses is None else list(statuses),
+            game,
+            limit,
+            offset,
+        )
+        return [_match_row(r) for r in rows]
+
+    async def update_match(
+        self, match_id: str, changes: dict[str, Any], allowed: Any
+    ) -> MatchRow | None:
+        async def update(c: asyncpg.Connection) -> MatchRow | None:
+            async with c.transaction():
+                # The group commits' lock: a status change lands between two groups.
+                await c.execute(f"SELECT pg_advisory_xact_lock({POSITION_LOCK})")
+                status = await c.fetchval(
+                    "SELECT status FROM matches WHERE match_id = $1", match_id
+                )
+                if status is None:
+                    return None
+                allowed(status)
+                if changes:
+                    sets = ", ".join(f"{col} = ${i + 2}" for i, col in enumerate(changes))
+                    await c.execute(
+                        f"UPDATE matches SET {sets} WHERE match_id = $1",
+                        match_id,
+                        *changes.values(),
+                    )
+                row = await c.fetchrow(f"{_MATCH_SELECT} WHERE m.match_id = $1", match_id)
+                return _match_row(row)
+
+        return await self._run(update)
+
+    # -- batches ---------------------------------------------------------------
+
+    async def insert_group(self, rows: Sequence[NewBatch]) -> list[int | Conflict]:
+        # One statement, so one round trip and one transaction (autocommit): the
+        # checks, positions and inserts happen in the database under the lock.
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        async with self._write_lock:
+            try:
+                writer = await self._writer_connection()
+                found = await writer.fetch(_INSERT_GROUP, *columns)
+            except _UNAVAILABLE as exc:
+                if not _unavailable(exc):
+                    raise
+                raise StoreUnavailableError(
+                    f"PostgreSQL at {self.url} is unavailable: {exc}"
+                ) from exc
+        outcomes: list[int | Conflict] = [
+            pos if reason is None else Conflict(reason, actual, status)
+            for pos, reason, actual, status in found
+        ]
+        self._advance(max((o for o in outcomes if isinstance(o, int)), default=0))
+        return outcomes
+
+    async def _writer_connection(self) -> asyncpg.Connection:
+        """The group commits' own connection (no pool round trips), reopened after a loss."""
+        if self._writer is None or self._writer.is_closed():
+            self._writer = None
+            self._writer = await asyncpg.connect(
+                self._dsn, timeout=self.timeout, command_timeout=self.timeout
+            )
+        return self._writer
+
+    async def find_batch(self, mkey: int, first_seq: int) -> BatchRow | None:
+        rows = await self._fetch(
+            f"SELECT {_BATCH_COLS} FROM batches WHERE mkey = $1 AND first_seq = $2",
+            mkey,
+            first_seq,
+        )
+        return BatchRow(*rows[0]) if rows else None
+
+    async def batches_by_seq(self, mkey: int, from_seq: int, to_seq: int) -> list[BatchRow]:
+        rows = await self._fetch(
+            f"SELECT {_BATCH_COLS} FROM batches WHERE mkey = $1 AND first_seq >= coalesce("
+            " (SELECT max(first_seq) FROM batches WHERE mkey = $1 AND first_seq <= $2), 1)"
+            " AND first_seq <= $3 ORDER BY first_seq",
+            mkey,
+            from_seq,
+            to_seq,
+        )
+        return [BatchRow(*r) for r in rows]
+
+    async def batches_by_tick(self, mkey: int, from_tick: int, to_tick: int) -> list[BatchRow]:
+        # Ticks never go back: the batches ending in the range, plus the first one
+        # ending after it (it may start inside). Both parts are index ranges.
+        rows = await self._fetch(
+            f"(SELECT {_BATCH_COLS} FROM batches WHERE mkey = $1"
+            "  AND last_tick BETWEEN $2 AND $3)"
+            f" UNION ALL (SELECT {_BATCH_COLS} FROM batches WHERE mkey = $1 AND last_tick > $3"
+            "  ORDER BY last_tick, position LIMIT 1) ORDER BY first_seq",
+            mkey,
+            from_tick,
+            to_tick,
+        )
+        return [BatchRow(*r) for r in rows if r[4] <= to_tick]
+
+    async def scan(self, after: int, limit: int, mask: int | None) -> tuple[int, list[BatchRow]]:
+        if mask is None:
+            rows = await self._fetch(
+                f"SELECT {_BATCH_COLS} FROM batches WHERE position > $1 ORDER BY position LIMIT $2",
+                after,
+                limit,
+            )
+            return (rows[-1][0] if rows else after), [BatchRow(*r) for r in rows]
+        rows = await self._fetch(
+            "WITH upto AS (SELECT max(position) AS through FROM"
+            " (SELECT position FROM batches WHERE position > $1 ORDER BY position LIMIT $2) s)"
+            f" SELECT upto.through, {', '.join(f'b.{c}' for c in _BATCH_COLS.split(', '))}"
+            " FROM upto LEFT JOIN batches b ON b.position > $1 AND b.position <= upto.through"
+            " AND (b.types IS NULL OR b.types & $3 <> 0) ORDER BY b.position",
+            after,
+            limit,
+            mask,
+        )
+        through = rows[0][0]
+        if through is None:
+            return after, []
+        return through, [BatchRow(*row[1:]) for row in rows if row[1] is not None]
+
+    async def head(self) -> int:
+        rows = await self._fetch("SELECT coalesce(max(position), 0) FROM batches")
+        return rows[0][0]
+
+    # -- wake-ups ----------------------------------------------------------------
+
+    def _advance(self, head: int) -> None:
+        if head > self._head:
+            self._head = head
+            committed, self._committed = self._committed, asyncio.Event()
+            committed.set()
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._advance(int(payload))
+
+    async def _listen(self) -> bool:
+        """A connection listening on the commit channel; False while it cannot be had."""
+        if self._listener is not None and not self._listener.is_closed():
+            return True
+        self._listener = None
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=self.timeout)
+            await conn.add_listener(CHANNEL, self._notified)
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            log.warning("cannot listen for commits on %s: %s", self.url, exc)
+            return False
+        self._listener = conn
+        return True
+
+    async def wait_for_commit(self, after: int, timeout: float) -> None:
+        if self._head > after or self._closed:
+            return
+        if not await self._listen():
+            # No notifications while the server is away: look again after a while.
+            await asyncio.sleep(min(timeout, 0.5))
+            return
+        if self._head > after:  # a commit was notified meanwhile
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._committed.wait(), timeout)
+
+    # -- keyframes ---------------------------------------------------------------
+
+    async def put_keyframe(
+        self, mkey: int, tick: int, format_version: int, data: bytes, checksum: bytes
+    ) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO keyframes (mkey, tick, format_version, data, checksum)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (mkey, tick) DO UPDATE SET"
+                " format_version = excluded.format_version, data = excluded.data,"
+                " checksum = excluded.checksum",
+                mkey,
+                tick,
+                format_version,
+                data,
+                checksum,
+            )
+        )
+
+    async def keyframe(self, mkey: int, at_or_before: int) -> tuple[int, int, bytes, bytes] | None:
+        rows = await self._fetch(
+            "SELECT tick, format_version, data, checksum FROM keyframes"
+            " WHERE mkey = $1 AND tick <= $2 ORDER BY tick DESC LIMIT 1",
+            mkey,
+            at_or_before,
+        )
+        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    async def keyframe_ticks(self, mkey: int) -> list[int]:
+        rows = await self._fetch("SELECT tick FROM keyframes WHERE mkey = $1 ORDER BY tick", mkey)
+        return [r[0] for r in rows]
+
+    async def delete_keyframes(self, mkey: int, before_tick: int) -> int:
+        status = await self._run(
+            lambda c: c.execute(
+                "DELETE FROM keyframes WHERE mkey = $1 AND tick < $2", mkey, before_tick
+            )
+        )
+        return int(status.split()[-1])
+
+
+def _match_row(row: Sequence[Any]) -> MatchRow:
+    *columns, version, last_tick = row
+    return MatchRow(*columns, version or 0, -1 if last_tick is None else last_tick)

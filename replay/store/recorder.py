@@ -1,0 +1,233 @@
+"""The recorder interface: what a storage backend does for :class:`~replay.store.events.EventStore`.
+
+A recorder stores and reads bytes and rows; it never decodes an event, knows no
+game and keeps no state a correct answer depends on. Everything else (checks,
+limits, ids, encoding, the group-commit queue, upcasting, subscriptions) is the
+event store's, written once for every backend.
+
+What a recorder guarantees (``tests/test_store_recorders.py`` checks each):
+
+* **Atomic groups.** :meth:`Recorder.insert_group` writes its accepted rows in one
+  transaction: all of them or none (then it raises).
+* **Conditional inserts.** A row is accepted only if, inside that transaction, its
+  match is writable, at ``first_seq - 1`` (the append's expected version) and its
+  last stored tick is <= the row's ``base_tick``; earlier rows of the same group
+  count. The answer comes from the stored data (a unique key and the transaction's
+  lock), never from one process's memory, so two processes appending to a match at
+  the same version get one winner and one conflict.
+* **Positions in commit order.** The recorder assigns global positions; a reader
+  that has seen position ``p`` never later sees a position below ``p``.
+* **Wake-ups across processes.** :meth:`Recorder.wait_for_commit` returns soon after
+  any process commits past ``after``.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import struct
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+__all__ = [
+    "TYPE_BITS",
+    "BatchRow",
+    "Conflict",
+    "MatchRow",
+    "NewBatch",
+    "Recorder",
+    "batch_checksum",
+    "type_mask",
+]
+
+MAX_INT = 2**62
+"""Ticks, seqs and positions stay below this: every backend's 64-bit integer holds them."""
+
+TYPE_BITS = 62
+"""A batch's type mask has bit ``min(type, 62)`` set for each of its event types (codes
+62 and up share the last bit: a superset, never a miss). 63 bits keep it a positive
+64-bit integer in every backend."""
+
+
+def type_mask(types: Sequence[int] | set[int] | frozenset[int]) -> int:
+    mask = 0
+    for t in types:
+        mask |= 1 << min(t, TYPE_BITS)
+    return mask
+
+
+def batch_checksum(
+    mkey: int,
+    first_seq: int,
+    count: int,
+    base_tick: int,
+    last_tick: int,
+    first_id: bytes,
+    blob: bytes,
+) -> bytes:
+    """blake2b-64 of a batch row's columns (all but its position, which the recorder
+    assigns; positions are checked for continuity instead). A flipped byte in the blob
+    or an edited seq, tick, id or match key fails the check."""
+    header = struct.pack(">qqqqq", mkey, first_seq, count, base_tick, last_tick)
+    return hashlib.blake2b(header + first_id + blob, digest_size=8).digest()
+
+
+class NewBatch(NamedTuple):
+    """One append, encoded, as the store hands it to :meth:`Recorder.insert_group`."""
+
+    mkey: int
+    first_seq: int
+    """The append's expected version + 1: the row is accepted only if the match is at
+    ``first_seq - 1`` when it is inserted."""
+    count: int
+    base_tick: int
+    last_tick: int
+    first_id: bytes
+    """16 bytes, big-endian."""
+    blob: bytes
+    """replay.codec.encode_batch of the events."""
+    types: int
+    """type_mask of the batch's event types."""
+    checksum: bytes
+    """batch_checksum of the row: checked on every read."""
+
+
+class Conflict(NamedTuple):
+    """Why :meth:`Recorder.insert_group` refused a row (nothing of it was written)."""
+
+    reason: str
+    """``"version"`` (the match is at ``actual``), ``"ended"`` (``status`` is
+    read-only), ``"tick"`` (the match's last stored tick ``actual`` is after the
+    row's base tick) or ``"unknown"`` (no such match)."""
+    actual: int = 0
+    status: str = ""
+
+
+class BatchRow(NamedTuple):
+    """One stored batch as read: ``position`` is its *last* event's position."""
+
+    position: int
+    mkey: int
+    first_seq: int
+    count: int
+    base_tick: int
+    last_tick: int
+    first_id: bytes
+    blob: bytes
+    checksum: bytes | None
+    """None for rows stored before checksums (not checked)."""
+
+
+class MatchRow(NamedTuple):
+    """A match row: JSON columns as text; ``version`` and ``last_tick`` derived from
+    the stored batches (0 and -1 when there are none)."""
+
+    mkey: int
+    match_id: str
+    game: str
+    rules_version: str
+    tick_rate: int
+    players: str
+    settings: str
+    seed: int
+    created_at: float
+    ended_at: float | None
+    status: str
+    options: str
+    version: int = 0
+    last_tick: int = -1
+
+
+MATCH_COLUMNS = MatchRow._fields[1:12]
+"""The stored columns of a match (no key, no derived values), in order."""
+
+
+class Recorder(abc.ABC):
+    """A storage backend. Methods are coroutines; none is called after :meth:`close`."""
+
+    url: str
+    """Where the store is, as ``open_store`` takes it (no password)."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema (refusing a newer one)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    # -- matches ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def insert_match(self, row: MatchRow) -> int:
+        """Store a new match (``row.mkey`` ignored); returns its key. Raises
+        MatchExistsError."""
+
+    @abc.abstractmethod
+    async def match(self, match_id: str | None = None, mkey: int | None = None) -> MatchRow | None:
+        """The match with this id (or key), or None."""
+
+    @abc.abstractmethod
+    async def matches(
+        self, statuses: Sequence[str] | None, game: str | None, limit: int, offset: int
+    ) -> list[MatchRow]:
+        """Newest first (``created_at``, then key)."""
+
+    @abc.abstractmethod
+    async def update_match(
+        self, match_id: str, changes: dict[str, Any], allowed: Any
+    ) -> MatchRow | None:
+        """Set ``changes`` (stored column -> value) if ``allowed(current_status)`` does
+        not raise, atomically with reading the status; None if there is no such match."""
+
+    # -- batches ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def insert_group(self, rows: Sequence[NewBatch]) -> list[int | Conflict]:
+        """Insert the acceptable rows in one transaction (see the module's guarantees);
+        for each row, its last position or the :class:`Conflict` that refused it.
+        Raises (and writes nothing) when the backend fails."""
+
+    @abc.abstractmethod
+    async def find_batch(self, mkey: int, first_seq: int) -> BatchRow | None:
+        """The batch of match ``mkey`` starting at ``first_seq`` (idempotent retries)."""
+
+    @abc.abstractmethod
+    async def batches_by_seq(self, mkey: int, from_seq: int, to_seq: int) -> list[BatchRow]:
+        """The batches holding a seq in ``from_seq..to_seq``, in seq order."""
+
+    @abc.abstractmethod
+    async def batches_by_tick(self, mkey: int, from_tick: int, to_tick: int) -> list[BatchRow]:
+        """The batches holding a tick in ``from_tick..to_tick``, in seq order."""
+
+    @abc.abstractmethod
+    async def scan(self, after: int, limit: int, mask: int | None) -> tuple[int, list[BatchRow]]:
+        """Of the next ``limit`` batches with position > ``after``, those whose type mask
+        meets ``mask`` (all with None), in position order, and the position of the last
+        of the ``limit`` (``after`` when there is none)."""
+
+    @abc.abstractmethod
+    async def head(self) -> int:
+        """The highest committed position (0 when empty)."""
+
+    @abc.abstractmethod
+    async def wait_for_commit(self, after: int, timeout: float) -> None:
+        """Return once a position > ``after`` may be committed by any process, or after
+        ``timeout`` seconds."""
+
+    # -- keyframes ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_keyframe(
+        self, mkey: int, tick: int, format_version: int, data: bytes, checksum: bytes
+    ) -> None:
+        """Store or replace the keyframe of ``(mkey, tick)``."""
+
+    @abc.abstractmethod
+    async def keyframe(self, mkey: int, at_or_before: int) -> tuple[int, int, bytes, bytes] | None:
+        """``(tick, format_version, data, checksum)`` of the latest keyframe at or before."""
+
+    @abc.abstractmethod
+    async def keyframe_ticks(self, mkey: int) -> list[int]: ...
+
+    @abc.abstractmethod
+    async def delete_keyframes(self, mkey: int, before_tick: int) -> int: ...

@@ -1,0 +1,219 @@
+"""Session-wide test fixtures.
+
+PostgreSQL. The store's PostgreSQL tests need a server. ``MATCHREPLAY_TEST_PG`` (a
+``postgresql://`` URL of a database the tests may fill) names one; otherwise the
+session starts a throwaway cluster of its own (:class:`PgCluster`): ``initdb`` and
+``pg_ctl start`` in a temporary directory, as the ``postgres`` user when run as
+root, on a free loopback port with its own socket directory, and stops it at the
+end. When PostgreSQL is not installed and we are root, Debian's ``postgresql``
+package is installed first. Under CI (``CI=true``) a PostgreSQL that cannot be had
+fails the run; elsewhere those tests skip, and the reason is printed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_PG_SKIPPED: list[str] = []
+
+
+def _pg_bindir() -> str | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return str(Path(found).parent)
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True):
+        return str(Path(candidate).parent)
+    return None
+
+
+def _install_postgresql() -> None:
+    """Debian's postgresql package, when we are root and apt-get is there."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "postgresql"], env=env, capture_output=True, timeout=900
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgCluster:
+    """A throwaway PostgreSQL cluster in a temporary directory."""
+
+    def __init__(self, bindir: str) -> None:
+        self.bindir = bindir
+        self.dir = tempfile.mkdtemp(prefix="matchreplay-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._user = "postgres" if os.geteuid() == 0 else None
+        if self._user:
+            pw = pwd.getpwnam(self._user)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+
+    def _run(self, *args: str, timeout: float = 120) -> None:
+        cmd = [os.path.join(self.bindir, args[0]), *args[1:]]
+        user = self._user
+        preexec = None
+        if user:
+            pw = pwd.getpwnam(user)
+
+            def preexec() -> None:  # drop to the postgres user: initdb refuses root
+                os.setgid(pw.pw_gid)
+                os.setuid(pw.pw_uid)
+
+        subprocess.run(
+            cmd,
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+            preexec_fn=preexec,
+            cwd=self.dir,
+            env={**os.environ, "HOME": self.dir},
+        )
+
+    def init(self) -> None:
+        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        self._run(
+            "pg_ctl",
+            "-D",
+            self.data,
+            "-l",
+            os.path.join(self.dir, "log"),
+            "-o",
+            opts,
+            "-w",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop", timeout=60)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _need_pg(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"PostgreSQL is required under CI: {reason}", pytrace=False)
+    if not _PG_SKIPPED:
+        _PG_SKIPPED.append(reason)
+    pytest.skip(f"no PostgreSQL: {reason}")
+
+
+@pytest.fixture(scope="session")
+def pg_bindir() -> str:
+    """The PostgreSQL binaries (installed when missing and we may)."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        _install_postgresql()
+        bindir = _pg_bindir()
+    if bindir is None:
+        _need_pg("pg_ctl not found and postgresql could not be installed (not root?)")
+    return bindir  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A ``postgresql://`` URL of a server for the whole session (its ``postgres``
+    database is the admin database: tests create databases of their own)."""
+    url = os.environ.get("MATCHREPLAY_TEST_PG")
+    if url:
+        yield url
+        return
+    cluster = PgCluster(request.getfixturevalue("pg_bindir"))
+    try:
+        cluster.init()
+        cluster.start()
+    except (subprocess.SubprocessError, OSError) as exc:
+        cluster.remove()
+        _need_pg(f"cannot start a throwaway cluster: {exc}")
+    os.environ["MATCHREPLAY_TEST_PG"] = cluster.url  # child processes of the tests see it
+    try:
+        yield cluster.url
+    finally:
+        os.environ.pop("MATCHREPLAY_TEST_PG", None)
+        cluster.remove()
+
+
+@pytest.fixture(scope="session")
+def _pg_test_db(pg_server: str) -> str:
+    """One database for the session's store tests, created once (CREATE DATABASE
+    costs a checkpoint: seconds each on a busy machine)."""
+    import asyncio
+
+    import asyncpg
+
+    name = f"matchreplay_test_{os.getpid()}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(pg_server, timeout=10)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    base, _, _ = pg_server.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture
+def pg_url(_pg_test_db: str) -> str:
+    """A ``postgresql://`` URL of an empty database: everything in it is dropped
+    before each test, so every test also creates the store's schema."""
+    import asyncio
+
+    import asyncpg
+
+    async def empty() -> None:
+        conn = await asyncpg.connect(_pg_test_db, timeout=10)
+        try:
+            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        finally:
+            await conn.close()
+
+    asyncio.run(empty())
+    return _pg_test_db
+
+
+@pytest.fixture
+def pg_cluster(pg_bindir: str) -> Iterator[PgCluster]:
+    """A cluster of this test's own, started: for tests that stop the server."""
+    cluster = PgCluster(pg_bindir)
+    try:
+        cluster.init()
+        cluster.start()
+    except (subprocess.SubprocessError, OSError) as exc:
+        cluster.remove()
+        _need_pg(f"cannot start a throwaway cluster: {exc}")
+    yield cluster
+    cluster.remove()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _PG_SKIPPED:
+        terminalreporter.write_line(f"PostgreSQL tests skipped: {_PG_SKIPPED[0]}", yellow=True)

@@ -1,0 +1,334 @@
+"""The recorder contract (replay/store/recorder.py) over memory, SQLite and PostgreSQL,
+and what only real processes show: conflicts and wake-ups across writer processes,
+positions that never interleave, a database that goes away mid-append."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PgCluster
+from store_contract import record, tick_batch
+
+from replay.codec import encode_batch
+from replay.errors import StoreUnavailableError
+from replay.store import open_store
+from replay.store.base import EventStore
+from replay.store.memory import MemoryRecorder
+from replay.store.postgres import PostgresRecorder
+from replay.store.recorder import (
+    BatchRow,
+    Conflict,
+    MatchRow,
+    NewBatch,
+    Recorder,
+    batch_checksum,
+    type_mask,
+)
+from replay.store.sqlite import SQLiteRecorder
+
+CHILD = Path(__file__).with_name("store_writer_child.py")
+ROOT = CHILD.parent.parent
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return "memory:"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def make_recorder(url: str) -> Recorder:
+    if url == "memory:":
+        return MemoryRecorder()
+    if url.startswith("sqlite:///"):
+        return SQLiteRecorder(url.removeprefix("sqlite:///"))
+    return PostgresRecorder(url)
+
+
+@pytest.fixture
+async def recorder(url: str):
+    r = make_recorder(url)
+    await r.open()
+    yield r
+    await r.close()
+
+
+def match_row(match_id: str, status: str = "running") -> MatchRow:
+    return MatchRow(0, match_id, "g", "1", 30, "[]", "{}", 1, 1.0, None, status, "{}")
+
+
+def batch(mkey: int, first_seq: int, ticks: tuple[int, int] = (0, 0), n: int = 2, type_=6):
+    events = [*tick_batch(ticks[0], n - 1, type_), *tick_batch(ticks[1], 1, type_)]
+    first_id = (mkey << 64 | first_seq).to_bytes(16, "big")
+    blob = encode_batch(events)
+    checksum = batch_checksum(mkey, first_seq, n, *ticks, first_id, blob)
+    return NewBatch(mkey, first_seq, n, *ticks, first_id, blob, type_mask({type_}), checksum)
+
+
+async def test_groups_insert_conditionally_in_commit_order(recorder: Recorder) -> None:
+    a = await recorder.insert_match(match_row("a"))
+    b = await recorder.insert_match(match_row("b"))
+    ended = await recorder.insert_match(match_row("c", status="ended"))
+    outcomes = await recorder.insert_group(
+        [
+            batch(a, 1, (0, 1)),  # accepted: positions 1..2
+            batch(a, 1, (1, 1)),  # a is at 2 now: the group's earlier rows count
+            batch(a, 3, (1, 2)),  # accepted: 3..4
+            batch(b, 5),  # b is at 0: a gap is a conflict too
+            batch(ended, 1),
+            batch(a, 5, (1, 1)),  # tick 1 is before a's last stored tick 2
+            batch(9999, 1),
+            batch(b, 1, (3, 4)),  # accepted: 5..6
+        ]
+    )
+    assert outcomes == [
+        2,
+        Conflict("version", 2),
+        4,
+        Conflict("version", 0),
+        Conflict("ended", status="ended"),
+        Conflict("tick", 2),
+        Conflict("unknown"),
+        6,
+    ]
+    assert await recorder.head() == 6
+    # The unique key: a second group at a taken seq is refused whatever its size.
+    assert await recorder.insert_group([batch(a, 3, (2, 2), n=5)]) == [Conflict("version", 4)]
+    row = await recorder.find_batch(a, 3)
+    assert row is not None and (row.position, row.count, row.base_tick) == (4, 2, 1)
+    assert await recorder.find_batch(a, 2) is None
+    got = await recorder.match("a")
+    assert got is not None and (got.version, got.last_tick) == (4, 2)
+    assert [r.first_seq for r in await recorder.batches_by_seq(a, 2, 3)] == [1, 3]
+    assert [r.first_seq for r in await recorder.batches_by_tick(a, 2, 9)] == [3]
+    assert [r.first_seq for r in await recorder.batches_by_tick(b, 0, 3)] == [1]
+
+
+async def test_a_failing_group_writes_nothing(url: str, recorder: Recorder) -> None:
+    if url == "memory:":
+        pytest.skip("the memory recorder has no failing backend")
+    a = await recorder.insert_match(match_row("a"))
+    await recorder.insert_group([batch(a, 1)])
+    bad = batch(a, 5)._replace(blob=None)  # NOT NULL: the backend refuses the statement
+    with pytest.raises(Exception):  # noqa: B017 - whatever the backend raises
+        await recorder.insert_group([batch(a, 3), bad._replace(first_seq=5)])
+    assert await recorder.head() == 2
+    assert await recorder.find_batch(a, 3) is None
+    assert await recorder.insert_group([batch(a, 3)]) == [4]  # and it still writes
+
+
+async def test_scan_filters_by_type_mask_and_says_how_far(recorder: Recorder) -> None:
+    a = await recorder.insert_match(match_row("a"))
+    kinds = [6, 7, 6, 70, 63, 6]
+    await recorder.insert_group([batch(a, 1 + 2 * i, (i, i), type_=t) for i, t in enumerate(kinds)])
+    assert await recorder.scan(0, 100, type_mask({7})) == (
+        12,
+        [await recorder.find_batch(a, 3)],
+    )
+    through, rows = await recorder.scan(2, 3, type_mask({6}))
+    assert through == 8 and [r.position for r in rows] == [6]
+    through, rows = await recorder.scan(0, 100, type_mask({100}))  # shares bit 62 with 70, 63
+    assert through == 12 and [r.position for r in rows] == [8, 10]
+    through, rows = await recorder.scan(4, 2, None)
+    assert through == 8 and [r.position for r in rows] == [6, 8]
+    assert await recorder.scan(12, 10, None) == (12, [])
+    assert all(isinstance(r, BatchRow) for r in rows)
+
+
+async def test_match_rows_and_keyframes(recorder: Recorder) -> None:
+    a = await recorder.insert_match(match_row("a"))
+    with pytest.raises(Exception) as err:
+        await recorder.insert_match(match_row("a"))
+    assert getattr(err.value, "code", None) == "match_exists"
+
+    def refuse(status: str) -> None:
+        raise ValueError(status)
+
+    with pytest.raises(ValueError, match="running"):
+        await recorder.update_match("a", {"status": "ended"}, refuse)
+    updated = await recorder.update_match("a", {"status": "ended"}, lambda s: None)
+    assert updated is not None and updated.status == "ended"
+    assert await recorder.update_match("nope", {}, lambda s: None) is None
+    await recorder.put_keyframe(a, 10, 1, b"x", b"c")
+    await recorder.put_keyframe(a, 10, 2, b"y", b"d")
+    assert await recorder.keyframe(a, 11) == (10, 2, b"y", b"d")
+    assert await recorder.keyframe(a, 9) is None
+    assert await recorder.delete_keyframes(a, 11) == 1
+
+
+# -- across processes -------------------------------------------------------------
+
+
+def _child(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), *args],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    return proc.stdout.readline().strip()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store several processes can open."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+async def test_two_processes_at_one_version_one_wins(shared_url: str) -> None:
+    async with open_store(shared_url) as store:
+        m = await store.create_match(record())
+    racers = [_child("race", shared_url, m.match_id) for _ in range(2)]
+    try:
+        assert [await asyncio.to_thread(_line, p) for p in racers] == ["ready", "ready"]
+        version = 0
+        for tick in range(15):
+            for p in racers:
+                p.stdin.write(f"go {version} {tick}\n")  # type: ignore[union-attr]
+                p.stdin.flush()  # type: ignore[union-attr]
+            answers = sorted([await asyncio.to_thread(_line, p) for p in racers])
+            assert answers == ["conflict", f"ok {version + 4}"], (tick, answers)
+            version += 4
+    finally:
+        for p in racers:
+            p.stdin.close()  # type: ignore[union-attr]
+            p.wait(60)
+    async with open_store(shared_url) as store:
+        assert [e.seq for e in await store.read(m.match_id)] == list(range(1, 61))
+
+
+async def test_a_commit_in_another_process_wakes_a_waiter(shared_url: str) -> None:
+    async with open_store(shared_url) as store:
+        head = await store.last_position()
+        writer = _child("write", shared_url, "w", "1", "1")
+        try:
+            assert await asyncio.to_thread(_line, writer) == "ready"
+            waiting = asyncio.create_task(store.wait_for_commit(head, 120))
+            await asyncio.sleep(0)
+            writer.stdin.write("go\n")  # type: ignore[union-attr]
+            writer.stdin.flush()  # type: ignore[union-attr]
+            start = asyncio.get_running_loop().time()
+            await asyncio.wait_for(waiting, 120)
+            # Woken by the commit, not by the end of the wait.
+            assert asyncio.get_running_loop().time() - start < 120
+            assert await store.last_position() > head
+            assert (await asyncio.to_thread(_line, writer)).startswith("ack")
+        finally:
+            writer.stdin.close()  # type: ignore[union-attr]
+            writer.wait(60)
+
+
+async def test_positions_never_interleave_across_writer_processes(pg_url: str) -> None:
+    """3 writer processes append at once while 2 readers scan: each reader sees
+    positions 1, 2, 3, ... with no gap (a late commit below a seen position would
+    leave one), and every acknowledged event exactly once."""
+    writers, matches, batches = 3, 4, 25
+    total = writers * matches * batches * 4
+    procs = [_child("write", pg_url, f"w{i}", str(matches), str(batches)) for i in range(writers)]
+    try:
+        assert [await asyncio.to_thread(_line, p) for p in procs] == ["ready"] * writers
+
+        async def read_all(limit: int) -> list[int]:
+            seen: list[int] = []
+            async with open_store(pg_url) as store:
+                while len(seen) < total:
+                    batches_ = await store.read_all_batches(seen[-1] if seen else 0, limit)
+                    for b in batches_:
+                        seen.extend(range(b.first_position, b.last_position + 1))
+                    if not batches_:
+                        await store.wait_for_commit(seen[-1] if seen else 0, 1.0)
+            return seen
+
+        readers = [asyncio.create_task(read_all(n)) for n in (7, 50)]
+        for p in procs:
+            p.stdin.write("go\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+        acked: list[int] = []
+        for p in procs:
+            out, _ = await asyncio.to_thread(p.communicate, None, 300)
+            for line in out.split("\n"):
+                if line.startswith("ack"):
+                    _, first, last = line.split()
+                    acked.extend(range(int(first), int(last) + 1))
+            assert p.returncode == 0
+        assert sorted(acked) == list(range(1, total + 1))
+        for seen in await asyncio.wait_for(asyncio.gather(*readers), 300):
+            assert seen == list(range(1, total + 1))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+async def test_a_database_that_goes_away_fails_appends_then_recovers(
+    pg_cluster: PgCluster,
+) -> None:
+    store: EventStore = open_store(pg_cluster.url)
+    await store.open()
+    try:
+        ms = [await store.create_match(record()) for _ in range(20)]
+        versions = dict.fromkeys((m.match_id for m in ms), 0)
+        acked = 0
+
+        async def play(match_id: str) -> None:
+            nonlocal acked
+            for tick in range(10**6):
+                await store.append(match_id, tick_batch(tick), versions[match_id])
+                versions[match_id] += 4
+                acked += 4
+
+        players = [asyncio.create_task(play(m.match_id)) for m in ms]
+        while acked < 400:
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(pg_cluster.stop, "immediate")
+        # Every pending append fails, with the store's error: none hangs.
+        done, _ = await asyncio.wait(players, timeout=120)
+        assert len(done) == len(players)
+        errors = {type(p.exception()) for p in players}
+        assert errors == {StoreUnavailableError}
+        assert all(p.exception().code == "store_unavailable" for p in players)  # type: ignore[union-attr]
+        assert store.unavailable is not None  # what /healthz can report
+        with pytest.raises(StoreUnavailableError):
+            await store.get_match(ms[0].match_id)
+        await asyncio.to_thread(pg_cluster.start)
+        # Back: no acknowledged append was lost, and the same store writes again.
+        for m in ms:
+            stored = (await store.get_match(m.match_id)).version
+            assert stored >= versions[m.match_id]
+            await store.append(m.match_id, tick_batch(10**6), stored)
+        assert store.unavailable is None
+    finally:
+        await store.close()
+    assert os.path.isdir(pg_cluster.data)
+
+
+async def test_a_newer_postgresql_schema_is_refused(pg_url: str) -> None:
+    import asyncpg
+
+    from replay.errors import StoreSchemaError
+
+    async with open_store(pg_url):
+        pass  # creates the schema, version 1
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("UPDATE matchreplay_schema SET version = 99")
+    finally:
+        await conn.close()
+    with pytest.raises(StoreSchemaError) as err:
+        async with open_store(pg_url):
+            pass
+    assert err.value.code == "store_schema" and "99" in str(err.value)

@@ -84,7 +84,7 @@ async def generate(store: EventStore, players: int, minutes: float, rate: int, s
 
 async def json_lines_bytes(store: EventStore, last_tick: int) -> tuple[int, int]:
     """(events, bytes) of the match as JSON lines, the way a naive system stores it."""
-    catalog = GAMES["arena"].catalog
+    catalog = GAMES["arena"].stream_catalog
 
     def default(o: object) -> str:
         if isinstance(o, bytes):

@@ -1,12 +1,12 @@
 """Tug of war: a tiny second game on the same rules interface as arena.
 
-Two teams pull a rope. Players join a team (``join`` with ``team`` 0 or 1; a
-seat is the first free one), the match starts (``start``, once both teams have
-a player), then each tick every player's input is a pull strength in [0, 1],
-quantised to tenths; the rope moves by (team 1's pulls - team 0's pulls). A
-team wins when the rope reaches ``target`` on its side. Players may ``cheer``.
-Its state is plain Python (no numpy), its catalog and its leaderboard metrics
-are its own: the interface does not care.
+Two teams pull a rope. Players join a team (``join`` with ``team`` 0 or 1, or
+none for the smaller team; a seat is the first free one), the match starts
+(``start``, once both teams have a player), then each tick every player's input
+is a pull strength in [0, 1], quantised to tenths; the rope moves by (team 1's
+pulls - team 0's pulls). A team wins when the rope reaches ``target`` on its
+side. Players may ``cheer``. Its state is plain Python (no numpy), its catalog
+and its leaderboard metrics are its own: the interface does not care.
 """
 
 from __future__ import annotations
@@ -155,7 +155,9 @@ class TugRules(Rules[TugState]):
         if state.winner >= 0:
             return Rejection("match_over", "the rope has been won")
         if command.kind == JOIN:
-            team = command.args.get("team")
+            # No team asked for: the smaller one (team 0 on a tie).
+            sizes = [sum(1 for t in state.teams.values() if t == k) for k in (0, 1)]
+            team = command.args.get("team", int(sizes[1] < sizes[0]))
             if team not in (0, 1) or isinstance(team, bool):
                 return Rejection("bad_team", "team must be 0 or 1")
             if command.player in state.teams:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import json
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -125,3 +129,32 @@ async def stalled_client(port: int, tok: str, first: bytes):
     assert head.startswith(b"HTTP/1.1 101"), head
     await loop.sock_sendall(sock, client_frame(first))
     return sock
+
+
+def http(app: App, method: str, path: str, tok: str | None = None) -> tuple[int, dict | list | str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{app.port}{path}", method=method)
+    if tok:
+        req.add_header("Authorization", f"Bearer {tok}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = resp.read().decode()
+            status = resp.status
+            ctype = resp.headers["Content-Type"]
+    except urllib.error.HTTPError as exc:
+        body, status, ctype = exc.read().decode(), exc.code, exc.headers["Content-Type"]
+    return status, json.loads(body) if ctype == "application/json" else body
+
+
+async def call(app: App, method: str, path: str, tok: str | None = None):
+    return await asyncio.to_thread(http, app, method, path, tok)
+
+
+async def start_bots(app: App, match_id: str, n: int = 3) -> asyncio.Task:
+    """``n`` SDK bots playing ``match_id`` in the background, once the match started."""
+    from client_sdk.bots import run_bots
+
+    tokens = [token(f"b{i}") for i in range(n)]
+    task = asyncio.create_task(run_bots(url(app), match_id, tokens))
+    while app.lobby.live[match_id].status == "created":
+        await asyncio.sleep(0.02)
+    return task

@@ -292,8 +292,7 @@ async def test_a_server_shows_neither_delayed_nor_damaged_results(tmp_path: Path
     import json
     from urllib.parse import quote
 
-    from server_helpers import FAST_SETTINGS, running_app, token, url
-    from test_server_match import call
+    from server_helpers import FAST_SETTINGS, call, running_app, token, url
 
     from client_sdk.bots import run_bots
 

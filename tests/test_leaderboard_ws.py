@@ -13,8 +13,7 @@ from urllib.parse import urlencode
 import msgpack
 import pytest
 from leaderboard_fixtures import fill, record_matches
-from server_helpers import FAST_SETTINGS, raw_connect, running_app, token, unpack, url
-from test_server_match import call
+from server_helpers import FAST_SETTINGS, call, raw_connect, running_app, token, unpack, url
 from websockets.protocol import State
 
 from client_sdk.leaderboards import LeaderboardError, Leaderboards

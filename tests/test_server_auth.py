@@ -10,8 +10,7 @@ import time
 import jwt
 import msgpack
 import pytest
-from server_helpers import FAST_SETTINGS, SECRET, raw_connect, running_app, token, unpack, url
-from test_server_match import call
+from server_helpers import FAST_SETTINGS, SECRET, call, raw_connect, running_app, token, unpack, url
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 

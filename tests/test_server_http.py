@@ -10,8 +10,7 @@ import logging
 from urllib.parse import quote
 
 from games import TUG_SPEC
-from server_helpers import FAST_SETTINGS, raw_connect, running_app, token, unpack
-from test_server_match import call
+from server_helpers import FAST_SETTINGS, call, raw_connect, running_app, token, unpack
 
 from client_sdk import ReplayFile
 from replay import protocol as p

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from games import ARENA, GAMES
 from leaderboard_fixtures import record_matches
-from server_helpers import running_app
-from test_server_match import call
+from server_helpers import call, running_app
 
 from replay.engine import ReplayEngine
 from replay.offline import bot_ids

@@ -4,34 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from urllib.parse import quote
 
 from games import GAMES
-from server_helpers import FAST_SETTINGS, running_app, token, url
+from server_helpers import FAST_SETTINGS, call, running_app, token, url
 
 from client_sdk import GameClient
 from replay import protocol as p
 from replay.engine import ReplayEngine
 from replay.games.arena.events import MATCH_ENDED
-
-
-def http(app, method: str, path: str, tok: str | None = None) -> tuple[int, dict | list | str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{app.port}{path}", method=method)
-    if tok:
-        req.add_header("Authorization", f"Bearer {tok}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            body = resp.read().decode()
-            status = resp.status
-            ctype = resp.headers["Content-Type"]
-    except urllib.error.HTTPError as exc:
-        body, status, ctype = exc.read().decode(), exc.code, exc.headers["Content-Type"]
-    return status, json.loads(body) if ctype == "application/json" else body
-
-
-async def call(app, method: str, path: str, tok: str | None = None):
-    return await asyncio.to_thread(http, app, method, path, tok)
 
 
 async def play_until_end(client: GameClient, inputs: list) -> p.Ended:

@@ -10,8 +10,7 @@ import json
 from urllib.parse import quote
 
 from games import GAMES, TUG_SPEC
-from server_helpers import running_app, token, url
-from test_server_match import call
+from server_helpers import call, running_app, token, url
 
 from client_sdk import GameClient
 from replay import protocol as p

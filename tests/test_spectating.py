@@ -15,11 +15,11 @@ from server_helpers import (
     raw_connect,
     running_app,
     stalled_client,
+    start_bots,
     token,
     url,
 )
 
-from client_sdk.bots import run_bots
 from client_sdk.game_client import GameClient
 from client_sdk.replay_file import ReplayFile
 from client_sdk.spectator import Spectator
@@ -28,14 +28,6 @@ from replay.engine import ReplayEngine
 from replay.replay_file import export_match
 
 DELAY = 1.0
-
-
-async def _bots(app, match_id: str, n: int = 3) -> asyncio.Task:
-    tokens = [token(f"b{i}") for i in range(n)]
-    task = asyncio.create_task(run_bots(url(app), match_id, tokens))
-    while app.lobby.live[match_id].status == "created":
-        await asyncio.sleep(0.02)
-    return task
 
 
 async def _same(engine: ReplayEngine, spec, match_id: str, tick: int | None = None) -> None:
@@ -53,7 +45,7 @@ async def test_live_with_delay_is_never_early_and_seeks_are_clamped(tmp_path):
         match = await app.lobby.create("arena", settings, start_players=3)
         # A player's view: when each tick became durable (its UPDATE arrived).
         durable_at: dict[int, float] = {}
-        bots = await _bots(app, match.match_id)
+        bots = await start_bots(app, match.match_id)
         watcher = GameClient(url(app), token("admin", "admin"))
         await watcher.connect()
         await watcher.join(match.match_id)
@@ -98,7 +90,7 @@ async def test_live_with_delay_is_never_early_and_seeks_are_clamped(tmp_path):
 async def test_late_join_seek_and_step_match_state_at_then_replay_to_the_end(tmp_path):
     async with running_app(tmp_path) as app:
         match = await app.lobby.create("arena", FAST_SETTINGS | {"time_limit_s": 5.0})
-        bots = await _bots(app, match.match_id, 2)
+        bots = await start_bots(app, match.match_id, 2)
         engine = ReplayEngine(app.store, GAMES)
         while match.tick < 100:
             await asyncio.sleep(0.02)
@@ -209,7 +201,7 @@ async def _create(app, settings: dict) -> tuple[int, dict]:
     import json
     from urllib.parse import quote
 
-    from test_server_match import call  # the HTTP helper of the server tests
+    from server_helpers import call
 
     path = f"/api/matches?game=arena&settings={quote(json.dumps(settings))}"
     return await call(app, "POST", path, token("root", "admin"))
@@ -221,7 +213,7 @@ async def test_100_stalled_spectators_do_not_disturb_the_match(tmp_path):
         tmp_path, spectator_queue_bytes=queue, spectator_stall_seconds=1.0
     ) as app:
         match = await app.lobby.create("arena", FAST_SETTINGS | {"time_limit_s": 8.0})
-        bots = await _bots(app, match.match_id, 6)
+        bots = await start_bots(app, match.match_id, 6)
         watch = p.encode_watch(match.match_id, "live")
         stalled = [
             await stalled_client(app.port, token("s", "spectator"), watch) for _ in range(100)
@@ -268,7 +260,7 @@ async def test_a_quiet_live_match_past_a_keyframe_is_listed_and_watched(tmp_path
     """Players who send no input make no events: the hub publishes the keyframe tick
     (150 at 30 Hz) while the store's last tick stays at the join. Every read path must
     stay within what the store holds (issue 18: the viewer's list was a 400)."""
-    from test_server_match import call
+    from server_helpers import call
 
     async with running_app(tmp_path) as app:
         settings = FAST_SETTINGS | {"time_limit_s": 60.0, "public_spectating": True}

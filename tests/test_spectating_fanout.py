@@ -12,8 +12,7 @@ import socket
 import zlib
 
 from games import GAMES
-from server_helpers import FAST_SETTINGS, running_app, stalled_client, token, url
-from test_spectating import _bots
+from server_helpers import FAST_SETTINGS, running_app, stalled_client, start_bots, token, url
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
@@ -159,7 +158,7 @@ async def test_stalled_spectators_and_players_are_dropped_promptly(tmp_path):
         ping_timeout=120.0,
     ) as app:
         match = await app.lobby.create("arena", FAST_SETTINGS | {"time_limit_s": 30.0})
-        bots = await _bots(app, match.match_id, 4)
+        bots = await start_bots(app, match.match_id, 4)
         watch, join = p.encode_watch(match.match_id, "live"), p.encode_join(match.match_id, None)
         tok = token("stalled", "spectator")
         stalled = [await stalled_client(app.port, tok, watch) for _ in range(3)]
@@ -204,7 +203,7 @@ async def test_spectator_reconnects_where_it_was_and_stops_on_a_final_close(tmp_
     async with running_app(tmp_path) as app:
         port = app.port
         match = await app.lobby.create("arena", FAST_SETTINGS | {"time_limit_s": 30.0})
-        bots = await _bots(app, match.match_id, 2)
+        bots = await start_bots(app, match.match_id, 2)
         while match.tick < 90:
             await asyncio.sleep(0.02)
         spec = await Spectator.connect(url(app), admin)

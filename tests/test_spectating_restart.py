@@ -9,8 +9,7 @@ import sqlite3
 from typing import Any
 
 from games import GAMES
-from server_helpers import FAST_SETTINGS, raw_connect, running_app, token, unpack, url
-from test_server_match import call
+from server_helpers import FAST_SETTINGS, call, raw_connect, running_app, token, unpack, url
 
 from client_sdk.bots import run_bots
 from replay import protocol as p

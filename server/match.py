@@ -387,26 +387,38 @@ class Match:
     def flush(self) -> None:
         """Hand the events of every waiting tick to the store in one append, unless one
         is in flight (its completion flushes again). Ticks without events are published
-        at once, behind any append in flight."""
+        at once, behind any append in flight. Each tick's events are encoded once: the
+        same bytes go to the players and, for a one-tick append, to the store."""
         if self._appending is not None or not self._outbox:
             return
         ticks = list(self._outbox)
         self._outbox.clear()
+        blobs = [encode_batch(t.events) if t.events else None for t in ticks]
         events = [e for t in ticks for e in t.events]
         if not events:
-            self._published(ticks)
+            self._published(ticks, blobs)
             return
+        with_events = [b for b in blobs if b is not None]
         self._appending = asyncio.ensure_future(
             self.store.append(
-                self.match_id, events, self._version, first_id=self._ids.take(len(events))
+                self.match_id,
+                events,
+                self._version,
+                first_id=self._ids.take(len(events)),
+                encoded=with_events[0] if len(with_events) == 1 else None,
             )
         )
         self._appending.add_done_callback(
-            lambda done: self._appended(done, ticks, len(events), time.perf_counter())
+            lambda done: self._appended(done, ticks, blobs, len(events), time.perf_counter())
         )
 
     def _appended(
-        self, done: asyncio.Future[AppendResult], ticks: list[Tick], count: int, started: float
+        self,
+        done: asyncio.Future[AppendResult],
+        ticks: list[Tick],
+        blobs: list[bytes | None],
+        count: int,
+        started: float,
     ) -> None:
         self._appending = None
         exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
@@ -424,23 +436,22 @@ class Match:
         self._version = done.result().last_seq
         self.metrics.append_latency.observe(time.perf_counter() - started)
         self.metrics.events.inc(count)
-        self._published(ticks)
+        self._published(ticks, blobs)
         self.flush()
 
-    def _published(self, ticks: list[Tick]) -> None:
+    def _published(self, ticks: list[Tick], blobs: list[bytes | None]) -> None:
         """Everything in ``ticks`` is durable: publish each tick in order."""
         seq = self._version - sum(len(t.events) for t in ticks)
-        for t in ticks:
-            self._publish(t, seq := seq + len(t.events))
+        for t, blob in zip(ticks, blobs, strict=True):
+            self._publish(t, blob, seq := seq + len(t.events))
         if ticks[-1].over and self._ending is None:
             result = self.rules.result(self.state)
             reason = result.reason if result is not None else "over"
             self._ending = asyncio.ensure_future(self._finish("ended", reason))
 
-    def _publish(self, t: Tick, last_seq: int) -> None:
+    def _publish(self, t: Tick, blob: bytes | None, last_seq: int) -> None:
         """Everything up to ``last_seq`` is durable: tell the players."""
         self.last_seq = last_seq
-        blob = encode_batch(t.events) if t.events else None
         self.feed.publish(protocol.update(t.tick, last_seq, blob, t.acks), last_seq)
         if t.scoreboard is not None:
             self.feed.publish(protocol.scoreboard(None, t.tick, t.scoreboard), last_seq)

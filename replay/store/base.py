@@ -264,6 +264,7 @@ class EventStore:
         expected_version: int,
         *,
         first_id: int | None = None,
+        encoded: bytes | None = None,
     ) -> AppendResult:
         """Append ``events`` if the match is at ``expected_version``.
 
@@ -271,6 +272,8 @@ class EventStore:
         MatchEndedError, EventTooLargeError, EventEncodeError, InvalidEventError;
         in every case nothing is written. ``first_id`` names the batch for
         idempotent retries; when omitted the store allocates ids itself.
+        ``encoded``: ``replay.codec.encode_batch(events)``, when the caller already
+        has it (a live match sends the same bytes to its players): encoded once.
         """
         if self._closing or not self._open:
             raise StoreClosedError("the event store is closed")
@@ -284,7 +287,7 @@ class EventStore:
                 f"match {match_id!r}: expected version {expected_version!r} is not in 0..2**62"
             )
         try:
-            blob = encode_batch(events)  # EventEncodeError names the event
+            blob = encoded if encoded is not None else encode_batch(events)
         except TypeError as exc:  # `data` that is not a sequence
             raise EventEncodeError(f"match {match_id!r}: event data must be arrays: {exc}") from exc
         # A batch no larger than the limit cannot hold an event over it: measure

@@ -89,7 +89,7 @@ def requester(app: App, request: Request) -> auth.Identity:
     if not token:
         return auth.ANONYMOUS
     try:
-        return auth.verify(app.secret, token)
+        return auth.verify(app.secret, token, app.secret_origin)
     except auth.AuthError as exc:
         raise HttpError(401, "unauthorized", f"the server refused the token: {exc}") from None
 
@@ -99,7 +99,7 @@ def identity(app: App, request: Request, *roles: str) -> auth.Identity:
     if not token:
         raise HttpError(401, "unauthorized", "a token is required (Authorization: Bearer ...)")
     try:
-        ident = auth.verify(app.secret, token)
+        ident = auth.verify(app.secret, token, app.secret_origin)
     except auth.AuthError as exc:
         raise HttpError(401, "unauthorized", str(exc)) from None
     if roles and ident.role not in roles:

@@ -461,11 +461,13 @@ class Match:
     async def _send_loop(self) -> None:
         version = self.record.version
         while True:
-            await self._wake.wait()
-            self._wake.clear()
             if not self._outbox:
+                # Checked before waiting: the ticker's last wake and stop()'s may have come
+                # as one, consumed by the pass that sent the last records.
                 if self._stopping and (self._ticker is None or self._ticker.done()):
                     break
+                await self._wake.wait()
+                self._wake.clear()
                 continue
             records = list(self._outbox)
             self._outbox.clear()

@@ -1,6 +1,7 @@
 """``matchreplay demo`` (``make run``): the server with a demo match of bots.
 
-Starts the real server on 127.0.0.1:8765 (SQLite under ./data/), creates an
+Starts the real server on 127.0.0.1:8765 (``make run PORT=...`` for another port;
+SQLite under ./data/), creates an
 arena match played by bots through the client SDK (a new one whenever the
 last ends), prints where to look and ready-made tokens, and runs until Ctrl-C
 (a graceful shutdown: the match in progress is flushed and marked interrupted).
@@ -18,6 +19,8 @@ from client_sdk.bots import run_bots
 from server import auth, config
 from server.app import App, event_loop_factory
 from server.commands.bots import bot_tokens
+from server.commands.common import UsageError, check_server_store
+from server.commands.serve import configure_logging, how_to_use, serve_until_stopped
 
 DEMO_SETTINGS = {
     "max_players": 8,
@@ -30,23 +33,49 @@ DEMO_SETTINGS = {
 }
 
 
+BOTS = range(2, DEMO_SETTINGS["max_players"] + 1)
+"""Bots per demo match: at least two to have a match, at most its seats."""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run the server with a demo match of bots")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--db", default=None, help="SQLite file (default data/matchreplay.db)")
-    parser.add_argument("--bots", type=int, default=6)
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the server with a demo match of bots",
+        description="Run the server with an arena match played by bots, a new one whenever"
+        " the last ends, until Ctrl-C. Other settings come from the MATCHREPLAY_* environment"
+        " variables (docs/operations.md).",
+    )
+    parser.add_argument(
+        "--host", default=None, help="listen address (env MATCHREPLAY_HOST, default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="listen port (env MATCHREPLAY_PORT, default 8765; 0: any free port)",
+    )
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="the SQLite event store (env MATCHREPLAY_DB, default data/matchreplay.db)",
+    )
+    parser.add_argument(
+        "--bots",
+        type=int,
+        default=6,
+        help=f"bots per match, {BOTS.start}..{BOTS.stop - 1} (default 6)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    overrides = {"host": args.host, "port": args.port}
-    if args.db:
-        overrides["db"] = args.db
+    if args.bots not in BOTS:
+        raise UsageError(f"--bots must be in {BOTS.start}..{BOTS.stop - 1}, not {args.bots}")
+    configure_logging(logging.WARNING)
+    overrides = {k: v for k in ("host", "port", "db") if (v := getattr(args, k)) is not None}
     settings = config.from_args(None, **overrides)
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(_demo(settings, max(2, min(args.bots, 8))))
+    check_server_store(settings.db)
+    serve_until_stopped(settings, lambda: _demo(settings, args.bots), event_loop_factory())
     return 0
 
 
@@ -58,11 +87,10 @@ async def _demo(settings: config.Settings, bots: int) -> None:
     spectator = auth.issue(app.secret, "viewer", "spectator", ttl=7 * 24 * 3600)
     print(
         f"""matchreplay demo is running (Ctrl-C stops it gracefully)
-  websocket   ws://{settings.host}:{app.port}/ws   (subprotocol matchreplay.v1)
+{how_to_use(app, settings)}
   health      {base}/healthz
   metrics     {base}/metrics
   matches     {base}/api/matches
-  viewer      {base}/   (the match list; each match below has a direct link)
   event store {settings.db}
   admin token     {admin}
   spectator token {spectator}

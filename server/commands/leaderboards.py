@@ -44,11 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--config", help="board definitions, TOML or JSON (default: each game's)")
         if name == "rebuild":
             p.add_argument("boards", nargs="*", metavar="BOARD", help="boards (default: all)")
-            p.add_argument("--no-progress", action="store_true")
+            p.add_argument("--no-progress", action="store_true", help="no progress bar")
         else:
-            p.add_argument("board", metavar="BOARD")
-            p.add_argument("--limit", type=int, default=10)
-            p.add_argument("--period", default=None)
+            p.add_argument("board", metavar="BOARD", help="the board's id (e.g. kills)")
+            p.add_argument("--limit", type=int, default=10, help="entries to print (default 10)")
+            p.add_argument(
+                "--period", default=None, help="a past period's key (default: the current one)"
+            )
     parser.set_defaults(func=run)
 
 

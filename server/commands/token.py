@@ -20,7 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " MATCHREPLAY_SECRET(_FILE), else <data dir>/secret as the server created it.",
     )
     parser.add_argument("player", help="player id (the token's subject)")
-    parser.add_argument("--role", choices=("player", "spectator", "admin"), default="player")
+    parser.add_argument(
+        "--role",
+        choices=("player", "spectator", "admin"),
+        default="player",
+        help="what the token allows (default player)",
+    )
     parser.add_argument("--match", default=auth.ANY_MATCH, help="match id, or * for any")
     parser.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
     add_secret_arguments(parser)

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,8 +29,10 @@ from server import auth
 class Server:
     """A ``matchreplay serve`` child and what it printed until it was ready."""
 
-    def __init__(self, proc: subprocess.Popen[str], banner: str) -> None:
+    def __init__(self, proc: subprocess.Popen[str], banner: str, log: Path) -> None:
         self.proc = proc
+        self.log = log
+        """The server's stderr (its log)."""
         self.banner = banner
         self.port = int(banner.split(" serving on 127.0.0.1:")[1].split()[0])
         self.base = f"http://127.0.0.1:{self.port}"
@@ -43,28 +46,36 @@ class Server:
 
 
 def read_banner(proc: subprocess.Popen[str], last: str) -> str:
-    """Stdout up to the line starting with ``last`` (fails if the process ends first)."""
+    """Stdout up to the line starting with ``last``; fails if the process ends first or
+    is not there within TIMEOUT seconds (then it is killed)."""
     assert proc.stdout is not None
     lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.strip().startswith(last):
-            return "".join(lines)
+    watchdog = threading.Timer(TIMEOUT, proc.kill)
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip().startswith(last):
+                return "".join(lines)
+    finally:
+        watchdog.cancel()
     raise AssertionError(f"exited {proc.wait()} before it was ready: {''.join(lines)}")
 
 
 @contextmanager
 def serving(tmp_path: Path, *args: str) -> Iterator[Server]:
-    proc = subprocess.Popen(
-        command("serve", "--port", "0", "--db", str(tmp_path / "s.db"), *args),
-        cwd=tmp_path,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            command("serve", "--port", "0", "--db", str(tmp_path / "s.db"), *args),
+            cwd=tmp_path,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     try:
-        yield Server(proc, read_banner(proc, "a player token:"))
+        yield Server(proc, read_banner(proc, "a player token:"), log)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -128,6 +139,12 @@ def test_serve_says_how_to_begin_and_its_instructions_work(tmp_path: Path) -> No
         with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
             assert json.load(answer)["status"] == "created"
         assert list(elsewhere.iterdir()) == []
+        for _ in range(3):
+            with urllib.request.urlopen(f"{server.base}/healthz", timeout=TIMEOUT) as answer:
+                assert answer.status == 200
+    # HTTP requests are not logged one by one (websockets logs two INFO lines for each).
+    log = server.log.read_text()
+    assert "server.lobby" in log and "websockets" not in log, log
 
 
 def test_a_token_signed_elsewhere_is_refused_with_where_the_secret_is(tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         error = as_cli_error(exc)
-        print(f"matchreplay {args.command}: {error} [{error.code}]", file=sys.stderr, flush=True)
+        message = " ".join(str(error).split())  # one line, whatever the message held
+        print(f"matchreplay {args.command}: {message} [{error.code}]", file=sys.stderr, flush=True)
         return error.status
 
 

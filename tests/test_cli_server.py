@@ -34,7 +34,7 @@ class Server:
         self.log = log
         """The server's stderr (its log)."""
         self.banner = banner
-        self.port = int(banner.split(" serving on 127.0.0.1:")[1].split()[0])
+        self.port = int(banner.split(" serving on ws://127.0.0.1:")[1].split("/")[0])
         self.base = f"http://127.0.0.1:{self.port}"
 
     def admin(self, method: str, path: str, token: str) -> dict:

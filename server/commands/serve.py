@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     async def ready(app: App) -> None:
         loop = "uvloop" if loop_factory is not None else "asyncio"
         print(
-            f"matchreplay serving on {settings.host}:{app.port} (db {settings.db},"
+            # The first line's form is what scripts read (tests, benchmarks): keep it.
+            f"matchreplay serving on ws://{settings.host}:{app.port}/ws (db {settings.db},"
             f" {loop} event loop)\n{how_to_use(app, settings)}",
             flush=True,
         )

@@ -1,5 +1,7 @@
-# The two set-up commands: `make run` and `make test`. Both need only python3 and make.
+# The two set-up commands: `make run [PORT=8765]` and `make test`. Both need only python3
+# and make (`make test` installs the rest it needs: scripts/test-deps.sh).
 PY ?= python3
+PORT ?= 8765
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -13,9 +15,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/matchreplay demo
+	$(BIN)/matchreplay demo --port $(PORT)
 
+# scripts/test-deps.sh installs what the tests need beyond python3 and make (chromium).
 test: $(STAMP)
+	scripts/test-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q

@@ -99,6 +99,8 @@ class GameClient:
         self.tick = -1
         self.unacked: deque[tuple[int, list[Any]]] = deque()
         self.reconnects = 0
+        self.ended: p.Ended | None = None
+        """The match's ENDED message, once it came (how and at which tick it ended)."""
         self.latencies: list[float] | None = [] if measure else None
         self._sent_at: dict[int, float] = {}
         self._messages: asyncio.Queue[p.ServerMessage | ClientClosed] = asyncio.Queue()
@@ -297,6 +299,8 @@ class GameClient:
             self._on_events(msg.events, msg.base_tick, msg.first_seq, None)
         elif isinstance(msg, p.Joined):
             self._on_joined(msg)
+        elif isinstance(msg, p.Ended):
+            self.ended = msg
         elif isinstance(msg, p.Ok):
             fut = self._replies.get(msg.ref)
             if fut is not None and not fut.done():

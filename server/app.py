@@ -55,6 +55,9 @@ class App:
             )
         self.store = store
         self.secret = auth.load_secret(settings.secret, settings.secret_file, settings.data_dir)
+        self.secret_origin = auth.secret_origin(
+            settings.secret, settings.secret_file, settings.data_dir
+        )
         self.lobby = Lobby(self.store, self.metrics, settings, self.games)
         self.spectators = self.lobby.spectators = Spectators(
             self.store,
@@ -82,7 +85,7 @@ class App:
         self.sessions = SessionDeps(
             settings, self.store, self.lobby, self.spectators, self.leaderboards, self.metrics
         )
-        authenticator = http.Authenticator(self.secret)
+        authenticator = http.Authenticator(self.secret, self.secret_origin)
         api = [
             *http.ops_routes(
                 http.Ops(self.metrics, self.lobby, lambda: self.connections, self.projection)
@@ -119,9 +122,21 @@ class App:
         return self.server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            # A failed start (port taken, unreadable store, read model held by another
+            # server) releases what it opened: the store's threads would keep the process.
+            await self._release()
+            raise
+
+    async def _start(self) -> None:
         await self.store.open()
-        await self.lobby.recover()
+        # Before recover(): the read model's lock is taken first, so a second server on
+        # the same store fails here instead of marking the first one's matches interrupted.
         await self.projection.open()
+        if await self.lobby.recover():
+            await self.projection.retire_finished()  # their tallies can go now
         self._projection_task = asyncio.create_task(
             self.projection.run(), name="leaderboard-projection"
         )
@@ -153,13 +168,16 @@ class App:
         await self.lobby.stop_all()  # finish ticks, flush, mark interrupted, send ENDED
         self.server.close()  # close the remaining connections with 1001
         await self.server.wait_closed()
+        await self._release()
+        log.info("stopped")
+
+    async def _release(self) -> None:
         if self._projection_task is not None:
             # A cancelled step writes nothing: the checkpoint stays with the boards.
             self._projection_task.cancel()
             await asyncio.gather(self._projection_task, return_exceptions=True)
         await self.projection.close()
         await self.store.close()
-        log.info("stopped")
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() != "websocket":
@@ -189,7 +207,7 @@ class App:
                 identity = auth.ANONYMOUS  # may only spectate public matches
             else:
                 try:
-                    identity = auth.verify(self.secret, token)
+                    identity = auth.verify(self.secret, token, self.secret_origin)
                 except auth.AuthError as exc:
                     await conn.close(p.CLOSE_UNAUTHORIZED, str(exc)[:120])
                     return

@@ -12,7 +12,7 @@ from replay import protocol
 from replay.games import load_games
 from replay.rules import GameRegistry
 
-__all__ = ["Settings", "add_arguments", "configured_games", "from_args"]
+__all__ = ["Settings", "SettingsError", "add_arguments", "configured_games", "from_args"]
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,45 @@ class Settings:
 
 _ENV_PREFIX = "MATCHREPLAY_"
 
+_CHOICES: dict[str, tuple[str, ...]] = {"synchronous": ("FULL", "NORMAL")}
+"""Settings that take one of a few words."""
+
+
+class SettingsError(ValueError):
+    """A setting (flag or environment variable) with a value it cannot take."""
+
+    code = "bad_setting"
+
 
 def _coerce(kind: Any, raw: str) -> Any:
-    return {"int": int, "float": float}.get(kind if isinstance(kind, str) else kind.__name__, str)(
-        raw
-    )
+    name = kind if isinstance(kind, str) else kind.__name__
+    convert = {"int": int, "float": float}.get(name, str)
+    try:
+        return convert(raw)
+    except ValueError:
+        raise ValueError(
+            f"{raw!r} is not {'an integer' if name == 'int' else 'a number'}"
+        ) from None
+
+
+def _check(settings: Settings) -> None:
+    if not 0 <= settings.port <= 65535:
+        raise SettingsError(f"port {settings.port} is not in 0..65535 (0: any free port)")
+    for name, choices in _CHOICES.items():
+        if getattr(settings, name) not in choices:
+            raise SettingsError(
+                f"{name} must be one of {', '.join(choices)}, not {getattr(settings, name)!r}"
+            )
+
+
+def _flag_type(kind: Any) -> Any:
+    def convert(raw: str) -> Any:
+        try:
+            return _coerce(kind, raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,22 +127,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             default=None,
-            type=lambda raw, kind=f.type: _coerce(kind, raw),
+            type=_flag_type(f.type),
+            choices=_CHOICES.get(f.name),
             help=f"env {_ENV_PREFIX}{f.name.upper()} (default {f.default!r})",
         )
 
 
 def from_args(args: argparse.Namespace | None = None, **overrides: Any) -> Settings:
+    """Flags over environment over defaults; raises :class:`SettingsError` for a value a
+    setting cannot take (naming the variable when it came from the environment)."""
     values: dict[str, Any] = {}
     for f in fields(Settings):
-        env = os.environ.get(_ENV_PREFIX + f.name.upper())
+        name = _ENV_PREFIX + f.name.upper()
+        env = os.environ.get(name)
         if env is not None:
-            values[f.name] = _coerce(f.type, env)
+            try:
+                values[f.name] = _coerce(f.type, env)
+            except ValueError as exc:
+                raise SettingsError(f"{name}: {exc}") from None
         flag = getattr(args, f.name, None) if args is not None else None
         if flag is not None:
             values[f.name] = flag
     values.update(overrides)
-    return Settings(**values)
+    settings = Settings(**values)
+    _check(settings)
+    return settings
 
 
 def configured_games() -> GameRegistry:

@@ -164,8 +164,10 @@ def request_token(request: Request) -> str | None:
 class Authenticator:
     """Who makes a request, from its token: the one thing routes need of the secret."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, origin: str) -> None:
         self._secret = secret
+        self._origin = origin
+        """Where the secret comes from: a refused signature says so (server/auth.py)."""
 
     def requester(self, request: Request) -> auth.Identity:
         """Who asks a read route: anonymous without a token, else the token's identity.
@@ -175,7 +177,7 @@ class Authenticator:
         if not token:
             return auth.ANONYMOUS
         try:
-            return auth.verify(self._secret, token)
+            return auth.verify(self._secret, token, self._origin)
         except auth.AuthError as exc:
             raise HttpError(401, "unauthorized", f"the server refused the token: {exc}") from None
 
@@ -185,7 +187,7 @@ class Authenticator:
         if not token:
             raise HttpError(401, "unauthorized", "a token is required (Authorization: Bearer ...)")
         try:
-            ident = auth.verify(self._secret, token)
+            ident = auth.verify(self._secret, token, self._origin)
         except auth.AuthError as exc:
             raise HttpError(401, "unauthorized", str(exc)) from None
         if roles and ident.role not in roles:

@@ -300,11 +300,11 @@ def test_cli_rebuild_and_show(store_path: Path, tmp_path: Path) -> None:
     shown = subprocess.run(
         [*cli, "show", "kills", "--limit", "3", *common], capture_output=True, text=True, env=env
     )
-    assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 4
+    assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 5  # title, header, 3
     bad = subprocess.run(
         [*cli, "rebuild", "nope", *common], capture_output=True, text=True, env=env
     )
-    assert bad.returncode == 2 and "unknown_board" in bad.stdout
+    assert bad.returncode == 2 and bad.stderr.rstrip().endswith("[unknown_board]")
 
     async def compare() -> None:
         ref = await full_build(store_path, tmp_path / "ref.sqlite")
@@ -354,7 +354,7 @@ def test_cli_rebuild_is_handed_to_a_running_projection(store_path: Path, tmp_pat
         bad = subprocess.run(
             [*cli, "rebuild", "nope", *common], capture_output=True, text=True, env=env, timeout=120
         )
-        assert bad.returncode == 2 and "unknown_board" in bad.stdout
+        assert bad.returncode == 2 and bad.stderr.rstrip().endswith("[unknown_board]"), bad.stderr
         show = subprocess.run(
             [*cli, "show", "kills", *common[:4]],
             capture_output=True,
@@ -362,7 +362,7 @@ def test_cli_rebuild_is_handed_to_a_running_projection(store_path: Path, tmp_pat
             env=env,
             timeout=120,
         )
-        assert show.returncode == 2 and "read_model_busy" in show.stdout
+        assert show.returncode == 1 and show.stderr.rstrip().endswith("[read_model_busy]")
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)

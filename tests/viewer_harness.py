@@ -283,5 +283,5 @@ def launch_chromium(playwright: Any) -> Any:
     """Debian's chromium. Missing, it fails the tests (never skips them): CI must not go
     green without the browser tests."""
     if not os.path.exists(CHROMIUM):
-        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
+        raise RuntimeError(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

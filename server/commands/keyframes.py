@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 from tqdm import tqdm
 
-from replay.errors import ReplayError
 from replay.keyframes import DEFAULT_KEYFRAME_SECONDS, rebuild_keyframes
-from replay.store import open_store
+from server.commands.common import UsageError, plural, store_opened
 from server.config import configured_games
 
 PAGE = 100
@@ -37,19 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.seconds <= 0:
-        print("error [bad_argument]: --seconds must be > 0", file=sys.stderr)
-        return 2
-    try:
-        return asyncio.run(_rebuild(args.db, args.match, args.seconds))
-    except ReplayError as exc:
-        print(f"error [{exc.code}]: {exc}", file=sys.stderr)
-        return 1
+    if not args.seconds > 0:
+        raise UsageError(f"--seconds must be > 0, not {args.seconds}")
+    return asyncio.run(_rebuild(args.db, args.match, args.seconds))
 
 
 async def _rebuild(db: str, match_id: str | None, seconds: float) -> int:
     games = configured_games()
-    async with open_store(db, catalogs=games.catalogs()) as store:
+    async with store_opened(db, create=False, catalogs=games.catalogs()) as store:
         if match_id is not None:
             ids = [match_id]
         else:
@@ -61,5 +54,6 @@ async def _rebuild(db: str, match_id: str | None, seconds: float) -> int:
             record = await store.get_match(mid)
             with tqdm(total=record.last_tick + 1, desc=mid, unit="tick", leave=False) as bar:
                 n = await rebuild_keyframes(store, games, mid, seconds=seconds, progress=bar.update)
-            print(f"{mid}: {n} keyframes over {record.last_tick + 1} ticks")
+            # The count simulate prints: ticks 1..last_tick (tick 0 is the initial state).
+            print(f"{mid}: {plural(n, 'keyframe')} over {plural(record.last_tick, 'tick')}")
     return 0

@@ -19,7 +19,7 @@ import os
 from tqdm import tqdm
 
 from replay.leaderboards.definitions import load_definitions
-from replay.leaderboards.errors import LeaderboardError, ReadModelBusyError
+from replay.leaderboards.errors import ReadModelBusyError
 from replay.leaderboards.projection import (
     LeaderboardProjection,
     boards_path_for,
@@ -27,7 +27,7 @@ from replay.leaderboards.projection import (
     write_json_atomically,
 )
 from replay.leaderboards.service import Leaderboards
-from replay.store import open_store
+from server.commands.common import CliError, UsageError, coded_error, plural, store_opened
 from server.config import configured_games
 
 
@@ -44,29 +44,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--config", help="board definitions, TOML or JSON (default: each game's)")
         if name == "rebuild":
             p.add_argument("boards", nargs="*", metavar="BOARD", help="boards (default: all)")
-            p.add_argument("--no-progress", action="store_true")
+            p.add_argument("--no-progress", action="store_true", help="no progress bar")
         else:
-            p.add_argument("board", metavar="BOARD")
-            p.add_argument("--limit", type=int, default=10)
-            p.add_argument("--period", default=None)
+            p.add_argument("board", metavar="BOARD", help="the board's id (e.g. kills)")
+            p.add_argument("--limit", type=int, default=10, help="entries to print (default 10)")
+            p.add_argument(
+                "--period", default=None, help="a past period's key (default: the current one)"
+            )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_run(args))
-    except LeaderboardError as exc:
-        print(f"error: {exc.code}: {exc}")
-        return 2
+    if args.action == "show" and not args.limit > 0:
+        raise UsageError(f"--limit must be at least 1, not {args.limit}")
+    return asyncio.run(_run(args))
 
 
 async def _run(args: argparse.Namespace) -> int:
     games = configured_games()
     metrics = games.leaderboard_metrics()
     defs = load_definitions(args.config, metrics) if args.config else games.default_boards()
-    store = open_store(args.db, catalogs=games.catalogs())
-    await store.open()
-    try:
+    # The read model is derived from the store: without a store there is nothing to show.
+    async with store_opened(args.db, create=False, catalogs=games.catalogs()) as store:
         path = args.boards_db or boards_path_for(args.db)
         projection = LeaderboardProjection(store, path, defs, metrics)
         try:
@@ -82,31 +81,33 @@ async def _run(args: argparse.Namespace) -> int:
                     args.board, limit=args.limit, period=args.period
                 )
                 print(
-                    f"{page['board']} {page['period']} at position {page['position']}, "
-                    f"{page['count']} entries"
+                    f"{page['board']} ({page['period']}) at position {page['position']}:"
+                    f" {plural(page['count'], 'entry')}"
                 )
+                print(_ROW.format("rank", "player", "value", "subscore"))
                 for e in page["entries"]:
-                    print(f"{e['rank']:>6}  {e['owner']:<24} {e['value']:>10} {e['subscore']:>8}")
+                    print(_ROW.format(e["rank"], e["owner"], e["value"], e["subscore"]))
                 return 0
             last = await store.last_position()
             with tqdm(total=last, unit="ev", unit_scale=True, disable=args.no_progress) as bar:
                 read = await projection.rebuild(args.boards or None, progress=bar.update)
                 read += await projection.catch_up(progress=bar.update)
             names = ", ".join(args.boards) if args.boards else "all boards"
-            print(f"rebuilt {names} from {read} events; position {projection.position}")
+            print(f"rebuilt {names} from {plural(read, 'event')}; position {projection.position}")
             return 0
         finally:
             await projection.close()
-    finally:
-        await store.close()
+
+
+_ROW = "{:>6}  {:<24} {:>10} {:>8}"
+"""A row of ``show``: rank, player, value, subscore (the header uses it too)."""
 
 
 async def _hand_over(path: str, boards: list[str], quiet: bool) -> int:
     """Ask the projection of the running server to rebuild, and follow it."""
     request = rebuild_request_path(path)
     if os.path.exists(request):
-        print(f"error: a rebuild is already pending ({request})")
-        return 2
+        raise CliError(f"a rebuild is already pending ({request})", "rebuild_pending")
     write_json_atomically(request, {"boards": boards or None, "state": "requested"})
     print("the read model is held by a running server: its projection rebuilds aside")
     with tqdm(unit="ev", unit_scale=True, disable=quiet) as bar:
@@ -118,8 +119,8 @@ async def _hand_over(path: str, boards: list[str], quiet: bool) -> int:
                 status = {}
             if status.get("state") == "failed":
                 os.remove(request)
-                print(f"error: {status.get('error')}")
-                return 2
+                code, _, message = str(status.get("error") or "").partition(": ")
+                raise coded_error(message or "the server's rebuild failed", code or "failed")
             if "total" in status:
                 bar.total = status["total"]
                 bar.n = status.get("done", 0)

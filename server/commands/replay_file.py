@@ -1,8 +1,8 @@
 """``matchreplay export MATCH -o FILE --db PATH`` and ``matchreplay import FILE --db PATH``.
 
-The file format is docs/replay-format.md. Errors print ``error [code]: message``
-and exit with status 1; a failed export leaves no file, a failed import
-imports nothing.
+The file format is docs/replay-format.md. A failed export leaves no file, a failed
+import imports nothing (and leaves no store file it would have created); export needs
+an existing store.
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 
-from replay.errors import ReplayError
 from replay.replay_file import export_match, import_replay
-from replay.store import open_store
+from server.commands.common import CliError, plural, store_opened
 from server.config import configured_games
 
 
@@ -32,30 +30,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     async def run() -> None:
-        async with open_store(args.db, catalogs=configured_games().catalogs()) as store:
+        async with store_opened(
+            args.db, create=False, catalogs=configured_games().catalogs()
+        ) as store:
             info = await export_match(store, args.match, args.output)
         size = os.path.getsize(args.output)
-        print(f"{args.match}: {info.events} events, {info.keyframes} keyframes, {size} bytes")
+        print(
+            f"{args.match}: {plural(info.events, 'event')},"
+            f" {plural(info.keyframes, 'keyframe')}, {plural(size, 'byte')}"
+        )
 
-    return _report(run())
+    asyncio.run(run())
+    return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
     async def run() -> None:
-        async with open_store(args.db, catalogs=configured_games().catalogs()) as store:
+        if not os.path.isfile(args.file):
+            raise CliError(f"no replay file at {args.file}", "no_file")
+        async with store_opened(
+            args.db, create=True, catalogs=configured_games().catalogs()
+        ) as store:
             record = await import_replay(args.file, store)
-        print(f"{record.match_id}: imported {record.version} events up to tick {record.last_tick}")
+        print(
+            f"{record.match_id}: imported {plural(record.version, 'event')}"
+            f" up to tick {record.last_tick}"
+        )
 
-    return _report(run())
-
-
-def _report(job: object) -> int:
-    try:
-        asyncio.run(job)  # type: ignore[arg-type]
-    except ReplayError as exc:
-        print(f"error [{exc.code}]: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error [io]: {exc}", file=sys.stderr)
-        return 1
+    asyncio.run(run())
     return 0

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 
 from tqdm import tqdm
 
 from replay.codec import encode_batch
-from replay.errors import ReplayError
 from replay.events import NewEvent
 from replay.keyframes import rebuild_keyframes
 from replay.offline import bot_ids, simulate
 from replay.rules import GameRegistry, Rules
-from replay.store import MatchRecord, open_store
+from replay.store import MatchRecord
+from server.commands.common import UsageError, plural, store_opened
 from server.config import configured_games
 
 
@@ -53,20 +52,13 @@ def run(args: argparse.Namespace) -> int:
         rules = games[args.game or games.default]
         settings = rules.bot_match_settings(args.players, args.minutes * 60, args.tick_rate)
     except (LookupError, ValueError) as exc:
-        print(f"matchreplay simulate: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc).strip("'\"")) from None
     if args.batch_ticks is not None and args.batch_ticks < 1:
-        print("matchreplay simulate: --batch-ticks must be at least 1", file=sys.stderr)
-        return 2
+        raise UsageError("--batch-ticks must be at least 1")
     if args.players < 2:
-        print("matchreplay simulate: --players must be at least 2", file=sys.stderr)
-        return 2
+        raise UsageError("--players must be at least 2")
     match_id = args.match_id or f"sim-{args.seed}-{args.players}p"
-    try:
-        return asyncio.run(_simulate(args, games, rules, settings, match_id))
-    except ReplayError as exc:
-        print(f"matchreplay simulate: {exc} [{exc.code}]", file=sys.stderr)
-        return 1
+    return asyncio.run(_simulate(args, games, rules, settings, match_id))
 
 
 async def _simulate(
@@ -75,7 +67,7 @@ async def _simulate(
     started = time.perf_counter()
     total_ticks = round(args.minutes * 60 * args.tick_rate) + 1  # + the tick of joins and start
     events = nbytes = ticks = 0
-    async with open_store(args.db, catalogs=games.catalogs()) as store:
+    async with store_opened(args.db, create=True, catalogs=games.catalogs()) as store:
         await store.create_match(
             MatchRecord(
                 match_id=match_id,
@@ -119,12 +111,15 @@ async def _simulate(
         await store.update_match(match_id, status="ended", ended_at=time.time())
         # Keyframes are derived data: one fold over the stored events (docs/replay.md).
         keyframes = await rebuild_keyframes(store, games, match_id)
+        # The match's ticks are 1..last_tick, the count `keyframes rebuild` prints too.
+        last_tick = (await store.get_match(match_id)).last_tick
     elapsed = time.perf_counter() - started
     seconds = (ticks - 1) / args.tick_rate
-    print(f"match {match_id} ({keyframes} keyframes)")
+    print(f"match {match_id} ({plural(keyframes, 'keyframe')})")
     print(
-        f"{ticks} ticks ({seconds:.0f} s of play at {args.tick_rate} Hz), {events} events,"
-        f" {nbytes} bytes ({nbytes / max(1.0, seconds * args.players):.1f} B/player-s),"
+        f"{plural(last_tick, 'tick')} ({seconds:.0f} s of play at {args.tick_rate} Hz),"
+        f" {plural(events, 'event')}, {plural(nbytes, 'byte')}"
+        f" ({nbytes / max(1.0, seconds * args.players):.1f} B/player-s),"
         f" simulated in {elapsed:.1f} s ({seconds / elapsed:.1f}x real time)"
     )
     return 0

@@ -163,6 +163,20 @@ export function scoreboard(s) {
   return rows.sort((a, b) => b.score - a.score || a.deaths - b.deaths || a.slot - b.slot);
 }
 
+/** How the match ended at this state's tick ({winner: player id or "", winner_name,
+ * reason}), or null while it is not over (rules.result). */
+export function result(s) {
+  if (!s.ended) return null;
+  const slot = s.winner ? s.players.indexOf(s.winner) : -1;
+  return { winner: s.winner, winner_name: slot >= 0 ? s.names[slot] || s.winner : s.winner, reason: s.endReason };
+}
+
+/** Whether anyone is on the field (present and alive): an empty arena tells nothing. */
+export function anyoneOnField(s) {
+  for (let slot = 0; slot < s.present.length; slot++) if (s.present[slot] && s.alive[slot]) return true;
+  return false;
+}
+
 /** The state as plain JSON: what the test hook exposes (docs/viewer.md). */
 export function plainState(s) {
   const players = [];

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from viewer_harness import (
-    ARTIFACTS,
     FINISHED,
     FINISHED_OPTIONS,
     LIVE,
@@ -158,6 +157,13 @@ def test_home_lists_matches_and_leaderboards(server: ViewerServer, page: Any) ->
     )
     seconds = last // 30
     assert fin.locator(".duration").inner_text() == f"{seconds // 60}:{seconds % 60:02d}"
+    # How it ended, from the game's rules at that tick, under its status.
+    result = server_result(server.db, FIN, last)
+    assert result is not None and viewer_list[FIN]["result"] == result
+    reason = {"time_limit": "time limit", "score_limit": "score limit"}[result["reason"]]
+    won = f"{result['winner_name']} won" if result["winner"] else "no winner"
+    assert fin.locator(".status .result").inner_text() == f"{won} · {reason}"
+    assert viewer_list[LIVE_ID]["result"] is None
     # Live matches come first: they are what a caster opens.
     assert rows.nth(0).get_attribute("data-match") == LIVE_ID
     status, body = server.request("GET", "/api/leaderboards")
@@ -251,7 +257,10 @@ def test_js_fold_equals_server_state_at(server: ViewerServer, page: Any, match_i
         const session = new S.SpectatorSession(url, id, { reset: keep, frame: keep });
         await session.open(0);
         const end = checks.at(-1);
-        while (session.tick < end) await session.step(Math.min(1000, end - session.tick));
+        // Bounded: a fold that throws leaves the tick behind, and the test must fail, not hang.
+        for (let i = 0; i < 100 && session.tick < end; i++) {
+            await session.step(Math.min(1000, end - session.tick));
+        }
         session.close();
         out.frames = session.received.FRAME;
         // A joined event at version 1 ([slot, player]) is upcast: name = player id.
@@ -299,9 +308,7 @@ def test_deep_link_shows_exact_tick(server: ViewerServer, page: Any) -> None:
     open_viewer(pg, server, f"?match={BIG}&tick={at}&follow={killer}&token={BIG_TOKEN}")
     assert drawn(pg) == server_states(server.db, BIG, [at])[at]
     pg.wait_for_function("window.matchreplayViewer.frames() > 2")
-    ARTIFACTS.mkdir(exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / "viewer-match.png"))
-    assert Path(ARTIFACTS / "viewer-match.png").stat().st_size > 10_000
+    assert screenshot(pg, "viewer-match.png").stat().st_size > 10_000
     assert console.errors == []
 
 

@@ -659,10 +659,10 @@ async function matchView(matchId) {
     resolveReady(hook);
     return;
   }
-  session.describe().then((m) => {
-    player.created = m?.created_at ?? null;
-    renderTitle(player.created);
-  }, () => {});
+  try {  // the header's creation time: nice to have, never a reason not to show the match
+    player.created = (await session.describe())?.created_at ?? null;
+  } catch { /* shown without it */ }
+  renderTitle(player.created);
   requestAnimationFrame((now) => {
     frame(now);
     log("ready", { tick: session.tick });

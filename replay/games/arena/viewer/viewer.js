@@ -10,6 +10,9 @@ export const EV = {
 };
 export const EVENT_NAMES = Object.fromEntries(Object.entries(EV).map(([k, v]) => [v, k.toLowerCase()]));
 const CURRENT_VERSION = { [EV.JOINED]: 2 };
+// Type codes 0xFF00 and up are matchreplay's own events (docs/events.md, "System
+// events": the inputs audit trail, ...), stored in the same stream: a fold skips them.
+export const SYSTEM_FIRST = 0xff00;
 export const NEVER = -(2 ** 30);
 
 // The fixed array order of hashes and keyframes; booleans are 1 byte, the rest int32 LE.
@@ -81,6 +84,7 @@ const u16 = (bytes, i) => bytes[2 * i] | (bytes[2 * i + 1] << 8);
 
 /** Apply one event to the state (mutates it). */
 export function applyEvent(s, e) {
+  if (e.type >= SYSTEM_FIRST) return;  // not the game's: changes no state
   const d = e.data, t = e.tick;
   if ((CURRENT_VERSION[e.type] ?? 1) !== e.version) {
     throw new Error(`event type ${e.type} version ${e.version} is not understood by this viewer`);

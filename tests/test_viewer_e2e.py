@@ -232,7 +232,9 @@ def test_home_boards_are_tabs_with_headers_periods_and_names(
         for e in server.request("GET", f"/api/leaderboards/{b['id']}?limit=10")[1]["entries"]
     }
     assert any(names.get(o, o) != o for o in owners)  # some are shown by a display name
-    tabs.nth(0).click()
+    open_viewer(pg, server)  # the home page as everyone sees it (public matches)
+    pg.wait_for_function("document.querySelector('#leaderboards').dataset.state === 'loaded'")
+    assert pg.locator("#match-list tbody tr").count() == 2
     assert screenshot(pg, "viewer-home.png").stat().st_size > 10_000
     assert console.errors == []
 

@@ -106,7 +106,7 @@ class App:
             self.store,
             self.lobby,
             self.spectators,
-            self.spectators.engine.scoreboard_at,
+            self.spectators.engine,
             authenticator,
             self.games,
             leaderboards=http.Router(api).serves(LEADERBOARD_PREFIX),

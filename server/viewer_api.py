@@ -17,15 +17,15 @@ requester's live edge (admins: the last durable tick).
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from replay.engine import ReplayEngine
 from replay.rules import GameRegistry
 from replay.store.base import EventStore
 from server.http import (
@@ -48,7 +48,8 @@ __all__ = ["STATIC_DIR", "ViewerApi", "viewer_routes"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 MATCH_LIST_SCOREBOARDS = 50
-"""Matches of a list that get standings (each costs one cached state, ~10 KiB)."""
+"""Matches of a list that get standings and a result (each costs one cached state,
+~10 KiB)."""
 
 _CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
 
@@ -60,8 +61,8 @@ class ViewerApi:
     store: EventStore
     lobby: Lobby
     access: SpectatorAccess
-    standings: Callable[[str, int], Awaitable[list[dict[str, Any]]]]
-    """A match's scoreboard at a tick (the replay engine's ``scoreboard_at``)."""
+    engine: ReplayEngine
+    """A match's state at a tick: the list's standings and results."""
     auth: Authenticator
     games: GameRegistry
     leaderboards: bool
@@ -127,6 +128,18 @@ def _static_file(v: ViewerApi, root: Path, rel: str) -> Response:
 
 @_viewer.route("GET", r"/api/viewer/matches")
 async def matches(v: ViewerApi, conn: ServerConnection, request: Request, _: Params) -> Response:
+    """``{"matches": [...], "leaderboards": bool}``: the matches the requester may watch,
+    newest first, each as the HTTP match JSON gives it (``tick`` at the requester's live
+    edge) plus what a person reads in the list:
+
+    * ``standings``: the game's scoreboard at that tick (None past the first
+      MATCH_LIST_SCOREBOARDS matches);
+    * ``names``: display name by player id (the game's scoreboard ``name``; the id for
+      a player not in the standings);
+    * ``result``: ``{"winner", "winner_name", "reason"}`` once the match is over at that
+      tick (``rules.result``), else None;
+    * ``duration_s``: that tick in seconds.
+    """
     ident = v.auth.requester(request)
     q = query(request)
     try:
@@ -145,9 +158,21 @@ async def matches(v: ViewerApi, conn: ServerConnection, request: Request, _: Par
         # What this requester may see: the tick and standings at its live edge.
         item = spectator_info(v.lobby, v.access, record, privileged)
         item["duration_s"] = round(item["tick"] / (record.tick_rate or 1), 1)
-        item["standings"] = None
+        item["standings"] = item["result"] = None
+        names = {player: player for player in item["players"]}
         if i < MATCH_LIST_SCOREBOARDS:
-            item["standings"] = await v.standings(record.match_id, item["tick"])
+            rules = v.engine.rules(record)
+            state = await v.engine.state_at(record.match_id, item["tick"])
+            item["standings"] = rules.scoreboard(state)
+            names |= {row["player"]: row.get("name") or row["player"] for row in item["standings"]}
+            outcome = rules.result(state)
+            if outcome is not None:
+                item["result"] = {
+                    "winner": outcome.winner,
+                    "winner_name": names.get(outcome.winner, outcome.winner),
+                    "reason": outcome.reason,
+                }
+        item["names"] = names
         out.append(item)
     # The page asks for leaderboards only where a route serves them, so a server without
     # them shows "not enabled" instead of a failed request.

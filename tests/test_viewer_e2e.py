@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from viewer_harness import (
-    ARTIFACTS,
     FINISHED,
     FINISHED_OPTIONS,
     LIVE,
@@ -25,7 +24,9 @@ from viewer_harness import (
     admin_token,
     launch_chromium,
     run_async,
+    screenshot,
     server_markers,
+    server_result,
     server_scoreboard,
     server_states,
     spectator_token,
@@ -127,12 +128,27 @@ def test_home_lists_matches_and_leaderboards(server: ViewerServer, page: Any) ->
     for i in range(rows.count()):
         row = rows.nth(i)
         info = by_id[row.get_attribute("data-match")]
-        assert row.locator(".status").inner_text() == info["status"]
+        assert row.locator(".status").inner_text().startswith(info["status"])
         standings = viewer_list[info["match_id"]]["standings"]
         assert {s["player"] for s in standings} == set(info["players"])
+        # Display names (the joined events' names), not player ids.
         assert set(row.locator(".players").inner_text().split(", ")) == {
             s["name"] for s in standings
         }
+        # The match says its game, players and creation time; its id is small print.
+        match_cell = row.locator(".match").inner_text()
+        assert f"{info['game']} · {len(info['players'])} players" in match_cell
+        assert "created" in match_cell and "UTC" in match_cell
+    # A match whose players have display names of their own (the simulated bots' "Bot 007"
+    # for "bot-007") lists those names, not the ids.
+    open_viewer(pg, server, f"?token={BIG_TOKEN}")
+    cell = pg.locator(f'#match-list tr[data-match="{BIG}"] .players')
+    big = cell.get_attribute("title").split(", ")  # all of them; the cell shows the first 8
+    ids = server.request("GET", f"/api/matches/{BIG}", BIG_TOKEN)[1]["players"]
+    assert len(big) == len(ids) == 64 and not set(big) & set(ids)
+    assert "Bot 007" in big
+    assert cell.inner_text() == ", ".join(big[:8]) + " and 56 more"
+    open_viewer(pg, server)
     fin = pg.locator(f'#match-list tr[data-match="{FIN}"]')
     last = server.request("GET", f"/api/matches/{FIN}")[1]["tick"]
     top = server_scoreboard(server.db, FIN, last)[:3]
@@ -141,6 +157,13 @@ def test_home_lists_matches_and_leaderboards(server: ViewerServer, page: Any) ->
     )
     seconds = last // 30
     assert fin.locator(".duration").inner_text() == f"{seconds // 60}:{seconds % 60:02d}"
+    # How it ended, from the game's rules at that tick, under its status.
+    result = server_result(server.db, FIN, last)
+    assert result is not None and viewer_list[FIN]["result"] == result
+    reason = {"time_limit": "time limit", "score_limit": "score limit"}[result["reason"]]
+    won = f"{result['winner_name']} won" if result["winner"] else "no winner"
+    assert fin.locator(".status .result").inner_text() == f"{won} · {reason}"
+    assert viewer_list[LIVE_ID]["result"] is None
     # Live matches come first: they are what a caster opens.
     assert rows.nth(0).get_attribute("data-match") == LIVE_ID
     status, body = server.request("GET", "/api/leaderboards")
@@ -152,6 +175,67 @@ def test_home_lists_matches_and_leaderboards(server: ViewerServer, page: Any) ->
         assert boards.get_attribute("data-state") == "loaded"
         shown = [b.get_attribute("data-board") for b in boards.locator(".board").all()]
         assert shown == [b["id"] for b in body["boards"]]
+    assert console.errors == []
+
+
+def test_home_boards_are_tabs_with_headers_periods_and_names(
+    server: ViewerServer, page: Any
+) -> None:
+    """Five boards are tabs (one table at a time, the page fits the window), each table
+    has column headers, a period board says its period, and players are display names."""
+    pg, console = page
+    status, body = server.request("GET", "/api/leaderboards")
+    assert status == 200 and len(body["boards"]) == 5
+    # The bots' kills reach the boards through the projection: wait for an entry.
+    deadline = time.monotonic() + 30
+    while not server.request("GET", "/api/leaderboards/kills")[1]["entries"]:
+        assert time.monotonic() < deadline, "no kills on the board"
+        time.sleep(0.5)
+    open_viewer(pg, server, f"?token={BIG_TOKEN}")  # BIG's players have display names
+    pg.wait_for_function("document.querySelector('#leaderboards').dataset.state === 'loaded'")
+    boards = pg.locator("#leaderboards .board")
+    assert boards.count() == 5
+    assert [b.is_visible() for b in boards.all()] == [True, False, False, False, False]
+    height = pg.evaluate("document.documentElement.scrollHeight")
+    assert height <= 900, height  # the window: nothing to scroll for
+    tabs = pg.locator("#leaderboards [role=tab]")
+    assert tabs.all_inner_texts() == [b["title"] for b in body["boards"]]
+    names = {
+        p: n
+        for m in server.request("GET", "/api/viewer/matches", BIG_TOKEN)[1]["matches"]
+        for p, n in m["names"].items()
+    }
+    for i, board in enumerate(body["boards"]):
+        tabs.nth(i).click()
+        panel = pg.locator(f'#leaderboards .board[data-board="{board["id"]}"]')
+        assert panel.is_visible() and [b.is_visible() for b in boards.all()].count(True) == 1
+        headers = panel.locator("thead th").all_inner_texts()
+        assert headers[:2] == ["Rank", "Player"] and len(headers) == 3
+        period = panel.locator(".period").inner_text()
+        if board["reset"] == "weekly":
+            year, week = board["current_period"].split("-W")
+            assert period.startswith(f"week {int(week)} of {year} (") and "UTC" in period
+        else:
+            assert period == "all time"
+        top = server.request("GET", f"/api/leaderboards/{board['id']}?limit=10")[1]["entries"]
+        cells = panel.locator("tbody tr")
+        if not top:
+            continue
+        assert cells.count() == len(top)
+        for row, entry in zip(cells.all(), top, strict=True):
+            who = row.locator("td").nth(1)
+            assert who.inner_text() == names.get(entry["owner"], entry["owner"])
+            assert who.get_attribute("title") == entry["owner"]
+    owners = {
+        e["owner"]
+        for b in body["boards"]
+        for e in server.request("GET", f"/api/leaderboards/{b['id']}?limit=10")[1]["entries"]
+    }
+    assert any(names.get(o, o) != o for o in owners)  # some are shown by a display name
+    open_viewer(pg, server)  # the home page as everyone sees it (public matches)
+    pg.wait_for_function("document.querySelector('#leaderboards').dataset.state === 'loaded'")
+    assert pg.locator("#match-list tbody tr").count() == 2
+    assert screenshot(pg, "viewer-home.png").stat().st_size > 10_000
     assert console.errors == []
 
 
@@ -175,7 +259,10 @@ def test_js_fold_equals_server_state_at(server: ViewerServer, page: Any, match_i
         const session = new S.SpectatorSession(url, id, { reset: keep, frame: keep });
         await session.open(0);
         const end = checks.at(-1);
-        while (session.tick < end) await session.step(Math.min(1000, end - session.tick));
+        // Bounded: a fold that throws leaves the tick behind, and the test must fail, not hang.
+        for (let i = 0; i < 100 && session.tick < end; i++) {
+            await session.step(Math.min(1000, end - session.tick));
+        }
         session.close();
         out.frames = session.received.FRAME;
         // A joined event at version 1 ([slot, player]) is upcast: name = player id.
@@ -223,9 +310,7 @@ def test_deep_link_shows_exact_tick(server: ViewerServer, page: Any) -> None:
     open_viewer(pg, server, f"?match={BIG}&tick={at}&follow={killer}&token={BIG_TOKEN}")
     assert drawn(pg) == server_states(server.db, BIG, [at])[at]
     pg.wait_for_function("window.matchreplayViewer.frames() > 2")
-    ARTIFACTS.mkdir(exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / "viewer-match.png"))
-    assert Path(ARTIFACTS / "viewer-match.png").stat().st_size > 10_000
+    assert screenshot(pg, "viewer-match.png").stat().st_size > 10_000
     assert console.errors == []
 
 
@@ -275,14 +360,15 @@ def play_for(pg: Page, speed: float, seconds: float) -> tuple[int, float]:
 
 
 def test_play_advances_at_the_chosen_speed(server: ViewerServer, page: Any) -> None:
+    """Play asks the server for the chosen speed (it paces the frames: no timing is
+    asserted here, benchmarks measure pace), the page advances, and the tick where it
+    paused is exact."""
     pg, console = page
     open_viewer(pg, server, f"?match={FIN}&tick=0")
     for speed in (1, 4):
-        ticks, seconds = play_for(pg, speed, 1.5)
-        expected = 30 * speed * seconds
-        # Never faster than the speed asked (the frame clock caps it); the lower bound is
-        # loose on purpose: a loaded 2-core machine drops frames.
-        assert expected * 0.4 <= ticks <= expected + 2, (speed, ticks, seconds)
+        ticks, _ = play_for(pg, speed, 1.0)
+        assert ticks > 0, speed
+        assert pg.evaluate("window.matchreplayViewer.speed()") == speed
         assert drawn(pg) == server_states(server.db, FIN, [ticks])[ticks]
     assert console.errors == []
 
@@ -322,6 +408,7 @@ def test_live_follows_the_delayed_edge(server: ViewerServer, page: Any) -> None:
     badge = pg.locator("#live-status")
     assert pg.evaluate("window.matchreplayViewer.live()") is True
     assert "LIVE" in badge.inner_text()
+    assert pg.locator("#live").is_visible()  # a live match has a live edge to jump to
     start = pg.evaluate("window.matchreplayViewer.tick()")
     pg.wait_for_function(f"window.matchreplayViewer.tick() > {start + 30}", timeout=15_000)
     shown = pg.evaluate("window.matchreplayViewer.tick()")
@@ -339,6 +426,8 @@ def test_live_follows_the_delayed_edge(server: ViewerServer, page: Any) -> None:
     pg.wait_for_function("document.querySelector('#live-status').textContent.includes('behind')")
     pg.locator("#live").click()
     pg.wait_for_function("window.matchreplayViewer.live()")
+    pg.wait_for_function("window.matchreplayViewer.frames() > 2")
+    assert screenshot(pg, "viewer-live.png").stat().st_size > 10_000
     assert console.errors == []
 
 
@@ -526,3 +615,171 @@ def test_match_routes_never_reveal_past_the_spectator_edge(server: ViewerServer)
         assert shown["tick"] <= latest - delay_ticks, (path, shown["tick"], latest)
     # The finished match has no delay: everyone sees all of it.
     assert server.request("GET", f"/api/matches/{FIN}")[1]["tick"] == server.last_tick(FIN)
+
+
+def test_ended_match_opens_at_its_end_with_the_result(server: ViewerServer, page: Any) -> None:
+    """A finished match opened without a tick shows its last tick (players on the field,
+    final standings) and says who won and why; no Live button."""
+    pg, console = page
+    last = server.last_tick(FIN)
+    expected = server_result(server.db, FIN, last)
+    assert expected is not None and expected["reason"]
+    open_viewer(pg, server, f"?match={FIN}")
+    assert pg.evaluate("window.matchreplayViewer.tick()") == last
+    state = drawn(pg)
+    assert state == server_states(server.db, FIN, [last])[last]
+    assert any(p["alive"] for p in state["players"])  # something to see
+    assert canvas_colours(pg) > 8
+    assert pg.locator("#scoreboard tbody tr").count() == len(state["players"])
+    shown = pg.evaluate("window.matchreplayViewer.result()")
+    assert shown == expected
+    result = pg.locator("#result")
+    assert result.is_visible()
+    text = result.inner_text()
+    reason = {"time_limit": "time limit", "score_limit": "score limit"}.get(
+        expected["reason"], expected["reason"]
+    )
+    assert reason in text
+    assert (f"{expected['winner_name']} wins" if expected["winner"] else "no winner") in text
+    assert pg.locator("#live").is_hidden()  # nothing live to jump to
+    # The header names the game and the players, not the match id.
+    title = pg.locator("#title").inner_text()
+    assert title.startswith("arena · ") and FIN not in title and "created" in title
+    assert screenshot(pg, "viewer-ended.png").stat().st_size > 10_000
+    # Before the end there is no result yet.
+    pg.evaluate("window.matchreplayViewer.seek(10)")
+    settled(pg)
+    assert pg.locator("#result").is_hidden()
+    assert console.errors == []
+
+
+def test_markers_never_cover_each_other(server: ViewerServer, page: Any) -> None:
+    """At 0:00 the joins and the match start are close together: markers closer than a
+    few pixels are one button listing them all, so every marker can be clicked."""
+    pg, console = page
+    markers = server_markers(server.db, FIN)
+    joined = [m for m in markers if m["kind"] == "joined"]
+    assert joined and any(m["kind"] == "match_started" for m in markers)
+    open_viewer(pg, server, f"?match={FIN}&tick=5")
+    buttons = pg.locator("#markers .marker")
+    boxes = [b.bounding_box() for b in buttons.all()]
+    assert all(boxes)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"], (a, b)
+    counts = [int(c) for c in buttons.evaluate_all("els => els.map(e => e.dataset.count)")]
+    assert sum(counts) == len(markers)  # each marker is in exactly one button
+    titles = buttons.evaluate_all("els => els.map(e => e.title)")
+    assert sum(len(t.split("\n")) for t in titles) == len(markers)
+    # Every button is the element at its own centre: nothing covers it.
+    covered = buttons.evaluate_all(
+        """els => els.filter(e => { const r = e.getBoundingClientRect();
+            const x = r.x + r.width / 2, y = r.y + r.height / 2;
+            return document.elementFromPoint(x, y) !== e; }).length"""
+    )
+    assert covered == 0
+    first = next(i for i, t in enumerate(titles) if "joined" in t)
+    assert joined[0]["data"]["name"] in titles[first]
+    tick = int(buttons.nth(first).get_attribute("data-tick"))
+    assert tick == joined[0]["tick"]
+    pg.locator("#arena").click()
+    buttons.nth(first).click()
+    pg.wait_for_function(f"window.matchreplayViewer.tick() === {tick}")
+    settled(pg)
+    assert drawn(pg) == server_states(server.db, FIN, [tick])[tick]
+    # Display names (the simulated bots': "Bot 007"), not player ids, in the markers' text.
+    open_viewer(pg, server, f"?match={BIG}&tick=600&token={BIG_TOKEN}")
+    titles = "\n".join(pg.locator("#markers .marker").evaluate_all("els => els.map(e => e.title)"))
+    assert "Bot 0" in titles and "killed" in titles and "bot-0" not in titles
+    assert console.errors == []
+
+
+def _rgb(css: str) -> tuple[int, int, int]:
+    r, g, b = (int(float(v)) for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+    return r, g, b
+
+
+def test_legend_and_scoreboard_swatches_match_the_drawing(server: ViewerServer, page: Any) -> None:
+    """The legend has a swatch of each marker colour on the timeline, and each
+    scoreboard row a swatch of its player's dot colour (read back from the canvas)."""
+    pg, console = page
+    last = server.last_tick(FIN)
+    open_viewer(pg, server, f"?match={FIN}&tick={last - 30}")
+    legend = pg.locator("#legend")
+    assert legend.is_visible()
+    legend_colours = dict(
+        legend.locator(".swatch").evaluate_all(
+            "els => els.map(e => [e.dataset.kind, getComputedStyle(e).backgroundColor])"
+        )
+    )
+    used = pg.locator("#markers .marker").evaluate_all(
+        """els => els.map(e =>
+            [e.className.split('marker-')[1], getComputedStyle(e).backgroundColor])"""
+    )
+    assert used
+    for kind, colour in used:
+        assert legend_colours[kind] == colour, kind
+    assert "player" in legend.inner_text()
+    dots = {int(k): v for k, v in pg.evaluate("window.matchreplayViewer.dots()").items()}
+    state = drawn(pg)
+    alive = [p for p in state["players"] if p["alive"]]
+    assert dots.keys() == {a["slot"] for a in alive}
+    checked = 0
+    for shown in alive:
+        x, y, r = dots[shown["slot"]]
+        # A dot another dot covers cannot be read back: skip it.
+        if any(
+            (x - ox) ** 2 + (y - oy) ** 2 < (2 * r + 2) ** 2
+            for s, (ox, oy, _) in dots.items()
+            if s != shown["slot"]
+        ):
+            continue
+        pixel = pg.evaluate(
+            """([x, y]) => Array.from(document.querySelector('#arena').getContext('2d')
+                .getImageData(Math.round(x), Math.round(y), 1, 1).data.slice(0, 3))""",
+            [x, y],
+        )
+        swatch = pg.locator(f'#scoreboard tr[data-player="{shown["id"]}"] .swatch')
+        colour = _rgb(swatch.evaluate("e => getComputedStyle(e).backgroundColor"))
+        assert all(abs(a - b) <= 3 for a, b in zip(pixel, colour, strict=True)), (pixel, colour)
+        checked += 1
+    assert checked >= 2
+    assert console.errors == []
+
+
+def test_phone_screen_keeps_the_arena_usable(server: ViewerServer, browser: Browser) -> None:
+    """On a 390 px wide phone the arena takes the width (one column), not ~50 px."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    try:
+        pg = context.new_page()
+        console = Console(pg)
+        last = server.last_tick(FIN)
+        open_viewer(pg, server, f"?match={FIN}&tick={last - 30}")
+        box = pg.locator("#arena").bounding_box()
+        assert box is not None and box["width"] >= 340 and box["height"] >= 200, box
+        assert pg.locator("#play").is_visible() and pg.locator("#scoreboard").is_visible()
+        assert canvas_colours(pg) > 8  # players drawn
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+        screenshot(pg, "viewer-phone.png")
+        open_viewer(pg, server)
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+        assert console.errors == []
+    finally:
+        context.close()
+
+
+def test_unknown_match_shows_a_message_not_an_empty_arena(server: ViewerServer, page: Any) -> None:
+    pg, console = page
+    for query, text in (
+        ("?match=no-such-match", "does not exist"),
+        (f"?match=no-such-match&token={spectator_token('*')}", "does not exist on this server"),
+        (f"?match={BIG}", "not public"),
+    ):
+        open_viewer(pg, server, query)
+        assert pg.locator("#arena").is_hidden()
+        assert pg.locator("#controls").is_hidden()
+        assert pg.locator("#scoreboard").is_hidden()
+        missing = pg.locator("#missing")
+        assert missing.is_visible() and text in missing.inner_text()
+        assert missing.locator("a[href='/']").is_visible()
+    assert not [e for e in console.errors if not _network_noise(e)]

@@ -39,15 +39,21 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# A finished match long enough for kills, and a live one that outlasts the tests.
+# A finished match long enough for kills, and a live one that outlasts the tests (15 min:
+# the whole file takes 6 on a loaded 2-core machine).
 FINISHED = {"tick_rate": 30, "time_limit_s": 8, "max_players": 8, "min_players": 2, "damage": 50}
-LIVE = {"tick_rate": 30, "time_limit_s": 120, "max_players": 8, "min_players": 2}
+LIVE = {"tick_rate": 30, "time_limit_s": 900, "max_players": 8, "min_players": 2}
 # Spectating options (docs/protocol.md 11.2): both watchable without a token, the live
 # one behind a delay.
 FINISHED_OPTIONS = {"public_spectating": True}
 LIVE_OPTIONS = {"public_spectating": True, "spectator_delay": 2.0}
 _CLI = (sys.executable, "-m", "server")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(
+    os.environ.get("MATCHREPLAY_TEST_ARTIFACTS")
+    or Path(__file__).resolve().parent.parent / "test-artifacts"
+)
+"""Screenshots a person looks at (the live view, an ended match, the home page):
+``$MATCHREPLAY_TEST_ARTIFACTS``, default ``test-artifacts/`` (ignored by git)."""
 
 
 def admin_token() -> str:
@@ -226,6 +232,35 @@ def server_markers(db: str, match_id: str) -> list[dict[str, Any]]:
             await store.close()
 
     return _run(read())
+
+
+def server_result(db: str, match_id: str, tick: int) -> dict[str, Any] | None:
+    """``rules.result`` at ``tick`` with the winner's display name, as the page shows it."""
+
+    async def read() -> dict[str, Any] | None:
+        store = open_test_store(db, synchronous="NORMAL")
+        await store.open()
+        try:
+            engine = ReplayEngine(store, GAMES)
+            state = await engine.state_at(match_id, tick)
+            outcome = engine.rules(await engine.match(match_id)).result(state)
+            if outcome is None:
+                return None
+            slot = state.players.index(outcome.winner) if outcome.winner in state.players else -1
+            name = state.names[slot] if slot >= 0 else outcome.winner
+            return {"winner": outcome.winner, "winner_name": name, "reason": outcome.reason}
+        finally:
+            await store.close()
+
+    return _run(read())
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save a screenshot artifact (see ARTIFACTS) and return its path."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    return path
 
 
 def run_async(coro: Any) -> Any:

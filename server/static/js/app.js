@@ -2,17 +2,18 @@
 // timeline, controls, scoreboard), chosen by the URL. Deep link (docs/viewer.md):
 //   /?match=ID&tick=T&follow=PLAYER[&token=JWT]
 // opens match ID paused at tick T following PLAYER; without `tick` it opens a live
-// match at its live edge and a finished one at the start.
+// match at its live edge and a finished one at its last tick, where the result is shown
+// (or, if nobody is on the field there, at its last kill).
 //
 // The home view reads the match list and leaderboards over HTTP (api.js); the match view
 // is one websocket spectator session (spectator.js): the server paces playback and pushes
 // live frames, the page folds them and draws.
 import { Api } from "./api.js";
-import { plainState, scoreboard } from "/static/games/arena/viewer.js";
+import { anyoneOnField, plainState, result, scoreboard } from "/static/games/arena/viewer.js";
 import { bindControls, SPEEDS } from "./controls.js";
-import { Renderer } from "./renderer.js";
+import { Renderer, slotColor } from "./renderer.js";
 import { SpectatorSession, websocketUrl, CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER } from "./spectator.js";
-import { Timeline, clock } from "./timeline.js";
+import { Timeline, clock, renderLegend } from "./timeline.js";
 
 const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
@@ -43,6 +44,9 @@ const hook = {
   connected: () => !!session?.connected,
   messages: () => ({ received: { ...session?.received }, sent: { ...session?.sent } }),
   busy: () => !!session && (session.pending.length > 0 || !!seeking || player.clipEnding),
+  result: () => (session?.state ? result(session.state) : null),
+  // Where each drawn player's dot is on the canvas: {slot: [x, y, radius]} in canvas pixels.
+  dots: () => Object.fromEntries(renderer?.dots ?? []),
 };
 window.matchreplayViewer = hook;
 const log = (type, detail = {}) => {
@@ -67,11 +71,13 @@ function showError(exc) {
   const id = params.get("match");
   if (kind === "not_found" || kind === "unknown_match") {
     banner(null, "error", `Match <b>${esc(id)}</b> does not exist on this server. <a href="/">See all matches</a>.`);
+    missing(`Match “${id}” does not exist on this server.`);
   } else if (kind === "unauthorized") {
     banner(`The server refused the token: ${exc.message}. Open the viewer without a token to watch public matches, or ask for a new token.`);
   } else if (kind === "forbidden" && !api.token) {
     // Without a token the server does not say whether a private match exists.
     banner(null, "error", `Match <b>${esc(id)}</b> does not exist on this server or is not public: open it with a spectator token (?token=...). <a href="/">See all matches</a>.`);
+    missing(`Match “${id}” does not exist or is not public.`);
   } else if (kind === "forbidden") {
     banner(`You may not watch this match: ${exc.message}.`);
   } else if (kind === "unknown_marker") {
@@ -79,6 +85,14 @@ function showError(exc) {
   } else {
     banner(`Something went wrong: ${exc.message}`);
   }
+}
+
+/** The match cannot be shown: no empty arena and controls, a message instead. */
+function missing(text) {
+  if (hook.view !== "match" || session?.state || !$("#missing").hidden) return;
+  $("#match").hidden = true;
+  $("#missing-text").textContent = text;
+  $("#missing").hidden = false;
 }
 
 const LOST_REASONS = {
@@ -123,27 +137,66 @@ async function home() {
   setInterval(tick, LIST_POLL_MS);
 }
 
+/** "6 Dec 10:03 UTC" (UTC: the server's clock and the leaderboards' periods are UTC). */
+export function when(seconds) {
+  if (!seconds) return "";
+  const d = new Date(seconds * 1000);
+  const month = d.toLocaleString("en-GB", { month: "short", timeZone: "UTC" });
+  const hm = `${String(d.getUTCHours()).padStart(2, "0")}:${String(d.getUTCMinutes()).padStart(2, "0")}`;
+  return `${d.getUTCDate()} ${month} ${hm} UTC`;
+}
+
+/** At most LIST_NAMES names, then how many more: a 64-player match is one line. */
+const LIST_NAMES = 8;
+function listNames(names) {
+  if (names.length <= LIST_NAMES) return names.join(", ");
+  return `${names.slice(0, LIST_NAMES).join(", ")} and ${names.length - LIST_NAMES} more`;
+}
+
+/** Display names by player id, from every listed match (the game's names). */
+const knownNames = new Map();
+
 async function renderMatches() {
   const { matches, leaderboards } = await api.matches();
   // Live matches first (they are what a caster opens), then newest first as listed.
   const live = (m) => (m.status === "running" || m.status === "created" ? 0 : 1);
   matches.sort((a, b) => live(a) - live(b));
   const rows = matches.map((m) => {
+    const name = (player) => m.names?.[player] ?? player;
+    for (const p of m.players) knownNames.set(p, name(p));
     const tr = document.createElement("tr");
     tr.dataset.match = m.match_id;
     const standings = m.standings ?? [];
+    const match = document.createElement("td");
+    match.className = "match";
+    const title = document.createElement("b");
+    title.textContent = `${m.game} · ${m.players.length} player${m.players.length === 1 ? "" : "s"}`;
+    const started = document.createElement("span");
+    started.className = "started";
+    started.textContent = `created ${when(m.created_at)}`;
+    const id = document.createElement("small");
+    id.className = "id";
+    id.textContent = m.match_id;
+    match.append(title, document.createElement("br"), started, " ", id);
+    tr.append(match);
     const cells = [
-      m.match_id,
       m.status,
-      standings.length ? standings.map((s) => s.name).join(", ") : m.players.join(", "),
+      listNames(m.players.map(name)),
       standings.slice(0, 3).map((s) => `${s.name} ${s.score}`).join(" · "),
       clock(m.tick, m.tick_rate),
     ];
     for (const [i, text] of cells.entries()) {
       const td = document.createElement("td");
       td.textContent = text;
-      td.className = ["id", "status", "players", "score", "duration"][i];
+      td.className = ["status", "players", "score", "duration"][i];
       tr.append(td);
+    }
+    tr.querySelector(".players").title = m.players.map(name).join(", ");  // all of them
+    if (m.result) {  // how it ended, under its status
+      const r = document.createElement("small");
+      r.className = "result";
+      r.textContent = `${m.result.winner ? `${m.result.winner_name} won` : "no winner"} · ${reasonText(m.result.reason)}`;
+      tr.querySelector(".status").append(document.createElement("br"), r);
     }
     const td = document.createElement("td");
     const a = document.createElement("a");
@@ -158,6 +211,30 @@ async function renderMatches() {
   return leaderboards;
 }
 
+/** What a board's current period is, in words: "all time", "week 49 of 2026 (30 Nov – 6 Dec, UTC)". */
+export function periodText(board) {
+  const key = board.current_period ?? "all";
+  const day = (d) => `${d.getUTCDate()} ${d.toLocaleString("en-GB", { month: "short", timeZone: "UTC" })}`;
+  let m;
+  if (board.reset === "none" || key === "all") return "all time";
+  if (board.reset === "daily" && (m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(key))) {
+    return `${day(new Date(Date.UTC(+m[1], +m[2] - 1, +m[3])))} ${m[1]} (UTC day)`;
+  }
+  if (board.reset === "weekly" && (m = /^(\d{4})-W(\d{2})$/.exec(key))) {
+    // ISO week: week 1 holds the year's first Thursday; weeks start on Monday.
+    const jan4 = new Date(Date.UTC(+m[1], 0, 4));
+    const monday = new Date(jan4.getTime() - ((jan4.getUTCDay() + 6) % 7) * 86400e3 + (+m[2] - 1) * 7 * 86400e3);
+    const sunday = new Date(monday.getTime() + 6 * 86400e3);
+    return `week ${+m[2]} of ${m[1]} (${day(monday)} – ${day(sunday)}, UTC)`;
+  }
+  if (board.reset === "monthly" && (m = /^(\d{4})-(\d{2})$/.exec(key))) {
+    return new Date(Date.UTC(+m[1], +m[2] - 1, 1)).toLocaleString("en-GB", { month: "long", year: "numeric", timeZone: "UTC" });
+  }
+  return key;
+}
+
+let shownBoard = null;  // the board tab a person picked (kept across refreshes)
+
 async function renderLeaderboards(available) {
   const root = $("#leaderboards");
   if (!available) {
@@ -166,24 +243,76 @@ async function renderLeaderboards(available) {
     return;
   }
   const { boards } = await api.leaderboards();
+  if (!boards.length) {
+    root.textContent = "No leaderboards configured.";
+    root.dataset.state = "loaded";
+    return;
+  }
+  // One board at a time behind tabs: five full tables stacked are a page of scrolling.
+  if (!boards.some((b) => b.id === shownBoard)) shownBoard = boards[0].id;
+  const tabs = document.createElement("div");
+  tabs.className = "tabs";
+  tabs.setAttribute("role", "tablist");
   const sections = await Promise.all(boards.map(async (b) => {
+    const tab = document.createElement("button");
+    tab.setAttribute("role", "tab");
+    tab.dataset.board = b.id;
+    tab.textContent = b.title ?? b.id;
+    tab.setAttribute("aria-selected", String(b.id === shownBoard));
+    tab.addEventListener("click", () => {
+      shownBoard = b.id;
+      for (const t of tabs.children) t.setAttribute("aria-selected", String(t.dataset.board === b.id));
+      for (const d of root.querySelectorAll(".board")) d.hidden = d.dataset.board !== b.id;
+    });
+    tabs.append(tab);  // in the boards' order, before the answers come back in any order
     const top = await api.board(b.id, 10);
     const div = document.createElement("div");
     div.className = "board";
     div.dataset.board = b.id;
+    div.setAttribute("role", "tabpanel");
+    div.hidden = b.id !== shownBoard;
     const h = document.createElement("h3");
     h.textContent = b.title ?? b.id;
+    const period = document.createElement("p");
+    period.className = "period";
+    period.textContent = periodText(b);
     const table = document.createElement("table");
-    for (const e of top.entries) {
-      const tr = table.insertRow();
-      for (const v of [e.rank, e.owner, e.value]) tr.insertCell().textContent = String(v);
+    const head = table.createTHead().insertRow();
+    for (const text of ["Rank", "Player", valueLabel(b)]) {
+      const th = document.createElement("th");
+      th.textContent = text;
+      head.append(th);
     }
-    div.append(h, table);
+    const body = table.createTBody();
+    for (const e of top.entries) {
+      const tr = body.insertRow();
+      tr.insertCell().textContent = String(e.rank);
+      const who = tr.insertCell();
+      who.textContent = knownNames.get(e.owner) ?? e.owner;
+      who.title = e.owner;
+      tr.insertCell().textContent = String(e.value);
+    }
+    if (!top.entries.length) {
+      const td = body.insertRow().insertCell();
+      td.colSpan = 3;
+      td.textContent = "No entries yet.";
+    }
+    div.append(h, period, table);
     return div;
   }));
-  root.replaceChildren(...sections);
-  if (!sections.length) root.textContent = "No leaderboards configured.";
+  root.replaceChildren(tabs, ...sections);
   root.dataset.state = "loaded";
+}
+
+/** The value column's header: the board's metric in words ("match_score": "Match score"). */
+function valueLabel(board) {
+  const words = board.metric.replaceAll("_", " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+/** A match end reason in words (the games' reasons; others as they are). */
+function reasonText(reason) {
+  return { time_limit: "time limit", score_limit: "score limit" }[reason] ?? reason;
 }
 
 // -- the match view ------------------------------------------------------------------------
@@ -198,7 +327,7 @@ let seekTarget = null;
 // last control sent, or an unasked one, then has the final word.
 const player = {
   mode: "paused", speed: 1, followId: params.get("follow"), clip: null, clipEnding: false,
-  lastUrlUpdate: 0, lastTick: -1, playingShown: null, skippedUntil: 0,
+  lastUrlUpdate: 0, lastTick: -1, playingShown: null, skippedUntil: 0, created: null,
 };
 
 function followedSlot() {
@@ -366,6 +495,11 @@ function renderScoreboard() {
     tr.dataset.player = r.player;
     if (r.slot === followed) tr.className = "followed";
     for (const v of [i + 1, r.name, r.kills, r.deaths, r.score]) tr.insertCell().textContent = String(v);
+    // The player's colour on the canvas: the legend of the dots.
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = slotColor(r.slot);
+    tr.cells[1].prepend(swatch);
     if (!r.alive) tr.cells[1].className = "dead";
     tr.addEventListener("click", () => actions.follow(r.player === player.followId ? null : r.player));
     return tr;
@@ -373,6 +507,35 @@ function renderScoreboard() {
   $("#scoreboard tbody").replaceChildren(...rows);
   $("#score-tick").textContent = `tick ${s.tick}`;
   $("#following").textContent = followed !== null ? `Following ${s.names[followed]}` : "";
+  renderResult();
+}
+
+/** The result once the match is over at the shown tick (winner and why), or that the
+ * server stopped it. */
+function renderResult() {
+  const el = $("#result");
+  const r = result(session.state);
+  const interrupted = session.info.status === "interrupted" && session.tick >= session.edge;
+  el.hidden = !r && !interrupted;
+  if (r) {
+    el.dataset.winner = r.winner;
+    el.textContent = `Match over: ${r.winner ? `${r.winner_name} wins` : "no winner"} (${reasonText(r.reason)}).`;
+  } else if (interrupted) {
+    el.dataset.winner = "";
+    el.textContent = "Match interrupted: the server stopped before it ended. This is its last recorded moment.";
+  }
+}
+
+/** The header: the match's game, players (display names) and creation time, not its id. */
+function renderTitle(created) {
+  const names = new Map();
+  for (const m of hook.markers ?? []) if (m.kind === "joined") names.set(m.data.player, m.data.name ?? m.data.player);
+  const players = listNames([...names.values()]);
+  const parts = [session.info.game, players || "no players yet"];
+  if (created) parts.push(`created ${when(created)}`);
+  $("#title").textContent = parts.join(" · ");
+  $("#title").title = session.matchId;
+  document.title = `${parts.slice(0, 2).join(" · ")} · matchreplay viewer`;
 }
 
 function renderStatus() {
@@ -390,6 +553,7 @@ function renderStatus() {
     el.textContent = `Live match · ${(Math.max(0, session.edge - session.tick) / rate).toFixed(1)} s behind the live edge (${delay.toFixed(1)} s delay)`;
   }
   el.dataset.live = String(player.mode === "live");
+  $("#live").hidden = !session.live;  // a finished match has no live edge to jump to
   $("#clock").textContent = `${clock(session.tick, rate)} / ${clock(session.edge, rate)} · tick ${session.tick}`;
   const playing = player.mode !== "paused";
   if (playing !== player.playingShown) {
@@ -435,14 +599,17 @@ async function refreshMarkers(all = false) {
   const found = await session.markers(from, null);
   const markers = known.concat(found);
   timeline.setMarkers(markers, session.info.tick_rate);
+  const roster = (list) => list.filter((m) => m.kind === "joined").length;
+  const changed = roster(markers) !== roster(hook.markers ?? []);
   hook.markers = markers;
+  if (changed) renderTitle(player.created);
 }
 
 async function matchView(matchId) {
   hook.view = "match";
-  $("#match").hidden = false;
   $("#title").textContent = matchId;
   document.title = `${matchId} · matchreplay viewer`;
+  renderLegend($("#legend"));
   renderer = new Renderer($("#arena"));
   timeline = new Timeline($("#timeline"), { onSeek: (t) => seekTo(t) });
   controls = bindControls($("#match"), actions);
@@ -468,8 +635,17 @@ async function matchView(matchId) {
     const pb = await session.open(tick ?? "live");
     player.mode = pb.mode;
     log("meta", { live_edge: session.edge, status: session.info.status });
+    // The arena is shown once there is a match to draw (never an empty one for an error).
+    $("#match").hidden = false;
+    await refreshMarkers(true);
     if (tick === null && !session.live) {
-      await seekTo(0);  // a finished match opens at its start
+      // A finished match opens where its story ends: the last tick, with the result.
+      // If nobody is on the field there (all left), at its last kill instead.
+      if (!anyoneOnField(session.state)) {
+        const kill = timeline.lastKill(session.edge);
+        if (kill) await seekTo(kill.tick);
+      }
+      log("seek", { tick: session.tick });
     } else if (tick !== null) {
       log("seek", { tick: pb.tick });
     } else if (pb.mode === "live") {
@@ -477,12 +653,16 @@ async function matchView(matchId) {
     }
     const speed = Number(params.get("speed"));
     if (SPEEDS.includes(speed)) actions.setSpeed(speed);
-    await refreshMarkers(true);
   } catch (exc) {
     showError(exc);
+    missing("This match cannot be shown.");
     resolveReady(hook);
     return;
   }
+  try {  // the header's creation time: nice to have, never a reason not to show the match
+    player.created = (await session.describe())?.created_at ?? null;
+  } catch { /* shown without it */ }
+  renderTitle(player.created);
   requestAnimationFrame((now) => {
     frame(now);
     log("ready", { tick: session.tick });

@@ -15,6 +15,7 @@ export class Renderer {
     this.canvas = canvas;
     this.ctx = canvas.getContext("2d");
     this.frames = 0;
+    this.dots = new Map();  // slot -> [x, y] in canvas pixels, as last drawn (test hook)
   }
 
   #fit() {
@@ -58,7 +59,9 @@ export class Renderer {
       cx = Math.min(Math.max(cx, w / scale / 2), MAP.width - w / scale / 2);
       cy = Math.min(Math.max(cy, h / scale / 2), MAP.height - h / scale / 2);
     }
-    ctx.setTransform(scale, 0, 0, scale, w / 2 - cx * scale, h / 2 - cy * scale);
+    const ox = w / 2 - cx * scale, oy = h / 2 - cy * scale;
+    ctx.setTransform(scale, 0, 0, scale, ox, oy);
+    this.dots.clear();
     const px = 1 / scale;  // one screen pixel in map centimetres
 
     ctx.fillStyle = "#161b22";
@@ -96,6 +99,7 @@ export class Renderer {
       ctx.beginPath();
       ctx.arc(x, y, radius, 0, TAU);
       ctx.fill();
+      this.dots.set(slot, [ox + x * scale, oy + y * scale, radius * scale]);
       if (slot === view.follow) {
         ctx.strokeStyle = "#ffffff";
         ctx.lineWidth = 3 * px;

@@ -132,6 +132,13 @@ export class SpectatorSession {
     return this.edge;
   }
 
+  /** This match's entry in LIST (its created_at, ...), or null when it is not among the
+   * 200 newest of its kind. */
+  async describe() {
+    const [matches] = await this.#request((ref) => [MSG.LIST, ref, this.live ? "live" : "finished", 200]);
+    return matches.find((m) => m.match_id === this.matchId) ?? null;
+  }
+
   // -- internals -----------------------------------------------------------------------------
   #connect() {
     const ws = new WebSocket(this.url, SUBPROTOCOL);

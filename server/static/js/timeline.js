@@ -1,9 +1,17 @@
 // The timeline scrubber: a range input over 0..last tick, the live edge, and clickable
 // markers (kills, multi-kills, joins, match start and end) from the server's timeline.
+// Markers closer than MERGE_PX on screen are one button (its title lists them all): at
+// 0:00 the joins and the match start would otherwise cover each other.
 const MARKER_KINDS = {
   killed: "kill", multi_kill: "multi", match_started: "match", match_ended: "match",
   joined: "roster", left: "roster",
 };
+/** The legend, in the order of importance a merged button shows (its colour). */
+export const MARKER_LEGEND = [
+  ["multi", "multi-kill"], ["kill", "kill"], ["match", "match start / end"],
+  ["roster", "player joined / left"], ["other", "other"],
+];
+const MERGE_PX = 10;
 
 export const clock = (ticks, rate) => {
   const s = Math.max(0, Math.floor(ticks / rate));
@@ -30,6 +38,14 @@ export class Timeline {
       const tick = ev.target?.dataset?.tick;
       if (tick !== undefined) onSeek(Number(tick));
     });
+    // The merging depends on the bar's width in pixels (a phone, a resized window).
+    let width = 0;
+    new ResizeObserver(() => {
+      if (this.markerBar.clientWidth !== width) {
+        width = this.markerBar.clientWidth;
+        this.#layout();
+      }
+    }).observe(this.markerBar);
   }
 
   setRange(max) {
@@ -43,10 +59,10 @@ export class Timeline {
     if (!this.dragging) this.scrubber.value = String(tick);
   }
 
-  setMarkers(markers, tickRate, names) {
+  setMarkers(markers, tickRate) {
     this.markers = markers;
+    this.labels = describeAll(markers);
     this.tickRate = tickRate;
-    this.names = names;
     this.#layout();
   }
 
@@ -63,28 +79,65 @@ export class Timeline {
     const bar = this.markerBar;
     bar.replaceChildren();
     if (!this.max) return;
-    for (const m of this.markers) {
+    const width = Math.max(1, bar.clientWidth);
+    const groups = [];  // markers (oldest first) closer than MERGE_PX to the group's first
+    for (const [i, m] of this.markers.entries()) {
       if (m.tick > this.max) continue;
+      const x = (m.tick / this.max) * width;
+      const last = groups.at(-1);
+      const item = { ...m, label: `${clock(m.tick, this.tickRate)} ${this.labels[i]}` };
+      if (last && x - last.x < MERGE_PX) last.markers.push(item);
+      else groups.push({ x, markers: [item] });
+    }
+    const rank = (kind) => MARKER_LEGEND.findIndex(([k]) => k === kind);
+    for (const { markers } of groups) {
+      const kinds = markers.map((m) => MARKER_KINDS[m.kind] ?? "other");
+      const shown = kinds.reduce((a, b) => (rank(b) < rank(a) ? b : a));
       const el = document.createElement("button");
-      el.className = `marker marker-${MARKER_KINDS[m.kind] ?? "other"}`;
-      el.style.left = `${(m.tick / this.max) * 100}%`;
-      el.dataset.tick = String(m.tick);
-      el.title = `${clock(m.tick, this.tickRate)} ${describe(m)}`;
-      el.setAttribute("aria-label", el.title);
+      el.className = `marker marker-${shown}`;
+      el.style.left = `${(markers[0].tick / this.max) * 100}%`;
+      el.dataset.tick = String(markers[0].tick);
+      el.dataset.count = String(markers.length);
+      el.title = markers.map((m) => m.label).join("\n");
+      el.setAttribute("aria-label", markers.length > 1 ? `${markers.length} events: ${el.title}` : el.title);
       bar.append(el);
     }
   }
 }
 
-function describe(m) {
-  const d = m.data;
-  switch (m.kind) {
-    case "killed": return `${d.killer_player ?? d.killer} killed ${d.victim_player ?? d.victim}`;
-    case "multi_kill": return `${d.killer_player ?? d.killer}: ${d.count} kills in a row`;
-    case "joined": return `${d.name ?? d.player} joined`;
-    case "left": return `slot ${d.slot} left`;
-    case "match_started": return "match started";
-    case "match_ended": return `match ended (${d.reason}), winner ${d.winner || "-"}`;
-    default: return m.kind;
-  }
+/** The legend's entries: a swatch of each marker colour, and how players are coloured. */
+export function renderLegend(root) {
+  const items = MARKER_LEGEND.map(([kind, text]) => {
+    const li = document.createElement("li");
+    const sw = document.createElement("span");
+    sw.className = `swatch marker-${kind}`;
+    sw.dataset.kind = kind;
+    li.append(sw, ` ${text}`);
+    return li;
+  });
+  const players = document.createElement("li");
+  players.textContent = "players: each dot has its player's colour, shown beside the name in the scoreboard";
+  root.replaceChildren(...items, players);
+}
+
+/** Each marker's text, with the game's display names (from the joined markers before
+ * it) instead of player ids and slots. */
+function describeAll(markers) {
+  const names = new Map(), slots = new Map();
+  const who = (player, slot) => (player ? names.get(player) ?? player : slots.get(slot) ?? `slot ${slot}`);
+  return markers.map((m) => {
+    const d = m.data;
+    switch (m.kind) {
+      case "joined":
+        names.set(d.player, d.name ?? d.player);
+        slots.set(d.slot, d.name ?? d.player);
+        return `${d.name ?? d.player} joined`;
+      case "killed": return `${who(d.killer_player, d.killer)} killed ${who(d.victim_player, d.victim)}`;
+      case "multi_kill": return `${who(d.killer_player, d.killer)}: ${d.count} kills in a row`;
+      case "left": return `${who(d.player, d.slot)} left`;
+      case "match_started": return "match started";
+      case "match_ended": return `match ended (${d.reason}), winner ${d.winner ? who(d.winner) : "none"}`;
+      default: return m.kind;
+    }
+  });
 }

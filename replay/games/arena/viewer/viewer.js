@@ -10,6 +10,9 @@ export const EV = {
 };
 export const EVENT_NAMES = Object.fromEntries(Object.entries(EV).map(([k, v]) => [v, k.toLowerCase()]));
 const CURRENT_VERSION = { [EV.JOINED]: 2 };
+// Type codes 0xFF00 and up are matchreplay's own events (docs/events.md, "System
+// events": the inputs audit trail, ...), stored in the same stream: a fold skips them.
+export const SYSTEM_FIRST = 0xff00;
 export const NEVER = -(2 ** 30);
 
 // The fixed array order of hashes and keyframes; booleans are 1 byte, the rest int32 LE.
@@ -81,6 +84,7 @@ const u16 = (bytes, i) => bytes[2 * i] | (bytes[2 * i + 1] << 8);
 
 /** Apply one event to the state (mutates it). */
 export function applyEvent(s, e) {
+  if (e.type >= SYSTEM_FIRST) return;  // not the game's: changes no state
   const d = e.data, t = e.tick;
   if ((CURRENT_VERSION[e.type] ?? 1) !== e.version) {
     throw new Error(`event type ${e.type} version ${e.version} is not understood by this viewer`);
@@ -161,6 +165,20 @@ export function scoreboard(s) {
       kills: s.kills[slot], deaths: s.deaths[slot], alive: !!s.alive[slot] });
   }
   return rows.sort((a, b) => b.score - a.score || a.deaths - b.deaths || a.slot - b.slot);
+}
+
+/** How the match ended at this state's tick ({winner: player id or "", winner_name,
+ * reason}), or null while it is not over (rules.result). */
+export function result(s) {
+  if (!s.ended) return null;
+  const slot = s.winner ? s.players.indexOf(s.winner) : -1;
+  return { winner: s.winner, winner_name: slot >= 0 ? s.names[slot] || s.winner : s.winner, reason: s.endReason };
+}
+
+/** Whether anyone is on the field (present and alive): an empty arena tells nothing. */
+export function anyoneOnField(s) {
+  for (let slot = 0; slot < s.present.length; slot++) if (s.present[slot] && s.alive[slot]) return true;
+  return false;
 }
 
 /** The state as plain JSON: what the test hook exposes (docs/viewer.md). */

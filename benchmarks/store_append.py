@@ -49,6 +49,7 @@ from replay.codec import encode_batch
 from replay.events import NewEvent
 from replay.store import open_store
 from replay.store.base import EventStore, MatchRecord
+from replay.store.recorder import batch_checksum
 from replay.store.recorder import type_mask as _type_mask
 from replay.store.sqlite import _SCHEMA, SQLiteEventStore, _insert_rows
 
@@ -170,19 +171,17 @@ def run_batch_rows(path: str, sync: str, batches: list[list[list[NewEvent]]]) ->
             events = batches[m][t]
             position += len(events)
             first_id = (m << 64 | t * EVENTS_PER_BATCH).to_bytes(16, "big")
-            rows.append(
-                (
-                    position,
-                    m + 1,
-                    t * EVENTS_PER_BATCH + 1,
-                    len(events),
-                    events[0].tick,
-                    events[-1].tick,
-                    first_id,
-                    encode_batch(events),
-                    _type_mask({e.type for e in events}),
-                )
+            columns = (
+                m + 1,
+                t * EVENTS_PER_BATCH + 1,
+                len(events),
+                events[0].tick,
+                events[-1].tick,
+                first_id,
+                encode_batch(events),
             )
+            mask = _type_mask({e.type for e in events})
+            rows.append((position, *columns, mask, batch_checksum(*columns)))
     start = time.perf_counter()
     for row in rows:
         conn.execute("BEGIN")
@@ -245,9 +244,9 @@ def print_scan(scan_rate: float, append_rate: float) -> None:
 
 PG_INSERT = (
     "INSERT INTO batches"
-    " (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types)"
+    " (position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types, checksum)"
     " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[],"
-    " $5::bigint[], $6::bigint[], $7::bytea[], $8::bytea[], $9::bigint[])"
+    " $5::bigint[], $6::bigint[], $7::bytea[], $8::bytea[], $9::bigint[], $10::bytea[])"
 )
 
 
@@ -279,11 +278,16 @@ async def pg_bare(url: str, batches: list[list[list[NewEvent]]]) -> float:
             events = batches[m][t]
             position += len(events)
             first_id = (m << 64 | t * EVENTS_PER_BATCH).to_bytes(16, "big")
-            first_seq, blob = t * EVENTS_PER_BATCH + 1, encode_batch(events)
-            ticks_ = (events[0].tick, events[-1].tick)
-            rows.append(
-                (position, m + 1, first_seq, len(events), *ticks_, first_id, blob, _type_mask({6}))
+            columns = (
+                m + 1,
+                t * EVENTS_PER_BATCH + 1,
+                len(events),
+                events[0].tick,
+                events[-1].tick,
+                first_id,
+                encode_batch(events),
             )
+            rows.append((position, *columns, _type_mask({6}), batch_checksum(*columns)))
         groups.append([list(c) for c in zip(*rows, strict=True)])
     conn = await asyncpg.connect(url)
     try:

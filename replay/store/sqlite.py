@@ -168,7 +168,7 @@ class _Connection:
 class SQLiteRecorder(Recorder):
     """``synchronous`` is the durability level (see :data:`Synchronous`)."""
 
-    poll_interval = 0.05
+    poll_interval = 0.01
     """How often a waiting subscriber looks for commits of other processes (seconds):
     SQLite has no cross-process notification."""
 

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from replay.engine import ReplayEngine
+from replay.protocol import match_info
 from replay.rules import GameRegistry
 from replay.store.base import READ_ONLY_STATUSES, EventStore, MatchRecord
 from replay.timeline import Timeline
@@ -121,18 +122,8 @@ class Spectators:
                 continue
             o = self.learn(r)
             out.append(
-                {
-                    "match_id": r.match_id,
-                    "game": r.game,
-                    "status": r.status,
-                    "tick_rate": r.tick_rate,
-                    "players": list(r.players),
-                    "tick": self.edge(r, ident.role == "admin"),
-                    "spectator_delay": o.delay,
-                    "public_spectating": o.public,
-                    "created_at": r.created_at,
-                    "ended_at": r.ended_at,
-                }
+                match_info(r, tick=self.edge(r, ident.role == "admin"))
+                | {"spectator_delay": o.delay, "public_spectating": o.public}
             )
         return out[:limit]
 

@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/matchreplay demo --port $(PORT)
 
-# scripts/test-deps.sh installs what the tests need beyond python3 and make (chromium).
+# scripts/test-deps.sh installs what the tests need beyond python3 and make (chromium,
+# postgresql); tests/conftest.py starts a throwaway PostgreSQL for the run.
 test: $(STAMP)
 	scripts/test-deps.sh
 	$(BIN)/ruff check .

@@ -18,4 +18,18 @@ ensure_chromium() {
     [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || apt_install chromium
 }
 
+# The PostgreSQL store's tests start a throwaway cluster of Debian's postgresql
+# (tests/conftest.py). Without root, outside CI, they skip and say why at the end.
+ensure_postgresql() {
+    command -v pg_ctl >/dev/null && return
+    compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null && return
+    if [ "$(id -u)" != 0 ] && [ "${CI:-}" != true ]; then
+        echo "test-deps: postgresql is missing (as root: apt-get install -y postgresql);" \
+            "its tests will skip" >&2
+        return
+    fi
+    apt_install postgresql
+}
+
 ensure_chromium
+ensure_postgresql

@@ -30,7 +30,7 @@ __all__ = ["FORMAT", "ReadModel", "Stored", "boards_path_for"]
 
 FORMAT = 2
 """Layout version of the stored data; a read model of another version is rebuilt from
-the log on open. 2: a tally's data is the game's own (was arena's slots and stats)."""
+the log on open. 2: a tally's data is the game's own (1: a fixed layout of slots and stats)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;

@@ -66,7 +66,7 @@ class Settings:
     players and matches with ``server_full`` (0: no budget; docs/operations.md)."""
     max_cpu: float = 0.85
     """Admission: the process is full past this busy fraction of a core (2 s window; 0: off)."""
-    max_tick_lateness_ms: float = 10.0
+    max_tick_lateness_ms: float = 25.0
     """Admission: the process is full when its ticks run this late (p90 over 2 s; 0: off)."""
     games: str = ""
     """More games beside the built-in ones: comma-separated ``module:attribute`` specs of

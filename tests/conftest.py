@@ -25,6 +25,13 @@ from pathlib import Path
 
 import pytest
 
+# Admission by measured load (server/headroom.py) is off in every server the tests
+# start, in-process or as a child process (which reads these settings from the
+# environment): a busy test machine must not refuse players at random. The tests of
+# admission itself turn it on where it is their subject.
+os.environ.setdefault("MATCHREPLAY_MAX_CPU", "0")
+os.environ.setdefault("MATCHREPLAY_MAX_TICK_LATENESS_MS", "0")
+
 _PG_SKIPPED: list[str] = []
 
 

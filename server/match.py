@@ -399,6 +399,7 @@ class Match:
             self._published(ticks, blobs)
             return
         with_events = [b for b in blobs if b is not None]
+        started = time.perf_counter()
         self._appending = asyncio.ensure_future(
             self.store.append(
                 self.match_id,
@@ -409,7 +410,7 @@ class Match:
             )
         )
         self._appending.add_done_callback(
-            lambda done: self._appended(done, ticks, blobs, len(events), time.perf_counter())
+            lambda done: self._appended(done, ticks, blobs, len(events), started)
         )
 
     def _appended(

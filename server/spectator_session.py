@@ -65,6 +65,8 @@ class SpectatorSession:
         self._seeking: asyncio.Task[None] | None = None
         """The seek in progress: SEEKs that arrive meanwhile coalesce into ``_seek_to``."""
         self._seek_to: int | None = None
+        self._replaced = 0
+        """SEEKs replaced by a newer one, each still owed its PLAYBACK (in order)."""
 
     # -- messages ------------------------------------------------------------------------
 
@@ -83,7 +85,10 @@ class SpectatorSession:
         if isinstance(msg, p.Seek):
             # Seeks coalesce: a SEEK that arrives while one is in progress replaces any
             # pending one, so a scrubbing client gets the state of where it stopped,
-            # not of every tick it passed.
+            # not of every tick it passed. The replaced one is still answered by a
+            # PLAYBACK (no STATE): every control gets exactly one, in order.
+            if self._seek_to is not None:
+                self._replaced += 1
             self._seek_to = msg.tick
             if self._seeking is None:
                 self._seeking = asyncio.get_running_loop().create_task(self._seek_latest())
@@ -108,6 +113,9 @@ class SpectatorSession:
         try:
             while (tick := self._seek_to) is not None:
                 self._seek_to = None
+                for _ in range(self._replaced):
+                    self._status(False)
+                self._replaced = 0
                 try:
                     await self.seek(tick)
                 except (p.ProtocolError, ReplayError) as exc:

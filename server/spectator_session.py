@@ -203,12 +203,12 @@ class SpectatorSession:
             playback.step(target - shown)
             with contextlib.suppress(StopAsyncIteration):  # the limit never shrinks
                 for _ in range(target - shown):
-                    self._send_frame(await anext(playback))  # unthrottled: a fold, at once
-                    if self.sub.unsent() > self.spectators.queue_bytes:
-                        # A burst of STEPs is capped by the spectator's queue: the client
-                        # reads what it asked for before it gets more.
-                        clamped = True
-                        break
+                    # Unpaced (a fold, at once) but never more than the spectator's queue
+                    # ahead of what the client read: a burst of STEPs waits for the client
+                    # instead of queueing its frames in the server.
+                    if not await self._room():
+                        return
+                    self._send_frame(await anext(playback))
         self._status(clamped)
 
     async def live(self) -> None:
@@ -371,15 +371,22 @@ class SpectatorSession:
             self._status(False)
 
     async def _backpressure(self) -> None:
+        if not await self._room():
+            raise asyncio.CancelledError
+
+    async def _room(self) -> bool:
+        """Wait until the client's unread bytes are under the queue limit: True; False
+        when it stalled that long (its connection is then dropped)."""
         waited = 0.0
         while self.sub.unsent() > self.spectators.queue_bytes:
             if waited > self.spectators.stall_seconds:
                 # Stalled: a close frame behind its unread bytes would never reach it.
                 self._on_slow()
                 drop(self.conn)
-                raise asyncio.CancelledError
+                return False
             await asyncio.sleep(BACKPRESSURE_POLL_S)
             waited += BACKPRESSURE_POLL_S
+        return True
 
     def close_now(self) -> None:
         """The connection is gone: leave the hub and stop the playback and seek tasks."""

@@ -170,7 +170,7 @@ async def test_a_flood_of_one_input_frames_is_closed_with_4008_not_4002(tmp_path
         await match.stop("ended", "test over")
 
 
-async def test_seeks_coalesce_and_step_bursts_are_bounded(tmp_path):
+async def test_seeks_coalesce_and_each_still_gets_its_playback(tmp_path):
     async with running_app(tmp_path, control_rate=1000.0, control_burst=1000) as app:
         match = await app.lobby.create(
             "arena", FAST_SETTINGS | {"time_limit_s": 2.0}, start_players=2

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import msgpack
@@ -42,10 +43,10 @@ from server import auth  # noqa: E402
 SECRET = "benchmark-secret-0123456789abcdef0123456789"
 
 
-async def start_server(db: str) -> tuple[asyncio.subprocess.Process, int]:
+async def start_server(db: str, *flags: str) -> tuple[asyncio.subprocess.Process, int]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server", "serve", "--port", "0", "--db", db,
-        "--max-cpu", "0", "--max-tick-lateness-ms", "0",
+        "--max-cpu", "0", "--max-tick-lateness-ms", "0", *flags,
         cwd=ROOT,
         env=os.environ | {"MATCHREPLAY_SECRET": SECRET},
         stdout=asyncio.subprocess.PIPE,
@@ -103,20 +104,21 @@ async def play_phase(port: int, players: int, seconds: float, tag: str) -> list[
     return latencies
 
 
-def flooder_main(port: int, stop_at: float, out: mp.Queue) -> None:
+def flooder_main(port: int, seconds: float, out: mp.Queue, flooding: Any) -> None:
     # Niced: on a shared 2-core machine an un-niced client spinning a core starves the
     # players' own process, and the benchmark would measure the machine, not the server.
     os.nice(19)
-    asyncio.run(flood(port, stop_at, out))
+    asyncio.run(flood(port, seconds, out, flooding))
 
 
-async def flood(port: int, stop_at: float, out: mp.Queue) -> None:
+async def flood(port: int, seconds: float, out: mp.Queue, flooding: Any) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
     tok = auth.issue(SECRET, "flooder", "spectator", ttl=3600)
     counts = {"sent": 0, "replies": 0, "rate_limited": 0, "closes": {}}
     query = p.encode_leaderboard(1, "top", {"board": "kills", "limit": 1000})
+    stop_at = time.time() + seconds
 
     async def read(ws) -> None:
         async for frame in ws:
@@ -137,6 +139,8 @@ async def flood(port: int, stop_at: float, out: mp.Queue) -> None:
                 while time.time() < stop_at:
                     await ws.send(query)
                     counts["sent"] += 1
+                    if counts["sent"] == 100:
+                        flooding.set()  # the players' phase starts now
                     if counts["sent"] % 50 == 0:
                         await asyncio.sleep(0)  # read what came back (the close, too)
             except ConnectionClosed:
@@ -163,20 +167,29 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--players", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--no-query-budget",
+        action="store_true",
+        help="for comparison: a query budget too large to matter (the server before issue 18)",
+    )
     args = parser.parse_args()
+    flags = ("--query-rate", "1e9", "--query-burst", "1000000000") if args.no_query_budget else ()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port = await start_server(str(Path(tmp) / "abuse.db"))
+        proc, port = await start_server(str(Path(tmp) / "abuse.db"), *flags)
         try:
             cpu0 = cpu_seconds(proc.pid)
             base = await play_phase(port, args.players, args.seconds, "base")
             cpu1 = cpu_seconds(proc.pid)
-            out: mp.Queue = mp.get_context("spawn").Queue()
-            stop_at = time.time() + args.seconds + 1.5
-            flooder = mp.get_context("spawn").Process(
-                target=flooder_main, args=(port, stop_at, out), daemon=True
+            ctx = mp.get_context("spawn")
+            out: mp.Queue = ctx.Queue()
+            flooding = ctx.Event()
+            flooder = ctx.Process(
+                target=flooder_main, args=(port, args.seconds + 2.0, out, flooding), daemon=True
             )
             flooder.start()
-            await asyncio.sleep(0.5)  # the flood is on before the players start
+            loop = asyncio.get_running_loop()
+            if not await loop.run_in_executor(None, flooding.wait, 120):
+                raise RuntimeError("the flooder did not start flooding")
             cpu2 = cpu_seconds(proc.pid)
             flooded = await play_phase(port, args.players, args.seconds, "flood")
             cpu3 = cpu_seconds(proc.pid)
@@ -186,7 +199,9 @@ async def main() -> None:
             proc.terminate()
             await proc.wait()
     p99_base, p99_flood = percentile(base, 0.99), percentile(flooded, 0.99)
-    print(f"players: {args.players}, {args.seconds:g} s per phase; load average {os.getloadavg()}")
+    budget = "none (--no-query-budget)" if args.no_query_budget else "the default"
+    print(f"players: {args.players}, {args.seconds:g} s per phase; query budget: {budget}")
+    print(f"load average at the end: {os.getloadavg()}")
     print(f"server CPU s: baseline phase {cpu1 - cpu0:.2f}, flood phase {cpu3 - cpu2:.2f}")
     print(f"baseline: {len(base)} acks, p50 {percentile(base, 0.5):.1f} ms, p99 {p99_base:.1f} ms")
     print(

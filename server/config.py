@@ -48,7 +48,7 @@ class Settings:
     """LEADERBOARD queries per second per connection; ``query_burst`` at once."""
     query_burst: int = protocol.DEFAULT_QUERY_BURST
     control_rate: float = protocol.DEFAULT_CONTROL_RATE
-    """Other messages (JOIN, LEAVE, LIST, WATCH, SEEK, ...) per second per connection."""
+    """Other messages (JOIN, LEAVE, LIST, WATCH, STEP, ...; not SEEK) per second per connection."""
     control_burst: int = protocol.DEFAULT_CONTROL_BURST
     anonymous_timeout: float = 10.0
     """Seconds a token-less connection may stay without WATCHing a match (LIST and

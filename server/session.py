@@ -205,9 +205,14 @@ class Session:
                 budget = self._command_budget
             elif isinstance(msg, p.LeaderboardQuery):
                 budget = self._query_budget
+            elif isinstance(msg, p.Seek):
+                # No budget: seeks coalesce (at most one is served at a time, the ones
+                # that arrive meanwhile cost a PLAYBACK each), and a viewer's scrubber
+                # sends them as fast as they are answered.
+                budget = None
             else:
                 budget = self._control_budget
-            if not self._within(budget, 1, getattr(msg, "ref", None)):
+            if budget is not None and not self._within(budget, 1, getattr(msg, "ref", None)):
                 return None
             if isinstance(msg, p.Join):
                 await self._join(msg)

@@ -82,7 +82,8 @@ DEFAULT_QUERY_RATE = 20.0
 DEFAULT_QUERY_BURST = 40
 DEFAULT_CONTROL_RATE = 20.0
 """Every other client message per second per connection: JOIN, LEAVE and the spectator
-messages (LIST, WATCH, SEEK, PLAY, PAUSE, STEP, LIVE, MARKERS, CLIP, SCOREBOARD)."""
+messages (LIST, WATCH, PLAY, PAUSE, STEP, LIVE, MARKERS, CLIP, SCOREBOARD). SEEK has no
+budget: seeks coalesce (server/spectator_session.py)."""
 DEFAULT_CONTROL_BURST = 40
 MAX_COMMAND_ARGS_BYTES = 1024
 """A COMMAND's args map, msgpack-encoded, is at most this many bytes."""

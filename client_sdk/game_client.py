@@ -56,6 +56,10 @@ class ClientClosed(Exception):
         self.reason = reason
 
 
+COMMAND_TIMEOUT_S = 10.0
+"""How long :meth:`GameClient.command` waits for its OK or ERROR by default."""
+
+
 class GameClient:
     def __init__(
         self,
@@ -184,16 +188,25 @@ class GameClient:
                 broadcast([ws], p.encode_inputs(batch[i : i + p.MAX_INPUTS_PER_FRAME]))
         return seqs
 
-    async def command(self, kind: str, args: dict[str, Any] | None = None) -> p.Ok:
+    async def command(
+        self, kind: str, args: dict[str, Any] | None = None, timeout: float = COMMAND_TIMEOUT_S
+    ) -> p.Ok:
         """Send a COMMAND; returns the OK (the tick it took effect at) or raises
-        :class:`replay.protocol.ProtocolError` with the server's error code."""
+        :class:`replay.protocol.ProtocolError` with the server's error code, or
+        :class:`TimeoutError` when no answer came within ``timeout`` seconds (it never
+        waits forever)."""
         assert self.ws is not None
+        if type(kind) is not str or not 1 <= len(kind) <= p.MAX_ID_CHARS:
+            raise p.ProtocolError(
+                p.E_INVALID_FIELD, f"command kind must be a string of 1..{p.MAX_ID_CHARS} chars"
+            )
         ref = self._next_ref
         self._next_ref += 1
         fut = self._replies[ref] = asyncio.get_running_loop().create_future()
         await self.ws.send(p.encode_command(ref, kind, args or {}))
         try:
-            return await fut
+            async with asyncio.timeout(timeout):
+                return await fut
         finally:
             self._replies.pop(ref, None)
 

@@ -41,6 +41,9 @@ __all__ = ["App", "run"]
 
 log = logging.getLogger(__name__)
 
+SIGNAL_REPEAT_WINDOW_S = 1.0
+"""A second SIGTERM (or SIGINT) this soon after the first is the same stop request."""
+
 
 class App:
     def __init__(self, settings: Settings, store: EventStore | None = None) -> None:
@@ -153,6 +156,7 @@ class App:
             max_size=s.max_frame_bytes,
             max_queue=16,
             open_timeout=s.open_timeout,
+            close_timeout=s.close_timeout,
             ping_interval=s.ping_interval,
             ping_timeout=s.ping_timeout,
             compression=None,  # 64 KiB per connection, and msgpack barely compresses
@@ -167,7 +171,15 @@ class App:
         self.server.server.close()  # stop accepting; open connections stay for now
         await self.lobby.stop_all()  # finish ticks, flush, mark interrupted, send ENDED
         self.server.close()  # close the remaining connections with 1001
-        await self.server.wait_closed()
+        try:
+            async with asyncio.timeout(self.settings.close_timeout + 1.0):
+                await self.server.wait_closed()
+        except TimeoutError:
+            # Each close is bounded by close_timeout already; this is the backstop for
+            # a connection stuck on a write that never drains.
+            for conn in list(self.server.connections):
+                conn.transport.abort()
+            await self.server.wait_closed()
         await self._release()
         log.info("stopped")
 
@@ -199,12 +211,20 @@ class App:
         self.connections += 1
         self.metrics.connections.inc()
         try:
-            if self.connections > self.settings.max_connections:
+            s = self.settings
+            if self.connections > s.max_connections:
                 await conn.close(p.CLOSE_TOO_MANY_CONNECTIONS, "too many connections")
                 return
             token = http.request_token(conn.request) if conn.request is not None else None
             if not token:
                 identity = auth.ANONYMOUS  # may only spectate public matches
+                # The last seats are kept for connections with a token: token-less
+                # connections cannot lock players out.
+                if self.connections > s.max_connections * (1.0 - s.authenticated_reserve):
+                    await conn.close(
+                        p.CLOSE_TOO_MANY_CONNECTIONS, "too many connections without a token"
+                    )
+                    return
             else:
                 try:
                     identity = auth.verify(self.secret, token, self.secret_origin)
@@ -268,8 +288,20 @@ async def run(settings: Settings, on_ready: object = None) -> None:
     await app.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    last_signal: dict[int, float] = {}
+
+    def on_signal(sig: int) -> None:
+        # A repeat of the same signal within SIGNAL_REPEAT_WINDOW_S is the same request:
+        # GNU timeout, for one, signals the command and then its process group. Only a
+        # later one (or the other signal) means "stop now".
+        now = loop.time()
+        if now - last_signal.get(sig, -SIGNAL_REPEAT_WINDOW_S) < SIGNAL_REPEAT_WINDOW_S:
+            return
+        last_signal[sig] = now
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     if callable(on_ready):
         await on_ready(app)
     await stop.wait()

@@ -41,6 +41,24 @@ class Settings:
     """Seconds a reserved seat waits for its player's JOIN."""
     input_rate: float = protocol.DEFAULT_INPUT_RATE
     input_burst: int = protocol.DEFAULT_INPUT_BURST
+    command_rate: float = protocol.DEFAULT_COMMAND_RATE
+    """COMMANDs (chat included) per second per connection; ``command_burst`` at once."""
+    command_burst: int = protocol.DEFAULT_COMMAND_BURST
+    query_rate: float = protocol.DEFAULT_QUERY_RATE
+    """LEADERBOARD queries per second per connection; ``query_burst`` at once."""
+    query_burst: int = protocol.DEFAULT_QUERY_BURST
+    control_rate: float = protocol.DEFAULT_CONTROL_RATE
+    """Other messages (JOIN, LEAVE, LIST, WATCH, STEP, ...; not SEEK) per second per connection."""
+    control_burst: int = protocol.DEFAULT_CONTROL_BURST
+    anonymous_timeout: float = 10.0
+    """Seconds a token-less connection may stay without WATCHing a match (LIST and
+    queries do not extend it); then it is closed with 4004."""
+    authenticated_reserve: float = 0.1
+    """Share of ``max_connections`` only connections with a token may take: token-less
+    ones are refused with 4009 past ``max_connections * (1 - authenticated_reserve)``."""
+    close_timeout: float = 2.0
+    """Seconds a connection has to answer the server's close (shutdown included) before
+    its TCP connection is dropped: a client that stops reading cannot delay a shutdown."""
     max_frame_bytes: int = protocol.MAX_FRAME_BYTES
     send_buffer_bytes: int = 256 * 1024
     """A connection whose unsent updates exceed this is closed with 4010 (slow consumer)."""

@@ -40,13 +40,19 @@ take effect at the next tick), so nothing depends on their relative order.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
 from websockets.protocol import Protocol, State
 from websockets.streams import StreamReader
+
+from replay.protocol import error_body
 
 try:
     from websockets.speedups import apply_mask
@@ -74,9 +80,36 @@ _read_buffer = memoryview(bytearray(READ_BUFFER_BYTES))
 # buffer_updated() copies the bytes out before anything else can run.
 
 
+PARSER_REFUSALS = {
+    HTTPStatus.REQUEST_URI_TOO_LONG: "request_line_too_long",
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "headers_too_large",
+}
+"""Requests websockets' HTTP parser refuses before any route sees them (a token too long
+for a header or the request line), and their error codes (docs/protocol.md section 8)."""
+
+
 class GameConnection(ServerConnection, asyncio.BufferedProtocol):
     fast_input: Callable[[bytes], None] | None = None
     """Set by the session once seated: takes the bytes of one INPUT frame."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        plain = self.protocol.reject
+
+        def reject(status: Any, text: str) -> Response:
+            """websockets' refusals in the documented JSON error shape, not plain text."""
+            response = plain(status, text)
+            code = PARSER_REFUSALS.get(HTTPStatus(status))
+            if code is not None:
+                message = text.strip().removeprefix("Failed to open a WebSocket connection: ")
+                body = json.dumps(error_body(code, message)) + "\n"
+                response.body = body.encode()
+                del response.headers["Content-Length"], response.headers["Content-Type"]
+                response.headers["Content-Length"] = str(len(response.body))
+                response.headers["Content-Type"] = "application/json"
+            return response
+
+        self.protocol.reject = reject  # type: ignore[method-assign]
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _read_buffer

@@ -35,9 +35,12 @@ from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
 from replay.protocol import (
     E_SERVER_FULL,
+    E_TOO_LARGE,
     LEADERBOARD_PREFIX,
     SUBPROTOCOL,
+    ProtocolError,
     error_body,
+    loads_limited,
     match_info,
 )
 from replay.store.base import EventStore, MatchRecord
@@ -68,6 +71,8 @@ Params = dict[str, str]
 Handler = Callable[[ServerConnection, Request, Params], Awaitable[Response]]
 Route = tuple[str, re.Pattern[str], Handler]
 D = TypeVar("D")
+MAX_TOKEN_TTL_S = 366 * 24 * 3600.0
+"""Longest lifetime ``POST /api/tokens`` issues (``ttl``): a year and a day."""
 SPECTATOR_LIST_SCAN = 1000
 """Newest matches a non-admin ``GET /api/matches`` looks through for ones it may see
 (one MatchRecord each, ~1 KiB)."""
@@ -128,6 +133,11 @@ class Router:
                 return json_response(conn, error_body(exc.code, str(exc)), 503)
             except (LobbyError, ReplayError) as exc:
                 return json_response(conn, error_body(exc.code, str(exc)), 400)
+            except (RecursionError, OverflowError) as exc:
+                # The decoders bound depth and size; this is the backstop that keeps a
+                # value they missed from becoming a 500 with a traceback.
+                log.warning("%s %s: %r", request.method, path, exc)
+                return json_response(conn, error_body(E_TOO_LARGE, "value too large"), 400)
         if allowed:
             return json_response(conn, error_body("method_not_allowed", path), 405)
         return json_response(conn, error_body("not_found", f"no route {path}"), 404)
@@ -337,8 +347,10 @@ async def create_match(
     api.auth.require(request, "admin")
     q = query(request)
     try:
-        settings = json.loads(q.get("settings", "{}"))
-    except json.JSONDecodeError as exc:
+        settings = loads_limited(q.get("settings", "{}"))
+    except ProtocolError as exc:
+        raise HttpError(400, exc.code, f"settings: {exc.message}") from None
+    except ValueError as exc:
         raise HttpError(400, "invalid_settings", f"settings is not JSON: {exc}") from None
     if not isinstance(settings, dict):
         raise HttpError(400, "invalid_settings", "settings must be a JSON object")
@@ -406,7 +418,7 @@ async def issue_token(
             q["player"],
             q.get("role", "player"),
             q.get("match", auth.ANY_MATCH),
-            float(q.get("ttl", api.token_ttl)),
+            _number(q["ttl"], "ttl", 1.0, MAX_TOKEN_TTL_S) if "ttl" in q else api.token_ttl,
         )
     except ValueError as exc:
         raise HttpError(400, "invalid_field", str(exc)) from None
@@ -421,6 +433,16 @@ async def _live(api: MatchApi, match_id: str) -> Match:
         where = "" if record.status in ("ended", "interrupted") else ", not on this server"
         raise HttpError(409, "match_over", f"match {match_id!r} is {record.status}{where}")
     return match
+
+
+def _number(raw: str, name: str, lo: float, hi: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HttpError(400, "invalid_field", f"{name} must be a number") from None
+    if not lo <= value <= hi:  # NaN and infinities too
+        raise HttpError(400, "invalid_field", f"{name} must be in [{lo:g}, {hi:g}]")
+    return value
 
 
 def _int(raw: str, name: str, lo: int, hi: int) -> int:

@@ -25,7 +25,7 @@ from replay.leaderboards.service import Leaderboards
 from replay.rules import END, START, Rejection
 from replay.store.base import EventStore
 from server import leaderboard_api
-from server.auth import Identity
+from server.auth import ANONYMOUS, Identity
 from server.config import Settings
 from server.connection import GameConnection
 from server.fanout import Subscriber
@@ -45,6 +45,31 @@ CATCHUP_FRAME_BYTES = 64 * 1024
 """Stored batches are regrouped into CATCHUP frames of about this size."""
 REFUSAL_REPORT_INTERVAL_S = 1.0
 """A repeated refusal (same rules code) is reported at most once a second per connection."""
+CATCHUP_FRAMES_PER_TURN = 4
+"""A catch-up yields to the event loop after this many frames (~256 KiB): one client's
+long read never holds up the ticks and the other connections."""
+
+
+class Budget:
+    """A token bucket: ``rate`` messages (or inputs) a second, ``burst`` at once.
+
+    Over budget, a message is dropped with ERROR ``rate_limited``; once a client runs
+    a whole burst beyond it (it ignores those ERRORs) the connection is closed with 4008.
+    Every client message type has one (docs/protocol.md section 7, "Budgets")."""
+
+    __slots__ = ("burst", "kind", "rate", "refill_at", "tokens")
+
+    def __init__(self, kind: str, rate: float, burst: int) -> None:
+        self.kind, self.rate, self.burst = kind, rate, burst
+        self.tokens = float(burst)
+        self.refill_at = time.monotonic()
+
+    def spend(self, n: int, now: float) -> float:
+        """Take ``n``; the tokens left (negative: over budget by that much)."""
+        tokens = self.tokens + (now - self.refill_at) * self.rate
+        self.tokens = (self.burst if tokens > self.burst else tokens) - n
+        self.refill_at = now
+        return self.tokens
 
 
 @dataclass(frozen=True)
@@ -76,8 +101,11 @@ class Session:
         self._refused = 0
         self._last_refusal = ""
         self._next_refusal_report = 0.0
-        self._tokens = float(deps.settings.input_burst)
-        self._refill_at = time.monotonic()
+        s = deps.settings
+        self._input_budget = Budget("inputs", s.input_rate, s.input_burst)
+        self._command_budget = Budget("COMMANDs", s.command_rate, s.command_burst)
+        self._query_budget = Budget("LEADERBOARD queries", s.query_rate, s.query_burst)
+        self._control_budget = Budget("messages", s.control_rate, s.control_burst)
         self._deadline = 0.0
         """Loop time by which a connection that neither JOINed nor WATCHed must act."""
         self._queries: set[asyncio.Task[None]] = set()
@@ -108,19 +136,33 @@ class Session:
                     "max_inputs_per_frame": p.MAX_INPUTS_PER_FRAME,
                     "input_rate": s.input_rate,
                     "input_burst": s.input_burst,
+                    "command_rate": s.command_rate,
+                    "command_burst": s.command_burst,
+                    "query_rate": s.query_rate,
+                    "query_burst": s.query_burst,
+                    "control_rate": s.control_rate,
+                    "control_burst": s.control_burst,
+                    "max_command_args_bytes": p.MAX_COMMAND_ARGS_BYTES,
+                    "max_nesting": p.MAX_NESTING,
                     "grace_period": s.grace_period,
                 },
             )
         )
-        self._deadline = asyncio.get_running_loop().time() + s.join_timeout
+        anonymous = self.identity is ANONYMOUS
+        self._deadline = asyncio.get_running_loop().time() + (
+            s.anonymous_timeout if anonymous else s.join_timeout
+        )
         try:
             while True:
-                if self.match is None and self.spectator is None:
+                if self._must_act(anonymous):
                     try:
                         async with asyncio.timeout_at(self._deadline):
                             frame = await self.conn.recv()
                     except TimeoutError:
-                        self.close_soon(p.CLOSE_JOIN_TIMEOUT, "no JOIN in time")
+                        self.close_soon(
+                            p.CLOSE_JOIN_TIMEOUT,
+                            "no WATCH in time" if anonymous else "no JOIN in time",
+                        )
                         self._deadline += 3600.0  # keep draining until the close completes
                         continue
                 else:
@@ -131,6 +173,16 @@ class Session:
             pass
         finally:
             self._detach()
+
+    def _must_act(self, anonymous: bool) -> bool:
+        """Whether the connection is still on its deadline: one that neither JOINed nor
+        LISTed/WATCHed; an anonymous one until it WATCHes a match (LIST and queries
+        do not extend its short budget: docs/protocol.md section 2)."""
+        if self.match is not None:
+            return False
+        if anonymous:
+            return self.spectator is None or self.spectator.record is None
+        return self.spectator is None
 
     def _detach(self) -> None:
         for task in self._queries:
@@ -148,7 +200,21 @@ class Session:
             msg = p.decode_client(frame)
             if isinstance(msg, p.Inputs):
                 self._inputs(msg)
-            elif isinstance(msg, p.Join):
+                return self._good()
+            if isinstance(msg, p.Command):
+                budget = self._command_budget
+            elif isinstance(msg, p.LeaderboardQuery):
+                budget = self._query_budget
+            elif isinstance(msg, p.Seek):
+                # No budget: seeks coalesce (at most one is served at a time, the ones
+                # that arrive meanwhile cost a PLAYBACK each), and a viewer's scrubber
+                # sends them as fast as they are answered.
+                budget = None
+            else:
+                budget = self._control_budget
+            if budget is not None and not self._within(budget, 1, getattr(msg, "ref", None)):
+                return None
+            if isinstance(msg, p.Join):
                 await self._join(msg)
             elif isinstance(msg, p.Command):
                 self._command(msg)
@@ -163,8 +229,31 @@ class Session:
             return
         except ReplayError as exc:  # tick_out_of_range, unknown_match, ... from a spectator request
             self._protocol_error(p.ProtocolError(exc.code, str(exc), getattr(msg, "ref", None)))
-            return
+            return None
+        return self._good()
+
+    def _good(self) -> None:
         self._errors = 0
+
+    def _within(self, budget: Budget, n: int, ref: int | None) -> bool:
+        """Spend ``n`` of ``budget``: True when within it. Over it: ERROR ``rate_limited``
+        (the message is dropped), or a close with 4008 once a whole burst beyond it.
+        Neither counts as a protocol error: a flood ends with 4008, never 4002."""
+        left = budget.spend(n, time.monotonic())
+        if left >= 0:
+            return True
+        self.deps.metrics.reject(p.E_RATE_LIMITED, n)
+        if left < -budget.burst:
+            self.close_soon(p.CLOSE_RATE_LIMITED, f"flood of {budget.kind}")
+        else:
+            self.send(
+                p.error(
+                    p.E_RATE_LIMITED,
+                    f"dropped: over {budget.rate:g} {budget.kind}/s (burst {budget.burst})",
+                    ref,
+                )
+            )
+        return False
 
     def _protocol_error(self, exc: p.ProtocolError) -> None:
         self.deps.metrics.reject(exc.code)
@@ -179,12 +268,11 @@ class Session:
         """Answer a query with the HTTP API's own function (one set of parameter rules).
         A query without ``wait`` is an in-memory read answered here, in order; one that
         waits runs as a task, so this connection's inputs and controls go on meanwhile."""
-        if not self._closing:
+        if not self._closing and self.identity is not ANONYMOUS:
             # Querying is a use of the connection: the join timeout restarts.
             self._deadline = asyncio.get_running_loop().time() + self.deps.settings.join_timeout
         if msg.args.get("wait") is None:
-            body = await leaderboard_api.query(self.deps.leaderboards, msg.query, msg.args)
-            self.send(p.leaderboard_reply(msg.ref, body))
+            await self._answer_query(msg)
             return
         if len(self._queries) >= p.MAX_PENDING_QUERIES:
             raise p.ProtocolError(
@@ -192,11 +280,11 @@ class Session:
                 f"at most {p.MAX_PENDING_QUERIES} waiting queries per connection",
                 msg.ref,
             )
-        task = asyncio.get_running_loop().create_task(self._waiting_query(msg))
+        task = asyncio.get_running_loop().create_task(self._answer_query(msg))
         self._queries.add(task)
         task.add_done_callback(self._queries.discard)
 
-    async def _waiting_query(self, msg: p.LeaderboardQuery) -> None:
+    async def _answer_query(self, msg: p.LeaderboardQuery) -> None:
         try:
             body = await leaderboard_api.query(self.deps.leaderboards, msg.query, msg.args)
         except ReplayError as exc:  # LeaderboardError: bad_parameter, unknown_board, ...
@@ -284,6 +372,7 @@ class Session:
         group: list[NewEvent] = []
         first = 0
         size = 0
+        sent = 0
         for batch in batches:
             for k, (type_, version, tick, data) in enumerate(batch.events):
                 seq = batch.first_seq + k
@@ -296,6 +385,11 @@ class Session:
             if size >= CATCHUP_FRAME_BYTES:
                 self.send(p.catchup(first, group[0].tick, encode_batch(group)))
                 group, size = [], 0
+                sent += 1
+                if sent % CATCHUP_FRAMES_PER_TURN == 0:
+                    await asyncio.sleep(0)  # let the ticks and other sessions run
+                    if self._closing:
+                        return
         if group:
             self.send(p.catchup(first, group[0].tick, encode_batch(group)))
 
@@ -320,24 +414,9 @@ class Session:
             raise p.ProtocolError(p.E_FORBIDDEN, f"{_a(self.identity.role)} cannot send inputs")
         if self.match is None or self.seat is None:
             raise p.ProtocolError(p.E_NOT_JOINED, "JOIN a match before sending inputs")
-        n = len(msg.inputs)
         now = time.monotonic()
-        s = self.deps.settings
-        tokens = self._tokens + (now - self._refill_at) * s.input_rate
-        self._tokens = (s.input_burst if tokens > s.input_burst else tokens) - n
-        self._refill_at = now
-        if self._tokens < 0:
-            if self._tokens < -s.input_burst:
-                self.deps.metrics.reject(p.E_RATE_LIMITED, n)
-                self.close_soon(p.CLOSE_RATE_LIMITED, "input flood")
-                return
-            last = msg.inputs[-1][0]
-            self.deps.metrics.reject(p.E_RATE_LIMITED, n)
-            raise p.ProtocolError(
-                p.E_RATE_LIMITED,
-                f"{n} inputs dropped: over {s.input_rate:g} inputs/s (burst {s.input_burst})",
-                last,
-            )
+        if not self._within(self._input_budget, len(msg.inputs), msg.inputs[-1][0]):
+            return
         rejected = self.match.submit_inputs(self.seat, msg.inputs)
         if rejected:
             # The same refusal is reported at most once a second: a dead player's inputs

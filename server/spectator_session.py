@@ -24,7 +24,7 @@ from websockets.asyncio.server import ServerConnection
 
 from replay import protocol as p
 from replay.codec import encode_batch
-from replay.errors import TickOutOfRangeError, UnknownMatchError
+from replay.errors import ReplayError, TickOutOfRangeError, UnknownMatchError
 from replay.events import NewEvent
 from replay.playback import Frame, Playback
 from replay.source import StoredEvent
@@ -62,6 +62,11 @@ class SpectatorSession:
         self.sub = LiveSub(conn, self._closed_by_hub)
         self.hub: LiveHub | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._seeking: asyncio.Task[None] | None = None
+        """The seek in progress: SEEKs that arrive meanwhile coalesce into ``_seek_to``."""
+        self._seek_to: int | None = None
+        self._replaced = 0
+        """SEEKs replaced by a newer one, each still owed its PLAYBACK (in order)."""
 
     # -- messages ------------------------------------------------------------------------
 
@@ -78,8 +83,18 @@ class SpectatorSession:
                 p.E_NOT_WATCHING, "WATCH a match first", getattr(msg, "ref", None)
             )
         if isinstance(msg, p.Seek):
-            await self.seek(msg.tick)
-        elif isinstance(msg, p.Play):
+            # Seeks coalesce: a SEEK that arrives while one is in progress replaces any
+            # pending one, so a scrubbing client gets the state of where it stopped,
+            # not of every tick it passed. The replaced one is still answered by a
+            # PLAYBACK (no STATE): every control gets exactly one, in order.
+            if self._seek_to is not None:
+                self._replaced += 1
+            self._seek_to = msg.tick
+            if self._seeking is None:
+                self._seeking = asyncio.get_running_loop().create_task(self._seek_latest())
+            return
+        await self._settle()  # every other message comes after the seeks before it
+        if isinstance(msg, p.Play):
             await self.play(msg.speed)
         elif isinstance(msg, p.Pause):
             await self.pause()
@@ -94,7 +109,28 @@ class SpectatorSession:
         elif isinstance(msg, p.Scoreboard):
             await self.scoreboard(msg)
 
+    async def _seek_latest(self) -> None:
+        try:
+            while (tick := self._seek_to) is not None:
+                self._seek_to = None
+                for _ in range(self._replaced):
+                    self._status(False)
+                self._replaced = 0
+                try:
+                    await self.seek(tick)
+                except (p.ProtocolError, ReplayError) as exc:
+                    self.send(p.error(exc.code, str(exc)))
+        finally:
+            self._seeking = None
+
+    async def _settle(self) -> None:
+        """Wait for the seeks in progress (SEEK answers in order with the other controls)."""
+        if self._seeking is not None and self._seeking is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._seeking)
+
     async def watch(self, msg: p.Watch) -> None:
+        await self._settle()
         ident, spectators = self.identity, self.spectators
         if ident.role == "player":
             raise p.ProtocolError(
@@ -167,7 +203,12 @@ class SpectatorSession:
             playback.step(target - shown)
             with contextlib.suppress(StopAsyncIteration):  # the limit never shrinks
                 for _ in range(target - shown):
-                    self._send_frame(await anext(playback))  # unthrottled: a fold, at once
+                    # Unpaced (a fold, at once) but never more than the spectator's queue
+                    # ahead of what the client read: a burst of STEPs waits for the client
+                    # instead of queueing its frames in the server.
+                    if not await self._room():
+                        return
+                    self._send_frame(await anext(playback))
         self._status(clamped)
 
     async def live(self) -> None:
@@ -330,20 +371,30 @@ class SpectatorSession:
             self._status(False)
 
     async def _backpressure(self) -> None:
+        if not await self._room():
+            raise asyncio.CancelledError
+
+    async def _room(self) -> bool:
+        """Wait until the client's unread bytes are under the queue limit: True; False
+        when it stalled that long (its connection is then dropped)."""
         waited = 0.0
         while self.sub.unsent() > self.spectators.queue_bytes:
             if waited > self.spectators.stall_seconds:
                 # Stalled: a close frame behind its unread bytes would never reach it.
                 self._on_slow()
                 drop(self.conn)
-                raise asyncio.CancelledError
+                return False
             await asyncio.sleep(BACKPRESSURE_POLL_S)
             waited += BACKPRESSURE_POLL_S
+        return True
 
     def close_now(self) -> None:
-        """The connection is gone: leave the hub and stop the playback task."""
+        """The connection is gone: leave the hub and stop the playback and seek tasks."""
         if self.hub is not None:
             self.hub.detach(self.sub)
+        if self._seeking is not None:
+            self._seeking.cancel()
+            self._seeking = None
         if self._pump is not None:
             self._pump.cancel()
             self._pump = None

@@ -195,7 +195,13 @@ def encode_cursor(board_id: str, period: str, last: RankedEntry) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+MAX_CURSOR_CHARS = 512
+"""Cursors this module writes are ~100-250 characters; longer ones are refused unread."""
+
+
 def decode_cursor(cursor: str, board_id: str, period: str) -> tuple[int, int, int]:
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise BadCursorError(f"malformed cursor: longer than {MAX_CURSOR_CHARS} characters")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         b, p, v, s, r = json.loads(raw)
@@ -204,7 +210,7 @@ def decode_cursor(cursor: str, board_id: str, period: str) -> tuple[int, int, in
             raise ValueError("not a cursor")
         if not (INT64_MIN <= v <= INT64_MAX and INT64_MIN <= s <= INT64_MAX):
             raise ValueError("not a cursor")
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise BadCursorError(f"malformed cursor {cursor[:64]!r}") from None
     if (b, p) != (board_id, period):
         raise BadCursorError(f"the cursor belongs to board {b!r}, period {p!r}")

@@ -12,21 +12,36 @@ from typing import Any
 
 import msgpack
 
-from replay.protocol.errors import E_INVALID_FIELD, E_MALFORMED, E_TEXT_FRAME, ProtocolError
+from replay.protocol.errors import (
+    E_INVALID_FIELD,
+    E_MALFORMED,
+    E_TEXT_FRAME,
+    E_TOO_LARGE,
+    ProtocolError,
+)
 
 __all__ = [
+    "DEFAULT_COMMAND_BURST",
+    "DEFAULT_COMMAND_RATE",
+    "DEFAULT_CONTROL_BURST",
+    "DEFAULT_CONTROL_RATE",
     "DEFAULT_INPUT_BURST",
     "DEFAULT_INPUT_RATE",
+    "DEFAULT_QUERY_BURST",
+    "DEFAULT_QUERY_RATE",
+    "MAX_COMMAND_ARGS_BYTES",
     "MAX_FRAME_BYTES",
     "MAX_ID_CHARS",
     "MAX_INPUTS_PER_FRAME",
     "MAX_INPUT_FIELDS",
+    "MAX_NESTING",
     "MAX_SEQ",
     "MAX_TICK",
     "PROTOCOL_VERSION",
     "ROLES",
     "SUBPROTOCOL",
     "check_arity",
+    "check_nesting",
     "int_field",
     "number_field",
     "str_field",
@@ -59,6 +74,22 @@ DEFAULT_INPUT_RATE = 120.0
 """Inputs per second per connection (token bucket), 4x a 30 Hz client."""
 DEFAULT_INPUT_BURST = 240
 """Bucket size: inputs a connection may send at once after being quiet."""
+DEFAULT_COMMAND_RATE = 5.0
+"""COMMANDs per second per connection (chat included: a game command)."""
+DEFAULT_COMMAND_BURST = 20
+DEFAULT_QUERY_RATE = 20.0
+"""LEADERBOARD queries per second per connection."""
+DEFAULT_QUERY_BURST = 40
+DEFAULT_CONTROL_RATE = 20.0
+"""Every other client message per second per connection: JOIN, LEAVE and the spectator
+messages (LIST, WATCH, PLAY, PAUSE, STEP, LIVE, MARKERS, CLIP, SCOREBOARD). SEEK has no
+budget: seeks coalesce (server/spectator_session.py)."""
+DEFAULT_CONTROL_BURST = 40
+MAX_COMMAND_ARGS_BYTES = 1024
+"""A COMMAND's args map, msgpack-encoded, is at most this many bytes."""
+MAX_NESTING = 16
+"""Arrays and maps in a client frame nest at most this deep (the frame's own array is 1);
+deeper frames are refused with ``too_large`` before any handler sees them."""
 
 # msgpack containers in a client frame are bounded before any object is built, so a
 # 16 KiB frame cannot claim a huge array length and make the decoder allocate for it.
@@ -101,6 +132,20 @@ def unpack_client_frame(data: bytes | str) -> list[Any]:
     if not isinstance(msg, list) or not msg or type(msg[0]) is not int:
         raise ProtocolError(E_MALFORMED, "a frame is an array [type, ...fields]")
     return msg
+
+
+def check_nesting(value: Any, limit: int) -> None:
+    """:class:`ProtocolError` ``too_large`` when containers in ``value`` nest deeper than
+    ``limit``. Iterative: a deep value cannot exhaust the interpreter's stack here."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise ProtocolError(E_TOO_LARGE, f"containers nest deeper than {limit}")
+        if isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (list, dict)))
+        elif isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (list, dict)))
 
 
 # -- field checks (every decoder's) ---------------------------------------------------------

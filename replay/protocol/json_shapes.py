@@ -7,12 +7,32 @@ HTTP routes, MATCHES items and SDK listings all describe a match with
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
+from replay.protocol.errors import E_TOO_LARGE, ProtocolError
+from replay.protocol.framing import MAX_NESTING, check_nesting
 from replay.store.base import MatchRecord
 
-__all__ = ["error_body", "match_info"]
+__all__ = ["MAX_JSON_CHARS", "error_body", "loads_limited", "match_info"]
+
+MAX_JSON_CHARS = 16 * 1024
+"""Longest JSON text a client may send in a parameter (a match's ``settings``)."""
+
+
+def loads_limited(text: str, max_chars: int = MAX_JSON_CHARS) -> Any:
+    """``json.loads`` for client text: at most ``max_chars``, nested at most
+    :data:`~replay.protocol.framing.MAX_NESTING` deep. :class:`ProtocolError`
+    ``too_large`` beyond either, ``ValueError`` for text that is not JSON."""
+    if len(text) > max_chars:
+        raise ProtocolError(E_TOO_LARGE, f"JSON text is at most {max_chars} characters")
+    try:
+        value = json.loads(text)
+    except RecursionError:  # the C decoder's own limit, reached before ours is checked
+        raise ProtocolError(E_TOO_LARGE, f"JSON nests deeper than {MAX_NESTING}") from None
+    check_nesting(value, MAX_NESTING)
+    return value
 
 
 def match_info(

@@ -9,7 +9,7 @@ import replay.protocol.leaderboard as leaderboard
 import replay.protocol.player as player
 import replay.protocol.spectator as spectator
 from replay.protocol.errors import E_MALFORMED, E_UNKNOWN_TYPE, ProtocolError
-from replay.protocol.framing import unpack_client_frame
+from replay.protocol.framing import MAX_NESTING, MAX_SEQ, check_nesting, unpack_client_frame
 from replay.protocol.leaderboard import LeaderboardQuery, LeaderboardReply
 from replay.protocol.player import (
     Catchup,
@@ -47,6 +47,7 @@ __all__ = [
     "decode_client",
     "decode_input_frame",
     "decode_server",
+    "readable_ref",
 ]
 
 _SUBPROTOCOLS = (player, spectator, leaderboard)
@@ -88,7 +89,33 @@ def decode_client(data: bytes | str) -> ClientMessage:
     decode = _DECODERS.get(msg[0])
     if decode is None:
         raise ProtocolError(E_UNKNOWN_TYPE, f"unknown client message type {msg[0]}")
-    return decode(msg)
+    try:
+        check_nesting(msg, MAX_NESTING)
+        return decode(msg)
+    except ProtocolError as exc:
+        if exc.ref is None and msg[0] in _WITH_REF:
+            exc.ref = readable_ref(msg)  # the client matches the ERROR to its request
+        raise
+
+
+_WITH_REF = frozenset(
+    {
+        player.COMMAND,
+        leaderboard.LEADERBOARD,
+        spectator.LIST,
+        spectator.MARKERS,
+        spectator.CLIP,
+        spectator.SCOREBOARD,
+    }
+)
+"""Client messages whose second element is the request's ``ref``."""
+
+
+def readable_ref(msg: list[object]) -> int | None:
+    """The ref of a request whose other fields are invalid, when the ref itself is valid:
+    an ERROR about a request echoes its ref whenever it can be read."""
+    ref = msg[1] if len(msg) > 1 else None
+    return ref if type(ref) is int and 0 <= ref <= MAX_SEQ else None
 
 
 def decode_input_frame(data: bytes) -> Inputs:

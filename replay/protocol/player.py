@@ -10,8 +10,9 @@ from typing import Any, NamedTuple
 import msgpack
 
 from replay.codec import pack
-from replay.protocol.errors import E_INVALID_FIELD, E_MALFORMED, ProtocolError
+from replay.protocol.errors import E_INVALID_FIELD, E_MALFORMED, E_TOO_LARGE, ProtocolError
 from replay.protocol.framing import (
+    MAX_COMMAND_ARGS_BYTES,
     MAX_INPUT_FIELDS,
     MAX_INPUTS_PER_FRAME,
     MAX_SEQ,
@@ -161,6 +162,10 @@ def _decode_command(msg: list[Any]) -> Command:
     ref = int_field(msg[1], 0, MAX_SEQ, "ref")
     if not isinstance(msg[3], dict):
         raise ProtocolError(E_INVALID_FIELD, "COMMAND args must be a map", ref)
+    if len(pack(msg[3])) > MAX_COMMAND_ARGS_BYTES:  # commands are rare: packing again is cheap
+        raise ProtocolError(
+            E_TOO_LARGE, f"COMMAND args are at most {MAX_COMMAND_ARGS_BYTES} bytes", ref
+        )
     return Command(ref, str_field(msg[2], "command kind"), msg[3])
 
 

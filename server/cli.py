@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server.commands.leaderboards",
     "server.commands.simulate",
     "server.commands.store",
+    "server.commands.rewind",
 )
 
 

@@ -33,6 +33,7 @@ from websockets.http11 import Request, Response
 from replay.errors import MatchExistsError, ReplayError, UnknownMatchError
 from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
+from replay.machine import RewindError
 from replay.protocol import (
     E_SERVER_FULL,
     LEADERBOARD_PREFIX,
@@ -446,3 +447,27 @@ async def leaderboards(
         service, "GET", urlsplit(request.path).path, query(request)
     )
     return json_response(conn, body, status)
+
+
+# -- rewinds (docs/replay.md "Rewinds and forks") --------------------------------------------
+
+
+@_matches.route("POST", r"/api/matches/(?P<match_id>[^/]+)/rewind")
+async def rewind_match(
+    api: MatchApi, conn: ServerConnection, request: Request, p: Params
+) -> Response:
+    """``?to=T&reason=...``: the match goes on from the exact state of tick T at the next
+    tick B; answers once B is durable: ``{"match_id", "to_tick", "rewound_tick": B}``."""
+    ident = api.auth.require(request, "admin")
+    q = query(request)
+    if "to" not in q:
+        raise HttpError(400, "invalid_field", "to (the tick to rewind to) is required")
+    to_tick = _int(q["to"], "to", 0, 2**31 - 1)
+    match = await _live(api, p["match_id"])
+    try:
+        tick = await match.rewind(to_tick, actor=ident.player, reason=q.get("reason", "")[:200])
+    except RewindError as exc:
+        raise HttpError(409, exc.code, str(exc)) from None
+    return json_response(
+        conn, {"match_id": match.match_id, "to_tick": to_tick, "rewound_tick": tick}
+    )

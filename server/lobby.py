@@ -147,6 +147,7 @@ class Lobby:
             ticker=self.ticker,
             admission=self.refusal,
             on_finished=self._finished,
+            rewind_horizon_s=s.rewind_horizon_s,
         )
         self.live[record.match_id] = match
         if self.spectators is not None:

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server.commands.simulate",
     "server.commands.store",
     "server.commands.rewind",
+    "server.commands.fork",
 )
 
 

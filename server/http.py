@@ -43,6 +43,7 @@ from replay.protocol import (
 )
 from replay.store.base import EventStore, MatchRecord
 from server import auth, leaderboard_api
+from server.forking import ForkError, prepare_fork
 from server.lobby import Lobby, LobbyError, ServerFullError
 from server.match import JoinRefused, Match
 from server.metrics import CONTENT_TYPE, Metrics
@@ -471,3 +472,26 @@ async def rewind_match(
     return json_response(
         conn, {"match_id": match.match_id, "to_tick": to_tick, "rewound_tick": tick}
     )
+
+
+@_matches.route("POST", r"/api/matches/(?P<match_id>[^/]+)/fork")
+async def fork_match(
+    api: MatchApi, conn: ServerConnection, request: Request, p: Params
+) -> Response:
+    """``?at=T[&match_id=ID]``: a new live match from the exact state of the parent's tick T
+    (running, ended or imported); 201 with the fork's info and its ``forked_from``."""
+    api.auth.require(request, "admin")
+    q = query(request)
+    if "at" not in q:
+        raise HttpError(400, "invalid_field", "at (the parent's tick) is required")
+    at_tick = _int(q["at"], "at", 0, 2**31 - 1)
+    try:
+        start = await prepare_fork(api.store, api.lobby.games, p["match_id"], at_tick)
+    except ForkError as exc:
+        raise HttpError(409, exc.code, str(exc)) from None
+    parent = start.parent
+    match = await api.lobby.create(
+        parent.game, parent.settings, match_id=q.get("match_id"), seed=parent.seed, fork=start
+    )
+    origin = {"match_id": parent.match_id, "tick": at_tick, "players": start.players}
+    return json_response(conn, match.info() | {"forked_from": origin}, 201)

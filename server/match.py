@@ -106,7 +106,10 @@ class Match:
         admission: Callable[[], str] = lambda: "",
         on_finished: Callable[[Match], None] | None = None,
         rewind_horizon_s: float = REWIND_HORIZON_S,
+        state: Any = None,
     ) -> None:
+        """``state``: where the match starts (a fork's: the parent's state of the fork
+        tick, its ``forked`` event already stored); None: the game's initial state."""
         self.record = record
         self.match_id = record.match_id
         self.rules = rules
@@ -119,7 +122,7 @@ class Match:
         self.grace_period = grace_period
         self.machine = MatchMachine(
             rules,
-            rules.initial_state(record.settings, record.seed),
+            state if state is not None else rules.initial_state(record.settings, record.seed),
             keyframe_every=keyframe_interval_ticks(self.tick_rate),
             auto_start=start_players,
         )

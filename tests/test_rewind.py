@@ -13,6 +13,7 @@ from replay.engine import ReplayEngine
 from replay.events import SYSTEM_INPUTS, SYSTEM_REWOUND
 from replay.machine import RewindError
 from replay.system import InputLedger
+from replay.timeline import Timeline, abandoned_ranges
 
 PLAYERS = 8
 
@@ -134,3 +135,19 @@ def test_tug_rebase_is_invertible() -> None:
     state.tick = 40
     digest = tug.state_hash(state)
     assert tug.state_hash(tug.rebase(tug.rebase(tug.copy_state(state), 90), 40)) == digest
+
+
+async def test_timeline_flags_abandoned_markers_and_marks_rewinds(rewound: Driver) -> None:
+    timeline = Timeline(ReplayEngine(rewound.store, GAMES))
+    every = await timeline.markers("m", abandoned=True)
+    surviving = await timeline.markers("m")
+    rewinds = [m for m in surviving if m.kind == "rewound"]
+    assert [(m.tick, m.data["to_tick"]) for m in rewinds] == [(451, 250)]  # 301 is abandoned
+    # Played 0..300, rewound at 301 to 120, rewound at 451 to 250 (a tick of the first
+    # abandoned branch): the surviving lineage is 0..250 then 451.., so 251..450 is
+    # abandoned and the first branch lives again up to 250.
+    assert abandoned_ranges([(301, 120), (451, 250)], 600) == [(250, 451)]
+    for m in every:
+        assert m.abandoned == (250 < m.tick < 451), m
+    assert [m for m in every if not m.abandoned] == surviving
+    assert any(m.abandoned and m.kind != "rewound" for m in every)

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server.commands.store",
     "server.commands.rewind",
     "server.commands.fork",
+    "server.commands.audit",
 )
 
 

@@ -30,6 +30,8 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
+from replay.audit import MAX_AUDIT_PAGE, audit
+from replay.engine import ReplayEngine
 from replay.errors import MatchExistsError, ReplayError, UnknownMatchError
 from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
@@ -495,3 +497,27 @@ async def fork_match(
     )
     origin = {"match_id": parent.match_id, "tick": at_tick, "players": start.players}
     return json_response(conn, match.info() | {"forked_from": origin}, 201)
+
+
+@_matches.route("GET", r"/api/matches/(?P<match_id>[^/]+)/audit")
+async def match_audit(
+    api: MatchApi, conn: ServerConnection, request: Request, p: Params
+) -> Response:
+    """``?player=&from=&to=&limit=``: the audit trail (replay/audit.py), one page. An admin
+    reads any of it; a player only its own (``player`` is itself, and no admin actions)."""
+    ident = api.auth.require(request, "admin", "player")
+    q = query(request)
+    player = q.get("player")
+    if ident.role != "admin":
+        if player not in (None, ident.player):
+            raise HttpError(403, "forbidden", "a player can only read its own audit")
+        player = ident.player
+    page = await audit(
+        ReplayEngine(api.store, api.lobby.games, cache_bytes=0),
+        p["match_id"],
+        player=player,
+        from_tick=_int(q.get("from", "0"), "from", 0, 2**31 - 1),
+        to_tick=_int(q["to"], "to", 0, 2**31 - 1) if "to" in q else None,
+        limit=_int(q.get("limit", "1000"), "limit", 1, MAX_AUDIT_PAGE),
+    )
+    return json_response(conn, page)

@@ -25,6 +25,8 @@ class Played:
     ticks: dict[int, Tick] = field(default_factory=dict)
     seqs: dict[str, int] = field(default_factory=dict)
     """Each bot's last client seq sent."""
+    sent: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(player, seq) of each valid input sent -> the tick it was sent for."""
 
 
 async def create(
@@ -78,9 +80,11 @@ class Driver:
         """Each bot's inputs for the next tick; returns player -> the seq sent."""
         machine, seqs = self.machine, self.played.seqs
         sent = {}
-        for player, raw in self.bots.inputs(machine.state, machine.tick + 1).items():
+        tick = machine.tick + 1
+        for player, raw in self.bots.inputs(machine.state, tick).items():
             seq = sent[player] = seqs[player] = seqs[player] + 1
-            machine.submit_inputs(player, ((seq, raw),))
+            if not machine.submit_inputs(player, ((seq, raw),)):
+                self.played.sent[(player, seq)] = tick
         return sent
 
     async def step(self) -> Tick:

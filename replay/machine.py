@@ -148,6 +148,7 @@ class MatchMachine:
         """Players whose join the rules accepted (and who did not leave): auto-start counts
         those still seated."""
         self._rewind: _Rewind | None = None
+        self._notes: list[NewEvent] = []
         self._scoreboard_triggers = rules.scoreboard_triggers()
         self._last_scoreboard: list[dict[str, Any]] | None = None
 
@@ -157,6 +158,12 @@ class MatchMachine:
         """Decide ``command`` at the next tick; its outcome comes back in that tick's
         ``replies`` with ``token``."""
         self._commands.append((command, token))
+
+    def note(self, event: NewEvent) -> None:
+        """Store one of matchreplay's own events (``admin``, ``session``:
+        replay/system.py) with the next tick, first; its ``tick`` is set to that tick.
+        It never changes the state."""
+        self._notes.append(event)
 
     def take_commands(self) -> list[tuple[Command, Any]]:
         """The queued commands, removed (the match is stopping: each still needs a reply)."""
@@ -241,7 +248,7 @@ class MatchMachine:
             return self._step_rewind(self._rewind)
         rules, state = self.rules, self.state
         t = self.tick + 1
-        events: list[NewEvent] = []
+        events: list[NewEvent] = self._take_notes(t)
         out = Tick(t, events, [])
         was_started = rules.started(state)
         commands, self._commands = self._commands, []
@@ -313,7 +320,7 @@ class MatchMachine:
                 rules.encode_state(rewind.state),
             ),
         )
-        out = Tick(t, [event], [])
+        out = Tick(t, [*self._take_notes(t), event], [])
         out.replies.append((rewind.token, [event]))
         # Inputs of the abandoned timeline: acknowledged (by the seat their sender held
         # when sending), never applied.
@@ -337,6 +344,10 @@ class MatchMachine:
         self._last_scoreboard = out.scoreboard = rules.scoreboard(state)
         out.keyframe = rules.copy_state(state)
         return out
+
+    def _take_notes(self, tick: int) -> list[NewEvent]:
+        notes, self._notes = self._notes, []
+        return [n._replace(tick=tick) for n in notes]
 
     def _maybe_start(self, commands: list[tuple[Command, Any]]) -> None:
         """Queue ``start`` for the next tick once enough players are seated; after a

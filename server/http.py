@@ -336,7 +336,7 @@ async def get_match(api: MatchApi, conn: ServerConnection, request: Request, p: 
 async def create_match(
     api: MatchApi, conn: ServerConnection, request: Request, _: Params
 ) -> Response:
-    api.auth.require(request, "admin")
+    ident = api.auth.require(request, "admin")
     q = query(request)
     try:
         settings = json.loads(q.get("settings", "{}"))
@@ -353,6 +353,7 @@ async def create_match(
         match_id=q.get("match_id"),
         seed=_int(q["seed"], "seed", 0, 2**63 - 1) if "seed" in q else None,
     )
+    match.note_admin(ident.player, "create", "")
     return json_response(conn, match.info() | {"settings": match.record.settings}, 201)
 
 
@@ -482,7 +483,7 @@ async def fork_match(
 ) -> Response:
     """``?at=T[&match_id=ID]``: a new live match from the exact state of the parent's tick T
     (running, ended or imported); 201 with the fork's info and its ``forked_from``."""
-    api.auth.require(request, "admin")
+    ident = api.auth.require(request, "admin")
     q = query(request)
     if "at" not in q:
         raise HttpError(400, "invalid_field", "at (the parent's tick) is required")
@@ -496,6 +497,7 @@ async def fork_match(
         parent.game, parent.settings, match_id=q.get("match_id"), seed=parent.seed, fork=start
     )
     origin = {"match_id": parent.match_id, "tick": at_tick, "players": start.players}
+    match.note_admin(ident.player, "fork", q.get("reason", "")[:200], origin)
     return json_response(conn, match.info() | {"forked_from": origin}, 201)
 
 

@@ -31,10 +31,10 @@ from replay import protocol
 from replay.codec import encode_batch
 from replay.engine import ReplayEngine
 from replay.errors import ReplayError, TickOutOfRangeError
-from replay.events import NewEvent
+from replay.events import SYSTEM_ADMIN, NewEvent
 from replay.keyframes import keyframe_interval_ticks, make_keyframe
 from replay.machine import MatchMachine, RewindError, Tick
-from replay.rules import END, JOIN, LEAVE, Command, GameRegistry, Rejection, Rules
+from replay.rules import END, JOIN, LEAVE, START, Command, GameRegistry, Rejection, Rules
 from replay.store.base import AppendResult, EventIds, EventStore, MatchRecord
 from server.fanout import Feed
 from server.live_hub import LiveHub
@@ -359,7 +359,14 @@ class Match:
         if kind == REWIND:
             self._spawn(self._rewind_command(player, args, reply))
             return
+        if kind in (START, END):  # only admins send them: the audit trail records who
+            self.note_admin(player, kind, str(args.get("reason", "")))
         self.machine.queue(Command(kind, player, args), done)
+
+    def note_admin(self, actor: str, action: str, reason: str, detail: Any = None) -> None:
+        """Record an admin's action on this match (an ``admin`` event with the next tick)."""
+        at_ms = int(time.time() * 1000)
+        self.machine.note(NewEvent(SYSTEM_ADMIN, 0, (actor, action, reason, at_ms, detail)))
 
     # -- rewinds (docs/replay.md "Rewinds and forks") ----------------------------------------
 

@@ -65,6 +65,10 @@ async def test_fork_an_ended_match_play_it_and_fork_the_fork(tmp_path):
         assert record.status == "ended" and record.last_tick > 150
         final = await engine.state_at("f1", record.last_tick)
         assert ARENA.is_over(final)
+        status, page = await call(app, "GET", "/api/matches/f1/audit?limit=10", admin)
+        assert [(e["kind"], e.get("parent")) for e in page["entries"]][:1] == [("forked", "parent")]
+        fork_admin = [e for e in page["entries"] if e["kind"] == "admin"]
+        assert [(e["actor"], e["action"]) for e in fork_admin] == [("ref", "fork")]
         # A fork of the fork, at a tick the fork played itself.
         at = 150 + (record.last_tick - 150) // 2
         status, grand = await call(app, "POST", f"/api/matches/f1/fork?at={at}&match_id=f2", admin)

@@ -12,6 +12,7 @@ from rewind_driver import Driver, create
 from replay.engine import ReplayEngine
 from replay.events import SYSTEM_INPUTS, SYSTEM_REWOUND
 from replay.machine import RewindError
+from replay.replay_file import ReplayFileReader, export_match, import_replay
 from replay.system import InputLedger
 from replay.timeline import Timeline, abandoned_ranges
 
@@ -151,3 +152,23 @@ async def test_timeline_flags_abandoned_markers_and_marks_rewinds(rewound: Drive
         assert m.abandoned == (250 < m.tick < 451), m
     assert [m for m in every if not m.abandoned] == surviving
     assert any(m.abandoned and m.kind != "rewound" for m in every)
+
+
+async def test_export_and_import_round_trip_a_rewound_match(
+    rewound: Driver, tmp_path: Path
+) -> None:
+    await rewound.store.update_match("m", status="ended", ended_at=1.0)
+    path = tmp_path / "m.mrp"
+    await export_match(rewound.store, "m", path)
+    played = rewound.played
+    with ReplayFileReader(path, GAMES.catalogs()) as reader:
+        from_file = ReplayEngine(reader, GAMES)
+        for tick in (120, 250, 300, 301, 451, 600):
+            assert ARENA.state_hash(await from_file.state_at("m", tick)) == played.hashes[tick]
+    async with open_test_store(tmp_path / "imported.db") as other:
+        await import_replay(path, other)
+        imported = ReplayEngine(other, GAMES)
+        for tick in (119, 301, 302, 450, 451, 599):
+            assert ARENA.state_hash(await imported.state_at("m", tick)) == played.hashes[tick]
+        rewinds = [e.tick for e in await other.read("m") if e.type == SYSTEM_REWOUND]
+        assert rewinds == [301, 451]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shutil
 import subprocess
@@ -97,24 +98,31 @@ async def measure(db: Path, args: argparse.Namespace) -> None:
         version = 0
         horizon = round(REWIND_HORIZON_S * record.tick_rate)
         rewinds: list[float] = []
+        rewind_cpu: list[float] = []
+        seeks: list[float] = []
         for i in range(args.rewinds):
             to_tick = rng.randint(max(0, last - 1 - horizon), last - 1)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             state = await engine.state_at(MATCH, to_tick)
+            seeks.append(time.perf_counter() - t0)
             machine.rewind(state, actor="bench", reason=f"rewind {i}", at_ms=0)
             boundary = machine.step()
             await store.append("live", boundary.events, version)
             version += len(boundary.events)
             first = machine.step()  # the first tick played from T
             rewinds.append(time.perf_counter() - t0)
+            rewind_cpu.append(time.process_time() - c0)
             if first.events:
                 await store.append("live", first.events, version)
                 version += len(first.events)
         forks: list[float] = []
+        fork_cpu: list[float] = []
+        fork_reads: list[float] = []
         for i in range(args.forks):
             at_tick = rng.randint(1, last - 1)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             start = await prepare_fork(store, GAMES, MATCH, at_tick)
+            fork_reads.append(time.perf_counter() - t0)
             fork = await store.create_match(
                 record.with_changes(match_id=f"fork-{i}", status="created")
             )
@@ -126,6 +134,7 @@ async def measure(db: Path, args: argparse.Namespace) -> None:
             if out.events:
                 await store.append(fork.match_id, out.events, 1)
             forks.append(time.perf_counter() - t0)
+            fork_cpu.append(time.process_time() - c0)
     ms = 1000.0
     print(
         f"rewind (command -> first tick played from T), {len(rewinds)} random T within"
@@ -137,6 +146,18 @@ async def measure(db: Path, args: argparse.Namespace) -> None:
         f" p50 {pct(forks, 50) * ms:.1f} ms, p99 {pct(forks, 99) * ms:.1f} ms,"
         f" max {max(forks) * ms:.1f} ms"
     )
+    print(
+        f"  of which reading the state of T: rewind p50 {pct(seeks, 50) * ms:.1f} ms,"
+        f" p99 {pct(seeks, 99) * ms:.1f} ms; fork p50 {pct(fork_reads, 50) * ms:.1f} ms,"
+        f" p99 {pct(fork_reads, 99) * ms:.1f} ms (the rest: encoding, the machine's ticks"
+        f" and the durable appends)"
+    )
+    print(
+        f"  CPU time of this process (less disturbed by other jobs on a shared machine):"
+        f" rewind p50 {pct(rewind_cpu, 50) * ms:.1f} ms, p99 {pct(rewind_cpu, 99) * ms:.1f} ms;"
+        f" fork p50 {pct(fork_cpu, 50) * ms:.1f} ms, p99 {pct(fork_cpu, 99) * ms:.1f} ms"
+    )
+    print(f"  load average while measuring: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     target = 0.050
     print(f"target p99 <= 50 ms: rewind {'met' if pct(rewinds, 99) <= target else 'MISSED'},"
           f" fork {'met' if pct(forks, 99) <= target else 'MISSED'}")  # fmt: skip

@@ -35,6 +35,7 @@ from websockets.frames import Frame, Opcode
 
 from replay import protocol as p
 from replay.codec import decode_batch
+from replay.fold import fold_events
 from replay.games import builtin_games
 from replay.rules import GameRegistry, Rules
 
@@ -379,7 +380,8 @@ class GameClient:
         for type_, version, tick, data in events[max(0, skip) :]:
             data, version = upcast(type_, version, data)
             fresh.append((type_, version, tick, data))
-        self.rules.evolve(self.state, fresh, max(base_tick, fresh[-1][2]))
+        # A ``rewound`` event replaces the state (the restored-state message, protocol.md).
+        self.state = fold_events(self.rules, self.state, fresh, max(base_tick, fresh[-1][2]))
         self.last_seq = first_seq + len(events) - 1
 
     def _ack(self, seq: int, tick: int) -> None:

@@ -44,6 +44,7 @@ from client_sdk.game_client import ClientClosed
 from client_sdk.view import FrameBuffer, ViewFrame
 from replay import protocol as p
 from replay.codec import decode_batch
+from replay.fold import fold_events
 from replay.games import builtin_games
 from replay.rules import GameRegistry, Rules
 
@@ -330,7 +331,7 @@ class Spectator:
         if isinstance(msg, p.Frame):
             assert self.rules is not None
             events = decode_batch(msg.events, msg.tick) if msg.events is not None else []
-            self.state = self.rules.evolve(self.state, events, msg.tick)
+            self.state = fold_events(self.rules, self.state, events, msg.tick)
             self.tick = msg.tick
             self._frames.put(ViewFrame(msg.tick, events, self.state))
         elif isinstance(msg, p.State):

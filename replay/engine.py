@@ -6,7 +6,8 @@ A seek to tick T (see docs/replay.md):
 2. start from the best base at or before T: a cached state, else the nearest
    keyframe (a corrupt or incompatible one is skipped with a logged warning
    and the next earlier one is tried), else the initial state at tick 0;
-3. read the events after the base up to T and fold them with ``rules.evolve``.
+3. read the events after the base up to T and fold them (replay/fold.py: ``rules.evolve``,
+   and a ``rewound``/``forked`` event restores the state it carries).
 
 Exactness does not depend on keyframes: ``evolve`` is the only thing that ever
 changes a live state, so folding stored events from any exact base yields the
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from replay.errors import TickOutOfRangeError
+from replay.fold import fold_events
 from replay.keyframes import load_keyframe
 from replay.rules import GameRegistry, Rules
 from replay.source import ReplaySource, read_events
@@ -112,7 +114,7 @@ class ReplayEngine:
         self.stats.last_base_tick = base_tick
         self.stats.ticks_folded += tick - base_tick
         events = await read_events(self.source, match_id, base_tick + 1, tick)
-        state = rules.evolve(rules.copy_state(base), events, tick)
+        state = fold_events(rules, rules.copy_state(base), events, tick)
         self.cache.put(match_id, tick, state, self._size_of(match_id, rules, state))
         return rules.copy_state(state)
 
@@ -141,7 +143,8 @@ class ReplayEngine:
         start = 0
         while True:
             end = min(tick, start + FOLD_WINDOW_TICKS - 1)
-            state = rules.evolve(state, await read_events(self.source, match_id, start, end), end)
+            events = await read_events(self.source, match_id, start, end)
+            state = fold_events(rules, state, events, end)
             if end == tick:
                 return state
             start = end + 1

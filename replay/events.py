@@ -49,8 +49,8 @@ SYSTEM_ADMIN = SYSTEM_FIRST + 1
 SYSTEM_SESSION = SYSTEM_FIRST + 2
 """A player connected, reconnected or went away."""
 SYSTEM_REWOUND = SYSTEM_FIRST + 3
-"""The match continues from the state of an earlier point: it starts a new segment of the
-stream, the one place where a batch's ticks may go below the match's last stored tick."""
+"""The match continues from the state of an earlier tick, re-clocked to the event's own tick
+(stored ticks never go back: replay/fold.py, docs/replay.md "Rewinds and forks")."""
 SYSTEM_TAKEOVER = SYSTEM_FIRST + 4
 """Another node took the match over (failover or hand-over)."""
 SYSTEM_FORKED = SYSTEM_FIRST + 5

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from replay.fold import fold_events
 from replay.rules import GameRegistry, Rules
 from replay.source import read_events
 from replay.store.base import EventStore, Keyframe
@@ -105,7 +106,7 @@ async def rebuild_keyframes(
     while start <= record.last_tick:
         # Windows end on keyframe ticks: interval - 1, then every interval ticks.
         end = min(record.last_tick, (start // interval + 1) * interval)
-        state = rules.evolve(state, await read_events(store, match_id, start, end), end)
+        state = fold_events(rules, state, await read_events(store, match_id, start, end), end)
         if end % interval == 0 and end > 0:
             await store.put_keyframe(make_keyframe(rules, match_id, state))
             written += 1

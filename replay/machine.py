@@ -21,6 +21,14 @@ and its events are evolved; then the tick's ``inputs`` event records which seq
 of each seat the tick applied (replay/system.py). The live state is only ever
 changed by ``evolve``, so folding the stored events gives it back bit for bit.
 
+A rewind (:meth:`MatchMachine.rewind`, docs/replay.md "Rewinds and forks") takes the
+next tick B for itself: B stores the ``rewound`` event (the state of the earlier tick T,
+exactly) and the input audit, and nothing else; the state at the end of B is the
+state of T re-clocked to B (``rules.rebase``), and play goes on at B + 1. Inputs
+received before B were sent for the abandoned ticks: B acknowledges them all and
+applies none (the audit records them as unapplied), so a resent one is still a
+duplicate and at-most-once holds. Commands queued before B are decided at B + 1.
+
 Inputs are samples of a player's controls: the newest valid input received
 before a tick is the one the tick uses, and the tick acknowledges every input
 received before it (cumulatively: applied, superseded or refused). Each client
@@ -35,15 +43,34 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from replay.events import NewEvent
+from replay.events import SYSTEM_REWOUND, NewEvent
 from replay.rules import JOIN, LEAVE, START, Command, Rejection, Rules
 from replay.system import InputRecorder
 
-__all__ = ["MatchMachine", "MatchOver", "Tick"]
+__all__ = ["MatchMachine", "MatchOver", "RewindError", "Tick"]
 
 
 class MatchOver(RuntimeError):
     """:meth:`MatchMachine.step` after the rules ended the match."""
+
+
+class RewindError(ValueError):
+    """A rewind the machine refuses; ``code`` is stable and documented (docs/protocol.md)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class _Rewind:
+    state: Any
+    """The state of ``to_tick``, not to be mutated (its encoding goes into the event)."""
+    to_tick: int
+    actor: str
+    reason: str
+    at_ms: int
+    token: Any
 
 
 @dataclass(slots=True)
@@ -120,6 +147,8 @@ class MatchMachine:
         self._members: set[str] = set()
         """Players whose join the rules accepted (and who did not leave): auto-start counts
         those still seated."""
+        self._rewind: _Rewind | None = None
+        self._notes: list[NewEvent] = []
         self._scoreboard_triggers = rules.scoreboard_triggers()
         self._last_scoreboard: list[dict[str, Any]] | None = None
 
@@ -129,6 +158,12 @@ class MatchMachine:
         """Decide ``command`` at the next tick; its outcome comes back in that tick's
         ``replies`` with ``token``."""
         self._commands.append((command, token))
+
+    def note(self, event: NewEvent) -> None:
+        """Store one of matchreplay's own events (``admin``, ``session``:
+        replay/system.py) with the next tick, first; its ``tick`` is set to that tick.
+        It never changes the state."""
+        self._notes.append(event)
 
     def take_commands(self) -> list[tuple[Command, Any]]:
         """The queued commands, removed (the match is stopping: each still needs a reply)."""
@@ -170,15 +205,50 @@ class MatchMachine:
         self._pending.pop(player, None)
         self._received.pop(player, None)
 
+    def rewind(
+        self,
+        state: Any,
+        *,
+        actor: str,
+        reason: str,
+        at_ms: int,
+        token: Any = None,
+    ) -> None:
+        """Continue the match, from the next tick on, from ``state``: the exact state of an
+        earlier tick T (``ReplayEngine.state_at(T)``). The next :meth:`step` is the rewind
+        tick (module docstring); its ``replies`` carry ``(token, [rewound event])``.
+        Raises RewindError: ``rewind_pending`` (one per tick), ``rewind_ahead`` (T is not
+        a played tick), ``rewind_to_end`` (the state of T is over), ``rewind_unsupported``
+        (the game has no ``rebase``)."""
+        rules = self.rules
+        if self.over:
+            raise MatchOver("the match is over")
+        if self._rewind is not None:
+            raise RewindError("rewind_pending", "a rewind is already waiting for the next tick")
+        to_tick = rules.state_tick(state)
+        if not 0 <= to_tick <= self.tick:
+            raise RewindError("rewind_ahead", f"tick {to_tick} is not a played tick")
+        if rules.is_over(state):
+            raise RewindError("rewind_to_end", f"the match is over at tick {to_tick}")
+        if type(rules).rebase is Rules.rebase:
+            raise RewindError("rewind_unsupported", f"game {rules.name!r} cannot be rewound")
+        self._rewind = _Rewind(state, to_tick, actor, reason, at_ms, token)
+
+    @property
+    def rewind_pending(self) -> bool:
+        return self._rewind is not None
+
     # -- out ------------------------------------------------------------------------------
 
     def step(self) -> Tick:
         """Run the next tick (see the module docstring for the order)."""
         if self.over:
             raise MatchOver("the match is over")
+        if self._rewind is not None:
+            return self._step_rewind(self._rewind)
         rules, state = self.rules, self.state
         t = self.tick + 1
-        events: list[NewEvent] = []
+        events: list[NewEvent] = self._take_notes(t)
         out = Tick(t, events, [])
         was_started = rules.started(state)
         commands, self._commands = self._commands, []
@@ -229,6 +299,55 @@ class MatchMachine:
         if t % self.keyframe_every == 0 or out.over:
             out.keyframe = rules.copy_state(state)
         return out
+
+    def _step_rewind(self, rewind: _Rewind) -> Tick:
+        """The rewind tick B: the ``rewound`` event, every received input acknowledged and
+        none applied, the restored state re-clocked to B, a keyframe and the standings."""
+        self._rewind = None
+        rules = self.rules
+        t = self.tick + 1
+        was_started = rules.started(self.state)
+        event = NewEvent(
+            SYSTEM_REWOUND,
+            t,
+            (
+                self.tick,
+                rewind.to_tick,
+                rewind.actor,
+                rewind.reason,
+                rewind.at_ms,
+                rules.state_format,
+                rules.encode_state(rewind.state),
+            ),
+        )
+        out = Tick(t, [*self._take_notes(t), event], [])
+        out.replies.append((rewind.token, [event]))
+        # Inputs of the abandoned timeline: acknowledged (by the seat their sender held
+        # when sending), never applied.
+        applied: dict[int, tuple[int, int]] = {}
+        seat_of, old = rules.seat_of, self.state
+        for player, acked in self._received.items():
+            seat = seat_of(old, player)
+            if seat is not None:
+                applied[seat] = (acked, 0)
+                out.acks += (seat, acked)
+        self._received.clear()
+        self._pending.clear()
+        out.accepted, self._accepted = self._accepted, 0
+        self.state = state = rules.rebase(rules.copy_state(rewind.state), t)
+        audit = self._audit.record(t, applied)
+        if audit is not None:
+            out.events.append(audit)
+        self.tick = t
+        out.started = not was_started and rules.started(state)
+        out.over = self.over = rules.is_over(state)
+        self._last_scoreboard = out.scoreboard = rules.scoreboard(state)
+        out.keyframe = rules.copy_state(state)
+        return out
+
+    def _take_notes(self, tick: int) -> list[NewEvent]:
+        notes, self._notes = self._notes, []
+        return [n._replace(tick=tick) for n in notes]
 
     def _maybe_start(self, commands: list[tuple[Command, Any]]) -> None:
         """Queue ``start`` for the next tick once enough players are seated; after a

@@ -42,6 +42,7 @@ from typing import Any
 
 from replay.engine import ReplayEngine
 from replay.errors import ReplayError, TickOutOfRangeError
+from replay.fold import fold_events
 from replay.protocol import MAX_SPEED, MIN_SPEED
 from replay.source import StoredEvent, read_events
 from replay.store.base import READ_ONLY_STATUSES
@@ -245,7 +246,7 @@ class Playback:
                 continue  # a seek while this frame was read: build the frame it asked for
             if self.with_state:
                 if state is None:
-                    state = self._rules.evolve(self._state, events, tick)
+                    state = fold_events(self._rules, self._state, events, tick)
                 self._state = state
                 state = self._rules.copy_state(state)
             if by_step:

@@ -266,6 +266,18 @@ class Rules(abc.ABC, Generic[S]):
 
     # -- optional parts ---------------------------------------------------------------
 
+    def rebase(self, state: S, tick: int) -> S:
+        """The same state re-clocked to ``tick``: every tick-valued field (the clock, a
+        start tick, cooldown and respawn ticks, ...) shifted by ``tick - state_tick(state)``,
+        so play continues from it at ``tick + 1`` exactly as it would have continued from
+        the original one (same elapsed times). May change ``state`` in place; returns it.
+        Must be invertible: ``rebase(rebase(s, b), state_tick(s))`` hashes like ``s``.
+
+        What a rewind (and the fold of its ``rewound`` event, replay/fold.py) uses: the
+        stream's ticks never go back, the restored state moves forward instead. Raises
+        NotImplementedError for a game that cannot be rewound (the default)."""
+        raise NotImplementedError(f"game {self.name!r} cannot be rewound (no rebase)")
+
     def bots(self, settings: Mapping[str, Any], seed: int) -> Bots | None:
         """Bot players for a match with these settings; None: the game has none."""
         return None

@@ -23,6 +23,17 @@ changes for some seat::
   input is not the acknowledged one: ``seq`` is the one applied, or 0 when none was
   (every input received since the previous tick was refused).
 
+``rewound`` (a live match rewound, at tick B, to tick T; written by the machine,
+replay/machine.py): ``from_tick`` (B - 1, the last tick played before), ``to_tick`` (T),
+``actor`` (the admin id from the token), ``reason``, ``at_ms`` (wall clock, ms since the
+epoch), ``state_format`` and ``state``: ``rules.encode_state`` of the state of T exactly
+as ``state_at(T)`` gave it, not re-clocked. The state of tick B is that state re-clocked
+to B (replay/fold.py); nothing else happens at B but the input audit.
+
+``forked`` (the first event of a fork, at the parent's tick T): ``parent`` (match id),
+``parent_tick`` (T), ``state_format``, ``state`` (the parent's state of T), ``players``
+(flat ``[parent player, fork player, ...]``: the documented seat mapping).
+
 Every tick between two ``inputs`` events steps exactly the seats stepping after the
 first one. The acknowledged seq is cumulative (every input up to it was applied,
 superseded by a newer one before the tick, or refused): that is what makes a resent
@@ -59,7 +70,7 @@ CATALOG = EventCatalog(
         EventType(
             SYSTEM_REWOUND,
             "rewound",
-            ("from_tick", "to_tick", "to_seq", "actor", "reason", "at_ms"),
+            ("from_tick", "to_tick", "actor", "reason", "at_ms", "state_format", "state"),
             notable=True,
         ),
         EventType(
@@ -71,7 +82,7 @@ CATALOG = EventCatalog(
         EventType(
             SYSTEM_FORKED,
             "forked",
-            ("parent", "parent_tick", "parent_seq", "state_format", "state", "players"),
+            ("parent", "parent_tick", "state_format", "state", "players"),
             notable=True,
         ),
     ]

@@ -14,21 +14,29 @@ notable markers only, and a kill marker is one of its declared kill event.
 The index of a match is built by one pass over its events and kept in memory
 (about 150 bytes per marker; a 30-minute 64-player match has a few thousand).
 For a match still being recorded it is extended from where it stopped.
+
+Rewinds (docs/replay.md "Rewinds and forks"): a ``rewound`` event of tick B back to
+tick T adds a ``rewound`` marker at B and flags every marker of the abandoned ticks
+T + 1 .. B - 1 (``abandoned``); :meth:`Timeline.markers` leaves those out unless asked,
+so a scrubber shows the surviving timeline and can still show the branch, marked.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from replay.engine import FOLD_WINDOW_TICKS, ReplayEngine
+from replay.events import SYSTEM_REWOUND
 from replay.source import read_events
 
-__all__ = ["Clip", "Marker", "Timeline"]
+__all__ = ["Clip", "Marker", "Timeline", "abandoned_ranges"]
 
 MULTI_KILL = "multi_kill"
+REWOUND = "rewound"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +50,8 @@ class Marker:
     multi-kills hold ``killer``, ``killer_player``, ``count`` and ``first_tick``."""
     kill: bool = False
     """Whether this marker is a kill or a multi-kill (it has a ``killer`` to follow)."""
+    abandoned: bool = False
+    """On a branch a later rewind abandoned: not part of the surviving timeline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,22 @@ class _Index:
     players: dict[int, str] = field(default_factory=dict)
     streaks: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     """killer slot -> (first kill tick, last kill tick, count) of the running streak."""
+    rewinds: list[tuple[int, int]] = field(default_factory=list)
+    """``(B, T)`` of each ``rewound`` event so far, in stream order."""
+
+
+def abandoned_ranges(rewinds: Sequence[tuple[int, int]], last_tick: int) -> list[tuple[int, int]]:
+    """The abandoned branches of a match, as open tick ranges ``(T, B)``: walking back
+    from ``last_tick``, a rewind at B (to T) met on the way jumps back to T, and the
+    ticks between are abandoned. A rewind inside an abandoned branch abandons nothing
+    more, and a rewind to a tick of an earlier branch revives that branch up to T."""
+    ranges: list[tuple[int, int]] = []
+    cursor = last_tick
+    for boundary, to_tick in reversed(rewinds):
+        if boundary <= cursor:
+            ranges.append((to_tick, boundary))
+            cursor = to_tick
+    return ranges
 
 
 class Timeline:
@@ -81,12 +107,18 @@ class Timeline:
         to_tick: int | None = None,
         *,
         kinds: Sequence[str] | None = None,
+        abandoned: bool = False,
     ) -> list[Marker]:
-        """Markers with ``from_tick <= tick <= to_tick`` (to the latest tick when None)."""
+        """Markers with ``from_tick <= tick <= to_tick`` (to the latest tick when None) on
+        the surviving timeline; ``abandoned``: those of abandoned branches too (flagged)."""
         index = await self._index(match_id)
         hi = bisect.bisect_right(index.ticks, to_tick) if to_tick is not None else None
         found = index.markers[bisect.bisect_left(index.ticks, from_tick) : hi]
-        return found if kinds is None else [m for m in found if m.kind in kinds]
+        return [
+            m
+            for m in found
+            if (kinds is None or m.kind in kinds) and (abandoned or not m.abandoned)
+        ]
 
     async def kill_clip(self, match_id: str, kill: Marker, seconds: float = 5.0) -> Clip:
         """The ``seconds`` before a kill (or multi-kill) up to it, following the killer."""
@@ -118,6 +150,9 @@ class Timeline:
             for type_, _version, tick, data in await read_events(
                 self.engine.source, match_id, start, end
             ):
+                if type_ == SYSTEM_REWOUND:
+                    self._rewound(index, tick, data)
+                    continue
                 if type_ == seated:
                     fields = dict(zip(catalog[type_].fields, data, strict=False))
                     index.players[fields[seat.seat]] = fields[seat.player]  # type: ignore[union-attr]
@@ -163,6 +198,19 @@ class Timeline:
                 "first_tick": first,
             }
             self._add(index, Marker(tick, MULTI_KILL, data, kill=True))
+
+    def _rewound(self, index: _Index, tick: int, data: tuple[Any, ...]) -> None:
+        """Mark the rewind and re-flag every marker by the branches abandoned now."""
+        from_tick, to_tick, actor, reason, at_ms = data[:5]
+        index.streaks.clear()  # a streak does not run across a rewind
+        fields = {"from_tick": from_tick, "to_tick": to_tick, "actor": actor, "reason": reason}
+        self._add(index, Marker(tick, REWOUND, fields | {"at_ms": at_ms}))
+        index.rewinds.append((tick, to_tick))
+        ranges = abandoned_ranges(index.rewinds, tick)
+        for i, marker in enumerate(index.markers):
+            flag = any(lo < marker.tick < hi for lo, hi in ranges)
+            if marker.abandoned != flag:
+                index.markers[i] = dataclasses.replace(marker, abandoned=flag)
 
     @staticmethod
     def _add(index: _Index, marker: Marker) -> None:

@@ -27,6 +27,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server.commands.leaderboards",
     "server.commands.simulate",
     "server.commands.store",
+    "server.commands.rewind",
+    "server.commands.fork",
+    "server.commands.audit",
 )
 
 

@@ -73,6 +73,8 @@ class Settings:
     """Skips allowed per minute; one more closes the spectator with 4010."""
     shutdown_timeout: float = 30.0
     """Seconds a graceful shutdown may take before the process exits anyway (status 1)."""
+    rewind_horizon_s: float = 300.0
+    """How far back (seconds of play) an admin may rewind a live match (docs/replay.md)."""
     token_ttl: float = 24 * 3600.0
     """Default lifetime of tokens issued by the admin API."""
     boards_config: str = ""

@@ -30,9 +30,12 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
+from replay.audit import MAX_AUDIT_PAGE, audit
+from replay.engine import ReplayEngine
 from replay.errors import MatchExistsError, ReplayError, UnknownMatchError
 from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
+from replay.machine import RewindError
 from replay.protocol import (
     E_SERVER_FULL,
     E_TOO_LARGE,
@@ -45,6 +48,7 @@ from replay.protocol import (
 )
 from replay.store.base import EventStore, MatchRecord
 from server import auth, leaderboard_api
+from server.forking import ForkError, prepare_fork
 from server.lobby import Lobby, LobbyError, ServerFullError
 from server.match import JoinRefused, Match
 from server.metrics import CONTENT_TYPE, Metrics
@@ -344,7 +348,7 @@ async def get_match(api: MatchApi, conn: ServerConnection, request: Request, p: 
 async def create_match(
     api: MatchApi, conn: ServerConnection, request: Request, _: Params
 ) -> Response:
-    api.auth.require(request, "admin")
+    ident = api.auth.require(request, "admin")
     q = query(request)
     try:
         settings = loads_limited(q.get("settings", "{}"))
@@ -363,6 +367,7 @@ async def create_match(
         match_id=q.get("match_id"),
         seed=_int(q["seed"], "seed", 0, 2**63 - 1) if "seed" in q else None,
     )
+    match.note_admin(ident.player, "create", "")
     return json_response(conn, match.info() | {"settings": match.record.settings}, 201)
 
 
@@ -470,3 +475,75 @@ async def leaderboards(
         service, "GET", urlsplit(request.path).path, query(request)
     )
     return json_response(conn, body, status)
+
+
+# -- rewinds (docs/replay.md "Rewinds and forks") --------------------------------------------
+
+
+@_matches.route("POST", r"/api/matches/(?P<match_id>[^/]+)/rewind")
+async def rewind_match(
+    api: MatchApi, conn: ServerConnection, request: Request, p: Params
+) -> Response:
+    """``?to=T&reason=...``: the match goes on from the exact state of tick T at the next
+    tick B; answers once B is durable: ``{"match_id", "to_tick", "rewound_tick": B}``."""
+    ident = api.auth.require(request, "admin")
+    q = query(request)
+    if "to" not in q:
+        raise HttpError(400, "invalid_field", "to (the tick to rewind to) is required")
+    to_tick = _int(q["to"], "to", 0, 2**31 - 1)
+    match = await _live(api, p["match_id"])
+    try:
+        tick = await match.rewind(to_tick, actor=ident.player, reason=q.get("reason", "")[:200])
+    except RewindError as exc:
+        raise HttpError(409, exc.code, str(exc)) from None
+    return json_response(
+        conn, {"match_id": match.match_id, "to_tick": to_tick, "rewound_tick": tick}
+    )
+
+
+@_matches.route("POST", r"/api/matches/(?P<match_id>[^/]+)/fork")
+async def fork_match(
+    api: MatchApi, conn: ServerConnection, request: Request, p: Params
+) -> Response:
+    """``?at=T[&match_id=ID]``: a new live match from the exact state of the parent's tick T
+    (running, ended or imported); 201 with the fork's info and its ``forked_from``."""
+    ident = api.auth.require(request, "admin")
+    q = query(request)
+    if "at" not in q:
+        raise HttpError(400, "invalid_field", "at (the parent's tick) is required")
+    at_tick = _int(q["at"], "at", 0, 2**31 - 1)
+    try:
+        start = await prepare_fork(api.store, api.lobby.games, p["match_id"], at_tick)
+    except ForkError as exc:
+        raise HttpError(409, exc.code, str(exc)) from None
+    parent = start.parent
+    match = await api.lobby.create(
+        parent.game, parent.settings, match_id=q.get("match_id"), seed=parent.seed, fork=start
+    )
+    origin = {"match_id": parent.match_id, "tick": at_tick, "players": start.players}
+    match.note_admin(ident.player, "fork", q.get("reason", "")[:200], origin)
+    return json_response(conn, match.info() | {"forked_from": origin}, 201)
+
+
+@_matches.route("GET", r"/api/matches/(?P<match_id>[^/]+)/audit")
+async def match_audit(
+    api: MatchApi, conn: ServerConnection, request: Request, p: Params
+) -> Response:
+    """``?player=&from=&to=&limit=``: the audit trail (replay/audit.py), one page. An admin
+    reads any of it; a player only its own (``player`` is itself, and no admin actions)."""
+    ident = api.auth.require(request, "admin", "player")
+    q = query(request)
+    player = q.get("player")
+    if ident.role != "admin":
+        if player not in (None, ident.player):
+            raise HttpError(403, "forbidden", "a player can only read its own audit")
+        player = ident.player
+    page = await audit(
+        ReplayEngine(api.store, api.lobby.games, cache_bytes=0),
+        p["match_id"],
+        player=player,
+        from_tick=_int(q.get("from", "0"), "from", 0, 2**31 - 1),
+        to_tick=_int(q["to"], "to", 0, 2**31 - 1) if "to" in q else None,
+        limit=_int(q.get("limit", "1000"), "limit", 1, MAX_AUDIT_PAGE),
+    )
+    return json_response(conn, page)

@@ -16,6 +16,7 @@ from replay.protocol import match_info
 from replay.rules import GameRegistry
 from replay.store.base import EventStore, MatchRecord
 from server.config import Settings
+from server.forking import ForkStart
 from server.headroom import Headroom, Limits
 from server.live_hub import LiveHub
 from server.match import Match
@@ -95,7 +96,9 @@ class Lobby:
         start_players: int | None = None,
         match_id: str | None = None,
         seed: int | None = None,
+        fork: ForkStart | None = None,
     ) -> Match:
+        """A new match; with ``fork``, one that starts from a parent's state (server/forking.py)."""
         if len(self.live) >= MAX_LIVE_MATCHES:
             raise ServerFullError(f"this server already runs {MAX_LIVE_MATCHES} matches")
         full = self.refusal()
@@ -134,6 +137,8 @@ class Lobby:
             options=spectating.as_record(),
         )
         record = await self.store.create_match(record)  # MatchExistsError
+        if fork is not None:
+            record = await fork.record_origin(self.store, record)
         s = self.settings
         match = Match(
             record,
@@ -147,7 +152,11 @@ class Lobby:
             ticker=self.ticker,
             admission=self.refusal,
             on_finished=self._finished,
+            rewind_horizon_s=s.rewind_horizon_s,
+            state=fork.state if fork is not None else None,
         )
+        if fork is not None:
+            fork.hold_seats(match)
         self.live[record.match_id] = match
         if self.spectators is not None:
             self.spectators.options[record.match_id] = spectating

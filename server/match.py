@@ -29,18 +29,19 @@ from typing import Any, Protocol
 
 from replay import protocol
 from replay.codec import encode_batch
-from replay.errors import ReplayError
-from replay.events import NewEvent
+from replay.engine import ReplayEngine
+from replay.errors import ReplayError, TickOutOfRangeError
+from replay.events import SYSTEM_ADMIN, NewEvent
 from replay.keyframes import keyframe_interval_ticks, make_keyframe
-from replay.machine import MatchMachine, Tick
-from replay.rules import END, JOIN, LEAVE, Command, Rejection, Rules
+from replay.machine import MatchMachine, RewindError, Tick
+from replay.rules import END, JOIN, LEAVE, START, Command, GameRegistry, Rejection, Rules
 from replay.store.base import AppendResult, EventIds, EventStore, MatchRecord
 from server.fanout import Feed
 from server.live_hub import LiveHub
 from server.metrics import Metrics
 from server.ticker import Ticker
 
-__all__ = ["JoinRefused", "Match", "Seat"]
+__all__ = ["REWIND", "REWIND_HORIZON_S", "JoinRefused", "Match", "Seat"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,11 @@ MAX_BEHIND_TICKS = 5
 """When the loop is more than this many ticks late (a stalled process), it skips
 ahead instead of running the missed ticks back to back; skipped ticks are overruns."""
 REAP_INTERVAL_S = 0.5
+REWIND = "rewind"
+"""The admin command (websocket COMMAND, ``args``: ``to``, ``reason``) the server answers
+itself: :meth:`Match.rewind` (docs/protocol.md, "Rewinds")."""
+REWIND_HORIZON_S = 300.0
+"""How far back (seconds of play) a rewind may go by default (``Settings.rewind_horizon_s``)."""
 
 Outcome = list[NewEvent] | Rejection
 """What the machine decided for a command: its events, or why not."""
@@ -99,7 +105,11 @@ class Match:
         ticker: Ticker,
         admission: Callable[[], str] = lambda: "",
         on_finished: Callable[[Match], None] | None = None,
+        rewind_horizon_s: float = REWIND_HORIZON_S,
+        state: Any = None,
     ) -> None:
+        """``state``: where the match starts (a fork's: the parent's state of the fork
+        tick, its ``forked`` event already stored); None: the game's initial state."""
         self.record = record
         self.match_id = record.match_id
         self.rules = rules
@@ -112,7 +122,7 @@ class Match:
         self.grace_period = grace_period
         self.machine = MatchMachine(
             rules,
-            rules.initial_state(record.settings, record.seed),
+            state if state is not None else rules.initial_state(record.settings, record.seed),
             keyframe_every=keyframe_interval_ticks(self.tick_rate),
             auto_start=start_players,
         )
@@ -143,6 +153,9 @@ class Match:
         """Every player who ever joined, in join order (stored with the match)."""
         self.hub: LiveHub | None = None
         """Live spectators (server/live_hub.py), set by the lobby."""
+        self.rewind_horizon_s = rewind_horizon_s
+        self._engine: ReplayEngine | None = None
+        """Reads the state a rewind restores (made on the first rewind)."""
 
     @property
     def state(self) -> Any:
@@ -343,7 +356,81 @@ class Match:
             else:
                 reply(result[0].tick if result else self.tick)
 
+        if kind == REWIND:
+            self._spawn(self._rewind_command(player, args, reply))
+            return
+        if kind in (START, END):  # only admins send them: the audit trail records who
+            self.note_admin(player, kind, str(args.get("reason", "")))
         self.machine.queue(Command(kind, player, args), done)
+
+    def note_admin(self, actor: str, action: str, reason: str, detail: Any = None) -> None:
+        """Record an admin's action on this match (an ``admin`` event with the next tick)."""
+        at_ms = int(time.time() * 1000)
+        self.machine.note(NewEvent(SYSTEM_ADMIN, 0, (actor, action, reason, at_ms, detail)))
+
+    # -- rewinds (docs/replay.md "Rewinds and forks") ----------------------------------------
+
+    async def rewind(self, to_tick: int, *, actor: str, reason: str) -> int:
+        """Continue the match from the exact state of ``to_tick`` at the next tick B
+        (replay/machine.py); returns B once its ``rewound`` event is durable and published.
+        Raises RewindError: ``rewind_ahead`` (not a durable tick), ``rewind_beyond_horizon``,
+        ``match_over`` and the machine's codes."""
+        if self.read_only or self._stopping:
+            raise RewindError(protocol.E_MATCH_OVER, f"match {self.match_id} is {self.status}")
+        horizon = round(self.rewind_horizon_s * self.tick_rate)
+        if to_tick < self.tick - horizon:
+            raise RewindError(
+                "rewind_beyond_horizon",
+                f"tick {to_tick} is more than {self.rewind_horizon_s:g} s before tick {self.tick}",
+            )
+        if self._engine is None:
+            self._engine = ReplayEngine(self.store, GameRegistry([self.rules]))
+        try:
+            state = await self._engine.state_at(self.match_id, to_tick)
+        except TickOutOfRangeError as exc:
+            raise RewindError("rewind_ahead", str(exc)) from None
+        landed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def done(result: Outcome) -> None:
+            assert not isinstance(result, Rejection)
+            self._reseat()
+            if not landed.done():
+                landed.set_result(result[0].tick)
+
+        if self._stopping:
+            raise RewindError(protocol.E_MATCH_OVER, f"match {self.match_id} is {self.status}")
+        self.machine.rewind(
+            state, actor=actor, reason=reason, at_ms=int(time.time() * 1000), token=done
+        )
+        return await landed
+
+    def _reseat(self) -> None:
+        """After a rewind: every player keeps a seat. One not seated in the restored state
+        joins again; one seated there who has gone since leaves (both at the next tick)."""
+        seat_of, state = self.rules.seat_of, self.state
+        for seat in list(self.seats.values()):
+            if seat.slot is None or seat.leaving:
+                continue
+            seat.slot = seat_of(state, seat.player)
+            if seat.slot is None:
+                self.machine.queue(Command(JOIN, seat.player, {}), self._on_join(seat))
+        for player in self._roster:
+            if player not in self.seats and seat_of(state, player) is not None:
+                self.machine.queue(Command(LEAVE, player, {}))
+
+    async def _rewind_command(
+        self, player: str, args: dict[str, Any], reply: Callable[[int | Rejection], None]
+    ) -> None:
+        to_tick = args.get("to")
+        if not isinstance(to_tick, int) or isinstance(to_tick, bool):
+            reply(Rejection("invalid_field", "rewind needs an integer 'to' tick"))
+            return
+        try:
+            reply(
+                await self.rewind(to_tick, actor=player, reason=str(args.get("reason", ""))[:200])
+            )
+        except RewindError as exc:
+            reply(Rejection(exc.code, str(exc)))
 
     # -- ticking (driven by server/ticker.py) ----------------------------------------------
 

@@ -30,7 +30,7 @@ from server.config import Settings
 from server.connection import GameConnection
 from server.fanout import Subscriber
 from server.lobby import Lobby
-from server.match import JoinRefused, Match, Seat
+from server.match import REWIND, JoinRefused, Match, Seat
 from server.metrics import Metrics
 from server.spectator_session import SpectatorSession
 from server.spectators import Spectators
@@ -440,7 +440,11 @@ class Session:
         # The game says which commands its players and admins may send; an admin also
         # starts and ends matches (the lifecycle commands of every game).
         rules = self.match.rules
-        allowed = rules.player_commands if role == "player" else rules.admin_commands | {START, END}
+        allowed = (
+            rules.player_commands
+            if role == "player"
+            else rules.admin_commands | {START, END, REWIND}
+        )
         if msg.kind not in allowed:
             raise p.ProtocolError(
                 p.E_FORBIDDEN,

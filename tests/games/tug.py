@@ -248,6 +248,11 @@ class TugRules(Rules[TugState]):
         state.tick = to_tick
         return state
 
+    def rebase(self, state: TugState, tick: int) -> TugState:
+        # The clock is tug's only tick-valued field.
+        state.tick = tick
+        return state
+
     def seat_of(self, state: TugState, player: str) -> int | None:
         return state.seats.index(player) if player in state.teams else None
 

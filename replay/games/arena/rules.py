@@ -120,6 +120,10 @@ class ArenaRules(Rules[ArenaState]):
     def state_tick(self, state: ArenaState) -> int:
         return state.tick
 
+    def rebase(self, state: ArenaState, tick: int) -> ArenaState:
+        state.rebase(tick)
+        return state
+
     def state_hash(self, state: ArenaState) -> bytes:
         return state.digest()
 

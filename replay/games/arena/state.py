@@ -42,6 +42,9 @@ ARRAYS: tuple[tuple[str, str], ...] = (
     ("score", "<i4"),
 )
 
+TICK_ARRAYS = ("move_tick", "last_fire", "death_tick")
+"""The arrays holding ticks (re-clocked by :meth:`ArenaState.rebase`)."""
+
 # (name, type): the fixed order of the scalar fields after ``settings`` in hashes and
 # keyframes, and the one list ``copy``, ``digest``, ``encode`` and ``decode`` walk, so
 # a new field cannot be hashed but not copied (or the reverse). Append only. ``type``
@@ -115,6 +118,18 @@ class ArenaState:
         for name, _ in ARRAYS:
             setattr(out, name, getattr(self, name).copy())
         return out
+
+    def rebase(self, tick: int) -> None:
+        """Re-clock to ``tick`` (``Rules.rebase``): every tick-valued field moves by the
+        same delta, so cooldowns, respawn timers and the time limit keep their elapsed
+        times; "never" (NEVER) and "not started" (-1) stay as they are."""
+        delta = tick - self.tick
+        self.tick = tick
+        if self.started_tick >= 0:
+            self.started_tick += delta
+        for name in TICK_ARRAYS:
+            values = getattr(self, name)
+            values[values != NEVER] += delta
 
     def _scalars(self) -> list[object]:
         return [self.settings.as_dict(), *(getattr(self, name) for name, _ in SCALARS)]

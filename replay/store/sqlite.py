@@ -264,6 +264,23 @@ class SQLiteRecorder(Recorder):
                 self._lock.release()
             self._committed.set()
 
+    async def integrity_check(self) -> list[str]:
+        rows = await self._reader.fetch("PRAGMA integrity_check")
+        return [] if [r[0] for r in rows] == ["ok"] else [r[0] for r in rows]
+
+    async def backup(self, destination: str) -> None:
+        """A consistent copy of the store as of one moment, into the new file
+        ``destination``, while writers go on (SQLite's backup API under one read
+        transaction: under WAL it never blocks the writer). The copy is one
+        self-contained file (rollback journal mode; a server reopening it turns WAL on)."""
+
+        def copy(c: sqlite3.Connection) -> None:
+            with contextlib.closing(sqlite3.connect(destination)) as out:
+                c.backup(out)  # all pages in one step: one snapshot
+                out.execute("PRAGMA journal_mode=DELETE")
+
+        await self._reader.run(copy)
+
     # -- matches ---------------------------------------------------------------
 
     async def insert_match(self, row: MatchRow) -> int:

@@ -240,6 +240,7 @@ class Ops:
         self.metrics.seated_players.set(report["players"])
         self.metrics.full.set(1 if report["full"] else 0)
         self.metrics.leaderboard_skipped_batches.set(self.projection.skipped_batches)
+        self.metrics.store_damaged_matches.set(len(self.lobby.store.damaged))
         return report
 
 
@@ -258,6 +259,10 @@ async def healthz(ops: Ops, conn: ServerConnection, request: Request, _: Params)
     # Serving, but part of the data is passed over (docs/operations.md): still 200.
     if (reason := ops.projection.degraded()) is not None:
         body |= {"status": "degraded", "degraded": {"leaderboards": reason}}
+    if damaged := ops.lobby.store.damaged:  # left out of listings (docs/operations.md)
+        reasons = [f"{m}: {why}" for m, why in sorted(damaged.items())[:10]]
+        body["status"] = "degraded"
+        body.setdefault("degraded", {})["matches"] = f"{len(damaged)} damaged: {'; '.join(reasons)}"
     return json_response(conn, body)
 
 

@@ -749,12 +749,13 @@ def _fail(req: _Append, exc: BaseException) -> None:
 def _record(row: MatchRow) -> MatchRecord:
     """The record of a stored row; CorruptMatchError (for this match only) when its
     JSON columns do not hold what they must."""
-    try:
-        players = json.loads(row.players)
-        settings = json.loads(row.settings)
-        options = json.loads(row.options)
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise CorruptMatchError(row.match_id, f"a JSON column does not decode: {exc}") from None
+    decoded: dict[str, Any] = {}
+    for column in ("players", "settings", "options"):
+        try:
+            decoded[column] = json.loads(getattr(row, column))
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise CorruptMatchError(row.match_id, f"{column} is not JSON: {exc}") from None
+    players, settings, options = decoded["players"], decoded["settings"], decoded["options"]
     if not (isinstance(players, list) and all(isinstance(p, str) for p in players)):
         raise CorruptMatchError(row.match_id, "players is not a list of player ids")
     if not isinstance(settings, dict):

@@ -15,15 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from replay.errors import CorruptEventError, CorruptMatchError
-from replay.store.base import EventStore, Keyframe, MatchRecord, _record
+from replay.store.base import EventStore, Keyframe, _record
 
 __all__ = ["VerifyReport", "verify_store"]
 
 _PAGE = 1000
 _SEQS_PER_READ = 50_000
 
-KeyframeCheck = Callable[[MatchRecord, Keyframe], str | None]
-"""The reason a keyframe cannot be used, or None when it can."""
+KeyframeCheck = Callable[[str, Keyframe], str | None]
+"""The reason a keyframe of a match of game ``game`` cannot be used, or None when it can."""
 
 
 @dataclass
@@ -54,10 +54,9 @@ async def verify_store(
     for row in rows:
         report.matches += 1
         try:
-            record = _record(row)
+            _record(row)
         except CorruptMatchError as exc:
             report.damage.append(str(exc))
-            record = None
         version = row.version or 0
         try:
             seq = 1
@@ -85,9 +84,8 @@ async def verify_store(
                 if keyframe is None or keyframe.tick != tick:
                     report.damage.append(f"match {row.match_id!r} keyframe {tick}: unreadable")
                 elif (
-                    record is not None
-                    and check_keyframe is not None
-                    and (why := check_keyframe(record, keyframe)) is not None
+                    check_keyframe is not None
+                    and (why := check_keyframe(row.game, keyframe)) is not None
                 ):
                     report.damage.append(f"match {row.match_id!r} keyframe {tick}: {why}")
         except sqlite3.DatabaseError as exc:

@@ -26,7 +26,7 @@ from replay.errors import ReplayError
 from replay.keyframes import load_keyframe
 from replay.rules import GameRegistry
 from replay.store import open_store, store_file
-from replay.store.base import EventStore, Keyframe, MatchRecord
+from replay.store.base import EventStore, Keyframe
 from replay.store.copy import copy_store
 from replay.store.sqlite import SQLiteRecorder
 from replay.store.verify import VerifyReport, verify_store
@@ -133,7 +133,7 @@ def run_backup(args: argparse.Namespace) -> int:
                 os.unlink(leftover)
         raise
     if report.damage:  # the copy is kept for inspection
-        _print_report(partial, report)
+        print("\n".join(report.damage))
         raise CliError(
             f"the backup does not verify (kept at {partial}): the store itself is likely"
             f" damaged; run matchreplay store verify --db {args.db}",
@@ -169,11 +169,11 @@ def _keyframe_check(games: GameRegistry):
     logger.addHandler(_Catch())
     logger.propagate = False  # reported in the verify listing, not twice
 
-    def check(record: MatchRecord, keyframe: Keyframe) -> str | None:
-        if record.game not in games:
+    def check(game: str, keyframe: Keyframe) -> str | None:
+        if game not in games:
             return None  # a game this installation does not know: not checkable here
         reasons.clear()
-        state: Any = load_keyframe(games[record.game], keyframe)
+        state: Any = load_keyframe(games[game], keyframe)
         if state is None:
             return reasons[-1] if reasons else "cannot be loaded"
         return None

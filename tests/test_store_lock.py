@@ -48,7 +48,8 @@ def test_a_second_writer_is_refused_naming_the_holder_and_readers_work(tmp_path:
             error = error_of(done)
             assert error["code"] == "store_busy", done.stderr
             assert f"pid {server.proc.pid}" in error["message"], done.stderr
-            assert "serve" in error["message"] and "since" in error["message"], done.stderr
+            assert "(matchreplay serve) since" in error["message"], done.stderr
+            assert SECRET not in error["message"]
         # The server still writes its store.
         assert server.admin("GET", f"/api/matches/{live}", admin)["status"] == "created"
         second = server.admin("POST", "/api/matches?game=arena", admin)["match_id"]

@@ -53,7 +53,7 @@ class WriterLock:
             raise
         details = {
             "pid": os.getpid(),
-            "command": " ".join(sys.argv) or sys.executable,
+            "command": _command(),
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         os.ftruncate(fd, 0)
@@ -64,6 +64,16 @@ class WriterLock:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)  # closing the only descriptor releases the flock
+
+
+def _command() -> str:
+    """What the holder is, for people: the program and its subcommand, never the rest
+    of the command line (it may hold a secret; the lock file is readable by all)."""
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if program in ("cli.py", "__main__.py", "matchreplay", ""):
+        program = "matchreplay"
+    words = [program, *(a for a in sys.argv[1:2] if not a.startswith("-"))]
+    return " ".join(words)
 
 
 def _describe(raw: bytes) -> str:

@@ -256,6 +256,8 @@ async def healthz(ops: Ops, conn: ServerConnection, request: Request, _: Params)
         "connections": ops.connections(),
         "headroom": ops.headroom(),  # "full": new players and matches get server_full
     }
+    if (down := await ops.lobby.store.check_available()) is not None:  # 503 until it is back
+        return json_response(conn, body | {"status": "unavailable", "unavailable": str(down)}, 503)
     # Serving, but part of the data is passed over (docs/operations.md): still 200.
     if (reason := ops.projection.degraded()) is not None:
         body |= {"status": "degraded", "degraded": {"leaderboards": reason}}

@@ -175,6 +175,20 @@ class EventStore:
             self._open = False
             await self.recorder.close()
 
+    async def check_available(self, timeout: float = 2.0) -> StoreUnavailableError | None:
+        """Why the database cannot be reached, or None: a health check's question. The
+        database is asked only while the last commit failed on it, and a good answer
+        clears :attr:`unavailable` (a store back after an outage says so without
+        waiting for the next append)."""
+        if self.unavailable is None:
+            return None
+        try:
+            await asyncio.wait_for(self._recorder().head(), timeout)
+        except Exception:  # still away (StoreUnavailableError, a timeout, a refused connection)
+            return self.unavailable
+        self.unavailable = None
+        return None
+
     async def __aenter__(self) -> EventStore:
         await self.open()
         return self

@@ -352,6 +352,12 @@ def subscription_lag(url: str) -> list[float]:
     """Seconds from an append's ack to its arrival at a subscriber in another process,
     for LAG_APPENDS appends 10 ms apart. Each event carries its ack time (same clock:
     one machine)."""
+
+    async def create() -> None:  # the subscriber opens the store read-only
+        async with open_store(url):
+            pass
+
+    asyncio.run(create())
     child = subprocess.Popen(
         [sys.executable, __file__, "--subscriber", url],
         stdout=subprocess.PIPE,
@@ -381,7 +387,7 @@ def subscription_lag(url: str) -> list[float]:
 
 
 async def subscriber(url: str) -> None:
-    async with open_store(url) as store:
+    async with open_store(url, read_only=True) as store:  # beside the writer process
         after = await store.last_position()
         print("ready", flush=True)
         got = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ConcurrencyError",
     "CorruptEventError",
+    "CorruptMatchError",
     "EventEncodeError",
     "EventTooLargeError",
     "InvalidEventError",
@@ -21,6 +22,7 @@ __all__ = [
     "ReplayFileTruncatedError",
     "ReplayFileUnsupportedError",
     "StoreClosedError",
+    "StoreLockedError",
     "StoreSchemaError",
     "StoreUnavailableError",
     "TickOutOfRangeError",
@@ -122,6 +124,25 @@ class StoreSchemaError(ReplayError):
     than this build knows); it is refused rather than misread."""
 
     code = "store_schema"
+
+
+class StoreLockedError(ReplayError):
+    """Another process has the store open for writing (an SQLite file has one writer
+    process at a time); the message names that process."""
+
+    code = "store_busy"
+
+
+class CorruptMatchError(ReplayError):
+    """A stored match row (its players, settings or options) cannot be decoded. Only
+    that match is affected: listings skip it and report it."""
+
+    code = "corrupt_match"
+
+    def __init__(self, match_id: str, reason: str) -> None:
+        super().__init__(f"match {match_id!r}: stored record is damaged ({reason})")
+        self.match_id = match_id
+        self.reason = reason
 
 
 class TickOutOfRangeError(ReplayError, ValueError):

@@ -254,6 +254,7 @@ class Ops:
         self.metrics.seated_players.set(report["players"])
         self.metrics.full.set(1 if report["full"] else 0)
         self.metrics.leaderboard_skipped_batches.set(self.projection.skipped_batches)
+        self.metrics.store_damaged_matches.set(len(self.lobby.store.damaged))
         return report
 
 
@@ -269,9 +270,15 @@ async def healthz(ops: Ops, conn: ServerConnection, request: Request, _: Params)
         "connections": ops.connections(),
         "headroom": ops.headroom(),  # "full": new players and matches get server_full
     }
+    if (down := await ops.lobby.store.check_available()) is not None:  # 503 until it is back
+        return json_response(conn, body | {"status": "unavailable", "unavailable": str(down)}, 503)
     # Serving, but part of the data is passed over (docs/operations.md): still 200.
     if (reason := ops.projection.degraded()) is not None:
         body |= {"status": "degraded", "degraded": {"leaderboards": reason}}
+    if damaged := ops.lobby.store.damaged:  # left out of listings (docs/operations.md)
+        reasons = [f"{m}: {why}" for m, why in sorted(damaged.items())[:10]]
+        body["status"] = "degraded"
+        body.setdefault("degraded", {})["matches"] = f"{len(damaged)} damaged: {'; '.join(reasons)}"
     return json_response(conn, body)
 
 

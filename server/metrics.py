@@ -80,6 +80,11 @@ class Metrics:
             "Damaged stored batches the leaderboard projection passed over",
             registry=r,
         )
+        self.store_damaged_matches = Gauge(
+            "matchreplay_store_damaged_matches",
+            "Matches whose stored row does not decode, left out of listings",
+            registry=r,
+        )
 
         self._rejected_by: dict[str, Counter] = {}
 

@@ -29,7 +29,7 @@ def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 async def test_concurrent_matches_racing_writers_and_gapless_subscribers(shared_url: str) -> None:
     db = shared_url
-    async with open_store(db) as store, open_store(db) as other_process_view:
+    async with open_store(db) as store, open_store(db, read_only=True) as other_process_view:
         ms = [await store.create_match(record()) for _ in range(MATCHES)]
         raced = await store.create_match(record())
         expected_total = MATCHES * BATCHES * 4 + RACE_ROUNDS * 4

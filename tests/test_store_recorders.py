@@ -189,7 +189,10 @@ def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_url")
 
 
-async def test_two_processes_at_one_version_one_wins(shared_url: str) -> None:
+async def test_two_processes_at_one_version_one_wins(pg_url: str) -> None:
+    """On PostgreSQL, which many writer processes share (an SQLite file has one writer
+    process: the next test)."""
+    shared_url = pg_url
     async with open_store(shared_url) as store:
         m = await store.create_match(record())
     racers = [_child("race", shared_url, m.match_id) for _ in range(2)]
@@ -211,8 +214,27 @@ async def test_two_processes_at_one_version_one_wins(shared_url: str) -> None:
         assert [e.seq for e in await store.read(m.match_id)] == list(range(1, 61))
 
 
+async def test_a_second_writer_process_on_an_sqlite_file_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    async with open_store(url) as store:
+        m = await store.create_match(record())
+        racer = subprocess.run(
+            [sys.executable, str(CHILD), "race", url, m.match_id],
+            cwd=ROOT,
+            input="",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert racer.returncode != 0 and "ready" not in racer.stdout
+        assert f"open for writing by pid {os.getpid()}" in racer.stderr, racer.stderr
+        assert (await store.append(m.match_id, tick_batch(0), 0)).last_seq == 4
+
+
 async def test_a_commit_in_another_process_wakes_a_waiter(shared_url: str) -> None:
-    async with open_store(shared_url) as store:
+    async with open_store(shared_url):
+        pass  # the store exists; the waiter only reads it, beside the writer process
+    async with open_store(shared_url, read_only=True) as store:
         head = await store.last_position()
         writer = _child("write", shared_url, "w", "1", "1")
         try:

@@ -40,7 +40,10 @@ def open_store(url: str, **options: object) -> EventStore:
 
     ``catalogs`` (game name -> event catalog) makes old events upcast on read;
     ``max_event_bytes`` bounds one event; ``synchronous`` (FULL or NORMAL) is the
-    SQLite durability level, ignored by the other backends.
+    SQLite durability level, ignored by the other backends. ``read_only`` opens an
+    SQLite file without its writer lock (:mod:`replay.store.lock`) and refuses writes:
+    for readers beside a running server; the other backends share their database
+    between writers and ignore it.
     """
     catalogs = options.pop("catalogs", None)
     max_event_bytes = options.pop("max_event_bytes", None)
@@ -51,8 +54,10 @@ def open_store(url: str, **options: object) -> EventStore:
         from replay.store.postgres import PostgresRecorder
 
         options.pop("synchronous", None)
+        options.pop("read_only", None)
         return EventStore(PostgresRecorder(url, **options), **store_options)  # type: ignore[arg-type]
     if url == "memory:":
+        options.pop("read_only", None)
         from replay.store.memory import MemoryRecorder
 
         return EventStore(MemoryRecorder(), **store_options)

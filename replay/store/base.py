@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from replay.codec import decode_batch, encode_batch, encoded_sizes
 from replay.errors import (
     ConcurrencyError,
     CorruptEventError,
+    CorruptMatchError,
     EventEncodeError,
     EventTooLargeError,
     InvalidEventError,
@@ -77,6 +79,8 @@ __all__ = [
     "MatchStatus",
     "wait_event",
 ]
+
+log = logging.getLogger(__name__)
 
 _MAX_ID = 2**128 - 1
 _STATUSES = frozenset({"created", "running", "ended", "interrupted"})
@@ -133,6 +137,11 @@ class EventStore:
         self.unavailable: StoreUnavailableError | None = None
         """Why the last group commit failed when the database could not be reached
         (None once a group commits again): what a health check reports."""
+        self.damaged: dict[str, str] = {}
+        """Matches whose stored row could not be decoded (match id -> reason), as met by
+        reads so far: what a health check reports as degraded."""
+        self.damaged_skipped = 0
+        """Times a damaged match row was left out of a listing or refused (a counter)."""
 
     @property
     def url(self) -> str:
@@ -166,6 +175,20 @@ class EventStore:
             self._open = False
             await self.recorder.close()
 
+    async def check_available(self, timeout: float = 2.0) -> StoreUnavailableError | None:
+        """Why the database cannot be reached, or None: a health check's question. The
+        database is asked only while the last commit failed on it, and a good answer
+        clears :attr:`unavailable` (a store back after an outage says so without
+        waiting for the next append)."""
+        if self.unavailable is None:
+            return None
+        try:
+            await asyncio.wait_for(self._recorder().head(), timeout)
+        except Exception:  # still away (StoreUnavailableError, a timeout, a refused connection)
+            return self.unavailable
+        self.unavailable = None
+        return None
+
     async def __aenter__(self) -> EventStore:
         await self.open()
         return self
@@ -197,11 +220,15 @@ class EventStore:
         return record.with_changes(version=0, last_tick=-1)
 
     async def get_match(self, match_id: str) -> MatchRecord:
-        """Raises UnknownMatchError."""
+        """Raises UnknownMatchError, CorruptMatchError."""
         row = await self._recorder().match(match_id)
         if row is None:
             raise UnknownMatchError(match_id)
-        return _record(row)
+        try:
+            return _record(row)
+        except CorruptMatchError as exc:
+            self._report_damaged(exc)
+            raise
 
     async def list_matches(
         self,
@@ -211,10 +238,23 @@ class EventStore:
         limit: int = 100,
         offset: int = 0,
     ) -> list[MatchRecord]:
-        """Newest first."""
+        """Newest first. A match whose stored row is damaged is left out (and reported:
+        :attr:`damaged`); the page is then shorter than ``limit``."""
         statuses = None if status is None else [status] if isinstance(status, str) else status
         rows = await self._recorder().matches(statuses, game, limit, offset)
-        return [_record(r) for r in rows]
+        out: list[MatchRecord] = []
+        for row in rows:
+            try:
+                out.append(_record(row))
+            except CorruptMatchError as exc:
+                self._report_damaged(exc)
+        return out
+
+    def _report_damaged(self, exc: CorruptMatchError) -> None:
+        self.damaged_skipped += 1
+        if exc.match_id not in self.damaged:
+            log.error("%s: left out of listings (matchreplay store verify)", exc)
+        self.damaged[exc.match_id] = exc.reason
 
     async def update_match(
         self,
@@ -721,18 +761,33 @@ def _fail(req: _Append, exc: BaseException) -> None:
 
 
 def _record(row: MatchRow) -> MatchRecord:
+    """The record of a stored row; CorruptMatchError (for this match only) when its
+    JSON columns do not hold what they must."""
+    decoded: dict[str, Any] = {}
+    for column in ("players", "settings", "options"):
+        try:
+            decoded[column] = json.loads(getattr(row, column))
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise CorruptMatchError(row.match_id, f"{column} is not JSON: {exc}") from None
+    players, settings, options = decoded["players"], decoded["settings"], decoded["options"]
+    if not (isinstance(players, list) and all(isinstance(p, str) for p in players)):
+        raise CorruptMatchError(row.match_id, "players is not a list of player ids")
+    if not isinstance(settings, dict):
+        raise CorruptMatchError(row.match_id, "settings is not a JSON object")
+    if not isinstance(options, dict):
+        raise CorruptMatchError(row.match_id, "options is not a JSON object")
     return MatchRecord(
         match_id=row.match_id,
         game=row.game,
         rules_version=row.rules_version,
         tick_rate=row.tick_rate,
-        players=tuple(json.loads(row.players)),
-        settings=json.loads(row.settings),
+        players=tuple(players),
+        settings=settings,
         seed=row.seed,
         created_at=row.created_at,
         ended_at=row.ended_at,
         status=row.status,  # type: ignore[arg-type]
         version=row.version or 0,
         last_tick=-1 if row.last_tick is None else row.last_tick,
-        options=json.loads(row.options),
+        options=options,
     )

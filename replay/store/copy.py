@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from replay.codec import pack
-from replay.errors import MatchExistsError, ReplayError
+from replay.errors import CorruptMatchError, MatchExistsError, ReplayError
 from replay.events import NewEvent
 from replay.store.base import EventStore, MatchRecord
 
@@ -62,8 +62,13 @@ async def stream_hash(store: EventStore, match_id: str) -> str:
 
 async def _all_matches(store: EventStore) -> list[MatchRecord]:
     out: list[MatchRecord] = []
-    while page := await store.list_matches(limit=1000, offset=len(out)):
+    offset, page_size = 0, 1000
+    while page := await store.list_matches(limit=page_size, offset=offset):
         out.extend(page)
+        offset += page_size
+    if store.damaged:
+        # A copy that silently leaves matches behind is not a copy.
+        raise CorruptMatchError(*next(iter(store.damaged.items())))
     return out
 
 

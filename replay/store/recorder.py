@@ -155,6 +155,11 @@ class Recorder(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    async def integrity_check(self) -> list[str]:
+        """The backend's own check of its storage: one line per problem found (none:
+        all is well). A database server checks its own pages; the default finds nothing."""
+        return []
+
     # -- matches ---------------------------------------------------------------
 
     @abc.abstractmethod

@@ -33,6 +33,7 @@ from typing import Any, Literal, TypeVar
 
 from replay.errors import MatchExistsError, StoreClosedError, StoreSchemaError
 from replay.store.base import DEFAULT_MAX_EVENT_BYTES, EventStore
+from replay.store.lock import WriterLock
 from replay.store.recorder import (
     MATCH_COLUMNS,
     BatchRow,
@@ -166,14 +167,24 @@ class _Connection:
 
 
 class SQLiteRecorder(Recorder):
-    """``synchronous`` is the durability level (see :data:`Synchronous`)."""
+    """``synchronous`` is the durability level (see :data:`Synchronous`).
+
+    Opened for writing (the default), the recorder holds the store's writer lock
+    (:mod:`replay.store.lock`) until closed: a second writer process is refused at
+    open. ``read_only`` takes no lock, never changes the file, and refuses writes
+    (SQLite's ``query_only``): what readers beside a running server use."""
 
     poll_interval = 0.01
     """How often a waiting subscriber looks for commits of other processes (seconds):
     SQLite has no cross-process notification."""
 
     def __init__(
-        self, path: str, *, synchronous: Synchronous = "FULL", busy_timeout_ms: int = 5000
+        self,
+        path: str,
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout_ms: int = 5000,
+        read_only: bool = False,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
@@ -181,6 +192,8 @@ class SQLiteRecorder(Recorder):
         self.url = f"sqlite:///{path}"
         self.synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
+        self.read_only = read_only
+        self._lock = None if read_only else WriterLock(path)
         # Autocommit on both: transactions are explicit (BEGIN IMMEDIATE) where needed.
         self._writer = _Connection(path, None)
         self._reader = _Connection(path, None)
@@ -188,15 +201,31 @@ class SQLiteRecorder(Recorder):
         self._head = 0
 
     async def open(self) -> None:
+        if self._lock is not None:
+            self._lock.acquire()  # before anything touches the file
         await self._writer.connect()
-        await self._writer.run(self._prepare)
+        await self._writer.run(self._prepare_read_only if self.read_only else self._prepare)
         await self._reader.connect()
-        await self._reader.run(
-            lambda c: [
-                c.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}"),
-                c.execute("PRAGMA query_only=1"),
-            ]
-        )
+        await self._reader.run(self._prepare_reader)
+
+    def _prepare_reader(self, c: sqlite3.Connection) -> None:
+        c.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        c.execute("PRAGMA query_only=1")
+
+    def _prepare_read_only(self, c: sqlite3.Connection) -> None:
+        self._prepare_reader(c)
+        (version,) = c.execute("PRAGMA user_version").fetchone()
+        if version != SCHEMA_VERSION:
+            raise StoreSchemaError(
+                f"{self.path}: store schema version {version}, this matchreplay reads"
+                f" {SCHEMA_VERSION}; "
+                + (
+                    "upgrade matchreplay to read it"
+                    if version > SCHEMA_VERSION
+                    else "open it once for writing (e.g. matchreplay serve) to migrate it"
+                )
+            )
+        (self._head,) = c.execute("SELECT coalesce(max(position), 0) FROM batches").fetchone()
 
     def _prepare(self, c: sqlite3.Connection) -> None:
         for pragma in (
@@ -227,9 +256,30 @@ class SQLiteRecorder(Recorder):
         (self._head,) = c.execute("SELECT coalesce(max(position), 0) FROM batches").fetchone()
 
     async def close(self) -> None:
-        await self._reader.close()
-        await self._writer.close()
-        self._committed.set()
+        try:
+            await self._reader.close()
+            await self._writer.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+            self._committed.set()
+
+    async def integrity_check(self) -> list[str]:
+        rows = await self._reader.fetch("PRAGMA integrity_check")
+        return [] if [r[0] for r in rows] == ["ok"] else [r[0] for r in rows]
+
+    async def backup(self, destination: str) -> None:
+        """A consistent copy of the store as of one moment, into the new file
+        ``destination``, while writers go on (SQLite's backup API under one read
+        transaction: under WAL it never blocks the writer). The copy is one
+        self-contained file (rollback journal mode; a server reopening it turns WAL on)."""
+
+        def copy(c: sqlite3.Connection) -> None:
+            with contextlib.closing(sqlite3.connect(destination)) as out:
+                c.backup(out)  # all pages in one step: one snapshot
+                out.execute("PRAGMA journal_mode=DELETE")
+
+        await self._reader.run(copy)
 
     # -- matches ---------------------------------------------------------------
 
@@ -487,9 +537,15 @@ class SQLiteEventStore(EventStore):
         synchronous: Synchronous = "FULL",
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         busy_timeout_ms: int = 5000,
+        read_only: bool = False,
     ) -> None:
         super().__init__(
-            SQLiteRecorder(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms),
+            SQLiteRecorder(
+                path,
+                synchronous=synchronous,
+                busy_timeout_ms=busy_timeout_ms,
+                read_only=read_only,
+            ),
             catalogs=catalogs,
             max_event_bytes=max_event_bytes,
         )

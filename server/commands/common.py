@@ -197,7 +197,7 @@ async def store_opened(db: str, *, create: bool, **options: object) -> AsyncIter
 def _remove_store_files(db: str) -> None:
     path = _sqlite_file(db)
     assert path is not None
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    for suffix in ("", "-wal", "-shm", "-journal", ".writer.lock"):
         with suppress(FileNotFoundError):
             path.with_name(path.name + suffix).unlink()
 

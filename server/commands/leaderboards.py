@@ -65,7 +65,10 @@ async def _run(args: argparse.Namespace) -> int:
     metrics = games.leaderboard_metrics()
     defs = load_definitions(args.config, metrics) if args.config else games.default_boards()
     # The read model is derived from the store: without a store there is nothing to show.
-    async with store_opened(args.db, create=False, catalogs=games.catalogs()) as store:
+    # The store is only read (the boards are another file): it works beside a server.
+    async with store_opened(
+        args.db, create=False, read_only=True, catalogs=games.catalogs()
+    ) as store:
         path = args.boards_db or boards_path_for(args.db)
         projection = LeaderboardProjection(store, path, defs, metrics)
         try:

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     async def run() -> None:
         async with store_opened(
-            args.db, create=False, catalogs=configured_games().catalogs()
+            args.db, create=False, read_only=True, catalogs=configured_games().catalogs()
         ) as store:
             info = await export_match(store, args.match, args.output)
         size = os.path.getsize(args.output)

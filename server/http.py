@@ -355,7 +355,7 @@ async def get_match(api: MatchApi, conn: ServerConnection, request: Request, p: 
 async def create_match(
     api: MatchApi, conn: ServerConnection, request: Request, _: Params
 ) -> Response:
-    ident = api.auth.require(request, "admin")
+    api.auth.require(request, "admin")
     q = query(request)
     try:
         settings = loads_limited(q.get("settings", "{}"))
@@ -374,7 +374,6 @@ async def create_match(
         match_id=q.get("match_id"),
         seed=_int(q["seed"], "seed", 0, 2**63 - 1) if "seed" in q else None,
     )
-    match.note_admin(ident.player, "create", "")
     return json_response(conn, match.info() | {"settings": match.record.settings}, 201)
 
 

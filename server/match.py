@@ -34,7 +34,7 @@ from replay.errors import ReplayError, TickOutOfRangeError
 from replay.events import SYSTEM_ADMIN, NewEvent
 from replay.keyframes import keyframe_interval_ticks, make_keyframe
 from replay.machine import MatchMachine, RewindError, Tick
-from replay.rules import END, JOIN, LEAVE, START, Command, GameRegistry, Rejection, Rules
+from replay.rules import END, JOIN, LEAVE, Command, GameRegistry, Rejection, Rules
 from replay.store.base import AppendResult, EventIds, EventStore, MatchRecord
 from server.fanout import Feed
 from server.live_hub import LiveHub
@@ -359,8 +359,6 @@ class Match:
         if kind == REWIND:
             self._spawn(self._rewind_command(player, args, reply))
             return
-        if kind in (START, END):  # only admins send them: the audit trail records who
-            self.note_admin(player, kind, str(args.get("reason", "")))
         self.machine.queue(Command(kind, player, args), done)
 
     def note_admin(self, actor: str, action: str, reason: str, detail: Any = None) -> None:

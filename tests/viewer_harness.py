@@ -206,7 +206,7 @@ def server_states(db: str, match_id: str, ticks: list[int]) -> dict[int, dict[st
     """``ReplayEngine.state_at`` for each tick, in the shape of the page's ``state()`` hook."""
 
     async def read() -> dict[int, dict[str, Any]]:
-        store = open_test_store(db, synchronous="NORMAL")
+        store = open_test_store(db, read_only=True)  # beside the running server
         await store.open()
         try:
             engine = ReplayEngine(store, GAMES)

@@ -18,7 +18,7 @@ from replay.leaderboards.projection import LeaderboardProjection
 
 
 async def main(store_path: str, boards_path: str, read_limit: int, follow: bool) -> None:
-    store = open_test_store(store_path)
+    store = open_test_store(store_path, read_only=True)  # beside the test's writer
     await store.open()
     projection = LeaderboardProjection(
         store, boards_path, GAMES.default_boards(), METRICS, read_limit=read_limit

@@ -60,8 +60,11 @@ def ranks(p: LeaderboardProjection) -> dict[tuple[str, str], list[tuple]]:
     }
 
 
-async def full_build(store_path: Path, boards: Path, **kw) -> LeaderboardProjection:
-    store = open_test_store(str(store_path))
+async def full_build(
+    store_path: Path, boards: Path, read_only: bool = True, **kw
+) -> LeaderboardProjection:
+    # A reader takes no writer lock: several may be open on one store at once.
+    store = open_test_store(str(store_path), read_only=read_only)
     await store.open()
     kw.setdefault("definitions", ARENA.default_boards())
     p = LeaderboardProjection(store, str(boards), metrics=METRICS, **kw)
@@ -238,7 +241,7 @@ async def test_periods_and_queries(store_path: Path, tmp_path) -> None:
 
 
 async def test_wait_for_a_position_gives_read_your_writes(store_path: Path, tmp_path) -> None:
-    p = await full_build(store_path, tmp_path / "b.sqlite")
+    p = await full_build(store_path, tmp_path / "b.sqlite", read_only=False)  # it appends
     svc = Leaderboards(p)
     runner = asyncio.create_task(p.run(poll_interval=0.05))
     start = p.position

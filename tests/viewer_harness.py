@@ -206,7 +206,7 @@ def server_states(db: str, match_id: str, ticks: list[int]) -> dict[int, dict[st
     """``ReplayEngine.state_at`` for each tick, in the shape of the page's ``state()`` hook."""
 
     async def read() -> dict[int, dict[str, Any]]:
-        store = open_test_store(db, synchronous="NORMAL")
+        store = open_test_store(db, read_only=True)  # beside the running server
         await store.open()
         try:
             engine = ReplayEngine(store, GAMES)
@@ -221,7 +221,7 @@ def server_markers(db: str, match_id: str) -> list[dict[str, Any]]:
     """Every timeline marker of a match (replay/timeline.py), as the protocol sends them."""
 
     async def read() -> list[dict[str, Any]]:
-        store = open_test_store(db, synchronous="NORMAL")
+        store = open_test_store(db, read_only=True)  # beside the running server
         await store.open()
         try:
             engine = ReplayEngine(store, GAMES)
@@ -238,7 +238,7 @@ def server_result(db: str, match_id: str, tick: int) -> dict[str, Any] | None:
     """``rules.result`` at ``tick`` with the winner's display name, as the page shows it."""
 
     async def read() -> dict[str, Any] | None:
-        store = open_test_store(db, synchronous="NORMAL")
+        store = open_test_store(db, read_only=True)  # beside the running server
         await store.open()
         try:
             engine = ReplayEngine(store, GAMES)
@@ -270,7 +270,7 @@ def run_async(coro: Any) -> Any:
 
 def server_scoreboard(db: str, match_id: str, tick: int) -> list[dict[str, Any]]:
     async def read() -> list[dict[str, Any]]:
-        store = open_test_store(db, synchronous="NORMAL")
+        store = open_test_store(db, read_only=True)  # beside the running server
         await store.open()
         try:
             return await ReplayEngine(store, GAMES).scoreboard_at(match_id, tick)

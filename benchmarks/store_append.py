@@ -160,13 +160,13 @@ def run_per_event_rows(path: str, sync: str, batches: list[list[list[NewEvent]]]
     return elapsed
 
 
-def run_batch_rows(path: str, sync: str, batches: list[list[list[NewEvent]]]) -> float:
-    conn = connect(path, sync)
-    conn.executescript(_SCHEMA)
-    ticks = len(batches[0])
-    rows = []
+def store_rows(batches: list[list[list[NewEvent]]]) -> list[list[tuple]]:
+    """The store's batch rows for ``batches``, one group per tick (one batch per match):
+    what the baselines write with the bare drivers, encoded beforehand."""
+    groups = []
     position = 0
-    for t in range(ticks):
+    for t in range(len(batches[0])):
+        rows = []
         for m in range(MATCHES):
             events = batches[m][t]
             position += len(events)
@@ -182,6 +182,14 @@ def run_batch_rows(path: str, sync: str, batches: list[list[list[NewEvent]]]) ->
             )
             mask = _type_mask({e.type for e in events})
             rows.append((position, *columns, mask, batch_checksum(*columns)))
+        groups.append(rows)
+    return groups
+
+
+def run_batch_rows(path: str, sync: str, batches: list[list[list[NewEvent]]]) -> float:
+    conn = connect(path, sync)
+    conn.executescript(_SCHEMA)
+    rows = [row for group in store_rows(batches) for row in group]
     start = time.perf_counter()
     for row in rows:
         conn.execute("BEGIN")
@@ -269,26 +277,7 @@ async def pg_bare(url: str, batches: list[list[list[NewEvent]]]) -> float:
     match, one tick) per transaction, one multi-row INSERT each, pre-encoded."""
     import asyncpg
 
-    ticks = len(batches[0])
-    groups = []
-    position = 0
-    for t in range(ticks):
-        rows = []
-        for m in range(MATCHES):
-            events = batches[m][t]
-            position += len(events)
-            first_id = (m << 64 | t * EVENTS_PER_BATCH).to_bytes(16, "big")
-            columns = (
-                m + 1,
-                t * EVENTS_PER_BATCH + 1,
-                len(events),
-                events[0].tick,
-                events[-1].tick,
-                first_id,
-                encode_batch(events),
-            )
-            rows.append((position, *columns, _type_mask({6}), batch_checksum(*columns)))
-        groups.append([list(c) for c in zip(*rows, strict=True)])
+    groups = [[list(c) for c in zip(*rows, strict=True)] for rows in store_rows(batches)]
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("TRUNCATE batches")

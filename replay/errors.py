@@ -145,6 +145,13 @@ class CorruptMatchError(ReplayError):
         self.reason = reason
 
 
+class NotRewindableError(ReplayError):
+    """The game's rules have no ``rebase`` (replay/rules.py): its matches cannot be
+    rewound, and a stream with a ``rewound`` event cannot be folded with them."""
+
+    code = "rewind_unsupported"
+
+
 class TickOutOfRangeError(ReplayError, ValueError):
     """A replay asked for a tick outside ``0..last durable tick`` of the match."""
 

@@ -230,7 +230,7 @@ class MatchMachine:
             raise RewindError("rewind_ahead", f"tick {to_tick} is not a played tick")
         if rules.is_over(state):
             raise RewindError("rewind_to_end", f"the match is over at tick {to_tick}")
-        if type(rules).rebase is Rules.rebase:
+        if not rules.rewindable():
             raise RewindError("rewind_unsupported", f"game {rules.name!r} cannot be rewound")
         self._rewind = _Rewind(state, to_tick, actor, reason, at_ms, token)
 

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
+from replay.errors import NotRewindableError
 from replay.events import SYSTEM_FIRST, EventCatalog, NewEvent
 from replay.system import CATALOG
 
@@ -274,9 +275,13 @@ class Rules(abc.ABC, Generic[S]):
         Must be invertible: ``rebase(rebase(s, b), state_tick(s))`` hashes like ``s``.
 
         What a rewind (and the fold of its ``rewound`` event, replay/fold.py) uses: the
-        stream's ticks never go back, the restored state moves forward instead. Raises
-        NotImplementedError for a game that cannot be rewound (the default)."""
-        raise NotImplementedError(f"game {self.name!r} cannot be rewound (no rebase)")
+        stream's ticks never go back, the restored state moves forward instead. A game
+        that does not define it cannot be rewound (:meth:`rewindable`): NotRewindableError."""
+        raise NotRewindableError(f"game {self.name!r} cannot be rewound (it has no rebase)")
+
+    def rewindable(self) -> bool:
+        """Whether the game defines :meth:`rebase`, so its matches can be rewound."""
+        return type(self).rebase is not Rules.rebase
 
     def bots(self, settings: Mapping[str, Any], seed: int) -> Bots | None:
         """Bot players for a match with these settings; None: the game has none."""

@@ -16,6 +16,8 @@ __all__ = [
     "CLOSE_RATE_LIMITED",
     "CLOSE_REPLACED",
     "CLOSE_SLOW_CONSUMER",
+    "CLOSE_MOVED",
+    "CLOSE_TRY_AGAIN",
     "CLOSE_TOO_MANY_CONNECTIONS",
     "CLOSE_UNAUTHORIZED",
     "CLOSE_WS_PROTOCOL_ERROR",
@@ -33,6 +35,8 @@ __all__ = [
     "E_SERVER_FULL",
     "E_TEXT_FRAME",
     "E_TOO_LARGE",
+    "E_MOVED",
+    "E_MATCH_MOVING",
     "E_TOO_MANY_QUERIES",
     "E_UNKNOWN_MATCH",
     "E_UNKNOWN_TYPE",
@@ -59,6 +63,8 @@ E_REJECTED = "rejected"  # the game rules refused an input or command (reason in
 E_NOT_WATCHING = "not_watching"  # SEEK/PLAY/... before a successful WATCH
 E_TOO_MANY_QUERIES = "too_many_queries"  # over MAX_PENDING_QUERIES waiting queries
 E_TOO_LARGE = "too_large"  # nested deeper than MAX_NESTING, or over a size limit
+E_MOVED = "moved"  # the match runs on another node: message = its websocket URL (cluster)
+E_MATCH_MOVING = "match_moving"  # its node is gone and no node has taken it over yet: retry
 
 # -- close codes (the connection cannot go on) -----------------------------------------------
 
@@ -75,6 +81,8 @@ CLOSE_REPLACED = 4005  # the same player connected again and took the seat
 CLOSE_RATE_LIMITED = 4008  # flooding far beyond a message budget (inputs, queries, ...)
 CLOSE_TOO_MANY_CONNECTIONS = 4009
 CLOSE_SLOW_CONSUMER = 4010  # the client did not read its updates fast enough
+CLOSE_MOVED = 4011  # the match runs on another node: reason = its websocket URL; JOIN there
+CLOSE_TRY_AGAIN = 4012  # the match is between nodes (failover): JOIN again, through any node
 
 ERROR_CODES = frozenset(
     {
@@ -94,6 +102,8 @@ ERROR_CODES = frozenset(
         E_NOT_WATCHING,
         E_TOO_MANY_QUERIES,
         E_TOO_LARGE,
+        E_MOVED,
+        E_MATCH_MOVING,
     }
 )
 """The protocol's own ERROR codes (docs/protocol.md section 5). An ERROR may also carry a
@@ -115,6 +125,8 @@ CLOSE_CODES = frozenset(
         CLOSE_RATE_LIMITED,
         CLOSE_TOO_MANY_CONNECTIONS,
         CLOSE_SLOW_CONSUMER,
+        CLOSE_MOVED,
+        CLOSE_TRY_AGAIN,
     }
 )
 """Every close code the server sends (docs/protocol.md section 6)."""

@@ -39,7 +39,7 @@ reconnect.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +151,20 @@ class MatchMachine:
         self._notes: list[NewEvent] = []
         self._scoreboard_triggers = rules.scoreboard_triggers()
         self._last_scoreboard: list[dict[str, Any]] | None = None
+
+    def resume(
+        self, acked: Mapping[int, int], stepping: Iterable[int], seats: Mapping[str, int]
+    ) -> None:
+        """Carry on a match rebuilt from the store (replay/resume.py: another node's, after
+        a takeover): each seat's acknowledged seq and stepping seats, as its ``inputs``
+        events left them, and who holds which seat. A seq up to ``acked`` that a player
+        sends again is a duplicate: applied at most once across the takeover."""
+        self._audit = InputRecorder(dict(acked))
+        self._audit.stepping = set(stepping)
+        for player, seat in seats.items():
+            self._seat_player[seat] = player
+            self._highest[player] = acked.get(seat, 0)
+            self._members.add(player)
 
     # -- in -------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from replay import protocol as p
+from replay.errors import ReplayError
 from replay.games import load_games
 from replay.leaderboards.definitions import load_definitions
 from replay.leaderboards.projection import LeaderboardProjection, boards_path_for
@@ -30,6 +31,7 @@ from replay.store import open_store, store_file
 from replay.store.base import EventStore
 from server import auth, http
 from server.config import Settings
+from server.cluster import Cluster
 from server.connection import GameConnection
 from server.lobby import Lobby
 from server.metrics import Metrics
@@ -62,6 +64,12 @@ class App:
             settings.secret, settings.secret_file, settings.data_dir
         )
         self.lobby = Lobby(self.store, self.metrics, settings, self.games)
+        self.cluster: Cluster | None = None
+        """A cluster node's membership, leases and placement (server/cluster.py)."""
+        if settings.node:
+            self.cluster = self.lobby.cluster = Cluster(
+                self.store, self.lobby, settings.node, settings.lease_ttl, self._load
+            )
         self.spectators = self.lobby.spectators = Spectators(
             self.store,
             self.games,
@@ -75,7 +83,7 @@ class App:
         metrics = self.games.leaderboard_metrics()
         self.projection = LeaderboardProjection(
             self.store,
-            settings.boards_db or boards_path_for(getattr(self.store, "path", settings.db)),
+            settings.boards_db or self._boards_path(),
             load_definitions(settings.boards_config, metrics)
             if settings.boards_config
             else self.games.default_boards(),
@@ -91,7 +99,13 @@ class App:
         authenticator = http.Authenticator(self.secret, self.secret_origin)
         api = [
             *http.ops_routes(
-                http.Ops(self.metrics, self.lobby, lambda: self.connections, self.projection)
+                http.Ops(
+                    self.metrics,
+                    self.lobby,
+                    lambda: self.connections,
+                    self.projection,
+                    self.cluster.nodes_json if self.cluster is not None else None,
+                )
             ),
             *http.match_routes(
                 http.MatchApi(
@@ -101,6 +115,7 @@ class App:
                     authenticator,
                     self.games.default,
                     settings.token_ttl,
+                    self.cluster,
                 )
             ),
             *http.leaderboard_routes(self.leaderboards),
@@ -118,6 +133,19 @@ class App:
         self.router = http.Router([*api, *viewer_routes(viewer)])
         self.server: Server | None = None
         self.stopped = asyncio.Event()
+
+    def _boards_path(self) -> str:
+        """The leaderboards' read model: one per node of a cluster (each follows the
+        global stream: a replica that answers locally), else beside the store."""
+        default = boards_path_for(getattr(self.store, "path", self.settings.db))
+        if self.cluster is None:
+            return default
+        name = Path(default).name.removesuffix(".boards.sqlite")
+        return str(Path(self.settings.data_dir) / f"{name}.{self.settings.node}.boards.sqlite")
+
+    def _load(self) -> dict[str, Any]:
+        """What this node tells the cluster with each heartbeat (placement reads it)."""
+        return self.lobby.headroom.report(self.lobby.seated()) | {"matches": len(self.lobby.live)}
 
     @property
     def port(self) -> int:
@@ -138,7 +166,9 @@ class App:
         # Before recover(): the read model's lock is taken first, so a second server on
         # the same store fails here instead of marking the first one's matches interrupted.
         await self.projection.open()
-        if await self.lobby.recover():
+        # A cluster node leaves unfinished matches to the leases: other nodes carry
+        # them on (or this one, once their lease lapses).
+        if self.cluster is None and await self.lobby.recover():
             await self.projection.retire_finished()  # their tallies can go now
         self._projection_task = asyncio.create_task(
             self.projection.run(), name="leaderboard-projection"
@@ -162,6 +192,9 @@ class App:
             compression=None,  # 64 KiB per connection, and msgpack barely compresses
         )
         log.info("listening on ws://%s:%d", s.host, self.port)
+        if self.cluster is not None:
+            await self.cluster.start(s.public_url or f"ws://{s.host}:{self.port}/ws")
+            log.info("cluster node %s (%s)", self.cluster.instance, self.cluster.url)
 
     async def stop(self) -> None:
         """Graceful shutdown (idempotent)."""
@@ -169,6 +202,13 @@ class App:
             return
         self.stopped.set()
         self.server.server.close()  # stop accepting; open connections stay for now
+        if self.cluster is not None:
+            # With live peers, every match moves to one (its players with one redirect);
+            # the ones left (no peer) stop as on a single server.
+            try:
+                await self.cluster.hand_over_all()
+            except ReplayError as exc:
+                log.error("hand-over failed (%s): the matches left are interrupted", exc)
         await self.lobby.stop_all()  # finish ticks, flush, mark interrupted, send ENDED
         self.server.close()  # close the remaining connections with 1001
         try:
@@ -184,6 +224,8 @@ class App:
         log.info("stopped")
 
     async def _release(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.close()
         if self._projection_task is not None:
             # A cancelled step writes nothing: the checkpoint stays with the boards.
             self._projection_task.cancel()

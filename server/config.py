@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -88,6 +89,15 @@ class Settings:
     """Admission: the process is full past this busy fraction of a core (2 s window; 0: off)."""
     max_tick_lateness_ms: float = 25.0
     """Admission: the process is full when its ticks run this late (p90 over 2 s; 0: off)."""
+    node: str = ""
+    """This node's name in a cluster (docs/operations.md, "A cluster"); empty: a single
+    server. Nodes share one PostgreSQL store and one ``secret``."""
+    public_url: str = ""
+    """The websocket URL players and other nodes reach this node at (a cluster node;
+    default ``ws://HOST:PORT/ws``). Redirects carry it in a close reason: <= 120 bytes."""
+    lease_ttl: float = 2.0
+    """Seconds a cluster node's lease on its matches lasts without a heartbeat: a node
+    that dies is taken over this long after its last heartbeat (renewed every third)."""
     games: str = ""
     """More games beside the built-in ones: comma-separated ``module:attribute`` specs of
     ``replay.rules.Rules`` subclasses (docs/games.md, "Adding a game to a server")."""
@@ -98,6 +108,9 @@ class Settings:
 
 
 _ENV_PREFIX = "MATCHREPLAY_"
+_NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,32}")
+MAX_PUBLIC_URL_BYTES = 120
+"""A redirect's close reason holds the URL (a close reason is at most 123 bytes)."""
 
 _CHOICES: dict[str, tuple[str, ...]] = {"synchronous": ("FULL", "NORMAL")}
 """Settings that take one of a few words."""
@@ -121,6 +134,21 @@ def _coerce(kind: Any, raw: str) -> Any:
 
 
 def _check(settings: Settings) -> None:
+    if settings.node and not _NODE_NAME.fullmatch(settings.node):
+        raise SettingsError(
+            f"node must be 1..32 characters of A-Z a-z 0-9 . _ -, not {settings.node!r}"
+        )
+    if len(settings.public_url.encode()) > MAX_PUBLIC_URL_BYTES:
+        raise SettingsError(
+            f"public_url is over {MAX_PUBLIC_URL_BYTES} bytes (a close reason carries it)"
+        )
+    if settings.node and not settings.db.startswith(("postgresql://", "postgres://")):
+        raise SettingsError(
+            f"a cluster node (node {settings.node!r}) needs a postgresql:// store shared by"
+            f" every node, not {settings.db!r}"
+        )
+    if settings.node and settings.lease_ttl < 0.5:
+        raise SettingsError("lease_ttl must be at least 0.5 s")
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"port {settings.port} is not in 0..65535 (0: any free port)")
     for name, choices in _CHOICES.items():

@@ -37,6 +37,7 @@ from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
 from replay.machine import RewindError
 from replay.protocol import (
+    E_MATCH_MOVING,
     E_SERVER_FULL,
     E_TOO_LARGE,
     LEADERBOARD_PREFIX,
@@ -49,9 +50,10 @@ from replay.protocol import (
 from replay.store.base import EventStore, MatchRecord
 from server import auth, leaderboard_api
 from server.forking import ForkError, prepare_fork
-from server.lobby import Lobby, LobbyError, ServerFullError
+from server.lobby import Lobby, LobbyError, MatchMovingError, ServerFullError
 from server.match import JoinRefused, Match
 from server.metrics import CONTENT_TYPE, Metrics
+from server.proxy import FORWARDED_HEADER, ProxyError, forward, http_base
 
 __all__ = [
     "SPECTATOR_LIST_SCAN",
@@ -127,13 +129,18 @@ class Router:
                 continue
             try:
                 return await handler(conn, request, m.groupdict())
+            except Elsewhere as exc:  # a cluster: the node that runs the match answers
+                try:
+                    return await forward(exc.base, request)
+                except ProxyError as err:
+                    return json_response(conn, error_body(E_MATCH_MOVING, str(err)), 503)
             except HttpError as exc:
                 return json_response(conn, error_body(exc.code, exc.message), exc.status)
             except UnknownMatchError as exc:
                 return json_response(conn, error_body(exc.code, str(exc)), 404)
             except MatchExistsError as exc:
                 return json_response(conn, error_body(exc.code, str(exc)), 409)
-            except ServerFullError as exc:  # try later, or another node
+            except (ServerFullError, MatchMovingError) as exc:  # try later, or another node
                 return json_response(conn, error_body(exc.code, str(exc)), 503)
             except (LobbyError, ReplayError) as exc:
                 return json_response(conn, error_body(exc.code, str(exc)), 400)
@@ -145,6 +152,14 @@ class Router:
         if allowed:
             return json_response(conn, error_body("method_not_allowed", path), 405)
         return json_response(conn, error_body("not_found", f"no route {path}"), 404)
+
+
+class Elsewhere(Exception):
+    """The request is for another node of the cluster: forward it to ``base``."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(base)
+        self.base = base
 
 
 class HttpError(Exception):
@@ -245,6 +260,8 @@ class Ops:
     """Open websocket connections now."""
     projection: LeaderboardProjection
     """Its health: damaged batches passed over."""
+    nodes: Callable[[], list[dict[str, Any]]] | None = None
+    """A cluster node: the nodes heard from lately (server/cluster.py)."""
 
     def headroom(self) -> dict[str, Any]:
         """The admission figures (server/headroom.py), also set on the gauges."""
@@ -282,6 +299,13 @@ async def healthz(ops: Ops, conn: ServerConnection, request: Request, _: Params)
     return json_response(conn, body)
 
 
+@_ops.route("GET", r"/api/nodes")
+async def nodes(ops: Ops, conn: ServerConnection, request: Request, _: Params) -> Response:
+    """The cluster's nodes with status and load (docs/operations.md, "A cluster"); a single
+    server lists none."""
+    return json_response(conn, {"nodes": ops.nodes() if ops.nodes is not None else []})
+
+
 @_ops.route("GET", r"/metrics")
 async def metrics(ops: Ops, conn: ServerConnection, request: Request, _: Params) -> Response:
     ops.headroom()
@@ -316,6 +340,13 @@ class MatchApi:
     default_game: str
     token_ttl: float
     """Default lifetime of tokens issued by ``POST /api/tokens``."""
+    placement: Placement | None = None
+    """A cluster node's choice of node for a new match (server/cluster.py)."""
+
+
+class Placement(Protocol):
+    def place(self, name: str | None = None) -> str | None:
+        """The websocket URL of the node a new match goes to; None: this node."""
 
 
 _matches: RouteTable[MatchApi] = RouteTable()
@@ -365,6 +396,13 @@ async def create_match(
         raise HttpError(400, "invalid_settings", f"settings is not JSON: {exc}") from None
     if not isinstance(settings, dict):
         raise HttpError(400, "invalid_settings", "settings must be a JSON object")
+    if api.placement is not None and not forwarded(request):
+        try:
+            target = api.placement.place(q.get("node"))
+        except LookupError as exc:
+            raise HttpError(404, "unknown_node", str(exc)) from None
+        if target is not None:
+            raise Elsewhere(http_base(target))
     match = await api.lobby.create(
         q.get("game", api.default_game),
         settings,
@@ -382,7 +420,7 @@ async def admin_action(
     api: MatchApi, conn: ServerConnection, request: Request, p: Params
 ) -> Response:
     ident = api.auth.require(request, "admin")
-    match = await _live(api, p["match_id"])
+    match = await _live(api, p["match_id"], request)
     action = p["action"]
     args = {"reason": "ended by admin"} if action == "end" else {}
     outcome: list[Any] = []
@@ -405,7 +443,7 @@ async def reserve(api: MatchApi, conn: ServerConnection, request: Request, p: Pa
         raise HttpError(403, "forbidden", "a player can only reserve a seat for itself")
     if not ident.may_enter(p["match_id"]):
         raise HttpError(403, "forbidden", f"this token is not for match {p['match_id']!r}")
-    match = await _live(api, p["match_id"])
+    match = await _live(api, p["match_id"], request)
     try:
         match.reserve(player)
     except JoinRefused as exc:
@@ -436,9 +474,19 @@ async def issue_token(
     return json_response(conn, {"token": token}, 201)
 
 
-async def _live(api: MatchApi, match_id: str) -> Match:
-    """The match if it runs here; else 404 ``unknown_match`` or 409 ``match_over``."""
-    match = api.lobby.get_live(match_id)
+def forwarded(request: Request) -> bool:
+    """Another node sent this request here: answer it, never forward it again."""
+    return FORWARDED_HEADER in request.headers
+
+
+async def _live(api: MatchApi, match_id: str, request: Request) -> Match:
+    """The match if it runs here; on a cluster the node it runs on answers (Elsewhere);
+    else 404 ``unknown_match`` or 409 ``match_over``."""
+    match = await api.lobby.locate(match_id)  # MatchMovingError: 503, retry
+    if isinstance(match, str):
+        if forwarded(request):  # the nodes disagree for a moment: the client retries
+            raise MatchMovingError(f"match {match_id!r} is moving between nodes")
+        raise Elsewhere(http_base(match))
     if match is None:
         record = await api.store.get_match(match_id)  # UnknownMatchError -> 404
         where = "" if record.status in ("ended", "interrupted") else ", not on this server"
@@ -497,7 +545,7 @@ async def rewind_match(
     if "to" not in q:
         raise HttpError(400, "invalid_field", "to (the tick to rewind to) is required")
     to_tick = _int(q["to"], "to", 0, 2**31 - 1)
-    match = await _live(api, p["match_id"])
+    match = await _live(api, p["match_id"], request)
     try:
         tick = await match.rewind(to_tick, actor=ident.player, reason=q.get("reason", "")[:200])
     except RewindError as exc:

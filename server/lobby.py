@@ -8,12 +8,14 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from replay import protocol
 from replay.errors import ReplayError, UnknownMatchError
+from replay.events import SYSTEM_TAKEOVER, NewEvent
 from replay.protocol import match_info
-from replay.rules import GameRegistry
+from replay.resume import resume_point
+from replay.rules import GameRegistry, Rules
 from replay.store.base import EventStore, MatchRecord
 from server.config import Settings
 from server.forking import ForkStart
@@ -21,11 +23,11 @@ from server.headroom import Headroom, Limits
 from server.live_hub import LiveHub
 from server.match import Match
 from server.metrics import Metrics
-from server.spectator_options import split_options
+from server.spectator_options import SpectatingOptions, split_options
 from server.spectators import Spectators
 from server.ticker import Ticker
 
-__all__ = ["Lobby", "LobbyError"]
+__all__ = ["Lobby", "LobbyError", "MatchMovingError", "ServerFullError"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,21 @@ class ServerFullError(LobbyError):
     code = protocol.E_SERVER_FULL
 
 
+class MatchMovingError(ReplayError):
+    """A cluster's match between nodes: its node is gone and its lease has not lapsed
+    yet, or another node is rebuilding it (``match_moving``: retry in a moment)."""
+
+    code = protocol.E_MATCH_MOVING
+
+
+class Placement(Protocol):
+    """Where matches run when this process is a cluster node (server/cluster.py)."""
+
+    async def claim_new(self, match_id: str) -> int: ...
+
+    async def locate(self, match_id: str) -> Match | str | None: ...
+
+
 class Lobby:
     def __init__(
         self, store: EventStore, metrics: Metrics, settings: Settings, games: GameRegistry
@@ -74,6 +91,8 @@ class Lobby:
         """One clock for every match of the process (server/ticker.py)."""
         self.spectators: Spectators | None = None
         """Set by the app: live spectator hubs are created with the matches."""
+        self.cluster: Placement | None = None
+        """Set by the app on a cluster node: leases for new matches, and where others run."""
 
     async def recover(self) -> list[str]:
         """After a restart: matches a previous process left created or running can no
@@ -139,6 +158,31 @@ class Lobby:
         record = await self.store.create_match(record)  # MatchExistsError
         if fork is not None:
             record = await fork.record_origin(self.store, record)
+        epoch = await self.cluster.claim_new(record.match_id) if self.cluster else None
+        match = self._launch(
+            record,
+            rules,
+            need,
+            spectating,
+            state=fork.state if fork is not None else None,
+            epoch=epoch,
+        )
+        if fork is not None:
+            fork.hold_seats(match)
+        match.start()
+        log.info("match %s created (%s, start at %d players)", record.match_id, game, need)
+        return match
+
+    def _launch(
+        self,
+        record: MatchRecord,
+        rules: Rules[Any],
+        need: int,
+        spectating: SpectatingOptions,
+        *,
+        state: Any,
+        epoch: int | None,
+    ) -> Match:
         s = self.settings
         match = Match(
             record,
@@ -153,10 +197,9 @@ class Lobby:
             admission=self.refusal,
             on_finished=self._finished,
             rewind_horizon_s=s.rewind_horizon_s,
-            state=fork.state if fork is not None else None,
+            state=state,
+            epoch=epoch,
         )
-        if fork is not None:
-            fork.hold_seats(match)
         self.live[record.match_id] = match
         if self.spectators is not None:
             self.spectators.options[record.match_id] = spectating
@@ -171,8 +214,36 @@ class Lobby:
                 max_skips=s.spectator_max_skips,
                 on_slow=self.metrics.slow_consumers.inc,
             )
+        return match
+
+    async def adopt(
+        self, match_id: str, epoch: int, *, from_node: str, to_node: str, skipped_s: float
+    ) -> Match:
+        """Carry on another node's match here, under lease ``epoch``: rebuilt at its last
+        durable tick (replay/resume.py), its players' seats held for the grace period,
+        and a ``takeover`` event first in the next tick. Raises ReplayError (unknown or
+        damaged match)."""
+        if self.spectators is None:
+            raise LobbyError("no spectators: the lobby is not wired to an app")
+        point = await resume_point(self.spectators.engine, match_id)
+        record = point.record
+        rules = self.games[record.game]
+        spectating = self.spectators.learn(record)
+        limits = rules.limits(record.settings)
+        match = self._launch(
+            record, rules, limits.min_players, spectating, state=point.state, epoch=epoch
+        )
+        match.machine.resume(point.acked, point.stepping, point.seats)
+        match.restore_seats(point.seats, point.acked)
+        skipped = max(0, round(skipped_s * record.tick_rate))
+        match.machine.note(
+            NewEvent(
+                SYSTEM_TAKEOVER,
+                0,
+                (from_node, to_node, epoch, skipped, int(time.time() * 1000)),
+            )
+        )
         match.start()
-        log.info("match %s created (%s, start at %d players)", record.match_id, game, need)
         return match
 
     def _finished(self, match: Match) -> None:
@@ -190,6 +261,14 @@ class Lobby:
 
     def get_live(self, match_id: str) -> Match | None:
         return self.live.get(match_id)
+
+    async def locate(self, match_id: str) -> Match | str | None:
+        """The live match here, the websocket URL of the node it runs on (a cluster), or
+        None when it runs nowhere. Raises UnknownMatchError and (a cluster)
+        ``match_moving`` while its node is gone and nobody carries it yet."""
+        if self.cluster is None:
+            return self.live.get(match_id)
+        return await self.cluster.locate(match_id)
 
     async def describe(self, match_id: str) -> dict[str, Any]:
         match = self.live.get(match_id)

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +40,9 @@ from server.fanout import Feed
 from server.live_hub import LiveHub
 from server.metrics import Metrics
 from server.ticker import Ticker
+
+LEASE_LOST = "lease_lost"
+"""The store's code for a write under an epoch that is no longer the match's."""
 
 __all__ = ["REWIND", "REWIND_HORIZON_S", "JoinRefused", "Match", "Seat"]
 
@@ -107,10 +110,15 @@ class Match:
         on_finished: Callable[[Match], None] | None = None,
         rewind_horizon_s: float = REWIND_HORIZON_S,
         state: Any = None,
+        epoch: int | None = None,
     ) -> None:
         """``state``: where the match starts (a fork's: the parent's state of the fork
-        tick, its ``forked`` event already stored); None: the game's initial state."""
+        tick, its ``forked`` event already stored; a match taken over: its last durable
+        state); None: the game's initial state. ``epoch``: this node's lease on the match
+        (a cluster, server/cluster.py): every write carries it, and the store refuses
+        writes under an older one; None: a single server."""
         self.record = record
+        self.epoch = epoch
         self.match_id = record.match_id
         self.rules = rules
         self.store = store
@@ -156,6 +164,8 @@ class Match:
         self.rewind_horizon_s = rewind_horizon_s
         self._engine: ReplayEngine | None = None
         """Reads the state a rewind restores (made on the first rewind)."""
+        self._left = False
+        """Another node carries the match on (lost, or handed over)."""
 
     @property
     def state(self) -> Any:
@@ -207,7 +217,11 @@ class Match:
         self.end_reason = reason
         try:
             await self.store.update_match(
-                self.match_id, status=status, ended_at=time.time(), players=self._roster
+                self.match_id,
+                status=status,
+                ended_at=time.time(),
+                players=self._roster,
+                epoch=self.epoch,
             )
         except ReplayError as exc:
             log.error("match %s: could not mark %s: %s", self.match_id, status, exc)
@@ -230,6 +244,58 @@ class Match:
         self.metrics.matches.labels(status="live").dec()
         if self._on_finished is not None:
             self._on_finished(self)
+
+    # -- leaving this node (a cluster: server/cluster.py) --------------------------------
+
+    def lost(self) -> None:
+        """Another node holds the match now: stop at once, write nothing more, and send
+        the players and spectators to look for it again (4012: through any node)."""
+        if self._left:
+            return
+        log.warning("match %s: lease lost; another node carries it on", self.match_id)
+        self._stopping = True
+        self._outbox.clear()
+        self._leave_node(protocol.CLOSE_TRY_AGAIN, "match moved: join again")
+
+    async def hand_over(self, release: Callable[[], Awaitable[bool]], url: str) -> None:
+        """A node stopping with live peers: run no further tick, make every tick durable,
+        pass the lease on (``release``), then send the players to ``url`` (4011)."""
+        self._stopping = True
+        await self._drain()
+        if self._ending is not None:  # the rules ended it meanwhile: that end stands
+            await asyncio.shield(self._ending)
+            return
+        if self.read_only or self._left:
+            return
+        if not await release():
+            self.lost()
+            return
+        self._leave_node(protocol.CLOSE_MOVED, url)
+
+    def _leave_node(self, code: int, reason: str) -> None:
+        self._left = True
+        for seat in self.seats.values():
+            if seat.joined is not None and not seat.joined.done():
+                seat.joined.set_exception(JoinRefused(protocol.E_MATCH_MOVING, reason))
+        for _, done in self.machine.take_commands():
+            if done is not None:
+                done(Rejection(protocol.E_MATCH_MOVING, reason))
+        for sub in list(self.feed.subscribers):
+            self._spawn(sub.conn.close(code, reason[:120]))
+        self.metrics.matches.labels(status="live").dec()
+        if self._on_finished is not None:
+            self._on_finished(self)
+
+    def restore_seats(self, seats: dict[str, int], acked: dict[int, int]) -> None:
+        """A match taken over: its seated players' seats, held for the grace period for
+        their reconnects (each resumes like after a dropped connection)."""
+        held_until = time.monotonic() + self.grace_period
+        for player, slot in seats.items():
+            self.seats[player] = Seat(
+                player, slot=slot, held_until=held_until, acked_seq=acked.get(slot, 0)
+            )
+            if player not in self._roster:
+                self._roster.append(player)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -286,7 +352,11 @@ class Match:
             seat.slot = self.rules.seat_of(self.state, seat.player)
             if seat.player not in self._roster:
                 self._roster.append(seat.player)
-                self._spawn(self.store.update_match(self.match_id, players=list(self._roster)))
+                self._spawn(
+                    self.store.update_match(
+                        self.match_id, players=list(self._roster), epoch=self.epoch
+                    )
+                )
             if not seat.joined.done():
                 seat.joined.set_result(seat.slot)
 
@@ -492,6 +562,7 @@ class Match:
                 self._version,
                 first_id=self._ids.take(len(events)),
                 encoded=with_events[0] if len(with_events) == 1 else None,
+                epoch=self.epoch,
             )
         )
         self._appending.add_done_callback(
@@ -508,6 +579,11 @@ class Match:
     ) -> None:
         self._appending = None
         exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        if isinstance(exc, ReplayError) and exc.code == LEASE_LOST:
+            # Another node took the match over (this one was paused past its lease):
+            # it carries on from the last durable tick; this copy goes.
+            self.lost()
+            return
         if exc is not None:
             # The live state already holds these events: the match cannot go on
             # truthfully. Nothing unacknowledged is claimed; the match stops.
@@ -555,7 +631,7 @@ class Match:
                 done(result)
         if t.started and self.status == "created":
             self.status = "running"
-            self._spawn(self.store.update_match(self.match_id, status="running"))
+            self._spawn(self.store.update_match(self.match_id, status="running", epoch=self.epoch))
         if t.keyframe is not None:
             self._spawn(self._put_keyframe(t.keyframe))
 

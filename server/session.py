@@ -326,7 +326,19 @@ class Session:
         if ident.role == "spectator" and self.deps.spectators.options_of(msg.match_id).delay > 0:
             # JOIN's stream is undelayed: it would bypass the anti-ghosting delay.
             raise p.ProtocolError(p.E_FORBIDDEN, f"match {msg.match_id!r} is delayed: use WATCH")
-        match = self.deps.lobby.get_live(msg.match_id)
+        try:
+            match = await self.deps.lobby.locate(msg.match_id)
+        except ReplayError as exc:
+            if exc.code != p.E_MATCH_MOVING:
+                raise
+            # Its node died and its lease has not lapsed yet (a cluster): try again soon.
+            self.send(p.error(p.E_MATCH_MOVING, str(exc), None))
+            self.close_soon(p.CLOSE_TRY_AGAIN, "match moving: join again")
+            return
+        if isinstance(match, str):  # it runs on another node of the cluster
+            self.send(p.error(p.E_MOVED, match, None))
+            self.close_soon(p.CLOSE_MOVED, match)
+            return
         if match is None or match.read_only:
             try:
                 record = await self.deps.store.get_match(msg.match_id)

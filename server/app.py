@@ -30,8 +30,8 @@ from replay.protocol import LEADERBOARD_PREFIX
 from replay.store import open_store, store_file
 from replay.store.base import EventStore
 from server import auth, http
-from server.config import Settings
 from server.cluster import Cluster
+from server.config import Settings
 from server.connection import GameConnection
 from server.lobby import Lobby
 from server.metrics import Metrics

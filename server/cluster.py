@@ -131,9 +131,10 @@ class Cluster:
         best: NodeRow | None = None
         fewest = None if self.lobby.refusal() else self.lobby.seated()
         for n in live:
-            if n.node != self.instance and not n.load.get("full"):
-                if fewest is None or self._seated(n) < fewest:
-                    best, fewest = n, self._seated(n)
+            if n.node == self.instance or n.load.get("full"):
+                continue
+            if fewest is None or self._seated(n) < fewest:
+                best, fewest = n, self._seated(n)
         if fewest is None:
             raise ServerFullError("every node of the cluster is full")
         return best.url if best is not None else None

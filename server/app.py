@@ -33,6 +33,7 @@ from server import auth, http
 from server.cluster import Cluster
 from server.config import Settings
 from server.connection import GameConnection
+from server.follower import Follower
 from server.lobby import Lobby
 from server.metrics import Metrics
 from server.session import Session, SessionDeps
@@ -77,7 +78,11 @@ class App:
             settings.spectator_queue_bytes,
             settings.spectator_stall_seconds,
             settings.spectator_max_skips,
+            on_slow=self.metrics.slow_consumers.inc,
         )
+        if self.cluster is not None:
+            sp = self.spectators
+            sp.follower = Follower(self.store, sp.engine, sp.make_hub, sp.retire)
         # The global leaderboards: a read model of the same store, followed by a
         # background task, queried over HTTP and the websocket protocol.
         metrics = self.games.leaderboard_metrics()
@@ -226,6 +231,8 @@ class App:
     async def _release(self) -> None:
         if self.cluster is not None:
             await self.cluster.close()
+        if self.spectators.follower is not None:
+            await self.spectators.follower.close()
         if self._projection_task is not None:
             # A cancelled step writes nothing: the checkpoint stays with the boards.
             self._projection_task.cancel()

@@ -152,15 +152,25 @@ class LiveHub:
     # -- input from the match ----------------------------------------------------------
 
     def publish(
-        self, tick: int, blob: bytes | None, keyframe: Any, board: list[dict[str, Any]] | None
+        self,
+        tick: int,
+        blob: bytes | None,
+        keyframe: Any,
+        board: list[dict[str, Any]] | None,
+        at: float | None = None,
     ) -> None:
-        """Tick ``tick`` is durable (called by the match's sender, in tick order)."""
+        """Tick ``tick`` is durable (called by the match's sender, in tick order).
+        ``at``: when it was live (monotonic; default now). A hub fed from the store
+        (server/follower.py) passes an estimate that is never earlier than the truth,
+        so the delay still never shows a tick early."""
         frame = Prepared(p.frame(tick, blob)) if blob is not None else None
         state = self._state_msg(keyframe) if keyframe is not None else None
         extra = Prepared(p.scoreboard(None, tick, board)) if board is not None else None
         if frame is None and state is None and extra is None:
             return
-        self.entries.append(_Entry(tick, time.monotonic(), frame, state, extra))
+        self.entries.append(
+            _Entry(tick, time.monotonic() if at is None else at, frame, state, extra)
+        )
         self._release(time.monotonic())
         self._wake.set()  # the release loop may be idle (nothing was pending)
 

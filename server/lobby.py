@@ -182,6 +182,7 @@ class Lobby:
         *,
         state: Any,
         epoch: int | None,
+        hub: LiveHub | None = None,
     ) -> Match:
         s = self.settings
         match = Match(
@@ -203,17 +204,9 @@ class Lobby:
         self.live[record.match_id] = match
         if self.spectators is not None:
             self.spectators.options[record.match_id] = spectating
-            match.hub = self.spectators.hubs[record.match_id] = LiveHub(
-                record.match_id,
-                rules,
-                record.tick_rate,
-                spectating,
-                match.state,
-                queue_bytes=s.spectator_queue_bytes,
-                stall_seconds=s.spectator_stall_seconds,
-                max_skips=s.spectator_max_skips,
-                on_slow=self.metrics.slow_consumers.inc,
-            )
+            if hub is None:
+                hub = self.spectators.make_hub(record, rules, match.state)
+            match.hub = self.spectators.hubs[record.match_id] = hub
         return match
 
     async def adopt(
@@ -230,8 +223,9 @@ class Lobby:
         rules = self.games[record.game]
         spectating = self.spectators.learn(record)
         limits = rules.limits(record.settings)
+        hub = await self.spectators.take_followed(match_id)  # its spectators stay
         match = self._launch(
-            record, rules, limits.min_players, spectating, state=point.state, epoch=epoch
+            record, rules, limits.min_players, spectating, state=point.state, epoch=epoch, hub=hub
         )
         match.machine.resume(point.acked, point.stepping, point.seats)
         match.restore_seats(point.seats, point.acked)
@@ -249,7 +243,10 @@ class Lobby:
     def _finished(self, match: Match) -> None:
         self.live.pop(match.match_id, None)
         if match.hub is not None and self.spectators is not None:
-            self.spectators.retire(match.hub)
+            if match.moved:
+                self.spectators.left(match.record, match.hub)
+            else:
+                self.spectators.retire(match.hub)
 
     def seated(self) -> int:
         """Players holding (or reserving) a seat in this process's matches."""

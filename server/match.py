@@ -164,7 +164,7 @@ class Match:
         self.rewind_horizon_s = rewind_horizon_s
         self._engine: ReplayEngine | None = None
         """Reads the state a rewind restores (made on the first rewind)."""
-        self._left = False
+        self.moved = False
         """Another node carries the match on (lost, or handed over)."""
 
     @property
@@ -250,7 +250,7 @@ class Match:
     def lost(self) -> None:
         """Another node holds the match now: stop at once, write nothing more, and send
         the players and spectators to look for it again (4012: through any node)."""
-        if self._left:
+        if self.moved:
             return
         log.warning("match %s: lease lost; another node carries it on", self.match_id)
         self._stopping = True
@@ -265,7 +265,7 @@ class Match:
         if self._ending is not None:  # the rules ended it meanwhile: that end stands
             await asyncio.shield(self._ending)
             return
-        if self.read_only or self._left:
+        if self.read_only or self.moved:
             return
         if not await release():
             self.lost()
@@ -273,7 +273,7 @@ class Match:
         self._leave_node(protocol.CLOSE_MOVED, url)
 
     def _leave_node(self, code: int, reason: str) -> None:
-        self._left = True
+        self.moved = True
         for seat in self.seats.values():
             if seat.joined is not None and not seat.joined.done():
                 seat.joined.set_exception(JoinRefused(protocol.E_MATCH_MOVING, reason))

@@ -147,7 +147,7 @@ class SpectatorSession:
             raise forbidden
         await self.stop()
         self.record = record
-        self.hub = spectators.hubs.get(record.match_id)
+        self.hub = await spectators.hub_for(record)
         self.playback = Playback(spectators.engine, record.match_id, edge=self._delay_edge)
         self.playback.pause()
         rules = spectators.engine.rules(record)

@@ -14,14 +14,17 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from replay.engine import ReplayEngine
+from replay.errors import ReplayError
 from replay.protocol import match_info
-from replay.rules import GameRegistry
+from replay.rules import GameRegistry, Rules
 from replay.store.base import READ_ONLY_STATUSES, EventStore, MatchRecord
 from replay.timeline import Timeline
 from server.auth import Identity
+from server.follower import Follower
 from server.live_hub import LiveHub
 from server.spectator_options import SpectatingOptions, stored_options
 
@@ -39,8 +42,10 @@ class Spectators:
         queue_bytes: int,
         stall_seconds: float,
         max_skips: int,
+        on_slow: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_slow = on_slow
         self.default_delay = default_delay
         self.queue_bytes = queue_bytes
         self.stall_seconds = stall_seconds
@@ -52,6 +57,55 @@ class Spectators:
         a cache of ``MatchRecord.options``, where the options are stored."""
         self.hubs: dict[str, LiveHub] = {}
         """Live matches, and finished ones until their delayed frames are all released."""
+        self.follower: Follower | None = None
+        """A cluster node: hubs of matches running on other nodes, fed from the store."""
+
+    def make_hub(self, record: MatchRecord, rules: Rules[Any], state: Any) -> LiveHub:
+        """The live hub of a match whose spectators see ``state`` first."""
+        hub = self.hubs[record.match_id] = LiveHub(
+            record.match_id,
+            rules,
+            record.tick_rate,
+            self.learn(record),
+            state,
+            queue_bytes=self.queue_bytes,
+            stall_seconds=self.stall_seconds,
+            max_skips=self.max_skips,
+            on_slow=self.on_slow,
+        )
+        return hub
+
+    async def hub_for(self, record: MatchRecord) -> LiveHub | None:
+        """The live hub of ``record``'s match: this process's, or (a cluster node) one
+        fed from the store while the match runs on another node."""
+        hub = self.hubs.get(record.match_id)
+        if hub is None and self.follower is not None and record.status not in READ_ONLY_STATUSES:
+            hub = await self.follower.follow(record, self.learn(record).delay)
+        return hub
+
+    async def take_followed(self, match_id: str) -> LiveHub | None:
+        """This node carries the match on now: the hub it followed it with, caught up
+        with the store (its spectators stay attached), or None."""
+        if self.follower is None or match_id not in self.follower.followed:
+            return None
+        await self.follower.catch_up(match_id)
+        return self.follower.release(match_id)
+
+    def left(self, record: MatchRecord, hub: LiveHub) -> None:
+        """This node no longer runs the match (another node does): a cluster node keeps
+        feeding its hub from the store, so its spectators stay; else it is retired."""
+        if self.follower is None:
+            self.retire(hub)
+            return
+        follower = self.follower
+
+        async def follow() -> None:
+            try:
+                await follower.follow(record, self.learn(record).delay, hub=hub)
+            except ReplayError:
+                self.retire(hub)
+
+        asyncio.get_running_loop().create_task(follow())
 
     def options_of(self, match_id: str) -> SpectatingOptions:
         options = self.options.get(match_id)

@@ -179,9 +179,8 @@ class Follower:
             if b.first_seq > f.last_seq + 1:  # started following after this cursor passed
                 await self._catch_up(b.match_id, f, f.hub.tick_rate)
                 continue
-            now = time.monotonic()
             events = [e for k, e in enumerate(b.events) if b.first_seq + k > f.last_seq]
-            self._publish(f, events, lambda _tick: now)
+            self._publish(f, events, _arrived)
             f.last_seq = b.last_seq
 
     def _publish(
@@ -229,3 +228,8 @@ class Follower:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _arrived(_tick: int) -> float:
+    """A tick read as it is committed: live now."""
+    return time.monotonic()

@@ -152,6 +152,12 @@ class Cluster:
             raise ReplayError(f"match {match_id!r}: its first lease was taken")
         return lease.epoch
 
+    async def owner(self, match_id: str) -> str:
+        lease = await self.store.lease(match_id)
+        if lease is None or not lease.owner or lease.expires_in <= 0:
+            return ""
+        return lease.owner.rpartition("/")[0]
+
     async def locate(self, match_id: str) -> Match | str | None:
         """Where ``match_id`` runs: the live Match (taken over here if its lease is this
         node's or lapsed and this node has room), the owner's websocket URL, or None when

@@ -112,6 +112,9 @@ _NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,32}")
 MAX_PUBLIC_URL_BYTES = 120
 """A redirect's close reason holds the URL (a close reason is at most 123 bytes)."""
 
+_ALIASES: dict[str, tuple[str, ...]] = {"db": ("--store",)}
+"""Other spellings of a flag: ``--store postgresql://...`` reads better for a database."""
+
 _CHOICES: dict[str, tuple[str, ...]] = {"synchronous": ("FULL", "NORMAL")}
 """Settings that take one of a few words."""
 
@@ -173,6 +176,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(Settings):
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
+            *_ALIASES.get(f.name, ()),
             dest=f.name,
             default=None,
             type=_flag_type(f.type),

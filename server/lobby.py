@@ -70,6 +70,10 @@ class Placement(Protocol):
 
     async def locate(self, match_id: str) -> Match | str | None: ...
 
+    async def owner(self, match_id: str) -> str:
+        """The name of the node that holds the match's lease ("" when none)."""
+        ...
+
 
 class Lobby:
     def __init__(
@@ -201,6 +205,7 @@ class Lobby:
             state=state,
             epoch=epoch,
         )
+        match.node = s.node
         self.live[record.match_id] = match
         if self.spectators is not None:
             self.spectators.options[record.match_id] = spectating
@@ -271,10 +276,10 @@ class Lobby:
         match = self.live.get(match_id)
         if match is not None:
             return match.info()
-        try:
-            return _record_info(await self.store.get_match(match_id))
-        except UnknownMatchError:
-            raise
+        info = _record_info(await self.store.get_match(match_id))  # UnknownMatchError
+        if self.cluster is not None and info["status"] not in ("ended", "interrupted"):
+            info["node"] = await self.cluster.owner(match_id)
+        return info
 
     async def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         records = await self.store.list_matches(status=status, limit=limit)

@@ -166,6 +166,8 @@ class Match:
         """Reads the state a rewind restores (made on the first rewind)."""
         self.moved = False
         """Another node carries the match on (lost, or handed over)."""
+        self.node = ""
+        """The cluster node that runs it (set by the lobby; "" on a single server)."""
 
     @property
     def state(self) -> Any:
@@ -655,4 +657,4 @@ class Match:
             "max_players": self.max_players,
             "overruns": self.overruns,
             "last_seq": self.last_seq,
-        }
+        } | ({"node": self.node} if self.node else {})

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cli_helpers import SECRET, TIMEOUT, command, env, free_port
+
 from server import auth
 
 LEASE_TTL = 1.0
@@ -131,12 +132,16 @@ class Node:
 
 
 @contextmanager
-def cluster(store: str, data: Path, names: tuple[str, ...] = ("n1", "n2", "n3"), *args: str) -> Iterator[list[Node]]:
+def cluster(
+    store: str, data: Path, names: tuple[str, ...] = ("n1", "n2", "n3"), *args: str
+) -> Iterator[list[Node]]:
     nodes = [Node(name, store, data, *args) for name in names]
     try:
         for n in nodes:
             n.start()
-        wait_for(lambda: all(len(live(n)) == len(nodes) for n in nodes), "every node sees the others")
+        wait_for(
+            lambda: all(len(live(n)) == len(nodes) for n in nodes), "every node sees the others"
+        )
         yield nodes
     finally:
         for n in nodes:

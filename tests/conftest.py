@@ -12,18 +12,14 @@ fails the run; elsewhere those tests skip, and the reason is printed at the end.
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
-import pwd
-import shutil
-import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+
+from server import local_pg
+from server.local_pg import PgCluster
 
 # Admission by measured load (server/headroom.py) is off in every server the tests
 # start, in-process or as a child process (which reads these settings from the
@@ -33,93 +29,6 @@ os.environ.setdefault("MATCHREPLAY_MAX_CPU", "0")
 os.environ.setdefault("MATCHREPLAY_MAX_TICK_LATENESS_MS", "0")
 
 _PG_SKIPPED: list[str] = []
-
-
-def _pg_bindir() -> str | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return str(Path(found).parent)
-    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True):
-        return str(Path(candidate).parent)
-    return None
-
-
-def _install_postgresql() -> None:
-    """Debian's postgresql package, when we are root and apt-get is there."""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-q", "postgresql"], env=env, capture_output=True, timeout=900
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PgCluster:
-    """A throwaway PostgreSQL cluster in a temporary directory."""
-
-    def __init__(self, bindir: str) -> None:
-        self.bindir = bindir
-        self.dir = tempfile.mkdtemp(prefix="matchreplay-pg-")
-        self.data = os.path.join(self.dir, "data")
-        self.port = _free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._user = "postgres" if os.geteuid() == 0 else None
-        if self._user:
-            pw = pwd.getpwnam(self._user)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-
-    def _run(self, *args: str, timeout: float = 120) -> None:
-        cmd = [os.path.join(self.bindir, args[0]), *args[1:]]
-        user = self._user
-        preexec = None
-        if user:
-            pw = pwd.getpwnam(user)
-
-            def preexec() -> None:  # drop to the postgres user: initdb refuses root
-                os.setgid(pw.pw_gid)
-                os.setuid(pw.pw_uid)
-
-        subprocess.run(
-            cmd,
-            check=True,
-            capture_output=True,
-            timeout=timeout,
-            preexec_fn=preexec,
-            cwd=self.dir,
-            env={**os.environ, "HOME": self.dir},
-        )
-
-    def init(self) -> None:
-        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync")
-
-    def start(self) -> None:
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        self._run(
-            "pg_ctl",
-            "-D",
-            self.data,
-            "-l",
-            os.path.join(self.dir, "log"),
-            "-o",
-            opts,
-            "-w",
-            "start",
-        )
-
-    def stop(self, mode: str = "fast") -> None:
-        with contextlib.suppress(subprocess.SubprocessError, OSError):
-            self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop", timeout=60)
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _need_pg(reason: str) -> None:
@@ -133,10 +42,10 @@ def _need_pg(reason: str) -> None:
 @pytest.fixture(scope="session")
 def pg_bindir() -> str:
     """The PostgreSQL binaries (installed when missing and we may)."""
-    bindir = _pg_bindir()
+    bindir = local_pg.pg_bindir()
     if bindir is None:
-        _install_postgresql()
-        bindir = _pg_bindir()
+        local_pg.install_postgresql()
+        bindir = local_pg.pg_bindir()
     if bindir is None:
         _need_pg("pg_ctl not found and postgresql could not be installed (not root?)")
     return bindir  # type: ignore[return-value]

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean cluster
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/matchreplay demo --port $(PORT)
+
+# A local cluster: a throwaway PostgreSQL, 3 nodes and bot matches (docs/operations.md).
+cluster: $(STAMP)
+	$(BIN)/matchreplay cluster
 
 # scripts/test-deps.sh installs what the tests need beyond python3 and make (chromium,
 # postgresql); tests/conftest.py starts a throwaway PostgreSQL for the run.

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server.commands.keyframes",
     "server.commands.replay_file",
     "server.commands.serve",
+    "server.commands.cluster",
     "server.commands.token",
     "server.commands.bots",
     "server.commands.leaderboards",

@@ -1,0 +1,196 @@
+"""``matchreplay cluster``: a local cluster in one command, for a newcomer to see it work.
+
+A throwaway PostgreSQL (server/local_pg.py), ``--nodes`` node processes on loopback
+(``matchreplay serve --node nK --store postgresql://...``), ``--matches`` bot matches
+placed by load through the first node, and a printout of where to look and what to
+try (kill a node with ``kill -9``: its matches carry on elsewhere). Ctrl-C stops the
+nodes (each hands its matches to the ones still up), then the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from server import auth, local_pg
+from server.commands.common import CliError, UsageError
+
+MAX_NODES = 8
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "cluster",
+        help="run a local cluster: PostgreSQL, nodes and bot matches",
+        description="Start a throwaway PostgreSQL, several nodes on loopback and bot"
+        " matches spread over them; print where to look. Ctrl-C stops it all.",
+    )
+    parser.add_argument("--nodes", type=int, default=3, help=f"nodes, 2..{MAX_NODES} (default 3)")
+    parser.add_argument("--matches", type=int, default=3, help="bot matches (default 3)")
+    parser.add_argument("--bots", type=int, default=4, help="bots per match (default 4)")
+    parser.add_argument("--port", type=int, default=8801, help="first node's port (default 8801)")
+    parser.add_argument(
+        "--data-dir", default="data/cluster", help="nodes' files (default data/cluster)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 2 <= args.nodes <= MAX_NODES:
+        raise UsageError(f"--nodes must be in 2..{MAX_NODES}, not {args.nodes}")
+    bindir = local_pg.pg_bindir()
+    if bindir is None:
+        local_pg.install_postgresql()
+        bindir = local_pg.pg_bindir()
+    if bindir is None:
+        raise CliError(
+            "PostgreSQL is not installed (apt-get install postgresql, or run as root to let"
+            " this command install it)",
+            "no_postgresql",
+        )
+    data = Path(args.data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    pg = local_pg.PgCluster(bindir)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        pg.init()
+        pg.start()
+        print(f"PostgreSQL  {pg.url}   (throwaway, in {pg.dir})", flush=True)
+        urls = []
+        for k in range(args.nodes):
+            name, port = f"n{k + 1}", args.port + k
+            log = (data / f"{name}.log").open("ab")
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "server.cli",
+                        "serve",
+                        "--node",
+                        name,
+                        "--store",
+                        pg.url,
+                        "--port",
+                        str(port),
+                        "--data-dir",
+                        str(data / name),
+                    ],
+                    env={"MATCHREPLAY_SECRET": secret, **_env()},
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            )
+            urls.append(f"http://127.0.0.1:{port}")
+        admin = auth.issue(secret, "admin", "admin", auth.ANY_MATCH, 24 * 3600)
+        for base in urls:
+            _wait_up(base, procs)
+        matches = []
+        for _ in range(args.matches):
+            info = _post(urls[0], "/api/matches?game=arena", admin)
+            matches.append(info)
+            node_url = urls[int(info.get("node", "n1")[1:]) - 1]
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "server.cli",
+                        "bots",
+                        "--url",
+                        node_url.replace("http", "ws") + "/ws",
+                        "--match",
+                        info["match_id"],
+                        "--count",
+                        str(args.bots),
+                    ],
+                    env={"MATCHREPLAY_SECRET": secret, **_env()},
+                    stdout=subprocess.DEVNULL,
+                    stderr=(data / "bots.log").open("ab"),
+                )
+            )
+        _print_guide(urls, matches, procs, data, admin)
+        signal.signal(signal.SIGTERM, _interrupt)
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        pg.remove()
+        print("stopped: nodes and PostgreSQL", flush=True)
+    return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("MATCHREPLAY_")}
+
+
+def _wait_up(base: str, procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise CliError(
+                "a node exited at start: see its log in the data directory", "node_failed"
+            )
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2):
+                return
+        except (OSError, urllib.error.URLError):
+            time.sleep(0.2)
+    raise CliError(f"node at {base} did not come up within 60 s", "node_failed")
+
+
+def _post(base: str, path: str, token: str) -> dict:
+    req = urllib.request.Request(
+        base + path, method="POST", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as answer:
+        return json.load(answer)
+
+
+def _print_guide(
+    urls: list[str],
+    matches: list[dict],
+    procs: list[subprocess.Popen[bytes]],
+    data: Path,
+    admin: str,
+) -> None:
+    lines = ["", "nodes (any node is a front door):"]
+    for k, base in enumerate(urls):
+        lines.append(f"  n{k + 1}  {base}/   pid {procs[k].pid}")
+    lines.append("matches (bots playing):")
+    for m in matches:
+        lines.append(
+            f"  {m['match_id']}  on {m.get('node', '?')}   viewer on any node, e.g. {urls[-1]}/"
+        )
+    lines += [
+        f"membership and load:  curl {urls[0]}/api/nodes",
+        "failover:             kill -9 <a node's pid>   (its matches carry on elsewhere in ~2 s)",
+        f"logs:                 {data}/n*.log",
+        f"admin token:          {admin}",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n".join(lines), flush=True)

@@ -31,7 +31,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from replay.errors import ReplayError, UnknownMatchError
-from replay.store.base import READ_ONLY_STATUSES, EventStore, Lease, NodeRow
+from replay.store.base import READ_ONLY_STATUSES, EventStore
+from replay.store.records import Lease, NodeRow
 from server.lobby import Lobby, MatchMovingError, ServerFullError
 
 if TYPE_CHECKING:

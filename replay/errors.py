@@ -14,6 +14,7 @@ __all__ = [
     "EventEncodeError",
     "EventTooLargeError",
     "InvalidEventError",
+    "LeaseLostError",
     "MatchEndedError",
     "MatchExistsError",
     "ReplayError",
@@ -47,6 +48,24 @@ class ConcurrencyError(ReplayError):
         )
         self.match_id = match_id
         self.expected = expected
+        self.actual = actual
+
+
+class LeaseLostError(ReplayError):
+    """A fenced write (an append or a match update with ``epoch=``) came from a node
+    that no longer owns the match: its stored lease epoch is ``actual``, not the
+    writer's ``epoch``, because another node took the match over or was handed it.
+    Nothing was written; the writer must drop its copy of the match."""
+
+    code = "lease_lost"
+
+    def __init__(self, match_id: str, epoch: int, actual: int) -> None:
+        super().__init__(
+            f"match {match_id!r}: lease epoch {epoch} is no longer the owner's"
+            f" (the match is at epoch {actual})"
+        )
+        self.match_id = match_id
+        self.epoch = epoch
         self.actual = actual
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from replay.errors import (
     EventEncodeError,
     EventTooLargeError,
     InvalidEventError,
+    LeaseLostError,
     MatchEndedError,
     MatchExistsError,
     StoreClosedError,
@@ -486,3 +488,209 @@ class EventStoreContract:
         assert await store.keyframe_ticks(m.match_id) == []
         with pytest.raises(UnknownMatchError):
             await store.put_keyframe(Keyframe("nope", 0, 1, b"", b""))
+
+    # -- leases and fencing (docs/operations.md, "Leases and fencing") ----------------
+
+    async def lapse(self, store: EventStore, *match_ids: str) -> None:
+        """Wait until the leases of ``match_ids`` (taken with a short ttl) lapsed."""
+        for match_id in match_ids:
+            while (lease := await store.lease(match_id)) is not None and lease.expires_in >= 0:
+                await asyncio.sleep(0.01)
+
+    async def test_a_fenced_append_is_refused_alone_in_its_group(self, store: EventStore) -> None:
+        m1, m2 = await self.new_match(store), await self.new_match(store)
+        lease = await store.acquire_lease(m1.match_id, "n1/a", 30)
+        assert lease is not None and (lease.owner, lease.epoch) == ("n1/a", 1)
+        await store.append(m1.match_id, tick_batch(0), 0, epoch=1)
+        await store.append(m2.match_id, tick_batch(0), 0)
+        before, commits = await store.last_position(), store.commits
+        results = await asyncio.gather(
+            store.append(m1.match_id, tick_batch(1), 4, epoch=0),  # an old owner's
+            store.append(m2.match_id, tick_batch(1), 4),  # unfenced: another node's match
+            return_exceptions=True,
+        )
+        assert store.commits == commits + 1  # one group
+        lost, ok = results
+        assert isinstance(lost, LeaseLostError), lost
+        assert (lost.code, lost.match_id, lost.epoch, lost.actual) == (
+            "lease_lost",
+            m1.match_id,
+            0,
+            1,
+        )
+        assert ok.last_seq == 8 and ok.last_position == before + 4  # type: ignore[union-attr]
+        assert (await store.get_match(m1.match_id)).version == 4  # nothing of it written
+        assert await store.last_position() == before + 4
+        # append_many takes the epoch as a fifth item.
+        done = await store.append_many(
+            [(m1.match_id, tick_batch(2), 4, None, 1), (m2.match_id, tick_batch(2), 8, None)]
+        )
+        assert [r.last_seq for r in done] == [8, 12]
+        with pytest.raises(LeaseLostError):
+            await store.append_many([(m1.match_id, tick_batch(3), 8, None, 7)])
+        with pytest.raises(InvalidEventError):
+            await store.append(m1.match_id, tick_batch(3), 8, epoch=-1)
+
+    async def test_a_zombie_owner_can_never_write_again(self, store: EventStore) -> None:
+        m = await self.new_match(store, status="running")
+        ids = EventIds()
+        first = ids.take(4)
+        zombie = await store.acquire_lease(m.match_id, "n1/a", 0.01)
+        assert zombie is not None and zombie.epoch == 1
+        original = await store.append(m.match_id, tick_batch(0), 0, first_id=first, epoch=1)
+        await self.lapse(store, m.match_id)
+        taken = await store.acquire_lease(m.match_id, "n2/b", 30)
+        assert taken is not None and (taken.owner, taken.epoch) == ("n2/b", 2)
+        assert taken.expires_in > 0
+        # The old owner wakes: every fenced write is refused, nothing changes.
+        with pytest.raises(LeaseLostError) as err:
+            await store.append(m.match_id, tick_batch(1), 4, epoch=1)
+        assert (err.value.epoch, err.value.actual) == (1, 2)
+        with pytest.raises(LeaseLostError):
+            await store.update_match(m.match_id, status="interrupted", ended_at=1.0, epoch=1)
+        got = await store.get_match(m.match_id)
+        assert (got.status, got.ended_at, got.version) == ("running", None, 4)
+        assert (got.owner, got.epoch) == ("n2/b", 2)
+        # A retry of an append it made while it owned the match is still its original.
+        assert await store.append(m.match_id, tick_batch(0), 0, first_id=first, epoch=1) == original
+        assert await store.renew_leases("n1/a", 30) == {}  # what it learns it lost
+        assert await store.release_lease(m.match_id, "n1/a", 1) is None
+        assert await store.leases_of("n1/a") == []
+        # The new owner writes on.
+        await store.append(m.match_id, tick_batch(1), 4, epoch=2)
+        assert await store.renew_leases("n2/b", 30) == {m.match_id: 2}
+        ended = await store.update_match(m.match_id, status="ended", ended_at=2.0, epoch=2)
+        assert (ended.status, ended.version, ended.epoch) == ("ended", 8, 2)
+        assert [r.owner for r in await store.list_matches()] == ["n2/b"]
+
+    async def test_acquiring_a_match(self, store: EventStore) -> None:
+        fresh = await self.new_match(store)
+        assert await store.lease(fresh.match_id) == (fresh.match_id, "", 0, 0.0)
+        assert await store.lease("nope") is None
+        assert await store.acquire_lease("nope", "n1/a", 30) is None
+        won = await store.acquire_lease(fresh.match_id, "n1/a", 30)
+        assert won is not None and won[:3] == (fresh.match_id, "n1/a", 1)
+        assert 0 < won.expires_in <= 30
+        # Live: nobody takes it, not even its owner without its epoch.
+        assert await store.acquire_lease(fresh.match_id, "n2/b", 30) is None
+        assert await store.acquire_lease(fresh.match_id, "n1/a", 30) is None
+        # With the epoch it was handed (or created) at: taken, whatever its lease.
+        assert await store.acquire_lease(fresh.match_id, "n2/b", 30, epoch=0) is None
+        handed = await store.acquire_lease(fresh.match_id, "n2/b", 30, epoch=1)
+        assert handed is not None and handed[:3] == (fresh.match_id, "n2/b", 2)
+        created = await self.new_match(store)
+        mine = await store.acquire_lease(created.match_id, "n3/c", 30, epoch=0)
+        assert mine is not None and mine[1:3] == ("n3/c", 1)
+        # A match that is over is nobody's to take.
+        over = await self.new_match(store)
+        await store.update_match(over.match_id, status="ended")
+        assert await store.acquire_lease(over.match_id, "n1/a", 30) is None
+        assert await store.acquire_lease(over.match_id, "n1/a", 30, epoch=0) is None
+        for bad in (0, -1, float("nan"), float("inf"), "5"):
+            with pytest.raises(ValueError):
+                await store.acquire_lease(fresh.match_id, "n1/a", bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            await store.acquire_lease(fresh.match_id, "", 30)
+        # Two nodes at once: exactly one wins.
+        for _ in range(5):
+            m = await self.new_match(store)
+            got = await asyncio.gather(
+                store.acquire_lease(m.match_id, "n1/a", 30),
+                store.acquire_lease(m.match_id, "n2/b", 30),
+            )
+            assert sorted(g is None for g in got) == [False, True], got
+            winner = next(g for g in got if g is not None)
+            assert (await store.get_match(m.match_id)).owner == winner.owner
+
+    async def test_renewing_returns_only_what_is_still_held(self, store: EventStore) -> None:
+        a, b, c = [await self.new_match(store) for _ in range(3)]
+        for m in (a, b):
+            await store.acquire_lease(m.match_id, "n1/a", 0.01)
+        await store.acquire_lease(c.match_id, "n2/b", 30)
+        await self.lapse(store, a.match_id, b.match_id)
+        assert await store.acquire_lease(b.match_id, "n2/b", 30) is not None
+        # a lapsed but nobody took it: renewed; b was taken: gone.
+        assert await store.renew_leases("n1/a", 30) == {a.match_id: 1}
+        renewed = await store.lease(a.match_id)
+        assert renewed is not None and renewed.expires_in > 0
+        assert [(x.match_id, x.epoch) for x in await store.leases_of("n2/b")] == sorted(
+            [(b.match_id, 2), (c.match_id, 1)]
+        )
+        assert await store.renew_leases("n3/c", 30) == {}
+
+    async def test_handing_a_match_over_bumps_the_epoch(self, store: EventStore) -> None:
+        m = await self.new_match(store, status="running")
+        await store.acquire_lease(m.match_id, "n1/a", 30)
+        await store.append(m.match_id, tick_batch(0), 0, epoch=1)
+        assert await store.release_lease(m.match_id, "n1/a", 0, to="n2/b", ttl=30) is None
+        assert await store.release_lease(m.match_id, "n9/z", 1, to="n2/b", ttl=30) is None
+        handed = await store.release_lease(m.match_id, "n1/a", 1, to="n2/b", ttl=30)
+        assert handed is not None and handed[:3] == (m.match_id, "n2/b", 2)
+        assert 0 < handed.expires_in <= 30
+        with pytest.raises(LeaseLostError):
+            await store.append(m.match_id, tick_batch(1), 4, epoch=1)
+        await store.append(m.match_id, tick_batch(1), 4, epoch=2)
+        # Released without a successor: lapsed now, listed, and the next owner bumps it.
+        released = await store.release_lease(m.match_id, "n2/b", 2)
+        assert released is not None and released[:3] == (m.match_id, "n2/b", 2)
+        assert released.expires_in <= 0
+        assert [x.match_id for x in await store.lapsed_leases()] == [m.match_id]
+        took = await store.acquire_lease(m.match_id, "n3/c", 30)
+        assert took is not None and took[1:3] == ("n3/c", 3)
+        with pytest.raises(LeaseLostError):
+            await store.append(m.match_id, tick_batch(2), 8, epoch=2)
+
+    async def test_lapsed_leases_lists_only_lapsed_owned_live_matches(
+        self, store: EventStore
+    ) -> None:
+        await self.new_match(store)  # never leased: a single node's match
+        live = await self.new_match(store)
+        first, second = await self.new_match(store), await self.new_match(store)
+        over = await self.new_match(store)
+        await store.acquire_lease(live.match_id, "n1/a", 30)
+        await store.acquire_lease(over.match_id, "n1/a", 0.01)
+        await store.acquire_lease(first.match_id, "n1/a", 0.01)
+        await store.acquire_lease(second.match_id, "n2/b", 0.05)  # lapses after first
+        await store.update_match(over.match_id, status="interrupted")
+        await self.lapse(store, first.match_id, second.match_id)
+        lapsed = await store.lapsed_leases()
+        assert [(x.match_id, x.owner, x.epoch) for x in lapsed] == [
+            (first.match_id, "n1/a", 1),
+            (second.match_id, "n2/b", 1),
+        ]
+        assert all(x.expires_in < 0 for x in lapsed)
+        assert [x.match_id for x in await store.lapsed_leases(limit=1)] == [first.match_id]
+        assert sorted(x.match_id for x in await store.leases_of("n1/a")) == sorted(
+            [live.match_id, first.match_id]
+        )
+
+    async def test_heartbeats_and_nodes(self, store: EventStore) -> None:
+        assert await store.nodes() == []
+        await store.heartbeat("n2/b", "n2", "ws://b/ws", "up", {"players": 3})
+        await store.heartbeat("n1/a", "n1", "ws://a/ws", "up", {})
+        (started,) = [n.started_at for n in await store.nodes() if n.node == "n2/b"]
+        await asyncio.sleep(1.5)
+        await store.heartbeat("n2/b", "n2", "ws://b2/ws", "draining", {"full": "cpu"})
+        old, new = await store.nodes()
+        assert (old.node, old.name, old.url, old.status, old.load) == (
+            "n1/a",
+            "n1",
+            "ws://a/ws",
+            "up",
+            {},
+        )
+        assert (new.node, new.url, new.status, new.load) == (
+            "n2/b",
+            "ws://b2/ws",
+            "draining",
+            {"full": "cpu"},
+        )
+        assert new.started_at == started  # a heartbeat keeps the first start
+        assert 0 <= new.age < old.age
+        assert abs(new.started_at - time.time()) < 3600  # unix time
+        threshold = old.age - 0.75
+        assert [n.node for n in await store.nodes(max_age=threshold)] == ["n2/b"]
+        with pytest.raises(ValueError):
+            await store.heartbeat("n3/c", "n3", "ws://c/ws", "sleeping", {})
+        assert await store.forget_nodes(threshold) == 1
+        assert [n.node for n in await store.nodes()] == ["n2/b"]

@@ -3,6 +3,9 @@
 python tests/store_writer_child.py race URL MATCH_ID
     prints "ready"; then for each stdin line "go VERSION TICK" appends 4 events at
     expected VERSION and prints "ok LAST_SEQ" or "conflict".
+python tests/store_writer_child.py acquire URL OWNER MATCH_ID...
+    prints "ready", waits for a stdin line, then takes the lease of every match at
+    once and prints "won MATCH_ID EPOCH" or "lost MATCH_ID" for each.
 python tests/store_writer_child.py write URL PREFIX MATCHES BATCHES
     creates MATCHES matches PREFIX-0.., prints "ready", waits for a stdin line,
     then appends BATCHES batches of 4 events to each, all matches at once, and
@@ -52,9 +55,20 @@ async def write(url: str, prefix: str, matches: int, batches: int) -> None:
         await asyncio.gather(*(play(m) for m in ids))
 
 
+async def acquire(url: str, owner: str, match_ids: list[str]) -> None:
+    async with open_store(url) as store:
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        leases = await asyncio.gather(*(store.acquire_lease(m, owner, 60) for m in match_ids))
+        for match_id, lease in zip(match_ids, leases, strict=True):
+            print(f"won {match_id} {lease.epoch}" if lease else f"lost {match_id}", flush=True)
+
+
 if __name__ == "__main__":
     mode, url, *rest = sys.argv[1:]
     if mode == "race":
         asyncio.run(race(url, rest[0]))
+    elif mode == "acquire":
+        asyncio.run(acquire(url, rest[0], rest[1:]))
     else:
         asyncio.run(write(url, rest[0], int(rest[1]), int(rest[2])))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from conftest import PgCluster
 from store_contract import record, tick_batch
 
 from replay.codec import encode_batch
-from replay.errors import StoreUnavailableError
+from replay.errors import LeaseLostError, MatchEndedError, StoreUnavailableError
 from replay.store import open_store
 from replay.store.base import EventStore
 from replay.store.memory import MemoryRecorder
@@ -148,14 +149,15 @@ async def test_match_rows_and_keyframes(recorder: Recorder) -> None:
         await recorder.insert_match(match_row("a"))
     assert getattr(err.value, "code", None) == "match_exists"
 
-    def refuse(status: str) -> None:
+    def refuse(status: str, epoch: int) -> None:
         raise ValueError(status)
 
     with pytest.raises(ValueError, match="running"):
         await recorder.update_match("a", {"status": "ended"}, refuse)
-    updated = await recorder.update_match("a", {"status": "ended"}, lambda s: None)
+    updated = await recorder.update_match("a", {"status": "ended"}, lambda s, e: None)
     assert updated is not None and updated.status == "ended"
-    assert await recorder.update_match("nope", {}, lambda s: None) is None
+    assert (updated.owner, updated.epoch) == ("", 0)
+    assert await recorder.update_match("nope", {}, lambda s, e: None) is None
     await recorder.put_keyframe(a, 10, 1, b"x", b"c")
     await recorder.put_keyframe(a, 10, 2, b"y", b"d")
     assert await recorder.keyframe(a, 11) == (10, 2, b"y", b"d")
@@ -354,3 +356,205 @@ async def test_a_newer_postgresql_schema_is_refused(pg_url: str) -> None:
         async with open_store(pg_url):
             pass
     assert err.value.code == "store_schema" and "99" in str(err.value)
+
+
+# -- leases ---------------------------------------------------------------------------
+
+
+async def test_group_rows_are_fenced_by_the_stored_epoch(recorder: Recorder) -> None:
+    a = await recorder.insert_match(match_row("a"))
+    b = await recorder.insert_match(match_row("b"))
+    ended = await recorder.insert_match(match_row("c", status="ended"))
+    lease = await recorder.acquire_lease("a", "n1/a", 30, None)
+    assert lease is not None and lease.epoch == 1
+    outcomes = await recorder.insert_group(
+        [
+            batch(a, 1)._replace(epoch=1),  # the owner's: accepted
+            batch(b, 1),  # unfenced: accepted
+            batch(a, 3)._replace(epoch=0),  # an old owner's: refused, nothing written
+            batch(ended, 1)._replace(epoch=5),  # the epoch is checked first
+            batch(a, 3)._replace(epoch=1),  # the owner's next: accepted
+        ]
+    )
+    assert outcomes == [2, 4, Conflict("epoch", 1), Conflict("epoch", 0), 6]
+    got = await recorder.match("a")
+    assert got is not None and (got.version, got.owner, got.epoch) == (4, "n1/a", 1)
+
+
+async def test_a_takeover_is_ordered_with_group_commits(url: str) -> None:
+    """The old owner appends as fast as it can while another node takes the match (on
+    PostgreSQL through another connection pool, as another process would): every
+    append of the old owner is stored before the takeover or refused after it, so the
+    new owner's first append, at the version it read after taking the match, succeeds."""
+    old: EventStore = open_store(url)
+    await old.open()
+    new = old if url == "memory:" or url.startswith("sqlite") else open_store(url)
+    if new is not old:
+        await new.open()
+    try:
+        for round_ in range(60):
+            m = await old.create_match(record(status="running"))
+            assert (await old.acquire_lease(m.match_id, "n1/a", 30)) is not None
+            appended = asyncio.Event()
+
+            async def zombie(match_id: str = m.match_id, flag: asyncio.Event = appended) -> int:
+                version = 0
+                while True:
+                    try:
+                        await old.append(match_id, tick_batch(version), version, epoch=1)
+                    except LeaseLostError:
+                        return version
+                    version += 4
+                    if version >= 8:
+                        flag.set()
+
+            writer = asyncio.create_task(zombie())
+            await appended.wait()
+            taken = await new.acquire_lease(m.match_id, "n2/b", 30, epoch=1)
+            assert taken is not None and taken.epoch == 2
+            version = (await new.get_match(m.match_id)).version
+            result = await new.append(m.match_id, tick_batch(10**6), version, epoch=2)
+            assert result.first_seq == version + 1, round_
+            stopped_at = await asyncio.wait_for(writer, 60)
+            assert stopped_at == version  # every acknowledged append is in the stream
+    finally:
+        if new is not old:
+            await new.close()
+        await old.close()
+
+
+async def test_two_stores_racing_for_leases_one_wins_each(pg_url: str) -> None:
+    """Two stores on one database (two connection pools, as two nodes have)."""
+    stores = [open_store(pg_url), open_store(pg_url)]
+    for s in stores:
+        await s.open()
+    try:
+        ms = [await stores[0].create_match(record()) for _ in range(30)]
+        got = await asyncio.gather(
+            *(s.acquire_lease(m.match_id, f"n{i}/x", 30) for m in ms for i, s in enumerate(stores))
+        )
+        for m, pair in zip(ms, zip(got[::2], got[1::2], strict=True), strict=True):
+            assert sorted(g is None for g in pair) == [False, True], pair
+            winner = next(g for g in pair if g is not None)
+            assert (winner.match_id, winner.epoch) == (m.match_id, 1)
+            assert (await stores[1].lease(m.match_id))[1:3] == (winner.owner, 1)  # type: ignore[index]
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_two_processes_racing_for_leases_one_wins_each(pg_url: str) -> None:
+    async with open_store(pg_url) as store:
+        ids = [(await store.create_match(record())).match_id for _ in range(40)]
+    racers = [_child("acquire", pg_url, f"n{i}/x", *ids) for i in range(2)]
+    try:
+        assert [await asyncio.to_thread(_line, p) for p in racers] == ["ready", "ready"]
+        for p in racers:
+            p.stdin.write("go\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+        outputs = [await asyncio.to_thread(p.communicate, None, 120) for p in racers]
+        assert [p.returncode for p in racers] == [0, 0]
+    finally:
+        for p in racers:
+            if p.poll() is None:
+                p.kill()
+    winners: dict[str, list[str]] = {m: [] for m in ids}
+    for i, (out, _) in enumerate(outputs):
+        assert len(out.splitlines()) == len(ids)
+        for verdict, match_id, *epoch in (line.split() for line in out.splitlines()):
+            if verdict == "won":
+                assert epoch == ["1"]
+                winners[match_id].append(f"n{i}/x")
+    assert all(len(w) == 1 for w in winners.values()), winners
+    async with open_store(pg_url) as store:
+        for match_id, (owner,) in winners.items():
+            assert (await store.get_match(match_id)).owner == owner
+
+
+async def test_leases_and_node_ages_follow_the_databases_clock(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose clock is an hour off agrees with the others: PostgreSQL's clock
+    decides when a lease lapses and how old a heartbeat is."""
+    import time
+
+    async with open_store(pg_url) as store:
+        m = await store.create_match(record())
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 3600)
+        lease = await store.acquire_lease(m.match_id, "n1/a", 30)
+        assert lease is not None and 0 < lease.expires_in <= 30
+        assert await store.lapsed_leases() == []
+        await store.heartbeat("n1/a", "n1", "ws://a/ws", "up", {})
+        (node,) = await store.nodes(max_age=60)
+        assert 0 <= node.age < 60 and abs(node.started_at - real()) < 60
+        monkeypatch.setattr(time, "time", lambda: real() - 3600)
+        assert await store.acquire_lease(m.match_id, "n2/b", 30) is None  # still live
+        assert await store.forget_nodes(60) == 0
+
+
+# -- migration --------------------------------------------------------------------------
+
+GOLDEN = ROOT / "tests" / "golden"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def old_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store as matchreplay wrote it at schema version 1, before leases (the dumps in
+    tests/golden were made by that code)."""
+    if request.param == "sqlite":
+        path = tmp_path / "events.db"
+        with sqlite3.connect(path) as raw:
+            raw.executescript((GOLDEN / "store_v1_sqlite.sql").read_text())
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("pg_url")
+
+    async def load() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute((GOLDEN / "store_v1_postgres.sql").read_text())
+        finally:
+            await conn.close()
+
+    asyncio.run(load())
+    return url
+
+
+async def test_a_store_from_before_leases_opens_and_appends(old_store_url: str) -> None:
+    async with open_store(old_store_url) as store:
+        running = await store.get_match("old-running")
+        assert (running.version, running.last_tick, running.status) == (8, 1, "running")
+        assert (running.owner, running.epoch) == ("", 0)
+        assert [e.new_event() for e in await store.read("old-running")] == [
+            *tick_batch(0),
+            *tick_batch(1),
+        ]
+        assert (await store.get_keyframe("old-running", 5)).data == b"state"  # type: ignore[union-attr]
+        assert await store.last_position() == 10
+        # Unfenced appends go on as before; the old match can be leased and fenced.
+        assert (await store.append("old-running", tick_batch(2), 8)).last_position == 14
+        lease = await store.acquire_lease("old-running", "n1/a", 30, epoch=0)
+        assert lease is not None and lease.epoch == 1
+        assert (await store.append("old-running", tick_batch(3), 12, epoch=1)).last_seq == 16
+        with pytest.raises(LeaseLostError):
+            await store.append("old-running", tick_batch(4), 16, epoch=0)
+        with pytest.raises(MatchEndedError):
+            await store.append("old-ended", tick_batch(1), 2)
+        assert await store.lapsed_leases() == []
+        await store.heartbeat("n1/a", "n1", "ws://a/ws", "up", {})
+        assert [n.node for n in await store.nodes()] == ["n1/a"]
+    async with open_store(old_store_url) as store:  # and opens again, migrated
+        assert (await store.get_match("old-running")).version == 16
+    if old_store_url.startswith("sqlite"):
+        with sqlite3.connect(old_store_url.removeprefix("sqlite:///")) as raw:
+            assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+    else:
+        import asyncpg
+
+        conn = await asyncpg.connect(old_store_url)
+        try:
+            assert await conn.fetchval("SELECT version FROM matchreplay_schema") == 2
+        finally:
+            await conn.close()

@@ -131,8 +131,9 @@ def test_every_command_on_an_unreadable_store_ends_at_once_with_one_line(
         if damage == "truncated":
             f.truncate(size // 2)
         else:  # the file's header is fine, pages in the middle are noise
-            f.seek(size // 2 // 4096 * 4096)
-            f.write(bytes(range(256)) * 32)
+            start, end = size // 2 // 4096 * 4096, size * 3 // 4 // 4096 * 4096
+            f.seek(start)
+            f.write(bytes(range(256)) * 16 * ((end - start) // 4096 or 1))
     replay_file = tmp_path / "x.mrp"
     replay_file.write_bytes(b"")
     commands = [

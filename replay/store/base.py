@@ -39,6 +39,7 @@ from replay.errors import (
     EventEncodeError,
     EventTooLargeError,
     InvalidEventError,
+    LeaseLostError,
     MatchEndedError,
     StoreClosedError,
     StoreUnavailableError,
@@ -47,6 +48,7 @@ from replay.errors import (
 from replay.events import EventCatalog, NewEvent, RecordedEvent
 from replay.store.recorder import (
     MAX_INT,
+    UNFENCED,
     BatchRow,
     Conflict,
     MatchRow,
@@ -62,8 +64,10 @@ from replay.store.records import (
     EventBatch,
     EventIds,
     Keyframe,
+    Lease,
     MatchRecord,
     MatchStatus,
+    NodeRow,
 )
 from replay.store.upcast import upcast_events
 
@@ -75,8 +79,10 @@ __all__ = [
     "EventIds",
     "EventStore",
     "Keyframe",
+    "Lease",
     "MatchRecord",
     "MatchStatus",
+    "NodeRow",
     "wait_event",
 ]
 
@@ -84,6 +90,7 @@ log = logging.getLogger(__name__)
 
 _MAX_ID = 2**128 - 1
 _STATUSES = frozenset({"created", "running", "ended", "interrupted"})
+_NODE_STATUSES = frozenset({"up", "draining", "stopped"})
 
 
 @dataclass(eq=False)
@@ -94,6 +101,7 @@ class _Append:
     expected_version: int
     first_id: int
     blob: bytes
+    epoch: int
     future: asyncio.Future[AppendResult] = field(repr=False)
 
 
@@ -217,7 +225,7 @@ class EventStore:
             json.dumps(record.options),
         )
         await self._recorder().insert_match(row)
-        return record.with_changes(version=0, last_tick=-1)
+        return record.with_changes(version=0, last_tick=-1, owner="", epoch=0)
 
     async def get_match(self, match_id: str) -> MatchRecord:
         """Raises UnknownMatchError, CorruptMatchError."""
@@ -264,13 +272,22 @@ class EventStore:
         ended_at: float | None = None,
         players: Sequence[str] | None = None,
         settings: dict[str, Any] | None = None,
+        epoch: int | None = None,
     ) -> MatchRecord:
         """Change the mutable metadata. An ended or interrupted match stays read-only
-        for events; its status may still move from interrupted to ended."""
+        for events; its status may still move from interrupted to ended.
+
+        ``epoch``: the caller's lease epoch (:meth:`acquire_lease`); the change is made
+        only if the match's stored epoch is still that one, else LeaseLostError and
+        nothing changes (a node that lost the match can never end or interrupt it).
+        None: unfenced."""
         if status is not None and status not in _STATUSES:
             raise ValueError(f"unknown match status {status!r}")
+        _check_epoch(match_id, epoch)
 
-        def allowed(current: str) -> None:
+        def allowed(current: str, current_epoch: int) -> None:
+            if epoch is not None and current_epoch != epoch:
+                raise LeaseLostError(match_id, epoch, current_epoch)
             # Read-only is forever; the only move out of it is interrupted -> ended.
             if (
                 status is not None
@@ -305,12 +322,16 @@ class EventStore:
         *,
         first_id: int | None = None,
         encoded: bytes | None = None,
+        epoch: int | None = None,
     ) -> AppendResult:
         """Append ``events`` if the match is at ``expected_version``.
 
         Raises ConcurrencyError (version mismatch), UnknownMatchError,
-        MatchEndedError, EventTooLargeError, EventEncodeError, InvalidEventError;
-        in every case nothing is written. ``first_id`` names the batch for
+        MatchEndedError, EventTooLargeError, EventEncodeError, InvalidEventError,
+        LeaseLostError; in every case nothing is written. ``epoch``: the caller's
+        lease epoch (:meth:`acquire_lease`): the append is accepted only if the match's
+        stored epoch is still that one, checked in the transaction that writes it (None:
+        unfenced, for a single node and offline tools). ``first_id`` names the batch for
         idempotent retries; when omitted the store allocates ids itself.
         ``encoded``: ``replay.codec.encode_batch(events)``, when the caller already
         has it (a live match sends the same bytes to its players): encoded once.
@@ -326,6 +347,7 @@ class EventStore:
             raise InvalidEventError(
                 f"match {match_id!r}: expected version {expected_version!r} is not in 0..2**62"
             )
+        _check_epoch(match_id, epoch)
         try:
             blob = encoded if encoded is not None else encode_batch(events)
         except TypeError as exc:  # `data` that is not a sequence
@@ -343,27 +365,43 @@ class EventStore:
         # checks and its ack.
         self._in_flight += 1
         try:
-            return await self._admitted_append(match_id, events, expected_version, first_id, blob)
+            return await self._admitted_append(
+                match_id,
+                events,
+                expected_version,
+                first_id,
+                blob,
+                UNFENCED if epoch is None else epoch,
+            )
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
 
     async def append_many(
-        self, appends: Sequence[tuple[str, Sequence[NewEvent], int, int | None]]
+        self,
+        appends: Sequence[
+            tuple[str, Sequence[NewEvent], int, int | None]
+            | tuple[str, Sequence[NewEvent], int, int | None, int | None]
+        ],
     ) -> list[AppendResult]:
-        """``append(match_id, events, expected_version, first_id=...)`` for each tuple, in
-        this order and in one group commit when the store is idle: appends to one match
-        at successive versions chain, and positions follow the order given (a copy or an
-        import keeps the source's order). Raises the first failure; the other appends
-        still commit or fail on their own."""
+        """``append(match_id, events, expected_version, first_id=..., epoch=...)`` for
+        each tuple (``epoch`` optional, the fifth item), in this order and in one group
+        commit when the store is idle: appends to one match at successive versions
+        chain, and positions follow the order given (a copy or an import keeps the
+        source's order). Raises the first failure; the other appends still commit or
+        fail on their own."""
         # Every check and match key before queueing anything, so the queue gets the
         # requests back to back, in order.
         for match_id in dict.fromkeys(a[0] for a in appends):
             await self._mkey(match_id)
         calls = [
-            asyncio.ensure_future(self.append(m, events, version, first_id=first_id))
-            for m, events, version, first_id in appends
+            asyncio.ensure_future(
+                self.append(
+                    m, events, version, first_id=first_id, epoch=epoch[0] if epoch else None
+                )
+            )
+            for m, events, version, first_id, *epoch in appends
         ]
         results = await asyncio.gather(*calls, return_exceptions=True)
         for r in results:
@@ -378,6 +416,7 @@ class EventStore:
         expected_version: int,
         first_id: int | None,
         blob: bytes,
+        epoch: int,
     ) -> AppendResult:
         mkey = await self._mkey(match_id)
         request = _Append(
@@ -387,13 +426,14 @@ class EventStore:
             expected_version,
             self._ids.take(len(events)) if first_id is None else first_id,
             blob,
+            epoch,
             asyncio.get_running_loop().create_future(),
         )
         self._queue.append(request)
         self._wake.set()
         try:
             return await request.future
-        except (ConcurrencyError, MatchEndedError):
+        except (ConcurrencyError, MatchEndedError, LeaseLostError):
             if first_id is not None:
                 done = await self._find_batch(request)
                 if done is not None:
@@ -456,6 +496,7 @@ class EventStore:
                     batch_checksum(
                         req.mkey, first_seq, n, base_tick, last_tick, first_id, req.blob
                     ),
+                    req.epoch,
                 )
             )
         outcomes = await self._recorder().insert_group(rows)
@@ -618,6 +659,88 @@ class EventStore:
                 position = event.position
                 yield event
 
+    # -- leases (docs/operations.md, "Leases and fencing") -------------------------
+
+    async def acquire_lease(
+        self, match_id: str, owner: str, ttl: float, *, epoch: int | None = None
+    ) -> Lease | None:
+        """Make ``owner`` (a node instance id) the owner of a created or running match
+        for ``ttl`` seconds, raising its epoch by one; the new Lease, or None when
+        the match is not to be had (or does not exist).
+
+        ``epoch`` None: only if nobody holds a live lease on it (never leased, or
+        lapsed): a takeover. ``epoch=E``: only if its epoch is still E: the caller was
+        handed it (:meth:`release_lease` ``to=``) or created it (E = 0). Atomic across
+        processes: of two nodes taking one match at once, one wins."""
+        _check_owner(owner)
+        _check_ttl(ttl)
+        _check_epoch(match_id, epoch)
+        return await self._recorder().acquire_lease(match_id, owner, ttl, epoch)
+
+    async def renew_leases(self, owner: str, ttl: float) -> dict[str, int]:
+        """Extend every lease ``owner`` holds on a live match to ``ttl`` seconds from now
+        (lapsed ones too, unless another node took them): ``{match_id: epoch}`` of the
+        matches it still holds. What a node that was paused learns it lost."""
+        _check_owner(owner)
+        _check_ttl(ttl)
+        return await self._recorder().renew_leases(owner, ttl)
+
+    async def release_lease(
+        self, match_id: str, owner: str, epoch: int, *, to: str | None = None, ttl: float = 0.0
+    ) -> Lease | None:
+        """Give up a lease ``(owner, epoch)`` still holds (None when it does not):
+        ``to`` None lapses it now (any node may take the match over); ``to`` another
+        instance hands it over: owner ``to``, epoch + 1, for ``ttl`` seconds."""
+        _check_owner(owner)
+        _check_epoch(match_id, epoch)
+        if to is not None:
+            _check_owner(to)
+            _check_ttl(ttl)
+        return await self._recorder().release_lease(match_id, owner, epoch, to, ttl)
+
+    async def lease(self, match_id: str) -> Lease | None:
+        """The match's lease (owner "" and epoch 0: never leased); None: no such match."""
+        return await self._recorder().lease(match_id)
+
+    async def lapsed_leases(self, limit: int = 100) -> list[Lease]:
+        """Created or running matches whose owner's lease lapsed, longest-lapsed first:
+        the matches to take over. Matches never leased (single-node ones) are not listed."""
+        return await self._recorder().lapsed_leases(limit)
+
+    async def leases_of(self, owner: str) -> list[Lease]:
+        """The created or running matches ``owner`` holds (lapsed or not), by match id."""
+        return await self._recorder().leases_of(owner)
+
+    # -- nodes -------------------------------------------------------------------
+
+    async def heartbeat(
+        self, node: str, name: str, url: str, status: str, load: Mapping[str, Any]
+    ) -> None:
+        """Record that ``node`` (an instance id) is alive now, by the store's clock,
+        with its ``status`` (up, draining, stopped) and ``load`` (a JSON object)."""
+        _check_owner(node)
+        if status not in _NODE_STATUSES:
+            raise ValueError(f"unknown node status {status!r}")
+        await self._recorder().heartbeat(node, name, url, status, json.dumps(dict(load)))
+
+    async def nodes(self, max_age: float | None = None) -> list[NodeRow]:
+        """The nodes heard from at most ``max_age`` seconds ago (all with None), by name
+        then instance id."""
+        rows = await self._recorder().nodes(max_age)
+        out = []
+        for row in rows:
+            try:
+                load = json.loads(row.load)
+            except (ValueError, TypeError, RecursionError):
+                load = None
+            out.append(row._replace(load=load if isinstance(load, dict) else {}))
+        return out
+
+    async def forget_nodes(self, older_than: float) -> int:
+        """Drop the rows of nodes not heard from for more than ``older_than`` seconds;
+        how many."""
+        return await self._recorder().forget_nodes(older_than)
+
     # -- keyframes ---------------------------------------------------------------
 
     async def put_keyframe(self, keyframe: Keyframe) -> None:
@@ -722,6 +845,8 @@ def _where(match_id: str, first_seq: int, count: int) -> str:
 
 
 def _conflict_error(req: _Append, row: NewBatch, conflict: Conflict) -> Exception:
+    if conflict.reason == "epoch":
+        return LeaseLostError(req.match_id, req.epoch, conflict.actual)
     if conflict.reason == "version":
         return ConcurrencyError(req.match_id, req.expected_version, conflict.actual)
     if conflict.reason == "ended":
@@ -732,6 +857,21 @@ def _conflict_error(req: _Append, row: NewBatch, conflict: Conflict) -> Exceptio
             f" stored tick {conflict.actual}"
         )
     return UnknownMatchError(req.match_id)
+
+
+def _check_epoch(match_id: str, epoch: int | None) -> None:
+    if epoch is not None and (type(epoch) is not int or not 0 <= epoch < MAX_INT):
+        raise InvalidEventError(f"match {match_id!r}: lease epoch {epoch!r} is not in 0..2**62")
+
+
+def _check_owner(owner: str) -> None:
+    if not isinstance(owner, str) or not owner:
+        raise ValueError(f"a lease owner or node is a non-empty instance id, not {owner!r}")
+
+
+def _check_ttl(ttl: float) -> None:
+    if not isinstance(ttl, int | float) or not 0 < ttl < 1e9:
+        raise ValueError(f"a lease lasts 0 < ttl < 1e9 seconds, not {ttl!r}")
 
 
 def _check_events(match_id: str, events: Sequence[NewEvent]) -> None:
@@ -790,4 +930,6 @@ def _record(row: MatchRow) -> MatchRecord:
         version=row.version or 0,
         last_tick=-1 if row.last_tick is None else row.last_tick,
         options=options,
+        owner=row.owner,
+        epoch=row.epoch,
     )

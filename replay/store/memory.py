@@ -11,11 +11,21 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from replay.errors import MatchExistsError
-from replay.store.recorder import BatchRow, Conflict, MatchRow, NewBatch, Recorder
+from replay.store.recorder import (
+    LIVE,
+    UNFENCED,
+    BatchRow,
+    Conflict,
+    MatchRow,
+    NewBatch,
+    Recorder,
+)
+from replay.store.records import Lease, NodeRow
 
 __all__ = ["MemoryRecorder"]
 
@@ -32,6 +42,9 @@ class MemoryRecorder(Recorder):
         self._log: list[tuple[BatchRow, int]] = []  # (row, type mask) in position order
         self._positions: list[int] = []
         self._keyframes: dict[int, dict[int, tuple[int, int, bytes, bytes]]] = {}
+        self._lease_until: dict[int, float] = {}  # mkey -> end (absent: never leased)
+        # node -> [name, url, started_at, seen_at, status, load]
+        self._nodes: dict[str, list[Any]] = {}
         self._committed = asyncio.Event()
 
     async def open(self) -> None:
@@ -75,7 +88,7 @@ class MemoryRecorder(Recorder):
         mkey = self._by_id.get(match_id)
         if mkey is None:
             return None
-        allowed(self._matches[mkey - 1].status)
+        allowed(self._matches[mkey - 1].status, self._matches[mkey - 1].epoch)
         self._matches[mkey - 1] = self._matches[mkey - 1]._replace(**changes)
         return self._with_head(self._matches[mkey - 1])
 
@@ -99,9 +112,11 @@ class MemoryRecorder(Recorder):
             if not 0 < r.mkey <= len(self._matches):
                 out.append(Conflict("unknown"))
                 continue
-            status = self._matches[r.mkey - 1].status
+            status, epoch = self._matches[r.mkey - 1].status, self._matches[r.mkey - 1].epoch
             version, last_tick = self._stream_head(r.mkey)
-            if status in _READ_ONLY:
+            if r.epoch != UNFENCED and r.epoch != epoch:
+                out.append(Conflict("epoch", epoch))
+            elif status in _READ_ONLY:
                 out.append(Conflict("ended", status=status))
             elif r.first_seq - 1 != version:
                 out.append(Conflict("version", version))
@@ -162,6 +177,100 @@ class MemoryRecorder(Recorder):
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._committed.wait(), timeout)
+
+    # -- leases ------------------------------------------------------------------
+
+    def _lease(self, mkey: int, now: float) -> Lease:
+        row = self._matches[mkey - 1]
+        until = self._lease_until.get(mkey)
+        return Lease(row.match_id, row.owner, row.epoch, 0.0 if until is None else until - now)
+
+    def _set_owner(self, mkey: int, owner: str, epoch: int, until: float, now: float) -> Lease:
+        self._matches[mkey - 1] = self._matches[mkey - 1]._replace(owner=owner, epoch=epoch)
+        self._lease_until[mkey] = until
+        return self._lease(mkey, now)
+
+    async def acquire_lease(
+        self, match_id: str, owner: str, ttl: float, epoch: int | None
+    ) -> Lease | None:
+        now = time.time()
+        mkey = self._by_id.get(match_id)
+        if mkey is None:
+            return None
+        row = self._matches[mkey - 1]
+        if row.status not in LIVE:
+            return None
+        if epoch is None:
+            if row.owner and self._lease_until.get(mkey, now) > now:
+                return None
+        elif row.epoch != epoch:
+            return None
+        return self._set_owner(mkey, owner, row.epoch + 1, now + ttl, now)
+
+    async def renew_leases(self, owner: str, ttl: float) -> dict[str, int]:
+        now = time.time()
+        held: dict[str, int] = {}
+        for row in self._matches:
+            if row.owner == owner and row.status in LIVE:
+                self._lease_until[row.mkey] = now + ttl
+                held[row.match_id] = row.epoch
+        return held
+
+    async def release_lease(
+        self, match_id: str, owner: str, epoch: int, to: str | None, ttl: float
+    ) -> Lease | None:
+        now = time.time()
+        mkey = self._by_id.get(match_id)
+        if mkey is None:
+            return None
+        row = self._matches[mkey - 1]
+        if (row.owner, row.epoch) != (owner, epoch):
+            return None
+        if to is None:
+            return self._set_owner(mkey, owner, epoch, now, now)
+        return self._set_owner(mkey, to, epoch + 1, now + ttl, now)
+
+    async def lease(self, match_id: str) -> Lease | None:
+        mkey = self._by_id.get(match_id)
+        return None if mkey is None else self._lease(mkey, time.time())
+
+    async def lapsed_leases(self, limit: int) -> list[Lease]:
+        now = time.time()
+        lapsed = [
+            (self._lease_until[r.mkey], r.mkey)
+            for r in self._matches
+            if r.owner and r.status in LIVE and self._lease_until.get(r.mkey, now) <= now
+        ]
+        return [self._lease(mkey, now) for _, mkey in sorted(lapsed)[:limit]]
+
+    async def leases_of(self, owner: str) -> list[Lease]:
+        now = time.time()
+        return sorted(
+            self._lease(r.mkey, now) for r in self._matches if r.owner == owner and r.status in LIVE
+        )
+
+    # -- nodes -------------------------------------------------------------------
+
+    async def heartbeat(self, node: str, name: str, url: str, status: str, load: str) -> None:
+        now = time.time()
+        started = self._nodes[node][2] if node in self._nodes else now
+        self._nodes[node] = [name, url, started, now, status, load]
+
+    async def nodes(self, max_age: float | None) -> list[NodeRow]:
+        now = time.time()
+        rows = [
+            NodeRow(node, name, url, started, now - seen, status, load)
+            for node, (name, url, started, seen, status, load) in self._nodes.items()
+            if max_age is None or now - seen <= max_age
+        ]
+        return sorted(rows, key=lambda r: (r.name, r.node))
+
+    async def forget_nodes(self, older_than: float) -> int:
+        now = time.time()
+        doomed = [n for n, row in self._nodes.items() if now - row[3] > older_than]
+        for n in doomed:
+            del self._nodes[n]
+        return len(doomed)
 
     # -- keyframes ---------------------------------------------------------------
 

@@ -4,9 +4,10 @@ Layout (the same rows as the SQLite recorder, see docs/operations.md)::
 
     matchreplay_schema(version)
     matches(mkey, match_id, game, rules_version, tick_rate, players, settings, seed,
-            created_at, ended_at, status, options)
+            created_at, ended_at, status, options, owner, epoch, lease_until)
     batches(position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types)
     keyframes(mkey, tick, format_version, data, checksum)
+    nodes(node, name, url, started_at, seen_at, status, load)
 
 Ordering. A group commit is one transaction that first takes a transaction-scoped
 advisory lock (:data:`POSITION_LOCK`), then reads the highest position and the heads
@@ -20,6 +21,12 @@ and the WAL flush once per group, not per append.
 Conflicts are decided under that lock from the stored rows (and backed by the
 unique key on ``(mkey, first_seq)``), so two processes appending to one match at
 the same version get one winner and one conflict.
+
+Leases. A match's owner, epoch and lease end are columns of its row; the lease
+methods are single UPDATEs (two nodes taking one match: the row lock lets exactly one
+win), and those that change the epoch also take the position lock, so a group commit
+checks an append's epoch either before the change of owner or after it, never across.
+Times are PostgreSQL's ``clock_timestamp()``: nodes whose clocks disagree agree on it.
 
 Wake-ups. Each group's transaction sends ``NOTIFY matchreplay_commits, '<head>'``;
 PostgreSQL delivers it at commit to every listening connection, so a subscriber in
@@ -49,14 +56,24 @@ from replay.errors import (
     StoreSchemaError,
     StoreUnavailableError,
 )
-from replay.store.recorder import MATCH_COLUMNS, BatchRow, Conflict, MatchRow, NewBatch, Recorder
+from replay.store.recorder import (
+    MATCH_COLUMNS,
+    UNFENCED,
+    BatchRow,
+    Conflict,
+    MatchRow,
+    NewBatch,
+    Recorder,
+)
+from replay.store.records import Lease, NodeRow
 
 __all__ = ["POSITION_LOCK", "SCHEMA_VERSION", "PostgresRecorder"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-"""The row in ``matchreplay_schema`` of a current database; a higher one is refused."""
+SCHEMA_VERSION = 2
+"""The row in ``matchreplay_schema`` of a current database; a higher one is refused,
+a lower one migrated (:data:`_MIGRATIONS`)."""
 
 POSITION_LOCK = 0x6D_72_65_70_6C_61_79
 """``pg_advisory_xact_lock`` key taken by every group commit and match update: it
@@ -66,8 +83,7 @@ CHANNEL = "matchreplay_commits"
 
 _READ_ONLY = ("ended", "interrupted")
 
-_SCHEMA = (
-    """
+_SCHEMA_V1 = """
 CREATE TABLE matches (
     mkey bigserial PRIMARY KEY,
     match_id text NOT NULL UNIQUE,
@@ -106,22 +122,54 @@ CREATE TABLE keyframes (
     PRIMARY KEY (mkey, tick)
 );
 """
-    + f"""
+"""The first schema: a new database starts here and is migrated like an old one."""
+
+_LIVE = "status IN ('created', 'running')"
+"""recorder.LIVE: the matches a lease can be taken on."""
+_LEASED = f"owner <> '' AND {_LIVE}"
+"""The leased live matches: the partial indexes' condition, repeated verbatim by the
+queries that use them."""
+
+_MIGRATIONS = {
+    2: f"""
+ALTER TABLE matches
+    ADD COLUMN owner text NOT NULL DEFAULT '',
+    ADD COLUMN epoch bigint NOT NULL DEFAULT 0,
+    ADD COLUMN lease_until double precision;
+CREATE INDEX matches_owner ON matches (owner) WHERE {_LEASED};
+CREATE INDEX matches_lease_until ON matches (lease_until) WHERE {_LEASED};
+CREATE TABLE nodes (
+    node text PRIMARY KEY,
+    name text NOT NULL,
+    url text NOT NULL,
+    started_at double precision NOT NULL,
+    seen_at double precision NOT NULL,
+    status text NOT NULL,
+    load text NOT NULL
+);
+DROP FUNCTION IF EXISTS matchreplay_insert_group(
+    bigint[], bigint[], integer[], bigint[], bigint[], bytea[], bytea[], bigint[], bytea[]);
+""",
+}
+"""Schema version -> the SQL that migrates the version before it (leases: version 2)."""
+
+_INSERT_GROUP_FUNCTION = f"""
 -- A whole group commit in one statement (one round trip; autocommit makes it one
 -- transaction): take the position lock, read the highest position and the heads of
 -- the group's matches, decide each row in order (earlier rows count), insert the
 -- accepted ones, notify listeners. One result row per input row, in order: its last
--- position, or why it was refused.
-CREATE FUNCTION matchreplay_insert_group(
+-- position, or why it was refused. Replaced by every migration.
+CREATE OR REPLACE FUNCTION matchreplay_insert_group(
     p_mkey bigint[], p_first_seq bigint[], p_count integer[], p_base_tick bigint[],
     p_last_tick bigint[], p_first_id bytea[], p_blob bytea[], p_types bigint[],
-    p_checksum bytea[])
+    p_checksum bytea[], p_epoch bigint[])
 RETURNS TABLE (pos bigint, reason text, actual bigint, status text)
 LANGUAGE plpgsql AS $$
 DECLARE
     head bigint;
     keys bigint[];
     sts text[];
+    eps bigint[];
     vers bigint[];
     lts bigint[];
     k integer;
@@ -130,9 +178,9 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock({POSITION_LOCK});
     SELECT coalesce(max(b.position), 0) INTO head FROM batches b;
-    SELECT array_agg(m.mkey), array_agg(m.status), array_agg(coalesce(h.version, 0)),
-           array_agg(coalesce(h.last_tick, -1))
-      INTO keys, sts, vers, lts
+    SELECT array_agg(m.mkey), array_agg(m.status), array_agg(m.epoch),
+           array_agg(coalesce(h.version, 0)), array_agg(coalesce(h.last_tick, -1))
+      INTO keys, sts, eps, vers, lts
       FROM matches m LEFT JOIN LATERAL
            (SELECT b.first_seq + b.count - 1 AS version, b.last_tick FROM batches b
              WHERE b.mkey = m.mkey ORDER BY b.first_seq DESC LIMIT 1) h ON true
@@ -142,6 +190,8 @@ BEGIN
         pos := NULL; actual := 0; status := '';
         IF k IS NULL THEN
             reason := 'unknown';
+        ELSIF p_epoch[i] <> {UNFENCED} AND p_epoch[i] <> eps[k] THEN
+            reason := 'epoch'; actual := eps[k];
         ELSIF sts[k] IN ('ended', 'interrupted') THEN
             reason := 'ended'; status := sts[k];
         ELSIF p_first_seq[i] - 1 <> vers[k] THEN
@@ -171,17 +221,23 @@ BEGIN
 END
 $$;
 """
+
+_NOW = "(SELECT extract(epoch FROM clock_timestamp())::float8 AS now) c"
+"""The database's clock, once per statement, as a FROM item ``c``: every node reads
+lease ends and heartbeat ages on the same clock."""
+_LEASE_RETURNING = (
+    "RETURNING match_id, owner, epoch, coalesce(lease_until - c.now, 0)::float8 AS expires_in"
 )
 
 _BATCH_COLS = "position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, checksum"
 _MATCH_SELECT = (
     "SELECT m.mkey, "
     + ", ".join(f"m.{c}" for c in MATCH_COLUMNS)
-    + ", h.version, h.last_tick FROM matches m LEFT JOIN LATERAL"
+    + ", h.version, h.last_tick, m.owner, m.epoch FROM matches m LEFT JOIN LATERAL"
     " (SELECT first_seq + count - 1 AS version, last_tick FROM batches b"
     "  WHERE b.mkey = m.mkey ORDER BY first_seq DESC LIMIT 1) h ON true"
 )
-_INSERT_GROUP = "SELECT * FROM matchreplay_insert_group($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_INSERT_GROUP = "SELECT * FROM matchreplay_insert_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
 _UNAVAILABLE = (
     OSError,
@@ -257,14 +313,20 @@ class PostgresRecorder(Recorder):
             )
             version = await conn.fetchval("SELECT max(version) FROM matchreplay_schema")
             if version is None:
-                await conn.execute(_SCHEMA)
-                await conn.execute("INSERT INTO matchreplay_schema VALUES ($1)", SCHEMA_VERSION)
+                await conn.execute(_SCHEMA_V1)
+                await conn.execute("INSERT INTO matchreplay_schema VALUES (1)")
+                version = 1
             elif version > SCHEMA_VERSION:
                 raise StoreSchemaError(
                     f"{self.url}: store schema version {version} is newer than this"
                     f" matchreplay's ({SCHEMA_VERSION}); upgrade matchreplay to open it"
                 )
-            # Older versions are migrated here, one step at a time, when there are any.
+            if version < SCHEMA_VERSION:
+                # One step at a time, in this transaction: all of it or none.
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    await conn.execute(_MIGRATIONS[step])
+                await conn.execute(_INSERT_GROUP_FUNCTION)
+                await conn.execute("UPDATE matchreplay_schema SET version = $1", SCHEMA_VERSION)
 
     async def close(self) -> None:
         self._closed = True
@@ -340,12 +402,12 @@ class PostgresRecorder(Recorder):
             async with c.transaction():
                 # The group commits' lock: a status change lands between two groups.
                 await c.execute(f"SELECT pg_advisory_xact_lock({POSITION_LOCK})")
-                status = await c.fetchval(
-                    "SELECT status FROM matches WHERE match_id = $1", match_id
+                found = await c.fetchrow(
+                    "SELECT status, epoch FROM matches WHERE match_id = $1", match_id
                 )
-                if status is None:
+                if found is None:
                     return None
-                allowed(status)
+                allowed(*found)
                 if changes:
                     sets = ", ".join(f"{col} = ${i + 2}" for i, col in enumerate(changes))
                     await c.execute(
@@ -488,6 +550,129 @@ class PostgresRecorder(Recorder):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._committed.wait(), timeout)
 
+    # -- leases --------------------------------------------------------------------
+
+    async def _lease_update(self, sql: str, *args: Any, fence: bool = True) -> list[Lease]:
+        """One ``UPDATE matches ... FROM c`` (c: :data:`_NOW`) returning leases; with
+        ``fence`` (it changes an epoch) under the position lock, so no group commit
+        checks an epoch across it."""
+
+        async def update(c: asyncpg.Connection) -> list[Any]:
+            if not fence:
+                return await c.fetch(f"{sql} {_LEASE_RETURNING}", *args)
+            async with c.transaction():
+                await c.execute(f"SELECT pg_advisory_xact_lock({POSITION_LOCK})")
+                return await c.fetch(f"{sql} {_LEASE_RETURNING}", *args)
+
+        return [Lease(*row) for row in await self._run(update)]
+
+    async def acquire_lease(
+        self, match_id: str, owner: str, ttl: float, epoch: int | None
+    ) -> Lease | None:
+        condition = (
+            "(owner = '' OR lease_until IS NULL OR lease_until <= c.now)"
+            if epoch is None
+            else "epoch = $4"
+        )
+        rows = await self._lease_update(
+            f"UPDATE matches SET owner = $2, epoch = epoch + 1, lease_until = c.now + $3"
+            f" FROM {_NOW} WHERE match_id = $1 AND {_LIVE} AND {condition}",
+            match_id,
+            owner,
+            ttl,
+            *([] if epoch is None else [epoch]),
+        )
+        return rows[0] if rows else None
+
+    async def renew_leases(self, owner: str, ttl: float) -> dict[str, int]:
+        rows = await self._lease_update(
+            f"UPDATE matches SET lease_until = c.now + $2 FROM {_NOW}"
+            f" WHERE owner = $1 AND {_LEASED}",
+            owner,
+            ttl,
+            fence=False,
+        )
+        return {lease.match_id: lease.epoch for lease in rows}
+
+    async def release_lease(
+        self, match_id: str, owner: str, epoch: int, to: str | None, ttl: float
+    ) -> Lease | None:
+        where = "WHERE match_id = $1 AND owner = $2 AND epoch = $3"
+        if to is None:
+            rows = await self._lease_update(
+                f"UPDATE matches SET lease_until = c.now FROM {_NOW} {where}",
+                match_id,
+                owner,
+                epoch,
+                fence=False,
+            )
+        else:
+            rows = await self._lease_update(
+                "UPDATE matches SET owner = $4, epoch = epoch + 1, lease_until = c.now + $5"
+                f" FROM {_NOW} {where}",
+                match_id,
+                owner,
+                epoch,
+                to,
+                ttl,
+            )
+        return rows[0] if rows else None
+
+    async def _leases(self, where: str, *args: Any) -> list[Lease]:
+        rows = await self._fetch(
+            "SELECT match_id, owner, epoch, coalesce(lease_until - c.now, 0)::float8"
+            f" FROM matches, {_NOW} {where}",
+            *args,
+        )
+        return [Lease(*row) for row in rows]
+
+    async def lease(self, match_id: str) -> Lease | None:
+        rows = await self._leases("WHERE match_id = $1", match_id)
+        return rows[0] if rows else None
+
+    async def lapsed_leases(self, limit: int) -> list[Lease]:
+        return await self._leases(
+            f"WHERE {_LEASED} AND lease_until <= c.now ORDER BY lease_until, mkey LIMIT $1",
+            limit,
+        )
+
+    async def leases_of(self, owner: str) -> list[Lease]:
+        return await self._leases(f"WHERE owner = $1 AND {_LEASED} ORDER BY match_id", owner)
+
+    # -- nodes -------------------------------------------------------------------
+
+    async def heartbeat(self, node: str, name: str, url: str, status: str, load: str) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO nodes (node, name, url, started_at, seen_at, status, load)"
+                f" SELECT $1, $2, $3, c.now, c.now, $4, $5 FROM {_NOW}"
+                " ON CONFLICT (node) DO UPDATE SET name = excluded.name, url = excluded.url,"
+                " seen_at = excluded.seen_at, status = excluded.status, load = excluded.load",
+                node,
+                name,
+                url,
+                status,
+                load,
+            )
+        )
+
+    async def nodes(self, max_age: float | None) -> list[NodeRow]:
+        rows = await self._fetch(
+            "SELECT node, name, url, started_at, c.now - seen_at, status, load"
+            f" FROM nodes, {_NOW} WHERE $1::float8 IS NULL OR c.now - seen_at <= $1"
+            " ORDER BY name, node",
+            max_age,
+        )
+        return [NodeRow(*row) for row in rows]
+
+    async def forget_nodes(self, older_than: float) -> int:
+        status = await self._run(
+            lambda c: c.execute(
+                f"DELETE FROM nodes USING {_NOW} WHERE c.now - seen_at > $1", older_than
+            )
+        )
+        return int(status.split()[-1])
+
     # -- keyframes ---------------------------------------------------------------
 
     async def put_keyframe(
@@ -530,5 +715,5 @@ class PostgresRecorder(Recorder):
 
 
 def _match_row(row: Sequence[Any]) -> MatchRow:
-    *columns, version, last_tick = row
-    return MatchRow(*columns, version or 0, -1 if last_tick is None else last_tick)
+    *columns, version, last_tick, owner, epoch = row
+    return MatchRow(*columns, version or 0, -1 if last_tick is None else last_tick, owner, epoch)

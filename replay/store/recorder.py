@@ -10,15 +10,20 @@ What a recorder guarantees (``tests/test_store_recorders.py`` checks each):
 * **Atomic groups.** :meth:`Recorder.insert_group` writes its accepted rows in one
   transaction: all of them or none (then it raises).
 * **Conditional inserts.** A row is accepted only if, inside that transaction, its
-  match is writable, at ``first_seq - 1`` (the append's expected version) and its
-  last stored tick is <= the row's ``base_tick``; earlier rows of the same group
-  count. The answer comes from the stored data (a unique key and the transaction's
-  lock), never from one process's memory, so two processes appending to a match at
-  the same version get one winner and one conflict.
+  match is writable, at the row's lease ``epoch`` (unless unfenced), at
+  ``first_seq - 1`` (the append's expected version) and its last stored tick is <= the
+  row's ``base_tick``; earlier rows of the same group count. The answer comes from
+  the stored data (a unique key and the transaction's lock), never from one
+  process's memory, so two processes appending to a match at the same version get
+  one winner and one conflict.
 * **Positions in commit order.** The recorder assigns global positions; a reader
   that has seen position ``p`` never later sees a position below ``p``.
 * **Wake-ups across processes.** :meth:`Recorder.wait_for_commit` returns soon after
   any process commits past ``after``.
+* **Leases in one step.** Each lease method is atomic against the others and against
+  group commits, by the store's clock (a shared database's own, so nodes with skewed
+  clocks agree): of two nodes taking one match at once, exactly one wins, and a group
+  commit sees either the epoch before a change of owner or the one after it.
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from replay.store.records import Lease, NodeRow
+
 __all__ = [
     "TYPE_BITS",
+    "UNFENCED",
     "BatchRow",
     "Conflict",
     "MatchRow",
@@ -39,6 +47,9 @@ __all__ = [
     "batch_checksum",
     "type_mask",
 ]
+
+UNFENCED = -1
+"""``NewBatch.epoch`` of an append that is not fenced by a lease (a single node, tools)."""
 
 MAX_INT = 2**62
 """Ticks, seqs and positions stay below this: every backend's 64-bit integer holds them."""
@@ -90,13 +101,17 @@ class NewBatch(NamedTuple):
     """type_mask of the batch's event types."""
     checksum: bytes
     """batch_checksum of the row: checked on every read."""
+    epoch: int = UNFENCED
+    """The writer's lease epoch: the row is accepted only if the match's stored epoch
+    equals it (:data:`UNFENCED`: not checked). Not stored."""
 
 
 class Conflict(NamedTuple):
     """Why :meth:`Recorder.insert_group` refused a row (nothing of it was written)."""
 
     reason: str
-    """``"version"`` (the match is at ``actual``), ``"ended"`` (``status`` is
+    """``"epoch"`` (the match's stored lease epoch is ``actual``, not the row's),
+    ``"version"`` (the match is at ``actual``), ``"ended"`` (``status`` is
     read-only), ``"tick"`` (the match's last stored tick ``actual`` is after the
     row's base tick) or ``"unknown"`` (no such match)."""
     actual: int = 0
@@ -136,10 +151,16 @@ class MatchRow(NamedTuple):
     options: str
     version: int = 0
     last_tick: int = -1
+    owner: str = ""
+    epoch: int = 0
 
 
 MATCH_COLUMNS = MatchRow._fields[1:12]
-"""The stored columns of a match (no key, no derived values), in order."""
+"""The stored columns of a match a new row sets (no key, no derived values, no
+lease: owner and epoch start at "" and 0), in order."""
+
+LIVE = ("created", "running")
+"""Statuses of a match a lease can be taken on (records.LIVE_STATUSES, ordered)."""
 
 
 class Recorder(abc.ABC):
@@ -181,8 +202,9 @@ class Recorder(abc.ABC):
     async def update_match(
         self, match_id: str, changes: dict[str, Any], allowed: Any
     ) -> MatchRow | None:
-        """Set ``changes`` (stored column -> value) if ``allowed(current_status)`` does
-        not raise, atomically with reading the status; None if there is no such match."""
+        """Set ``changes`` (stored column -> value) if ``allowed(current_status,
+        current_epoch)`` does not raise, atomically with reading them (and ordered with
+        group commits); None if there is no such match."""
 
     # -- batches ---------------------------------------------------------------
 
@@ -218,6 +240,61 @@ class Recorder(abc.ABC):
     async def wait_for_commit(self, after: int, timeout: float) -> None:
         """Return once a position > ``after`` may be committed by any process, or after
         ``timeout`` seconds."""
+
+    # -- leases (docs/operations.md, "Leases and fencing") -------------------------
+    # Times are the store's clock: time.time() in one process, the database's own
+    # clock when the database is shared. A lease is live while now < its end; a match
+    # never leased has owner "" and epoch 0. Only LIVE matches are taken or renewed.
+
+    @abc.abstractmethod
+    async def acquire_lease(
+        self, match_id: str, owner: str, ttl: float, epoch: int | None
+    ) -> Lease | None:
+        """With ``epoch`` None: if the match is LIVE and its lease is not (owner "" or
+        lapsed); else if its stored epoch equals ``epoch`` (and it is LIVE). Then owner,
+        epoch + 1 and now + ``ttl``, returned; None when the condition fails or there is
+        no such match."""
+
+    @abc.abstractmethod
+    async def renew_leases(self, owner: str, ttl: float) -> dict[str, int]:
+        """now + ``ttl`` for every LIVE match ``owner`` holds, lapsed or not, in one
+        statement: ``{match_id: epoch}`` of them."""
+
+    @abc.abstractmethod
+    async def release_lease(
+        self, match_id: str, owner: str, epoch: int, to: str | None, ttl: float
+    ) -> Lease | None:
+        """If ``(owner, epoch)`` still hold the match: ``to`` None lapses the lease now
+        (owner and epoch kept: the next acquirer bumps the epoch); else owner ``to``,
+        epoch + 1, now + ``ttl``. The new lease, or None."""
+
+    @abc.abstractmethod
+    async def lease(self, match_id: str) -> Lease | None:
+        """The match's lease (None: no such match)."""
+
+    @abc.abstractmethod
+    async def lapsed_leases(self, limit: int) -> list[Lease]:
+        """LIVE matches with an owner whose lease lapsed, longest-lapsed first."""
+
+    @abc.abstractmethod
+    async def leases_of(self, owner: str) -> list[Lease]:
+        """LIVE matches ``owner`` holds (lapsed or not), by match id."""
+
+    # -- nodes -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def heartbeat(self, node: str, name: str, url: str, status: str, load: str) -> None:
+        """Insert or update the node's row: seen now (started now on insert); ``load``
+        is JSON text."""
+
+    @abc.abstractmethod
+    async def nodes(self, max_age: float | None) -> list[NodeRow]:
+        """Nodes seen at most ``max_age`` seconds ago (all with None), by name then
+        node; ``load`` as the stored JSON text."""
+
+    @abc.abstractmethod
+    async def forget_nodes(self, older_than: float) -> int:
+        """Delete the rows of nodes not seen for more than ``older_than`` seconds."""
 
     # -- keyframes ---------------------------------------------------------------
 

@@ -17,12 +17,19 @@ __all__ = [
     "EventBatch",
     "EventIds",
     "Keyframe",
+    "Lease",
     "MatchRecord",
     "MatchStatus",
+    "NodeRow",
+    "NodeStatus",
 ]
 
 MatchStatus = Literal["created", "running", "ended", "interrupted"]
 READ_ONLY_STATUSES: frozenset[str] = frozenset({"ended", "interrupted"})
+LIVE_STATUSES: frozenset[str] = frozenset({"created", "running"})
+"""The statuses of a match a node can own (lease) and play."""
+NodeStatus = Literal["up", "draining", "stopped"]
+NODE_STATUSES: frozenset[str] = frozenset({"up", "draining", "stopped"})
 
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024
 """Largest encoded event accepted. Arena events are 10-40 bytes; 16 KiB leaves room
@@ -51,6 +58,12 @@ class MatchRecord:
     """Server options of the match that the game rules never see (JSON object), e.g.
     ``spectator_delay`` and ``public_spectating`` (docs/protocol.md, 11.2). Kept out of
     ``settings`` so ``rules.initial_state(settings, seed)`` gets game settings only."""
+    owner: str = ""
+    """The node instance holding the match's lease ("": never leased; see :class:`Lease`).
+    Read from the store; ``create_match`` ignores it (leases are taken with
+    ``EventStore.acquire_lease``)."""
+    epoch: int = 0
+    """The lease's fencing token (0: never leased)."""
 
     def with_changes(self, **changes: Any) -> MatchRecord:
         return replace(self, **changes)
@@ -90,6 +103,42 @@ class AppendResult:
     first_position: int
     last_position: int
     first_id: int
+
+
+class Lease(NamedTuple):
+    """Who owns a match in a cluster, and until when (``EventStore.acquire_lease``).
+
+    A match has one owner at a time. Every change of owner raises ``epoch`` by one,
+    and a fenced append or update (``epoch=``) is refused unless the match's stored
+    epoch is still the writer's: a paused owner that wakes after a takeover can never
+    write again."""
+
+    match_id: str
+    owner: str
+    """The owning node instance id ("": none, the match was never leased)."""
+    epoch: int
+    """The fencing token: 0 for a match never leased."""
+    expires_in: float
+    """Seconds until the lease lapses, by the store's clock (negative: lapsed; 0.0 for a
+    match never leased)."""
+
+
+class NodeRow(NamedTuple):
+    """A node of a cluster as its last heartbeat left it (``EventStore.nodes``)."""
+
+    node: str
+    """Instance id, unique per process start (e.g. ``"n1/5f2a9c"``)."""
+    name: str
+    """The operator's ``--node`` name (e.g. ``"n1"``)."""
+    url: str
+    """The node's public websocket URL."""
+    started_at: float
+    """Unix time of its first heartbeat, by the store's clock."""
+    age: float
+    """Seconds since its last heartbeat, by the store's clock."""
+    status: NodeStatus
+    load: dict[str, Any]
+    """The JSON object the node reports (seated players, matches, why it is full...)."""
 
 
 class EventBatch(NamedTuple):

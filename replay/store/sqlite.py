@@ -3,9 +3,10 @@
 Layout (one row per appended batch, see docs/events.md and docs/operations.md)::
 
     matches(mkey, match_id, game, rules_version, tick_rate, players, settings, seed,
-            created_at, ended_at, status, options)
+            created_at, ended_at, status, options, owner, epoch, lease_until)
     batches(position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, types)
     keyframes(mkey, tick, format_version, data, checksum)
+    nodes(node, name, url, started_at, seen_at, status, load)
 
 ``batches.position`` is the rowid and the global position of the batch's *last*
 event, so a scan from ``after`` is a primary-key range scan ``position > after``
@@ -27,6 +28,7 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
@@ -36,12 +38,14 @@ from replay.store.base import DEFAULT_MAX_EVENT_BYTES, EventStore
 from replay.store.lock import WriterLock
 from replay.store.recorder import (
     MATCH_COLUMNS,
+    UNFENCED,
     BatchRow,
     Conflict,
     MatchRow,
     NewBatch,
     Recorder,
 )
+from replay.store.records import Lease, NodeRow
 
 __all__ = ["SQLiteEventStore", "SQLiteRecorder", "Synchronous"]
 
@@ -54,9 +58,9 @@ Synchronous = Literal["FULL", "NORMAL"]
   a crash of the process, but the last commits may be lost if the machine crashes.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """``PRAGMA user_version`` of a current store file (0: a file from before versioning,
-migrated on open)."""
+1: before leases; both migrated on open)."""
 
 _READ_ONLY = ("ended", "interrupted")
 
@@ -73,7 +77,10 @@ CREATE TABLE IF NOT EXISTS matches (
     created_at REAL NOT NULL,
     ended_at REAL,
     status TEXT NOT NULL,
-    options TEXT NOT NULL DEFAULT '{}'  -- JSON object: MatchRecord.options
+    options TEXT NOT NULL DEFAULT '{}',  -- JSON object: MatchRecord.options
+    owner TEXT NOT NULL DEFAULT '',      -- lease: the owning node instance ('': none)
+    epoch INTEGER NOT NULL DEFAULT 0,    -- lease: the fencing token
+    lease_until REAL                     -- lease: its end, unix time (NULL: never leased)
 );
 CREATE INDEX IF NOT EXISTS matches_created ON matches(created_at);
 CREATE TABLE IF NOT EXISTS batches (
@@ -101,7 +108,29 @@ CREATE TABLE IF NOT EXISTS keyframes (
     checksum BLOB NOT NULL,
     PRIMARY KEY (mkey, tick)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nodes (
+    node TEXT PRIMARY KEY,         -- instance id, unique per process start
+    name TEXT NOT NULL,
+    url TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    seen_at REAL NOT NULL,         -- its last heartbeat
+    status TEXT NOT NULL,
+    load TEXT NOT NULL             -- JSON object
+);
 """
+
+_LIVE = "status IN ('created', 'running')"
+"""recorder.LIVE: the matches a lease can be taken on."""
+_LEASED = f"owner <> '' AND {_LIVE}"
+"""The leased live matches: the partial indexes' condition, repeated verbatim by the
+queries that use them."""
+
+_INDEXES = f"""
+-- After the migration of older files, which adds the columns they index.
+CREATE INDEX IF NOT EXISTS matches_owner ON matches(owner) WHERE {_LEASED};
+CREATE INDEX IF NOT EXISTS matches_lease_until ON matches(lease_until) WHERE {_LEASED};
+"""
+_LEASE_COLS = "match_id, owner, epoch, lease_until"
 
 _INSERT_BATCH = (
     "INSERT INTO batches"
@@ -125,7 +154,9 @@ _HEAD = (
     " ORDER BY first_seq DESC LIMIT 1),"
     " (SELECT last_tick FROM batches b WHERE b.mkey = m.mkey ORDER BY first_seq DESC LIMIT 1)"
 )
-_MATCH_COLS = "m.mkey, " + ", ".join(f"m.{c}" for c in MATCH_COLUMNS) + ", " + _HEAD
+_MATCH_COLS = (
+    "m.mkey, " + ", ".join(f"m.{c}" for c in MATCH_COLUMNS) + ", " + _HEAD + ", m.owner, m.epoch"
+)
 
 _T = TypeVar("_T")
 
@@ -251,6 +282,12 @@ class SQLiteRecorder(Recorder):
         if "checksum" not in batch_columns:
             # Older batches get NULL: read without a check, as before.
             c.execute("ALTER TABLE batches ADD COLUMN checksum BLOB")
+        if "owner" not in {r[1] for r in c.execute("PRAGMA table_info(matches)")}:
+            # Version 1: matches never leased (single-node ones).
+            c.execute("ALTER TABLE matches ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+            c.execute("ALTER TABLE matches ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+            c.execute("ALTER TABLE matches ADD COLUMN lease_until REAL")
+        c.executescript(_INDEXES)
         if version < SCHEMA_VERSION:
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         (self._head,) = c.execute("SELECT coalesce(max(position), 0) FROM batches").fetchone()
@@ -327,11 +364,11 @@ class SQLiteRecorder(Recorder):
         def update(c: sqlite3.Connection) -> MatchRow | None:
             c.execute("BEGIN IMMEDIATE")
             try:
-                row = c.execute("SELECT status FROM matches WHERE match_id = ?", (match_id,))
+                row = c.execute("SELECT status, epoch FROM matches WHERE match_id = ?", (match_id,))
                 found = row.fetchone()
                 if found is None:
                     return None
-                allowed(found[0])
+                allowed(*found)
                 if changes:
                     sets = ", ".join(f"{column} = ?" for column in changes)
                     c.execute(
@@ -438,6 +475,117 @@ class SQLiteRecorder(Recorder):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._committed.wait(), min(remaining, self.poll_interval))
 
+    # -- leases --------------------------------------------------------------------
+    # Each is one statement on the writer's connection (autocommit), so it is atomic
+    # and ordered with the group commits that check the epoch.
+
+    async def _lease_update(self, sql: str, **args: Any) -> list[Lease]:
+        def update(c: sqlite3.Connection) -> list[Lease]:
+            now = time.time()
+            rows = c.execute(f"{sql} RETURNING {_LEASE_COLS}", {**args, "now": now})
+            return [_lease(row, now) for row in rows.fetchall()]
+
+        return await self._writer.run(update)
+
+    async def acquire_lease(
+        self, match_id: str, owner: str, ttl: float, epoch: int | None
+    ) -> Lease | None:
+        condition = (
+            "(owner = '' OR lease_until IS NULL OR lease_until <= :now)"
+            if epoch is None
+            else "epoch = :epoch"
+        )
+        rows = await self._lease_update(
+            "UPDATE matches SET owner = :owner, epoch = epoch + 1, lease_until = :now + :ttl"
+            f" WHERE match_id = :match_id AND {_LIVE} AND {condition}",
+            owner=owner,
+            ttl=ttl,
+            match_id=match_id,
+            epoch=epoch,
+        )
+        return rows[0] if rows else None
+
+    async def renew_leases(self, owner: str, ttl: float) -> dict[str, int]:
+        rows = await self._lease_update(
+            f"UPDATE matches SET lease_until = :now + :ttl WHERE owner = :owner AND {_LEASED}",
+            owner=owner,
+            ttl=ttl,
+        )
+        return {lease.match_id: lease.epoch for lease in rows}
+
+    async def release_lease(
+        self, match_id: str, owner: str, epoch: int, to: str | None, ttl: float
+    ) -> Lease | None:
+        sets = (
+            "lease_until = :now"
+            if to is None
+            else "owner = :to, epoch = epoch + 1, lease_until = :now + :ttl"
+        )
+        rows = await self._lease_update(
+            f"UPDATE matches SET {sets}"
+            " WHERE match_id = :match_id AND owner = :owner AND epoch = :epoch",
+            match_id=match_id,
+            owner=owner,
+            epoch=epoch,
+            to=to,
+            ttl=ttl,
+        )
+        return rows[0] if rows else None
+
+    async def lease(self, match_id: str) -> Lease | None:
+        rows = await self._reader.fetch(
+            f"SELECT {_LEASE_COLS} FROM matches WHERE match_id = ?", (match_id,)
+        )
+        return _lease(rows[0], time.time()) if rows else None
+
+    async def lapsed_leases(self, limit: int) -> list[Lease]:
+        now = time.time()
+        rows = await self._reader.fetch(
+            f"SELECT {_LEASE_COLS} FROM matches WHERE {_LEASED} AND lease_until <= ?"
+            " ORDER BY lease_until, mkey LIMIT ?",
+            (now, limit),
+        )
+        return [_lease(r, now) for r in rows]
+
+    async def leases_of(self, owner: str) -> list[Lease]:
+        rows = await self._reader.fetch(
+            f"SELECT {_LEASE_COLS} FROM matches WHERE owner = ? AND {_LEASED} ORDER BY match_id",
+            (owner,),
+        )
+        now = time.time()
+        return [_lease(r, now) for r in rows]
+
+    # -- nodes -------------------------------------------------------------------
+
+    async def heartbeat(self, node: str, name: str, url: str, status: str, load: str) -> None:
+        await self._writer.run(
+            lambda c: c.execute(
+                "INSERT INTO nodes (node, name, url, started_at, seen_at, status, load)"
+                " VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6) ON CONFLICT (node) DO UPDATE SET"
+                " name = excluded.name, url = excluded.url, seen_at = excluded.seen_at,"
+                " status = excluded.status, load = excluded.load",
+                (node, name, url, time.time(), status, load),
+            )
+        )
+
+    async def nodes(self, max_age: float | None) -> list[NodeRow]:
+        now = time.time()
+        rows = await self._reader.fetch(
+            "SELECT node, name, url, started_at, ?1 - seen_at, status, load FROM nodes"
+            " WHERE ?2 IS NULL OR ?1 - seen_at <= ?2 ORDER BY name, node",
+            (now, max_age),
+        )
+        return [NodeRow(*r) for r in rows]
+
+    async def forget_nodes(self, older_than: float) -> int:
+        return await self._writer.run(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM nodes WHERE ? - seen_at > ?", (time.time(), older_than)
+                ).rowcount
+            )
+        )
+
     # -- keyframes ---------------------------------------------------------------
 
     async def put_keyframe(
@@ -485,12 +633,17 @@ def _insert_group(c: sqlite3.Connection, rows: Sequence[NewBatch]) -> tuple[list
         heads: dict[int, list[Any]] = {}
         for i in range(0, len(mkeys), 900):
             chunk = mkeys[i : i + 900]
-            for mkey, status, version, last_tick in c.execute(
-                f"SELECT m.mkey, m.status, {_HEAD} FROM matches m"
+            for mkey, status, epoch, version, last_tick in c.execute(
+                f"SELECT m.mkey, m.status, m.epoch, {_HEAD} FROM matches m"
                 f" WHERE m.mkey IN ({', '.join('?' * len(chunk))})",
                 chunk,
             ):
-                heads[mkey] = [status, version or 0, -1 if last_tick is None else last_tick]
+                heads[mkey] = [
+                    status,
+                    version or 0,
+                    -1 if last_tick is None else last_tick,
+                    epoch,
+                ]
         (position,) = c.execute("SELECT coalesce(max(position), 0) FROM batches").fetchone()
         outcomes: list[Any] = []
         values: list[tuple[Any, ...]] = []
@@ -498,6 +651,8 @@ def _insert_group(c: sqlite3.Connection, rows: Sequence[NewBatch]) -> tuple[list
             head = heads.get(r.mkey)
             if head is None:
                 outcomes.append(Conflict("unknown"))
+            elif r.epoch != UNFENCED and r.epoch != head[3]:
+                outcomes.append(Conflict("epoch", head[3]))
             elif head[0] in _READ_ONLY:
                 outcomes.append(Conflict("ended", status=head[0]))
             elif r.first_seq - 1 != head[1]:
@@ -507,7 +662,7 @@ def _insert_group(c: sqlite3.Connection, rows: Sequence[NewBatch]) -> tuple[list
             else:
                 position += r.count
                 head[1], head[2] = head[1] + r.count, r.last_tick
-                values.append((position, *r))  # NewBatch's fields are the columns, in order
+                values.append((position, *r[:9]))  # NewBatch's stored fields, in column order
                 outcomes.append(position)
         for i in range(0, len(values), _ROWS_PER_INSERT):
             chunk = values[i : i + _ROWS_PER_INSERT]
@@ -521,8 +676,13 @@ def _insert_group(c: sqlite3.Connection, rows: Sequence[NewBatch]) -> tuple[list
 
 
 def _match_row(row: Sequence[Any]) -> MatchRow:
-    *columns, version, last_tick = row
-    return MatchRow(*columns, version or 0, -1 if last_tick is None else last_tick)
+    *columns, version, last_tick, owner, epoch = row
+    return MatchRow(*columns, version or 0, -1 if last_tick is None else last_tick, owner, epoch)
+
+
+def _lease(row: Sequence[Any], now: float) -> Lease:
+    match_id, owner, epoch, until = row
+    return Lease(match_id, owner, epoch, 0.0 if until is None else until - now)
 
 
 class SQLiteEventStore(EventStore):

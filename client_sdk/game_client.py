@@ -42,7 +42,7 @@ from websockets.asyncio.connection import broadcast
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.frames import Frame, Opcode
 
-from client_sdk.nodes import Nodes, is_ws_url
+from client_sdk.nodes import NODE_GONE, Nodes, is_ws_url
 from replay import protocol as p
 from replay.codec import decode_batch
 from replay.fold import fold_events
@@ -357,7 +357,7 @@ class GameClient:
                         return ClientClosed(
                             code, f"{reason} (no reconnect in {self.max_attempts} tries)"
                         )
-                    if code in _NODE_GONE:
+                    if code in NODE_GONE:
                         self.nodes.fail(self.url)  # tried last from now on
                     lo, hi = self.backoff
                     delay = min(hi, lo * 2 ** (failures - 1)) * (0.5 + random.random())
@@ -524,8 +524,6 @@ class GameClient:
 
 _DROPPED = 1006
 """What a connection that ended without a close frame reports (never sent on the wire)."""
-_NODE_GONE = frozenset({_DROPPED, p.CLOSE_GOING_AWAY, 1011})
-"""Closes after which the node itself may be gone: it is tried last."""
 
 
 _BETWEEN_NODES = frozenset({p.E_MOVED, p.E_MATCH_MOVING})

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["NODES_PATH", "NODES_TIMEOUT", "Nodes", "http_base", "is_ws_url"]
+__all__ = ["NODES_PATH", "NODES_TIMEOUT", "NODE_GONE", "Nodes", "http_base", "is_ws_url"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ NODES_PATH = "/api/nodes"
 """The HTTP route listing a cluster's nodes (docs/operations.md, docs/protocol.md 14)."""
 NODES_TIMEOUT = 2.0
 """Seconds one ``GET /api/nodes`` may take: a node that slow is passed over."""
+NODE_GONE = frozenset({1006, 1001, 1011})
+"""Closes after which the node itself may be gone (dropped without a close frame,
+shutting down, internal error): it is tried last."""
 
 
 def is_ws_url(text: str) -> bool:

@@ -67,9 +67,6 @@ class ClientClosed(Exception):
         self.reason = reason
 
 
-_Ended = ClientClosed | p.ProtocolError
-"""Why a session ended: its last close, or the refusal of a reconnect's JOIN."""
-
 COMMAND_TIMEOUT_S = 10.0
 """How long :meth:`GameClient.command` waits for its OK or ERROR by default."""
 JOIN_TIMEOUT_S = 10.0
@@ -302,14 +299,11 @@ class GameClient:
                 self._end(ended)
                 return
 
-    def _end(self, closed: _Ended) -> None:
-        """The session is over. A refused JOIN (``ProtocolError``) is what :meth:`join`
-        raises if it still waits (a redirected first JOIN); the iteration ends with a
-        :class:`ClientClosed` either way."""
-        refused = closed if isinstance(closed, p.ProtocolError) else None
-        if refused is not None:
-            code = self.ws.close_code if self.ws is not None else None
-            closed = ClientClosed(code, f"JOIN refused: {refused}")
+    def _end(self, closed: ClientClosed) -> None:
+        """The session is over. When a reconnect's JOIN was refused, the refusal is
+        ``closed.__cause__``: what :meth:`join` raises if it still waits (a redirected
+        first JOIN, refused by the owner)."""
+        refused = closed.__cause__ if isinstance(closed.__cause__, p.ProtocolError) else None
         self._closed = closed
         for fut in self._replies.values():
             if not fut.done():
@@ -318,7 +312,7 @@ class GameClient:
             self._joined_waiter.set_exception(refused or closed)
         self._messages.put_nowait(closed)
 
-    async def _reconnect(self, code: int | None, reason: str) -> _Ended | None:
+    async def _reconnect(self, code: int | None, reason: str) -> ClientClosed | None:
         """Get the session back after its connection closed with ``code``: follow a
         redirect, retry a match between nodes, or reconnect with backoff, through any
         known node. None once JOINED again (unacked inputs resent), else why it ends."""
@@ -369,7 +363,12 @@ class GameClient:
             try:
                 closed = await self._rejoin(target)
             except _SessionOver as over:
-                return over.why
+                if isinstance(over.why, ClientClosed):
+                    return over.why
+                refusal = f"{over.why.code}: {over.why}"
+                closed = ClientClosed(code, f"{reason}; then {target} refused the JOIN: {refusal}")
+                closed.__cause__ = over.why
+                return closed
             if closed is None:
                 self.reconnects += 1
                 return None
@@ -533,7 +532,7 @@ _BETWEEN_NODES = frozenset({p.E_MOVED, p.E_MATCH_MOVING})
 class _SessionOver(Exception):
     """Raised inside a reconnect when the session cannot go on: ``why`` ends it."""
 
-    def __init__(self, why: _Ended) -> None:
+    def __init__(self, why: ClientClosed | p.ProtocolError) -> None:
         super().__init__(str(why))
         self.why = why
 

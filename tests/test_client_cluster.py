@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -36,7 +37,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 import replay.games.arena.events as ev
-from client_sdk import ClientClosed, GameClient
+from client_sdk import ClientClosed, GameClient, LeaderboardError, Leaderboards, Spectator
+from client_sdk.bots import run_bots
 from client_sdk.game_client import MAX_REDIRECTS
 from client_sdk.nodes import Nodes
 from replay import protocol as p
@@ -309,3 +311,68 @@ async def test_sigkilled_node_the_client_tries_the_next_and_ends_cleanly(tmp_pat
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# -- spectators and leaderboards on any node ------------------------------------------
+
+
+def copy_store(src: str, dst: str) -> None:
+    """A consistent copy of a SQLite store (the backup API: WAL contents included)."""
+    with sqlite3.connect(src) as source, sqlite3.connect(dst) as target:
+        source.backup(target)
+
+
+@pytest.mark.slow
+async def test_a_spectator_whose_node_is_sigkilled_watches_on_where_it_was(tmp_path):
+    """Two nodes hold the same finished match (copies of one store): the spectator's node
+    is SIGKILLed, and it goes on watching at the same tick on the other node."""
+    (tmp_path / "a").mkdir()
+    async with running_app(tmp_path / "a") as app:
+        match = await app.lobby.create("arena", FAST_SETTINGS)
+        tokens = [token(f"b{i}") for i in range(2)]
+        bots = asyncio.create_task(run_bots(url(app), match.match_id, tokens))
+        await until(lambda: match.tick >= 60)
+        await match.stop("ended", "test over")
+        await bots
+    copy_store(str(tmp_path / "a" / "server.db"), str(tmp_path / "doomed.db"))
+    copy_store(str(tmp_path / "a" / "server.db"), str(tmp_path / "other.db"))
+    proc, port = await start_server(tmp_path / "doomed.db")
+    try:
+        async with running_app(tmp_path, db=str(tmp_path / "other.db")) as other:
+            doomed = f"ws://127.0.0.1:{port}/ws"
+            spec = await Spectator.connect(doomed, token("eve", "admin"), nodes=[url(other)])
+            await spec.watch(match.match_id, from_=30)
+            await spec.pause()
+            assert spec.tick == 30
+            before = spec.rules.encode_state(spec.state)
+            os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            async with asyncio.timeout(30):  # a hang guard, not a timing check
+                await until(lambda: spec.reconnects == 1, timeout=30)
+                # The same tick and state, now served by the other node.
+                assert spec.url == url(other) and spec.tick == 30
+                assert spec.rules.encode_state(spec.state) == before
+                status = await spec.step(1)
+            assert status.tick == 31 == spec.tick
+            await spec.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.mark.parametrize("transport", ["http", "websocket"])
+async def test_leaderboard_queries_go_to_the_next_node_when_one_is_down(tmp_path, transport):
+    async with running_app(tmp_path) as app:
+        down, up = closed_port_url(), url(app)
+        if transport == "http":
+            down, up = down.replace("ws://", "http://")[:-3], f"http://127.0.0.1:{app.port}"
+        boards = Leaderboards(down, nodes=[up])
+        answer = await boards.boards()
+        assert "position" in answer and boards.base_url == up
+        assert boards.nodes.order()[-1] == down  # the node that failed is asked last
+        # An error answer is an answer: raised as it is, not sent to another node.
+        with pytest.raises(LeaderboardError) as error:
+            await boards.top("no-such-board")
+        assert error.value.code == "unknown_board" and boards.base_url == up
+        await boards.close()

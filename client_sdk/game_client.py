@@ -34,6 +34,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -316,50 +317,19 @@ class GameClient:
         """Get the session back after its connection closed with ``code``: follow a
         redirect, retry a match between nodes, or reconnect with backoff, through any
         known node. None once JOINED again (unacked inputs resent), else why it ends."""
-        redirects = failures = 0
-        try_again_until: float | None = None
-        refreshed = False
+        outage = _Outage()
         while True:
-            if self.ended is not None or self._closing:
-                return ClientClosed(code, reason)  # the match is over: so is the session
             self.slot = None  # inputs queue up until the next JOINED
-            if code == p.CLOSE_MOVED and is_ws_url(reason):
-                redirects += 1
-                if redirects > MAX_REDIRECTS:
-                    return ClientClosed(
-                        code, f"more than {MAX_REDIRECTS} redirects in a row (the last to {reason})"
-                    )
-                self.redirects += 1
-                target, delay = reason, 0.0
-                self.nodes.learn(target)
-            else:
-                if not self.reconnect or code in p.NO_RETRY:
-                    return ClientClosed(code, reason)
-                if code == p.CLOSE_GOING_AWAY and len(self.nodes) < 2:
-                    return ClientClosed(code, reason)  # one server: its matches end with it
-                if code in (p.CLOSE_TRY_AGAIN, p.CLOSE_MOVED):  # (a 4011 without a URL too)
-                    now = time.monotonic()
-                    try_again_until = try_again_until or now + TRY_AGAIN_FOR_S
-                    if now >= try_again_until:
-                        return ClientClosed(
-                            code, f"{reason} (still between nodes after {TRY_AGAIN_FOR_S} s)"
-                        )
-                    delay = random.uniform(*TRY_AGAIN_BACKOFF)
-                else:
-                    failures += 1
-                    if failures > self.max_attempts:
-                        return ClientClosed(
-                            code, f"{reason} (no reconnect in {self.max_attempts} tries)"
-                        )
-                    if code in NODE_GONE:
-                        self.nodes.fail(self.url)  # tried last from now on
-                    lo, hi = self.backoff
-                    delay = min(hi, lo * 2 ** (failures - 1)) * (0.5 + random.random())
-                if not refreshed:  # once per outage: learn where the cluster's nodes are
-                    refreshed = True
+            step = self._next_try(outage, code, reason)
+            if isinstance(step, ClientClosed):
+                return step
+            target, delay = step
+            await asyncio.sleep(delay)
+            if target is None:
+                if not outage.refreshed:  # once per outage, after the jitter: spread out
+                    outage.refreshed = True
                     await self.nodes.refresh(self.token)
                 target = self.nodes.after(self.url)
-            await asyncio.sleep(delay)
             try:
                 closed = await self._rejoin(target)
             except _SessionOver as over:
@@ -373,6 +343,40 @@ class GameClient:
                 self.reconnects += 1
                 return None
             code, reason = closed
+
+    def _next_try(
+        self, outage: _Outage, code: int | None, reason: str
+    ) -> ClientClosed | tuple[str | None, float]:
+        """After a close with ``code``: the session's end, or where to JOIN next (None:
+        the next known node) and after how many seconds (docs/protocol.md 6 and 14)."""
+        if self.ended is not None or self._closing:
+            return ClientClosed(code, reason)  # the match is over: so is the session
+        if code == p.CLOSE_MOVED and is_ws_url(reason):
+            outage.redirects += 1
+            if outage.redirects > MAX_REDIRECTS:
+                why = f"more than {MAX_REDIRECTS} redirects in a row (the last to {reason})"
+                return ClientClosed(code, why)
+            self.redirects += 1
+            self.nodes.learn(reason)
+            return reason, 0.0
+        if not self.reconnect or code in p.NO_RETRY:
+            return ClientClosed(code, reason)
+        if code == p.CLOSE_GOING_AWAY and len(self.nodes) < 2:
+            return ClientClosed(code, reason)  # one server: its matches end with it
+        if code in (p.CLOSE_TRY_AGAIN, p.CLOSE_MOVED):  # (a 4011 without a URL too)
+            now = time.monotonic()
+            outage.try_again_until = outage.try_again_until or now + TRY_AGAIN_FOR_S
+            if now >= outage.try_again_until:
+                why = f"{reason} (still between nodes after {TRY_AGAIN_FOR_S} s)"
+                return ClientClosed(code, why)
+            return None, random.uniform(*TRY_AGAIN_BACKOFF)
+        outage.failures += 1
+        if outage.failures > self.max_attempts:
+            return ClientClosed(code, f"{reason} (no reconnect in {self.max_attempts} tries)")
+        if code in NODE_GONE:
+            self.nodes.fail(self.url)  # tried last from now on
+        lo, hi = self.backoff
+        return None, min(hi, lo * 2 ** (outage.failures - 1)) * (0.5 + random.random())
 
     async def _rejoin(self, url: str) -> tuple[int | None, str] | None:
         """Connect to ``url`` and JOIN from the last seq: None once JOINED, else the
@@ -527,6 +531,17 @@ _DROPPED = 1006
 
 _BETWEEN_NODES = frozenset({p.E_MOVED, p.E_MATCH_MOVING})
 """ERRORs that announce a close 4011 / 4012: handled by the reconnect, never shown."""
+
+
+@dataclass
+class _Outage:
+    """What one reconnect has been through so far (its limits are per outage)."""
+
+    redirects: int = 0
+    failures: int = 0
+    try_again_until: float | None = None
+    refreshed: bool = False
+    """Whether the node list was fetched (once per outage)."""
 
 
 class _SessionOver(Exception):

@@ -274,11 +274,12 @@ class Spectator:
         assert self.url is not None
         if code in NODE_GONE:
             self.nodes.fail(self.url)  # the node itself may be gone: try it last
-        await self.nodes.refresh(self.token)  # learn the cluster's other nodes, if any
         lo, hi = RECONNECT_BACKOFF
         last: BaseException = ClientClosed(code, reason)
         for attempt in range(self.reconnect_attempts):
             await asyncio.sleep(min(hi, lo * 2**attempt) * (0.5 + random.random()))
+            if attempt == 0:  # after the jitter: the spectators of a node spread out
+                await self.nodes.refresh(self.token)  # learn the cluster's nodes, if any
             url = self.nodes.after(self.url)
             try:
                 ws, self.welcome = await _open(url, self.token)

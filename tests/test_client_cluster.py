@@ -50,7 +50,7 @@ ALONE = FAST_SETTINGS | {"min_players": 1, "time_limit_s": 0}
 @dataclass
 class FrontDoor:
     """A node that owns no match: every JOIN gets the next answer of ``script``
-    (``("moved", url)`` or ``("moving",)``; the last one repeats)."""
+    (``("moved", url)``, ``("moving",)`` or ``("going_away",)``; the last one repeats)."""
 
     script: list[tuple[str, ...]]
     listed: list[dict[str, Any]] | None = None
@@ -79,6 +79,8 @@ class FrontDoor:
                 if answer[0] == "moved":
                     await ws.send(p.error(p.E_MOVED, answer[1]))
                     await ws.close(p.CLOSE_MOVED, answer[1])
+                elif answer[0] == "going_away":  # shutting down, no ENDED: match not over
+                    await ws.close(p.CLOSE_GOING_AWAY, "shutting down")
                 else:
                     await ws.send(p.error(p.E_MATCH_MOVING, "its node is gone: join again"))
                     await ws.close(p.CLOSE_TRY_AGAIN, "match moving")
@@ -233,6 +235,34 @@ def test_nodes_are_tried_in_turn_with_failed_ones_last():
 
 
 # -- reconnecting through another node ---------------------------------------------------
+
+
+async def test_going_away_is_retried_elsewhere_only_in_a_cluster_and_never_after_ended(tmp_path):
+    async with running_app(tmp_path) as app:
+        match = await app.lobby.create("arena", ALONE, start_players=1)
+        async with front_door(FrontDoor([("going_away",)])) as door:
+            # One known node: 1001 ends a player's session, as on a single server.
+            alone = GameClient(door.url, token("p1"))
+            with pytest.raises(ClientClosed) as closed:
+                await alone.join(match.match_id)
+            assert closed.value.code == p.CLOSE_GOING_AWAY and len(door.joins) == 1
+            await alone.close()
+            # Another node known: the match outlived its node (no ENDED came): go there.
+            clustered = GameClient(door.url, token("p1"), nodes=[url(app)])
+            joined = await clustered.join(match.match_id)
+            assert joined.slot is not None and clustered.url == url(app)
+            assert len(door.joins) == 2
+            # A shutdown that ends the match (ENDED interrupted, then 1001): never retried.
+            await match.stop("interrupted", "server shutdown")
+            async with asyncio.timeout(30):  # a hang guard, not a timing check
+                async for _ in clustered:
+                    pass
+            assert clustered.ended is not None and clustered.ended.status == "interrupted"
+            async with asyncio.timeout(30):
+                await clustered._reader  # the session's end: it tried no other node
+            assert clustered._closed.code == p.CLOSE_GOING_AWAY
+            assert len(door.joins) == 2 and clustered.reconnects == 1  # the JOIN's, above
+            await clustered.close()
 
 
 async def test_a_dropped_player_resumes_through_another_node_and_loses_nothing(tmp_path):

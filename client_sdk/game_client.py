@@ -281,6 +281,13 @@ class GameClient:
                 return
 
     async def _read_loop(self) -> None:
+        try:
+            await self._read_and_reconnect()
+        except Exception as exc:  # a bug must end the session, never leave it hanging
+            log.exception("the client's reader failed")
+            self._end(ClientClosed(None, f"client error: {exc!r}"))
+
+    async def _read_and_reconnect(self) -> None:
         while True:
             ws = self.ws
             assert ws is not None
@@ -385,16 +392,16 @@ class GameClient:
         assert self.match_id is not None
         try:
             await self.connect(url)
-        except ConnectionClosed as exc:  # closed before WELCOME: 4009 full, 4001 expired...
-            return _code(exc), _reason(exc)
+        except ClientClosed as exc:  # closed before WELCOME: 4009 full, 4001 expired...
+            return exc.code, exc.reason
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (400, 401, 403):
                 raise _SessionOver(ClientClosed(None, f"{url} refused: HTTP {status}")) from None
             self.nodes.fail(url)
             return _DROPPED, f"{url}: HTTP {status}"
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            self.nodes.fail(url)
+        except (OSError, InvalidHandshake, TimeoutError, p.ProtocolError) as exc:
+            self.nodes.fail(url)  # unreachable, or not a matchreplay node (no WELCOME)
             return _DROPPED, f"{url}: {exc or type(exc).__name__}"
         ws = self.ws
         assert ws is not None

@@ -13,6 +13,7 @@ until it answers again. One server alone is a cluster of one: the same rules giv
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
 import urllib.request
@@ -94,7 +95,7 @@ class Nodes:
         for url in self.order():
             try:
                 listed = await asyncio.to_thread(_fetch_nodes, url, token)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as exc:
                 log.debug("no node list from %s: %s", url, exc)
                 continue
             for node in listed:

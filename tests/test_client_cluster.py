@@ -55,8 +55,11 @@ class FrontDoor:
     script: list[tuple[str, ...]]
     listed: list[dict[str, Any]] | None = None
     """Its answer to ``GET /api/nodes`` (None: 404, like a server without a cluster)."""
+    full: bool = False
+    """Refuse every connection with 4009 before WELCOME."""
     joins: list[tuple[str, int | None]] = field(default_factory=list)
     node_requests: int = 0
+    connections: int = 0
     url: str = ""
 
     async def _http(self, _conn: ServerConnection, request: Request) -> Response | None:
@@ -68,6 +71,10 @@ class FrontDoor:
         return _respond(HTTPStatus.OK, {"nodes": self.listed})
 
     async def _session(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        if self.full:  # refused before WELCOME, as a node at max_connections does
+            await ws.close(p.CLOSE_TOO_MANY_CONNECTIONS, "server full")
+            return
         await ws.send(p.welcome("someone", "player", {}))
         with contextlib.suppress(ConnectionClosed):
             async for frame in ws:
@@ -304,6 +311,21 @@ async def test_a_dropped_player_resumes_through_another_node_and_loses_nothing(t
         # Every input took effect exactly once, in order: no duplicate, none lost.
         aims = stored_aims(await app.store.read(match.match_id), slot)
         assert aims == [units(aim_of(s)) for s in range(1, n + 1)]
+
+
+async def test_a_full_node_is_passed_over_on_reconnect(tmp_path):
+    async with running_app(tmp_path) as app:
+        match = await app.lobby.create("arena", ALONE, start_players=1)
+        async with front_door(FrontDoor([], full=True)) as full:
+            client = GameClient(url(app), token("p1"), nodes=[full.url], backoff=(0.02, 0.2))
+            await client.join(match.match_id)
+            client.ws.transport.abort()  # its node is tried last: the full one first
+            async with asyncio.timeout(30):  # a hang guard, not a timing check
+                await until(lambda: client.reconnects == 1 and client.slot is not None)
+            assert client.url == url(app) and client.joined.resumed
+            assert full.connections == 1  # tried first (the dropped node last), refused
+            await client.close()
+        await match.stop()
 
 
 @pytest.mark.slow

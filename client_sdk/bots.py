@@ -30,13 +30,16 @@ async def run_bots(
     rate: float | None = None,
     duration: float | None = None,
     seed: int = 1,
+    nodes: Sequence[str] = (),
 ) -> list[GameClient]:
     """Play ``match_id`` with one bot per token until the match ends (or ``duration``
-    seconds). ``rate``: inputs per second per bot (default: the match's tick rate)."""
+    seconds). ``rate``: inputs per second per bot (default: the match's tick rate).
+    ``nodes``: the cluster's other nodes (``url`` may be any node: bots are redirected
+    to the match's owner and follow it through a failover like any player)."""
     from replay.games.arena.bots import BotBrain
 
     clients = [
-        GameClient(url, t, track_state=(i == 0), keep_messages=(i == 0))
+        GameClient(url, t, nodes=nodes, track_state=(i == 0), keep_messages=(i == 0))
         for i, t in enumerate(tokens)
     ]
     await asyncio.gather(*(c.connect() for c in clients))

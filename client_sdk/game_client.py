@@ -1,6 +1,6 @@
 """GameClient: a player (or watcher) connection with automatic resume.
 
-    async with GameClient(url, token) as client:
+    async with GameClient(url, token, nodes=[other_url, ...]) as client:
         joined = await client.join("m1")
         client.send_input([1.0, 0.0, 0.5, False])
         async for message in client:        # Update, Catchup, Error, Ok, Ended, Joined
@@ -12,8 +12,17 @@ drops for a reason worth retrying, the client reconnects with exponential
 backoff, JOINs again asking for the events after the last seq it has, and
 resends the unacknowledged inputs; the server applies each seq at most once,
 so resending is safe. A close in ``replay.protocol.PLAYER_NO_RETRY`` ends the
-session. The wire messages come from :mod:`replay.protocol`; nothing here imports
-the server.
+session (1001 only with one known node: in a cluster the match outlives its node).
+
+Clusters (docs/protocol.md section 14). A JOIN answered by close 4011 (``moved``)
+is sent again to the URL in the close reason, at most :data:`MAX_REDIRECTS` times
+in a row; close 4012 (``match_moving``: the match is between nodes) is retried
+through any known node after :data:`TRY_AGAIN_BACKOFF`, for up to
+:data:`TRY_AGAIN_FOR_S`; a dropped connection is retried through any known node
+(:class:`client_sdk.nodes.Nodes`: the caller's ``url`` and ``nodes``, redirect
+targets, and ``GET /api/nodes``), the node that failed last. All of it is invisible
+to the caller: inputs sent meanwhile are queued and sent after the next JOINED.
+The wire messages come from :mod:`replay.protocol`; nothing here imports the server.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -33,6 +43,7 @@ from websockets.asyncio.connection import broadcast
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.frames import Frame, Opcode
 
+from client_sdk.nodes import NODE_GONE, Nodes, is_ws_url
 from replay import protocol as p
 from replay.codec import decode_batch
 from replay.fold import fold_events
@@ -59,6 +70,16 @@ class ClientClosed(Exception):
 
 COMMAND_TIMEOUT_S = 10.0
 """How long :meth:`GameClient.command` waits for its OK or ERROR by default."""
+JOIN_TIMEOUT_S = 10.0
+"""How long a reconnect waits for the answer to its JOIN before trying again."""
+MAX_REDIRECTS = 5
+"""Redirects (close 4011) followed in a row, without a JOINED between them: more is a
+loop between nodes that disagree, and the session ends instead of spinning."""
+TRY_AGAIN_BACKOFF = (0.1, 0.3)
+"""Seconds (uniform: jittered) before retrying after close 4012 (``match_moving``)."""
+TRY_AGAIN_FOR_S = 10.0
+"""How long a player keeps retrying while its match is between nodes (4012): the
+lease of a dead owner lapses within a few seconds, then a node takes the match over."""
 
 
 class GameClient:
@@ -67,6 +88,7 @@ class GameClient:
         url: str,
         token: str,
         *,
+        nodes: Sequence[str] = (),
         reconnect: bool = True,
         max_attempts: int = 10,
         backoff: tuple[float, float] = (0.05, 3.0),
@@ -79,8 +101,12 @@ class GameClient:
         rules. ``keep_messages``: queue every message for ``async for`` (unread messages
         accumulate: iterate, or pass False to queue only ENDED, e.g. for bots whose
         acks and state advance anyway). ``measure``: record input-to-ack latencies in
-        ``self.latencies``."""
+        ``self.latencies``. ``nodes``: other websocket URLs of the same cluster, to
+        reconnect through when ``url``'s node is gone (more are learned from the
+        cluster itself)."""
         self.url = url
+        """The node this client is connected to (or connects to next)."""
+        self.nodes = Nodes([url, *nodes])
         self.token = token
         self.games = games or builtin_games()
         """The games whose matches this client can follow (``track_state``)."""
@@ -104,6 +130,8 @@ class GameClient:
         self.tick = -1
         self.unacked: deque[tuple[int, list[Any]]] = deque()
         self.reconnects = 0
+        self.redirects = 0
+        """Redirects (close 4011) followed so far."""
         self.ended: p.Ended | None = None
         """The match's ENDED message, once it came (how and at which tick it ended)."""
         self.latencies: list[float] | None = [] if measure else None
@@ -115,10 +143,18 @@ class GameClient:
         self._replies: dict[int, asyncio.Future[p.Ok]] = {}
         self._next_ref = 1
         self._joined_waiter: asyncio.Future[p.Joined] | None = None
+        """What :meth:`join` waits for: the first JOINED, wherever redirects lead."""
+        self._join_reply: asyncio.Future[p.Joined] | None = None
+        """The answer to a reconnect's JOIN on the current connection."""
+        self._join_from: int | None = 0
+        """``from_seq`` of the first JOIN, until a JOINED came (then: ``last_seq``)."""
 
     # -- connecting -------------------------------------------------------------------
 
-    async def connect(self) -> p.Welcome:
+    async def connect(self, url: str | None = None) -> p.Welcome:
+        """Open a connection to ``url`` (default: ``self.url``) and read WELCOME."""
+        if url is not None:
+            self.url = url
         self.ws = await connect(
             self.url,
             subprotocols=[p.SUBPROTOCOL],  # type: ignore[list-item]
@@ -151,7 +187,8 @@ class GameClient:
         if self.ws is None:
             await self.connect()
         self.match_id = match_id
-        return await self._join(self.last_seq if history or self.track_state else None)
+        self._join_from = self.last_seq if history or self.track_state else None
+        return await self._join(self._join_from)
 
     async def _join(self, from_seq: int | None) -> p.Joined:
         assert self.ws is not None and self.match_id is not None
@@ -244,61 +281,149 @@ class GameClient:
                 return
 
     async def _read_loop(self) -> None:
+        try:
+            await self._read_and_reconnect()
+        except Exception as exc:  # a bug must end the session, never leave it hanging
+            log.exception("the client's reader failed")
+            self._end(ClientClosed(None, f"client error: {exc!r}"))
+
+    async def _read_and_reconnect(self) -> None:
         while True:
-            assert self.ws is not None
+            ws = self.ws
+            assert ws is not None
             try:
                 # Binary frames are handled as they are parsed (_Connection); this loop
                 # only sees anything else, and the end of the connection.
-                async for frame in self.ws:
+                async for frame in ws:
                     self._on_frame(frame)  # type: ignore[arg-type]
             except ConnectionClosed:
                 pass
-            code, reason = self.ws.close_code, self.ws.close_reason or "connection lost"
-            if self._closing or not self.reconnect or code in p.PLAYER_NO_RETRY:
+            code, reason = ws.close_code, ws.close_reason or "connection lost"
+            if self._closing:
                 self._end(ClientClosed(code, reason))
                 return
-            if not await self._resume():
-                self._end(ClientClosed(code, reason))
+            ended = await self._reconnect(code, reason)
+            if ended is not None:
+                self._end(ended)
                 return
 
     def _end(self, closed: ClientClosed) -> None:
+        """The session is over. When a reconnect's JOIN was refused, the refusal is
+        ``closed.__cause__``: what :meth:`join` raises if it still waits (a redirected
+        first JOIN, refused by the owner)."""
+        refused = closed.__cause__ if isinstance(closed.__cause__, p.ProtocolError) else None
         self._closed = closed
         for fut in self._replies.values():
             if not fut.done():
                 fut.set_exception(closed)
         if self._joined_waiter is not None and not self._joined_waiter.done():
-            self._joined_waiter.set_exception(closed)
+            self._joined_waiter.set_exception(refused or closed)
         self._messages.put_nowait(closed)
 
-    async def _resume(self) -> bool:
-        """Reconnect with backoff, JOIN again from the last seq, resend unacked inputs."""
-        lo, hi = self.backoff
-        for attempt in range(self.max_attempts):
-            await asyncio.sleep(min(hi, lo * 2**attempt) * (0.5 + random.random()))
+    async def _reconnect(self, code: int | None, reason: str) -> ClientClosed | None:
+        """Get the session back after its connection closed with ``code``: follow a
+        redirect, retry a match between nodes, or reconnect with backoff, through any
+        known node. None once JOINED again (unacked inputs resent), else why it ends."""
+        outage = _Outage()
+        while True:
+            self.slot = None  # inputs queue up until the next JOINED
+            step = self._next_try(outage, code, reason)
+            if isinstance(step, ClientClosed):
+                return step
+            target, delay = step
+            await asyncio.sleep(delay)
+            if target is None:
+                if not outage.refreshed:  # once per outage, after the jitter: spread out
+                    outage.refreshed = True
+                    await self.nodes.refresh(self.token)
+                target = self.nodes.after(self.url)
             try:
-                self.slot = None
-                await self.connect()
-                assert self.ws is not None and self.match_id is not None
-                joined = self._joined_waiter = asyncio.get_running_loop().create_future()
-                await self.ws.send(p.encode_join(self.match_id, self.last_seq))
-                closed = asyncio.ensure_future(self.ws.wait_closed())
-                await asyncio.wait([joined, closed], timeout=10, return_when="FIRST_COMPLETED")
-                closed.cancel()
-                if not joined.done():
-                    continue  # closed or silent: try again
-                joined.result()
-            except p.ProtocolError as exc:
-                log.info("resume refused: %s", exc)
-                return False
-            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
-                if isinstance(exc, InvalidStatus) and exc.response.status_code in (400, 401, 403):
-                    return False
-                if isinstance(exc, ConnectionClosed) and _code(exc) in p.PLAYER_NO_RETRY:
-                    return False
-                continue
-            self.reconnects += 1
-            return True
-        return False
+                closed = await self._rejoin(target)
+            except _SessionOver as over:
+                if isinstance(over.why, ClientClosed):
+                    return over.why
+                refusal = f"{over.why.code}: {over.why}"
+                closed = ClientClosed(code, f"{reason}; then {target} refused the JOIN: {refusal}")
+                closed.__cause__ = over.why
+                return closed
+            if closed is None:
+                self.reconnects += 1
+                return None
+            code, reason = closed
+
+    def _next_try(
+        self, outage: _Outage, code: int | None, reason: str
+    ) -> ClientClosed | tuple[str | None, float]:
+        """After a close with ``code``: the session's end, or where to JOIN next (None:
+        the next known node) and after how many seconds (docs/protocol.md 6 and 14)."""
+        if self.ended is not None or self._closing:
+            return ClientClosed(code, reason)  # the match is over: so is the session
+        if code == p.CLOSE_MOVED and is_ws_url(reason):
+            outage.redirects += 1
+            if outage.redirects > MAX_REDIRECTS:
+                why = f"more than {MAX_REDIRECTS} redirects in a row (the last to {reason})"
+                return ClientClosed(code, why)
+            self.redirects += 1
+            self.nodes.learn(reason)
+            return reason, 0.0
+        if not self.reconnect or code in p.NO_RETRY:
+            return ClientClosed(code, reason)
+        if code == p.CLOSE_GOING_AWAY and len(self.nodes) < 2:
+            return ClientClosed(code, reason)  # one server: its matches end with it
+        if code in (p.CLOSE_TRY_AGAIN, p.CLOSE_MOVED):  # (a 4011 without a URL too)
+            now = time.monotonic()
+            outage.try_again_until = outage.try_again_until or now + TRY_AGAIN_FOR_S
+            if now >= outage.try_again_until:
+                why = f"{reason} (still between nodes after {TRY_AGAIN_FOR_S} s)"
+                return ClientClosed(code, why)
+            return None, random.uniform(*TRY_AGAIN_BACKOFF)
+        outage.failures += 1
+        if outage.failures > self.max_attempts:
+            return ClientClosed(code, f"{reason} (no reconnect in {self.max_attempts} tries)")
+        if code in NODE_GONE:
+            self.nodes.fail(self.url)  # tried last from now on
+        lo, hi = self.backoff
+        return None, min(hi, lo * 2 ** (outage.failures - 1)) * (0.5 + random.random())
+
+    async def _rejoin(self, url: str) -> tuple[int | None, str] | None:
+        """Connect to ``url`` and JOIN from the last seq: None once JOINED, else the
+        close code and reason to go on from; raises :class:`_SessionOver` when the
+        JOIN or the connection was refused for good."""
+        assert self.match_id is not None
+        try:
+            await self.connect(url)
+        except ClientClosed as exc:  # closed before WELCOME: 4009 full, 4001 expired...
+            return exc.code, exc.reason
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (400, 401, 403):
+                raise _SessionOver(ClientClosed(None, f"{url} refused: HTTP {status}")) from None
+            self.nodes.fail(url)
+            return _DROPPED, f"{url}: HTTP {status}"
+        except (OSError, InvalidHandshake, TimeoutError, p.ProtocolError) as exc:
+            self.nodes.fail(url)  # unreachable, or not a matchreplay node (no WELCOME)
+            return _DROPPED, f"{url}: {exc or type(exc).__name__}"
+        ws = self.ws
+        assert ws is not None
+        self.nodes.answered(url)
+        from_seq = self.last_seq if self.joined is not None else self._join_from
+        reply = self._join_reply = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(p.encode_join(self.match_id, from_seq))
+        closed = asyncio.ensure_future(ws.wait_closed())
+        await asyncio.wait([reply, closed], timeout=JOIN_TIMEOUT_S, return_when="FIRST_COMPLETED")
+        closed.cancel()
+        if not reply.done():
+            reply.cancel()
+            if ws.close_code is None:  # silent: give up on this connection
+                await ws.close()
+                return _DROPPED, f"{url}: no answer to JOIN in {JOIN_TIMEOUT_S} s"
+            return ws.close_code, ws.close_reason or "connection lost"
+        refused = reply.exception()
+        if refused is not None:  # unknown_match, match_over, forbidden...: final
+            await ws.close()
+            raise _SessionOver(refused)  # type: ignore[arg-type]
+        return None
 
     def _on_frame(self, frame: bytes) -> None:
         try:
@@ -320,14 +445,23 @@ class GameClient:
             if fut is not None and not fut.done():
                 fut.set_result(msg)
         elif isinstance(msg, p.Error):
+            if msg.code in _BETWEEN_NODES:
+                return  # the close that follows says where to go (_reconnect)
             fut = self._replies.get(msg.ref) if isinstance(msg.ref, int) else None
             if fut is not None and not fut.done():
                 fut.set_exception(p.ProtocolError(msg.code, msg.message, msg.ref))
-            elif self._joined_waiter is not None and not self._joined_waiter.done():
-                self._joined_waiter.set_exception(p.ProtocolError(msg.code, msg.message))
+            elif self._refuse_join(p.ProtocolError(msg.code, msg.message)):
                 return
         if self.keep_messages or isinstance(msg, p.Ended):
             self._messages.put_nowait(msg)
+
+    def _refuse_join(self, refusal: p.ProtocolError) -> bool:
+        """An ERROR without a ref while a JOIN waits is its refusal: False if none waits."""
+        for waiter in (self._join_reply, self._joined_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(refusal)
+                return True
+        return False
 
     def _on_joined(self, msg: p.Joined) -> None:
         self.joined = msg
@@ -344,8 +478,9 @@ class GameClient:
             pending = list(self.unacked)
             for i in range(0, len(pending), p.MAX_INPUTS_PER_FRAME):
                 broadcast([self.ws], p.encode_inputs(pending[i : i + p.MAX_INPUTS_PER_FRAME]))
-        if self._joined_waiter is not None and not self._joined_waiter.done():
-            self._joined_waiter.set_result(msg)
+        for waiter in (self._join_reply, self._joined_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(msg)
 
     def _on_update(self, msg: p.Update) -> None:
         self.tick = msg.tick
@@ -395,6 +530,33 @@ class GameClient:
                 sent = self._sent_at.pop(s, None)
                 if sent is not None:
                     lat.append(now - sent)
+
+
+_DROPPED = 1006
+"""What a connection that ended without a close frame reports (never sent on the wire)."""
+
+
+_BETWEEN_NODES = frozenset({p.E_MOVED, p.E_MATCH_MOVING})
+"""ERRORs that announce a close 4011 / 4012: handled by the reconnect, never shown."""
+
+
+@dataclass
+class _Outage:
+    """What one reconnect has been through so far (its limits are per outage)."""
+
+    redirects: int = 0
+    failures: int = 0
+    try_again_until: float | None = None
+    refreshed: bool = False
+    """Whether the node list was fetched (once per outage)."""
+
+
+class _SessionOver(Exception):
+    """Raised inside a reconnect when the session cannot go on: ``why`` ends it."""
+
+    def __init__(self, why: ClientClosed | p.ProtocolError) -> None:
+        super().__init__(str(why))
+        self.why = why
 
 
 class _Connection(ClientConnection):

@@ -7,6 +7,11 @@ LEADERBOARD message of docs/protocol.md, whose encoding comes from
 :mod:`replay.protocol`). An error answer raises :class:`LeaderboardError` with
 the server's ``code`` and ``message``, the same for both.
 
+Every node of a cluster answers leaderboard queries (docs/protocol.md section 14):
+when a node cannot be reached (or its connection drops with a query in flight),
+the query is sent to the next known node (``nodes``, then ``GET /api/nodes``). A
+query only reads, so sending it again is safe.
+
 Why a transport of ``Leaderboards`` and not methods on ``GameClient``/``Spectator``:
 one class keeps one copy of the query methods and of the reply matching, and a
 leaderboard view needs no seat or watched match.
@@ -20,14 +25,16 @@ import itertools
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.protocol import State
 
+from client_sdk.nodes import Nodes, http_base, is_ws_url
 from replay import protocol as p
 from replay.leaderboards import errors as lb_errors
 
@@ -87,11 +94,22 @@ class Leaderboards:
     (server/leaderboard_api.py ``query``); the transports only carry it, so both
     give the same answers and the same error codes."""
 
-    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        nodes: Sequence[str] = (),
+    ) -> None:
+        """``nodes``: other nodes of the same cluster (their websocket URLs, or HTTP
+        bases in HTTP mode), asked when ``base_url``'s node cannot be reached."""
         self.base_url = base_url.rstrip("/")
+        """The node queried (the last one that answered)."""
         self.token = token
         self.timeout = timeout
         self.websocket = self.base_url.startswith(("ws://", "wss://"))
+        self.nodes = Nodes([self.base_url, *(n.rstrip("/") for n in nodes)])
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._refs = itertools.count(1)
@@ -178,8 +196,43 @@ class Leaderboards:
         # A waiting query may take its whole timeout on the server: allow for it.
         deadline = self.timeout + (timeout or 0)
         if self.websocket:
-            return await self._ws_query(query, args, deadline)
-        return await asyncio.to_thread(self._fetch, _http_url(self.base_url, query, args), deadline)
+            return await self._on_any_node(lambda url: self._ws_query(url, query, args, deadline))
+        return await self._on_any_node(
+            lambda url: asyncio.to_thread(self._fetch, _http_url(url, query, args), deadline)
+        )
+
+    async def _on_any_node(
+        self, send: Callable[[str], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """``send`` the query to the current node, then to every other known node in
+        turn while none can be reached (the node list is fetched once, when needed)."""
+        tried: set[str] = set()
+        refreshed = False
+        url = self.base_url
+        while True:
+            try:
+                body = await send(url)
+            except (OSError, InvalidHandshake, ConnectionClosed) as exc:
+                # OSError: refused, reset, timed out (urllib's URLError is one); an error
+                # answer (LeaderboardError) is an answer and is raised as it is.
+                self.nodes.fail(url)
+                tried.add(url)
+                if not refreshed:
+                    refreshed = True
+                    await self.nodes.refresh(self.token)
+                untried = [u for u in map(self._in_mode, self.nodes.order()) if u not in tried]
+                if not untried:
+                    raise exc
+                url = untried[0]
+                continue
+            self.nodes.answered(url)
+            self.base_url = url
+            return body
+
+    def _in_mode(self, url: str) -> str:
+        """A node's URL for this client's transport: ``GET /api/nodes`` lists websocket
+        URLs, which an HTTP client turns into the node's HTTP base."""
+        return http_base(url) if not self.websocket and is_ws_url(url) else url
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -199,8 +252,10 @@ class Leaderboards:
 
     # -- websocket -------------------------------------------------------------------------
 
-    async def _ws_query(self, query: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
-        ws = await self._connection()
+    async def _ws_query(
+        self, url: str, query: str, args: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        ws = await self._connection(url)
         ref = next(self._refs)
         fut = self._replies[ref] = asyncio.get_running_loop().create_future()
         try:
@@ -210,12 +265,14 @@ class Leaderboards:
         finally:
             self._replies.pop(ref, None)
 
-    async def _connection(self) -> ClientConnection:
+    async def _connection(self, url: str) -> ClientConnection:
         async with self._connecting:
+            if self._ws is not None and self._ws.state is State.OPEN and url != self.base_url:
+                await self._ws.close()  # moving to another node
             if self._ws is None or self._ws.state is not State.OPEN:
                 headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
                 ws = await connect(
-                    self.base_url,
+                    url,
                     subprotocols=[p.SUBPROTOCOL],  # type: ignore[list-item]
                     additional_headers=headers,
                     max_size=None,

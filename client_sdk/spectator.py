@@ -3,6 +3,7 @@
 ::
 
     spec = await Spectator.connect("ws://host:8765/ws", token=None)  # None: public matches
+    # in a cluster, optionally: Spectator.connect(url, token, nodes=["ws://other:8765/ws"])
     info = await spec.watch("m1", from_="live")
     async for frame in spec:                 # frame.tick, frame.events, frame.state
         draw(frame.state)
@@ -16,7 +17,10 @@ that answers them (all STATE/FRAMEs sent before it are already applied).
 Reconnecting. When the connection is lost (a network failure, a server restart,
 a slow-consumer close), the spectator reconnects by itself: up to
 ``reconnect_attempts`` tries (:data:`RECONNECT_ATTEMPTS`), waiting
-:data:`RECONNECT_BACKOFF` (doubling, with jitter) before each. It then WATCHes the
+:data:`RECONNECT_BACKOFF` (doubling, with jitter) before each, through any known
+node of the cluster (:class:`client_sdk.nodes.Nodes`: ``url``, ``nodes``, and
+``GET /api/nodes``; the node that failed is tried last). Every node answers WATCH
+(docs/protocol.md section 14), so a spectator is never redirected. It then WATCHes the
 same match again where it was: ``"live"`` if it followed live, else the tick of its
 local state, and PLAYs again at the same speed if it was playing. The server
 answers with a STATE (a ``reset`` frame) and iteration goes on. Requests in flight
@@ -35,12 +39,14 @@ import contextlib
 import itertools
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from client_sdk.game_client import ClientClosed
+from client_sdk.nodes import NODE_GONE, Nodes
 from client_sdk.view import FrameBuffer, ViewFrame
 from replay import protocol as p
 from replay.codec import decode_batch
@@ -68,6 +74,8 @@ class Spectator:
         welcome: p.Welcome,
         *,
         url: str | None = None,
+        token: str | None = None,
+        nodes: Sequence[str] = (),
         reconnect_attempts: int = RECONNECT_ATTEMPTS,
         games: GameRegistry | None = None,
     ) -> None:
@@ -76,7 +84,10 @@ class Spectator:
         """The games whose matches this spectator can rebuild."""
         self.welcome = welcome
         self.url = url
-        """Where to reconnect (the token included); None: never reconnect."""
+        """The node connected to (without the token); None: never reconnect."""
+        self.token = token
+        self.nodes = Nodes([url, *nodes] if url is not None else nodes)
+        """Where to reconnect: any node of the cluster answers WATCH."""
         self.reconnect_attempts = reconnect_attempts if url is not None else 0
         self.reconnects = 0
         """Successful reconnects so far."""
@@ -109,14 +120,22 @@ class Spectator:
         url: str,
         token: str | None = None,
         *,
+        nodes: Sequence[str] = (),
         reconnect_attempts: int = RECONNECT_ATTEMPTS,
         games: GameRegistry | None = None,
     ) -> Spectator:
-        """Connect and read WELCOME. ``reconnect_attempts=0`` turns reconnecting off."""
-        if token:
-            url = f"{url}{'&' if '?' in url else '?'}token={token}"
-        ws, welcome = await _open(url)
-        return cls(ws, welcome, url=url, reconnect_attempts=reconnect_attempts, games=games)
+        """Connect and read WELCOME. ``nodes``: other websocket URLs of the same
+        cluster to reconnect through. ``reconnect_attempts=0`` turns reconnecting off."""
+        ws, welcome = await _open(url, token)
+        return cls(
+            ws,
+            welcome,
+            url=url,
+            token=token,
+            nodes=nodes,
+            reconnect_attempts=reconnect_attempts,
+            games=games,
+        )
 
     async def __aenter__(self) -> Spectator:
         return self
@@ -253,26 +272,34 @@ class Spectator:
         """Connect again and put the session back where it was: None once back, else
         why it cannot be (the session ends with it)."""
         assert self.url is not None
+        if code in NODE_GONE:
+            self.nodes.fail(self.url)  # the node itself may be gone: try it last
         lo, hi = RECONNECT_BACKOFF
         last: BaseException = ClientClosed(code, reason)
         for attempt in range(self.reconnect_attempts):
             await asyncio.sleep(min(hi, lo * 2**attempt) * (0.5 + random.random()))
+            if attempt == 0:  # after the jitter: the spectators of a node spread out
+                await self.nodes.refresh(self.token)  # learn the cluster's nodes, if any
+            url = self.nodes.after(self.url)
             try:
-                ws, self.welcome = await _open(self.url)
+                ws, self.welcome = await _open(url, self.token)
             except InvalidStatus as exc:
                 if exc.response.status_code in (400, 401, 403):
                     return exc
-                last = exc
+                self.nodes.fail(url)
+                self.url, last = url, exc
                 continue
             except ConnectionClosed as exc:  # e.g. 4001: the token expired meanwhile
                 if exc.rcvd is not None and exc.rcvd.code in p.NO_RETRY:
                     return ClientClosed(exc.rcvd.code, exc.rcvd.reason)
-                last = exc
+                self.url, last = url, exc
                 continue
             except (OSError, InvalidHandshake, TimeoutError) as exc:
-                last = exc
+                self.nodes.fail(url)
+                self.url, last = url, exc
                 continue
-            self.ws = ws
+            self.nodes.answered(url)
+            self.ws, self.url = ws, url
             try:
                 async with asyncio.timeout(RESTORE_TIMEOUT):
                     await self._restore()
@@ -373,7 +400,9 @@ class Spectator:
                 fut.set_exception(exc)
 
 
-async def _open(url: str) -> tuple[ClientConnection, p.Welcome]:
+async def _open(url: str, token: str | None) -> tuple[ClientConnection, p.Welcome]:
+    if token:  # in the query: the same as browsers must (docs/protocol.md section 1)
+        url = f"{url}{'&' if '?' in url else '?'}token={token}"
     ws = await connect(url, subprotocols=[p.SUBPROTOCOL], max_size=1 << 24)  # type: ignore[list-item]
     try:
         welcome = p.decode_server(await ws.recv())

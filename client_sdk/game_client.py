@@ -59,6 +59,11 @@ MAX_UNACKED = 1024
 are dropped: inputs are control samples, and old ones only matter until acked."""
 
 
+KEEPALIVE_S = 2.0
+"""Seconds between the client's pings, and for each pong to come: a silent node (paused,
+cut off) is given up within twice this, a ping frame per player every 2 s (6 bytes)."""
+
+
 class ClientClosed(Exception):
     """The session ended for good; ``code`` and ``reason`` are the last close frame's."""
 
@@ -162,6 +167,11 @@ class GameClient:
             max_size=None,
             compression=None,
             open_timeout=10,
+            # A node that is paused (SIGSTOP, a VM stall) keeps the TCP connection open
+            # but answers no ping: after KEEPALIVE_S without a pong the client takes the
+            # connection for dead and reconnects, through another node if need be.
+            ping_interval=KEEPALIVE_S,
+            ping_timeout=KEEPALIVE_S,
             create_connection=_Connection,
         )
         try:

@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from cluster_helpers import ADMIN, Node, cluster, owner_of, token, wait_for
@@ -25,7 +26,9 @@ from replay.games import builtin_games
 from replay.store import open_store
 
 # Long enough to span several failovers; bots keep sending inputs all the while.
-LONG_MATCH = json.dumps({"tick_rate": 30, "time_limit_s": 600, "min_players": 2, "max_players": 8})
+LONG_MATCH = quote(
+    json.dumps({"tick_rate": 30, "time_limit_s": 600, "min_players": 2, "max_players": 8})
+)
 
 
 def create(node: Node, *, on: str | None = None, settings: str = LONG_MATCH, **q: str) -> dict:
@@ -99,7 +102,7 @@ def test_a_full_node_is_passed_over_and_a_full_cluster_refuses(pg_url: str, tmp_
         async def seat() -> list[GameClient]:
             return await players([n1, n2], n1, first["match_id"], 2)
 
-        seated = asyncio.run(_hold(seat))
+        seated = _hold(seat)
         try:
             wait_for(
                 lambda: any(n["load"].get("full") for n in n2.nodes() if n["name"] == "n1"),

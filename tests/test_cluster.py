@@ -5,6 +5,7 @@ the paused zombie, and the hand-over on SIGTERM (docs/operations.md, "A cluster"
 from __future__ import annotations
 
 import asyncio
+import math
 import json
 import time
 from pathlib import Path
@@ -23,11 +24,15 @@ from replay.audit import audit
 from replay.engine import ReplayEngine
 from replay.events import SYSTEM_TAKEOVER
 from replay.games import builtin_games
+from replay.leaderboards.projection import LeaderboardProjection
+from replay.leaderboards.service import Leaderboards
 from replay.store import open_store
 
 # Long enough to span several failovers; bots keep sending inputs all the while.
 LONG_MATCH = quote(
-    json.dumps({"tick_rate": 30, "time_limit_s": 600, "min_players": 2, "max_players": 8})
+    json.dumps(
+        {"tick_rate": 30, "time_limit_s": 600, "score_limit": 0, "min_players": 2, "max_players": 8}
+    )
 )
 
 
@@ -62,7 +67,8 @@ async def play(clients: list[GameClient], stop: asyncio.Event) -> None:
     while not stop.is_set():
         for c in clients:
             if c.ended is None:
-                c.send_input([k % 3 - 1, 0, 0, 0])
+                # Circling, aiming and firing: the players hit each other (kills to count).
+                c.send_input([math.cos(k / 5), math.sin(k / 5), k / 7, k % 10 == 0])
         k += 1
         await asyncio.sleep(1 / 30)
 
@@ -216,11 +222,31 @@ async def _stored(store_url: str, match_id: str) -> dict[str, Any]:
         record = await store.get_match(match_id)
         state = await engine.state_at(match_id, record.last_tick)
         return {
+            "head": await store.last_position(),
             "takeovers": sum(1 for e in events if e.type == SYSTEM_TAKEOVER),
             "seqs": [e.seq for e in events],
             "replayed": engine.rules(record).state_tick(state) == record.last_tick,
             "audit": await audit(engine, match_id, limit=10_000_000),
         }
+
+
+async def _rebuilt_boards(store_url: str, boards: Path) -> list[tuple[str, Any]]:
+    games = builtin_games()
+    store = open_store(store_url, catalogs=games.catalogs())
+    async with store:
+        projection = LeaderboardProjection(
+            store, str(boards), games.default_boards(), games.leaderboard_metrics()
+        )
+        await projection.open()
+        try:
+            await projection.catch_up()
+            return _rows(Leaderboards(projection).top("kills", limit=100))
+        finally:
+            await projection.close()
+
+
+def _rows(top: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(e["owner"], e["value"], e["subscore"]) for e in top["entries"]]
 
 
 def test_a_paused_owner_never_writes_again(pg_url: str, tmp_path: Path) -> None:

@@ -336,10 +336,10 @@ class GameClient:
         known node. None once JOINED again (unacked inputs resent), else why it ends."""
         outage = _Outage()
         while True:
-            self.slot = None  # inputs queue up until the next JOINED
             step = self._next_try(outage, code, reason)
             if isinstance(step, ClientClosed):
-                return step
+                return step  # (the seat it had stays in ``slot``)
+            self.slot = None  # inputs queue up until the next JOINED
             target, delay = step
             await asyncio.sleep(delay)
             if target is None:

@@ -24,7 +24,7 @@ from typing import Any
 from games import GAMES, open_test_store
 
 from replay.engine import ReplayEngine
-from replay.timeline import Timeline
+from replay.timeline import Timeline, marker_json
 from server import auth
 
 SECRET = "viewer-test-secret-0123456789abcdef"
@@ -217,8 +217,9 @@ def server_states(db: str, match_id: str, ticks: list[int]) -> dict[int, dict[st
     return _run(read())
 
 
-def server_markers(db: str, match_id: str) -> list[dict[str, Any]]:
-    """Every timeline marker of a match (replay/timeline.py), as the protocol sends them."""
+def server_markers(db: str, match_id: str, abandoned: bool = False) -> list[dict[str, Any]]:
+    """Every timeline marker of a match (replay/timeline.py), as the protocol sends them;
+    ``abandoned``: those of abandoned branches too (flagged)."""
 
     async def read() -> list[dict[str, Any]]:
         store = open_test_store(db, read_only=True)  # beside the running server
@@ -226,8 +227,8 @@ def server_markers(db: str, match_id: str) -> list[dict[str, Any]]:
         try:
             engine = ReplayEngine(store, GAMES)
             last = (await engine.match(match_id)).last_tick
-            found = await Timeline(engine).markers(match_id, 0, last)
-            return [{"tick": m.tick, "kind": m.kind, "data": m.data} for m in found]
+            found = await Timeline(engine).markers(match_id, 0, last, abandoned=abandoned)
+            return [marker_json(m) for m in found]
         finally:
             await store.close()
 

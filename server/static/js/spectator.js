@@ -119,8 +119,10 @@ export class SpectatorSession {
   goLive() { return this.#control([MSG.LIVE]); }
 
   // -- requests (answered by the reply with the same ref) ------------------------------------
-  async markers(fromTick = 0, toTick = null) {
-    return (await this.#request((ref) => [MSG.MARKERS, ref, fromTick, toTick]))[0];
+  /** `abandoned`: the markers of abandoned branches too, each flagged `abandoned`. */
+  async markers(fromTick = 0, toTick = null, abandoned = false) {
+    const tail = abandoned ? [true] : [];
+    return (await this.#request((ref) => [MSG.MARKERS, ref, fromTick, toTick, ...tail]))[0];
   }
   async clip(killTick, seconds = 5) {
     return (await this.#request((ref) => [MSG.CLIP, ref, killTick, seconds]))[0];

@@ -37,6 +37,7 @@ from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
 from replay.machine import RewindError
 from replay.protocol import (
+    E_FORBIDDEN,
     E_SERVER_FULL,
     E_TOO_LARGE,
     LEADERBOARD_PREFIX,
@@ -425,7 +426,7 @@ async def reserve(api: MatchApi, conn: ServerConnection, request: Request, p: Pa
     try:
         match.reserve(player)
     except JoinRefused as exc:
-        status = 503 if exc.code == E_SERVER_FULL else 409
+        status = {E_SERVER_FULL: 503, E_FORBIDDEN: 403}.get(exc.code, 409)
         raise HttpError(status, exc.code, exc.message) from None
     return json_response(
         conn, {"match_id": match.match_id, "player": player, "expires_in": match.seat_timeout}

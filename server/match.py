@@ -332,10 +332,12 @@ class Match:
     def _reap(self) -> None:
         now = time.monotonic()
         for seat in list(self.seats.values()):
-            if seat.held_until is not None and seat.held_until <= now and seat.joined is None:
-                del self.seats[seat.player]  # a reservation nobody claimed
-            elif seat.held_until is not None and seat.held_until <= now and seat.slot is not None:
+            if seat.held_until is None or seat.held_until > now:
+                continue
+            if seat.slot is not None:  # a seat (a fork's held one too) left for too long
                 self.leave(seat, "timeout")  # the grace period ran out
+            elif seat.joined is None:
+                del self.seats[seat.player]  # a reservation nobody claimed
 
     # -- inputs and commands ----------------------------------------------------------------
 

@@ -20,6 +20,10 @@ from client_sdk import ClientClosed, GameClient
 from replay import protocol as p
 from replay.audit import audit
 from replay.engine import ReplayEngine
+from replay.events import SYSTEM_TAKEOVER, NewEvent
+from replay.keyframes import rebuild_keyframes
+from replay.playback import Playback
+from replay.timeline import Timeline
 
 
 async def _all_pages(engine: ReplayEngine, match_id: str, **kwargs) -> list[dict]:
@@ -217,3 +221,33 @@ async def test_old_streams_without_admin_or_session_events_still_audit(tmp_path:
         assert kinds == {"input", "joined"}
         record = await engine.match("old")
         assert GAMES["arena"].is_over(await engine.state_at("old", record.last_tick))
+
+
+async def test_system_events_a_reader_does_not_know_are_skipped(tmp_path: Path) -> None:
+    """A newer server's own events (codes from 0xFF00 up that this build does not define)
+    change no state and break no reader: seeks, keyframe rebuilds, playback, the timeline
+    and the audit read past them."""
+    async with open_test_store(tmp_path / "new.db") as store:
+        rec = await record_match(store, "n", players=2, seconds=2.0, end=False)
+        record = await store.get_match("n")
+        last = record.last_tick
+        future = [
+            NewEvent(0xFF3F, last + 1, ("from a newer server", 1)),
+            NewEvent(SYSTEM_TAKEOVER, last + 1, ("node-a", "node-b", 2, 0, 1)),
+        ]
+        await store.append("n", future, record.version)
+        engine = ReplayEngine(store, GAMES)
+        before = await engine.state_at("n", last)
+        after = await engine.state_at("n", last + 1)
+        arena = GAMES["arena"]
+        assert rec.hashes[last] == arena.state_hash(before)
+        assert arena.state_hash(after) == arena.state_hash(arena.evolve(before, [], last + 1))
+        await rebuild_keyframes(store, GAMES, "n")
+        fresh = ReplayEngine(store, GAMES)
+        assert arena.state_hash(await fresh.state_at("n", last + 1)) == arena.state_hash(after)
+        frames = [f async for f in Playback(fresh, "n", start=last - 2, speed=None)]
+        assert [f.tick for f in frames] == [last - 2, last - 1, last, last + 1]
+        assert {e[0] for e in frames[-1].events} == {0xFF3F, SYSTEM_TAKEOVER}
+        assert await Timeline(fresh).markers("n", last + 1) == []
+        entries = await _all_pages(fresh, "n", from_tick=last)
+        assert {e["kind"] for e in entries} <= {"input"}

@@ -148,9 +148,14 @@ async def test_admin_actions_and_player_sessions_with_who_and_why(tmp_path: Path
         assert status == 403  # a player cannot kick
         status, body = await call(app, "POST", "/api/matches/adm/kick", chief)
         assert status == 400 and body["error"]["code"] == "invalid_field"
-        kick = "/api/matches/adm/kick?player=bob&reason=abuse"
-        status, body = await call(app, "POST", kick, chief)
-        assert status == 200 and body["kicked"] == "bob"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server.cli", "kick", "adm", "bob", "--reason", "abuse",
+            "--server", f"http://127.0.0.1:{app.port}", "--token", chief,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err
+        assert json.loads(out)["kicked"] == "bob"
         assert await asyncio.wait_for(readers[1], 10) == 4003  # closed: not to reconnect
         await _until(lambda: match.rules.seat_of(match.state, "bob") is None)
         status, body = await call(app, "POST", "/api/matches/adm/kick?player=bob", chief)

@@ -22,6 +22,7 @@ from viewer_harness import (
     LIVE_OPTIONS,
     ViewerServer,
     admin_token,
+    first_batch,
     launch_chromium,
     run_async,
     screenshot,
@@ -952,6 +953,22 @@ def test_fork_links_to_its_parent_and_the_parent_to_its_forks(
         "match_id": REWOUND,
         "tick": at,
     }
+    # The fork's first event (``forked``, carrying the parent's state) folded by the page's
+    # fold.js over any state gives that state: what a FRAME of the fork tick would do.
+    tick, blob = first_batch(server.db, FORK)
+    assert tick == at
+    restored = pg.evaluate(
+        """async ([bytes, tick]) => {
+        const A = await import('/static/games/arena/viewer.js');
+        const F = await import('/static/js/fold.js');
+        const events = A.decodeBatch(new Uint8Array(bytes), tick);
+        const before = A.copyState(A.decodeKeyframe(events[0].data[3]));
+        before.tick = 0;
+        return [events[0].type, A.plainState(F.foldEvents(A, before, events, tick))];
+    }""",
+        [list(blob), tick],
+    )
+    assert restored == [0xFF05, expected]
     back = pg.locator(f'#lineage .parent a[data-match="{REWOUND}"]')
     assert "Forked from" in pg.locator("#lineage").inner_text()
     back.click()

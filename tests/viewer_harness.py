@@ -23,6 +23,7 @@ from typing import Any
 
 from games import GAMES, open_test_store
 
+from replay.codec import encode_batch
 from replay.engine import ReplayEngine
 from replay.timeline import Timeline, marker_json
 from server import auth
@@ -250,6 +251,22 @@ def server_result(db: str, match_id: str, tick: int) -> dict[str, Any] | None:
             slot = state.players.index(outcome.winner) if outcome.winner in state.players else -1
             name = state.names[slot] if slot >= 0 else outcome.winner
             return {"winner": outcome.winner, "winner_name": name, "reason": outcome.reason}
+        finally:
+            await store.close()
+
+    return _run(read())
+
+
+def first_batch(db: str, match_id: str) -> tuple[int, bytes]:
+    """The first stored event of a match as a one-event batch (replay.codec): its tick and
+    bytes, what a FRAME of that tick would carry (a fork's ``forked`` event)."""
+
+    async def read() -> tuple[int, bytes]:
+        store = open_test_store(db, read_only=True)  # beside the running server
+        await store.open()
+        try:
+            first = (await store.read(match_id, 1, 1))[0]
+            return first.tick, encode_batch([first.new_event()])
         finally:
             await store.close()
 

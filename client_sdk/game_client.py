@@ -520,10 +520,11 @@ class GameClient:
         if skip >= len(events):
             return
         assert self.rules is not None
-        upcast = self.rules.stream_catalog.upcast
+        catalog = self.rules.stream_catalog
         fresh = []
         for type_, version, tick, data in events[max(0, skip) :]:
-            data, version = upcast(type_, version, data)
+            if type_ in catalog:  # else a newer server's own event (0xFF00 up): kept as is,
+                data, version = catalog.upcast(type_, version, data)  # the fold skips it
             fresh.append((type_, version, tick, data))
         # A ``rewound`` event replaces the state (the restored-state message, protocol.md).
         self.state = fold_events(self.rules, self.state, fresh, max(base_tick, fresh[-1][2]))

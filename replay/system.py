@@ -30,6 +30,24 @@ epoch), ``state_format`` and ``state``: ``rules.encode_state`` of the state of T
 as ``state_at(T)`` gave it, not re-clocked. The state of tick B is that state re-clocked
 to B (replay/fold.py); nothing else happens at B but the input audit.
 
+``admin`` (an admin acted on the match; written by the server, server/match.py, first in
+the tick that carries the action out): ``actor`` (the admin id from the token),
+``action`` (``create``, ``start``, ``end``, ``fork``, ``kick``), ``reason`` (as given,
+at most MAX_REASON_CHARS), ``at_ms`` (wall clock) and ``detail`` (None; a fork: its
+origin ``{"match_id", "tick", "players"}``; a kick: the kicked player's id). A rewind is
+its own ``rewound`` event. One event of five short fields per action: a match has a
+handful, so they cost the store nothing measurable.
+
+``session`` (a player's connection changed; written by the server): ``player``,
+``what`` (SESSION_CHANGES: ``join``, the first connection to a seat held for the player,
+a fork's; ``reconnect``, a new connection to its seat after a ``disconnect``;
+``disconnect``, the connection went away and the seat is held for the grace period;
+``leave``, it gave the seat up; ``timeout``, the grace period ran out; ``kicked``, an
+admin removed it) and ``at_ms``. A first join is the game's seat event instead.
+
+A reader meets codes from 0xFF00 up that this build does not define (a newer server's)
+and skips them: a fold never changes the state for a system event it does not know.
+
 ``forked`` (the first event of a fork, at the parent's tick T): ``parent`` (match id),
 ``parent_tick`` (T), ``state_format``, ``state`` (the parent's state of T), ``players``
 (flat ``[parent player, fork player, ...]``: the documented seat mapping).
@@ -58,7 +76,19 @@ from replay.events import (
     NewEvent,
 )
 
-__all__ = ["CATALOG", "AppliedInput", "InputLedger", "InputRecorder"]
+__all__ = [
+    "CATALOG",
+    "MAX_REASON_CHARS",
+    "SESSION_CHANGES",
+    "AppliedInput",
+    "InputLedger",
+    "InputRecorder",
+]
+
+MAX_REASON_CHARS = 200
+"""An admin's reason (``admin``, ``rewound``) is cut to this many characters."""
+SESSION_CHANGES = ("join", "reconnect", "disconnect", "leave", "timeout", "kicked")
+"""What a ``session`` event's ``what`` says (module docstring)."""
 
 CATALOG = EventCatalog(
     [

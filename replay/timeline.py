@@ -18,7 +18,9 @@ For a match still being recorded it is extended from where it stopped.
 Rewinds (docs/replay.md "Rewinds and forks"): a ``rewound`` event of tick B back to
 tick T adds a ``rewound`` marker at B and flags every marker of the abandoned ticks
 T + 1 .. B - 1 (``abandoned``); :meth:`Timeline.markers` leaves those out unless asked,
-so a scrubber shows the surviving timeline and can still show the branch, marked.
+so a scrubber shows the surviving timeline and can still show the branch, marked. A
+kill clip carries its kill's flag and never starts before the last rewind tick before
+its kill (the ticks before it belong to another branch).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from replay.engine import FOLD_WINDOW_TICKS, ReplayEngine
 from replay.events import SYSTEM_REWOUND
 from replay.source import read_events
 
-__all__ = ["Clip", "Marker", "Timeline", "abandoned_ranges"]
+__all__ = ["Clip", "Marker", "Timeline", "abandoned_ranges", "marker_json"]
 
 MULTI_KILL = "multi_kill"
 REWOUND = "rewound"
@@ -54,6 +56,15 @@ class Marker:
     """On a branch a later rewind abandoned: not part of the surviving timeline."""
 
 
+def marker_json(marker: Marker) -> dict[str, Any]:
+    """A marker as the protocol sends it (docs/protocol.md, MARKERS): ``{tick, kind,
+    data}``, plus ``"abandoned": true`` for one of an abandoned branch."""
+    out = {"tick": marker.tick, "kind": marker.kind, "data": marker.data}
+    if marker.abandoned:
+        out["abandoned"] = True
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Clip:
     """A highlight: play ``from_tick..to_tick`` following ``follow`` (a player slot)."""
@@ -63,6 +74,8 @@ class Clip:
     to_tick: int
     follow: int
     follow_player: str | None
+    abandoned: bool = False
+    """Its kill is on a branch a later rewind abandoned (the marker's flag)."""
 
 
 @dataclass
@@ -128,7 +141,20 @@ class Timeline:
         start = max(0, kill.tick - round(seconds * record.tick_rate))
         if kill.kind == MULTI_KILL:
             start = min(start, kill.data["first_tick"])
-        return Clip(match_id, start, kill.tick, kill.data["killer"], kill.data.get("killer_player"))
+        # Never across a rewind: the stream ticks before its tick B are another branch
+        # (the kill's own history before B is the rewind's target, not those ticks).
+        index = await self._index(match_id)
+        for boundary, _to in index.rewinds:
+            if start < boundary <= kill.tick:
+                start = boundary
+        return Clip(
+            match_id,
+            start,
+            kill.tick,
+            kill.data["killer"],
+            kill.data.get("killer_player"),
+            kill.abandoned,
+        )
 
     # -- the index -------------------------------------------------------------------
 

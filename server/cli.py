@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server.commands.store",
     "server.commands.rewind",
     "server.commands.fork",
+    "server.commands.kick",
     "server.commands.audit",
 )
 

@@ -37,6 +37,7 @@ from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
 from replay.machine import RewindError
 from replay.protocol import (
+    E_FORBIDDEN,
     E_MATCH_MOVING,
     E_SERVER_FULL,
     E_TOO_LARGE,
@@ -386,7 +387,7 @@ async def get_match(api: MatchApi, conn: ServerConnection, request: Request, p: 
 async def create_match(
     api: MatchApi, conn: ServerConnection, request: Request, _: Params
 ) -> Response:
-    api.auth.require(request, "admin")
+    ident = api.auth.require(request, "admin")
     q = query(request)
     try:
         settings = loads_limited(q.get("settings", "{}"))
@@ -412,6 +413,7 @@ async def create_match(
         match_id=q.get("match_id"),
         seed=_int(q["seed"], "seed", 0, 2**63 - 1) if "seed" in q else None,
     )
+    match.note_admin(ident.player, "create", q.get("reason", ""))
     return json_response(conn, match.info() | {"settings": match.record.settings}, 201)
 
 
@@ -422,7 +424,8 @@ async def admin_action(
     ident = api.auth.require(request, "admin")
     match = await _live(api, p["match_id"], request)
     action = p["action"]
-    args = {"reason": "ended by admin"} if action == "end" else {}
+    reason = query(request).get("reason", "")  # the audit trail's why (an end's reason too)
+    args = {"reason": reason or "ended by admin"} if action == "end" else {"reason": reason}
     outcome: list[Any] = []
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     match.command(ident.player, action, args, lambda r: (outcome.append(r), done.set_result(None)))
@@ -430,9 +433,23 @@ async def admin_action(
     if not isinstance(outcome[0], int):
         raise HttpError(409, outcome[0].code, outcome[0].reason)
     if action == "end":
-        await match.stop("ended", "ended by admin")  # the match is over: waits for its finish
+        await match.stop("ended", args["reason"])  # the match is over: waits for its finish
         return json_response(conn, match.info() | {"ended_tick": outcome[0]})
     return json_response(conn, match.info() | {"started_tick": outcome[0]})
+
+
+@_matches.route("POST", r"/api/matches/(?P<match_id>[^/]+)/kick")
+async def kick(api: MatchApi, conn: ServerConnection, request: Request, p: Params) -> Response:
+    """``?player=P&reason=...``: P gives its seat up at the next tick, its connection is
+    closed (4003) and it may not take a seat in this match again (docs/protocol.md 8)."""
+    ident = api.auth.require(request, "admin")
+    q = query(request)
+    if "player" not in q:
+        raise HttpError(400, "invalid_field", "player (the one to kick) is required")
+    match = await _live(api, p["match_id"], request)
+    if not match.kick(q["player"], actor=ident.player, reason=q.get("reason", "")):
+        raise HttpError(409, "not_seated", f"{q['player']!r} holds no seat in {match.match_id!r}")
+    return json_response(conn, match.info() | {"kicked": q["player"]})
 
 
 @_matches.route("POST", r"/api/matches/(?P<match_id>[^/]+)/reserve")
@@ -447,7 +464,7 @@ async def reserve(api: MatchApi, conn: ServerConnection, request: Request, p: Pa
     try:
         match.reserve(player)
     except JoinRefused as exc:
-        status = 503 if exc.code == E_SERVER_FULL else 409
+        status = {E_SERVER_FULL: 503, E_FORBIDDEN: 403}.get(exc.code, 409)
         raise HttpError(status, exc.code, exc.message) from None
     return json_response(
         conn, {"match_id": match.match_id, "player": player, "expires_in": match.seat_timeout}
@@ -547,7 +564,7 @@ async def rewind_match(
     to_tick = _int(q["to"], "to", 0, 2**31 - 1)
     match = await _live(api, p["match_id"], request)
     try:
-        tick = await match.rewind(to_tick, actor=ident.player, reason=q.get("reason", "")[:200])
+        tick = await match.rewind(to_tick, actor=ident.player, reason=q.get("reason", ""))
     except RewindError as exc:
         raise HttpError(409, exc.code, str(exc)) from None
     return json_response(
@@ -575,7 +592,7 @@ async def fork_match(
         parent.game, parent.settings, match_id=q.get("match_id"), seed=parent.seed, fork=start
     )
     origin = {"match_id": parent.match_id, "tick": at_tick, "players": start.players}
-    match.note_admin(ident.player, "fork", q.get("reason", "")[:200], origin)
+    match.note_admin(ident.player, "fork", q.get("reason", ""), origin)
     return json_response(conn, match.info() | {"forked_from": origin}, 201)
 
 

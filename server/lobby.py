@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from replay import protocol
-from replay.errors import ReplayError, UnknownMatchError
+from replay.errors import ReplayError
 from replay.events import SYSTEM_TAKEOVER, NewEvent
 from replay.protocol import match_info
 from replay.resume import resume_point

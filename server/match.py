@@ -31,11 +31,12 @@ from replay import protocol
 from replay.codec import encode_batch
 from replay.engine import ReplayEngine
 from replay.errors import ReplayError, TickOutOfRangeError
-from replay.events import SYSTEM_ADMIN, NewEvent
+from replay.events import SYSTEM_ADMIN, SYSTEM_SESSION, NewEvent
 from replay.keyframes import keyframe_interval_ticks, make_keyframe
 from replay.machine import MatchMachine, RewindError, Tick
-from replay.rules import END, JOIN, LEAVE, Command, GameRegistry, Rejection, Rules
+from replay.rules import END, JOIN, LEAVE, START, Command, GameRegistry, Rejection, Rules
 from replay.store.base import AppendResult, EventIds, EventStore, MatchRecord
+from replay.system import MAX_REASON_CHARS
 from server.fanout import Feed
 from server.live_hub import LiveHub
 from server.metrics import Metrics
@@ -91,6 +92,8 @@ class Seat:
     """Highest seq acknowledged in a published (durable) UPDATE."""
     joined: asyncio.Future[int] | None = None
     leaving: bool = False
+    seen: bool = False
+    """A connection held the seat before: taking it again is a reconnect (audit)."""
 
 
 class Match:
@@ -168,6 +171,8 @@ class Match:
         """Another node carries the match on (lost, or handed over)."""
         self.node = ""
         """The cluster node that runs it (set by the lobby; "" on a single server)."""
+        self.kicked: set[str] = set()
+        """Players an admin removed: refused a seat for the rest of the match."""
 
     @property
     def state(self) -> Any:
@@ -310,6 +315,8 @@ class Match:
         """Hold a seat for ``player`` for ``seat_timeout`` seconds (its JOIN claims it)."""
         if self.read_only or self._stopping:
             raise JoinRefused(protocol.E_MATCH_OVER, f"match {self.match_id} is {self.status}")
+        if player in self.kicked:
+            raise JoinRefused(protocol.E_FORBIDDEN, f"{player} was kicked from {self.match_id}")
         seat = self.seats.get(player)
         if seat is None:
             if len(self.seats) >= self.max_players:
@@ -332,7 +339,11 @@ class Match:
         seat.peer = peer
         seat.held_until = None
         if seat.slot is not None:
+            if old is None:  # a new connection: a fork's held seat, or a reconnect
+                self.note_session(player, "reconnect" if seat.seen else "join")
+            seat.seen = True
             return seat, True
+        seat.seen = True
         if seat.joined is None:
             seat.joined = asyncio.get_running_loop().create_future()
             self.machine.queue(Command(JOIN, player, {}), self._on_join(seat))
@@ -369,14 +380,19 @@ class Match:
         if seat.peer is peer:
             seat.peer = None
             seat.held_until = time.monotonic() + self.grace_period
+            if seat.slot is not None and not seat.leaving:
+                self.note_session(seat.player, "disconnect")
 
-    def leave(self, seat: Seat) -> None:
+    def leave(self, seat: Seat, why: str = "leave") -> None:
+        """Give the seat up at the next tick; ``why`` (``leave``, ``timeout``: the grace
+        period ran out, ``kicked``) goes into the audit trail's ``session`` event."""
         if seat.leaving:
             return
         seat.leaving = True
         if seat.slot is None:
             self.seats.pop(seat.player, None)
             return
+        self.note_session(seat.player, why)
 
         def done(result: Outcome) -> None:
             if self.seats.get(seat.player) is seat:
@@ -388,10 +404,12 @@ class Match:
     def _reap(self) -> None:
         now = time.monotonic()
         for seat in list(self.seats.values()):
-            if seat.held_until is not None and seat.held_until <= now and seat.joined is None:
+            if seat.held_until is None or seat.held_until > now:
+                continue
+            if seat.slot is not None:  # a seat (a fork's held one too) left for too long
+                self.leave(seat, "timeout")  # the grace period ran out
+            elif seat.joined is None:
                 del self.seats[seat.player]  # a reservation nobody claimed
-            elif seat.held_until is not None and seat.held_until <= now and seat.slot is not None:
-                self.leave(seat)  # the grace period ran out
 
     # -- inputs and commands ----------------------------------------------------------------
 
@@ -431,12 +449,34 @@ class Match:
         if kind == REWIND:
             self._spawn(self._rewind_command(player, args, reply))
             return
+        if kind in (START, END):  # only admins send them: the audit trail records who
+            self.note_admin(player, kind, str(args.get("reason", "")))
         self.machine.queue(Command(kind, player, args), done)
 
     def note_admin(self, actor: str, action: str, reason: str, detail: Any = None) -> None:
-        """Record an admin's action on this match (an ``admin`` event with the next tick)."""
+        """Record an admin's action on this match (an ``admin`` event with the next tick,
+        before the commands that tick decides)."""
         at_ms = int(time.time() * 1000)
-        self.machine.note(NewEvent(SYSTEM_ADMIN, 0, (actor, action, reason, at_ms, detail)))
+        data = (actor, action, reason[:MAX_REASON_CHARS], at_ms, detail)
+        self.machine.note(NewEvent(SYSTEM_ADMIN, 0, data))
+
+    def note_session(self, player: str, what: str) -> None:
+        """Record a player's connection change (a ``session`` event with the next tick)."""
+        self.machine.note(NewEvent(SYSTEM_SESSION, 0, (player, what, int(time.time() * 1000))))
+
+    def kick(self, player: str, *, actor: str, reason: str) -> bool:
+        """An admin removes ``player``: its seat is given up at the next tick, its
+        connection closed (4003) and any later seat refused. False: not in the match."""
+        seat = self.seats.get(player)
+        if seat is None or seat.leaving:
+            return False
+        self.kicked.add(player)
+        self.note_admin(actor, "kick", reason, player)
+        if seat.peer is not None:
+            seat.peer.close_soon(protocol.CLOSE_FORBIDDEN, f"kicked: {reason}"[:120])
+            seat.peer = None
+        self.leave(seat, "kicked")
+        return True
 
     # -- rewinds (docs/replay.md "Rewinds and forks") ----------------------------------------
 
@@ -470,7 +510,11 @@ class Match:
         if self._stopping:
             raise RewindError(protocol.E_MATCH_OVER, f"match {self.match_id} is {self.status}")
         self.machine.rewind(
-            state, actor=actor, reason=reason, at_ms=int(time.time() * 1000), token=done
+            state,
+            actor=actor,
+            reason=reason[:MAX_REASON_CHARS],
+            at_ms=int(time.time() * 1000),
+            token=done,
         )
         return await landed
 
@@ -496,9 +540,7 @@ class Match:
             reply(Rejection("invalid_field", "rewind needs an integer 'to' tick"))
             return
         try:
-            reply(
-                await self.rewind(to_tick, actor=player, reason=str(args.get("reason", ""))[:200])
-            )
+            reply(await self.rewind(to_tick, actor=player, reason=str(args.get("reason", ""))))
         except RewindError as exc:
             reply(Rejection(exc.code, str(exc)))
 
@@ -646,15 +688,19 @@ class Match:
     def info(self) -> dict[str, Any]:
         """The match as JSON (``replay.protocol.match_info``) as the lobby sees it live:
         its seats, connections and tick overruns too."""
-        return protocol.match_info(
-            self.record,
-            status=self.status,
-            tick=self.tick,
-            players=[s.player for s in self.seats.values() if s.slot is not None],
-        ) | {
-            "connected": sum(1 for s in self.seats.values() if s.peer is not None),
-            "start_players": self.start_players,
-            "max_players": self.max_players,
-            "overruns": self.overruns,
-            "last_seq": self.last_seq,
-        } | ({"node": self.node} if self.node else {})
+        return (
+            protocol.match_info(
+                self.record,
+                status=self.status,
+                tick=self.tick,
+                players=[s.player for s in self.seats.values() if s.slot is not None],
+            )
+            | {
+                "connected": sum(1 for s in self.seats.values() if s.peer is not None),
+                "start_players": self.start_players,
+                "max_players": self.max_players,
+                "overruns": self.overruns,
+                "last_seq": self.last_seq,
+            }
+            | ({"node": self.node} if self.node else {})
+        )

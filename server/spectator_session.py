@@ -29,6 +29,7 @@ from replay.events import NewEvent
 from replay.playback import Frame, Playback
 from replay.source import StoredEvent
 from replay.store.base import MatchRecord
+from replay.timeline import marker_json
 from server.auth import Identity
 from server.closing import drop
 from server.live_hub import LiveHub, LiveSub
@@ -232,15 +233,13 @@ class SpectatorSession:
         edge = await self._playback().limit()
         to = edge if msg.to_tick is None else min(msg.to_tick, edge)
         found = (
-            await self.spectators.timeline.markers(self.record.match_id, msg.from_tick, to)
+            await self.spectators.timeline.markers(
+                self.record.match_id, msg.from_tick, to, abandoned=msg.abandoned
+            )
             if to >= msg.from_tick
             else []
         )
-        self.send(
-            p.markers_reply(
-                msg.ref, [{"tick": m.tick, "kind": m.kind, "data": m.data} for m in found]
-            )
-        )
+        self.send(p.markers_reply(msg.ref, [marker_json(m) for m in found]))
 
     async def clip(self, msg: p.Clip) -> None:
         assert self.record is not None

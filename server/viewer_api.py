@@ -4,9 +4,10 @@ The page (``server/static/``, docs/viewer.md) is served from the installed packa
 at ``/`` and ``/static/...``: no build step, no separate web server. The home view
 reads one route here:
 
-    GET /api/viewer/matches     the matches the requester may watch, with standings
+    GET /api/viewer/matches                 the matches the requester may watch, with standings
+    GET /api/viewer/matches/{id}/lineage    the match a fork comes from, and its forks
 
-The match view reads nothing over HTTP: it is a websocket spectator session
+The match view reads only its lineage over HTTP, once; the rest is a websocket spectator session
 (docs/protocol.md section 11, ``server/spectator_session.py``), so seeking, playback and
 the live feed follow the protocol's one access rule (``Spectators.visible_to``) and one
 delay rule (``Spectators.edge``). The list goes through the same two calls: token-less requests see
@@ -26,8 +27,10 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from replay.engine import ReplayEngine
+from replay.errors import ReplayError
+from replay.events import SYSTEM_FORKED
 from replay.rules import GameRegistry
-from replay.store.base import EventStore
+from replay.store.base import EventStore, MatchRecord
 from server.http import (
     SPECTATOR_LIST_SCAN,
     Authenticator,
@@ -67,6 +70,9 @@ class ViewerApi:
     games: GameRegistry
     leaderboards: bool
     """Whether this server serves the leaderboard routes."""
+    origins: dict[str, tuple[str, int] | None] = field(default_factory=dict)
+    """Per match read so far: ``(parent id, fork tick)`` of a fork, None for any other
+    match. A match's first event never changes, so an entry is never stale (~100 bytes)."""
     files: dict[Path, tuple[bytes, str]] = field(default_factory=dict)
     """The static files read so far, keyed by their resolved path: one entry per file
     that exists, whatever spelling of its path was asked for (a few hundred KiB in all)."""
@@ -177,3 +183,46 @@ async def matches(v: ViewerApi, conn: ServerConnection, request: Request, _: Par
     # The page asks for leaderboards only where a route serves them, so a server without
     # them shows "not enabled" instead of a failed request.
     return json_response(conn, {"matches": out, "leaderboards": v.leaderboards})
+
+
+# -- forks: where a match comes from and what was forked from it ----------------------------
+
+
+async def _origin(v: ViewerApi, record: MatchRecord) -> tuple[str, int] | None:
+    """``(parent, tick)`` when the match is a fork: its first event is ``forked``."""
+    if record.match_id in v.origins:
+        return v.origins[record.match_id]
+    if record.version == 0:  # nothing stored yet (a fork stores its origin first)
+        return None
+    first = (await v.store.read(record.match_id, 1, 1))[0]
+    origin = (first.data[0], first.data[1]) if first.type == SYSTEM_FORKED else None
+    v.origins[record.match_id] = origin
+    return origin
+
+
+@_viewer.route("GET", r"/api/viewer/matches/(?P<match_id>[^/]+)/lineage")
+async def lineage(v: ViewerApi, conn: ServerConnection, request: Request, p: Params) -> Response:
+    """``{"match_id", "parent": {"match_id", "tick"} | None, "forks": [{"match_id", "tick",
+    "status"}, ...]}``: the match it was forked from (``match_id`` null when the requester
+    may not watch that one) and, newest first, the forks of it the requester may watch
+    among the newest SPECTATOR_LIST_SCAN matches. ``tick``: the fork point, a tick of the
+    parent (and the fork's first)."""
+    ident = v.auth.requester(request)
+    record = await v.store.get_match(p["match_id"])  # UnknownMatchError -> 404
+    if not v.access.visible_to(ident, record):
+        raise HttpError(403, "forbidden", f"not allowed to watch {record.match_id!r}")
+    parent = None
+    origin = await _origin(v, record)
+    if origin is not None:
+        parent_id, tick = origin
+        try:
+            visible = v.access.visible_to(ident, await v.store.get_match(parent_id))
+        except ReplayError:  # not in this store (an imported fork): not linked
+            visible = False
+        parent = {"match_id": parent_id if visible else None, "tick": tick}
+    forks = []
+    for other in await v.store.list_matches(limit=SPECTATOR_LIST_SCAN):
+        found = await _origin(v, other) if other.match_id != record.match_id else None
+        if found is not None and found[0] == record.match_id and v.access.visible_to(ident, other):
+            forks.append({"match_id": other.match_id, "tick": found[1], "status": other.status})
+    return json_response(conn, {"match_id": record.match_id, "parent": parent, "forks": forks})

@@ -5,8 +5,8 @@ the paused zombie, and the hand-over on SIGTERM (docs/operations.md, "A cluster"
 from __future__ import annotations
 
 import asyncio
-import math
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -306,7 +306,7 @@ def test_sigterm_hands_matches_to_peers(pg_url: str, tmp_path: Path) -> None:
         clients = asyncio.run(main())
         assert all(c.ended is None for c in clients)
         assert owner_of(n2, match_id) in ("n2", "n3")
-        status, info = n2.http("GET", f"/api/matches/{match_id}")
+        _, info = n2.http("GET", f"/api/matches/{match_id}")
         assert info["status"] == "running"
         report = asyncio.run(_stored(pg_url, match_id))
         assert report["takeovers"] == 1

@@ -95,3 +95,61 @@ async def test_fork_a_running_match(tmp_path):
         record = await app.store.get_match(fork["match_id"])
         assert record.status == "ended"
         assert ARENA.is_over(await engine.state_at(fork["match_id"], record.last_tick))
+
+
+async def test_new_players_take_the_seats_the_parents_players_leave(tmp_path):
+    """The documented seat mapping (docs/replay.md "Forks: who sits where"): each parent
+    player seated at the fork tick keeps its slot, held for it for the grace period; the
+    fork is full while they are held; a seat not taken back is given up at the end of the
+    grace period (a ``timeout`` session and the game's leave), and new players then take
+    those slots, starting afresh (the game's join), and play the fork to its end."""
+    async with running_app(tmp_path, grace_period=1.0) as app:
+        await record_match(app.store, "full", players=3, seconds=20.0, seed=5)
+        admin = token("ref", "admin")
+        status, fork = await call(app, "POST", "/api/matches/full/fork?at=150&match_id=f", admin)
+        assert status == 201, fork
+        engine = ReplayEngine(app.store, GAMES)
+        parent_state = await engine.state_at("full", 150)
+        slots = {p: ARENA.seat_of(parent_state, p) for p in ("bot-001", "bot-002", "bot-003")}
+        first = (await app.store.read("f"))[0]
+        assert first.data[4] == ["bot-001", "bot-001", "bot-002", "bot-002", "bot-003", "bot-003"]
+        # Every seat is held for the parent's players: no room for anyone else yet.
+        status, body = await call(app, "POST", "/api/matches/f/reserve", token("fresh-1"))
+        assert status == 409 and body["error"]["code"] == "match_full"
+        returning = asyncio.create_task(run_bots(url(app), "f", [token("bot-002", match="f")]))
+        live = app.lobby.get_live("f")
+        async with asyncio.timeout(20):  # the other two seats time out
+            while {"bot-001", "bot-003"} & set(live.seats):
+                await asyncio.sleep(0.02)
+        fresh = await asyncio.wait_for(
+            run_bots(url(app), "f", [token("fresh-1", match="f"), token("fresh-2", match="f")]),
+            60,
+        )
+        await asyncio.wait_for(returning, 60)
+        assert {b.slot for b in fresh} == {slots["bot-001"], slots["bot-003"]}
+        record = await app.store.get_match("f")
+        assert record.status == "ended"
+        status, page = await call(app, "GET", "/api/matches/f/audit", admin)
+        trail = [
+            (e["kind"], e["player"], e.get("what", e.get("seat")))
+            for e in page["entries"]
+            if e["kind"] in ("joined", "session")
+        ]
+        assert ("session", "bot-002", "join") in trail  # took its held seat back
+        assert {("session", p, "timeout") for p in ("bot-001", "bot-003")} <= set(trail)
+        joins = [(who, seat) for kind, who, seat in trail if kind == "joined"]
+        assert sorted(joins) == sorted(
+            (b_id, b.slot) for b_id, b in zip(("fresh-1", "fresh-2"), fresh, strict=True)
+        )
+        # A new player starts afresh in its slot; the returning one keeps its tallies.
+        tick = next(e["tick"] for e in page["entries"] if e["kind"] == "joined")
+        at_join = await engine.state_at("f", tick)
+        for b in fresh:
+            assert (at_join.kills[b.slot], at_join.deaths[b.slot], at_join.score[b.slot]) == (
+                0,
+                0,
+                0,
+            )
+        kept = slots["bot-002"]
+        assert at_join.players[kept] == "bot-002"
+        assert at_join.kills[kept] >= parent_state.kills[kept]

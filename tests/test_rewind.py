@@ -172,3 +172,21 @@ async def test_export_and_import_round_trip_a_rewound_match(
             assert ARENA.state_hash(await imported.state_at("m", tick)) == played.hashes[tick]
         rewinds = [e.tick for e in await other.read("m") if e.type == SYSTEM_REWOUND]
         assert rewinds == [301, 451]
+
+
+async def test_kill_clips_carry_the_abandoned_flag_and_never_cross_a_rewind(
+    rewound: Driver,
+) -> None:
+    timeline = Timeline(ReplayEngine(rewound.store, GAMES))
+    kills = ("killed", "multi_kill")
+    every = await timeline.markers("m", kinds=kills, abandoned=True)
+    surviving = await timeline.markers("m", kinds=kills)
+    assert any(m.abandoned for m in every) and any(m.tick > 451 for m in surviving)
+    assert surviving == [m for m in every if not m.abandoned]  # left out by default
+    for kill in every:
+        clip = await timeline.kill_clip("m", kill, seconds=60)  # 1,800 ticks: back to 0
+        assert clip.abandoned == kill.abandoned
+        # It starts at the last rewind tick before its kill: the stream ticks before it
+        # are another branch (for a kill at 460, 301..450 is not its history).
+        assert clip.from_tick == max(b for b in (0, 301, 451) if b <= kill.tick), kill
+        assert clip.to_tick == kill.tick

@@ -12,6 +12,7 @@ from websockets.asyncio.connection import broadcast
 import replay.games.arena.events as ev
 from client_sdk import GameClient
 from replay import protocol as p
+from replay.events import SYSTEM_FIRST, SYSTEM_SESSION
 
 N = 30
 
@@ -98,5 +99,8 @@ async def test_grace_period_expiry_frees_the_seat(tmp_path):
         await until(lambda: "leaver" not in match.seats)
         assert match.state.slot_of == {}
         await match.stop()
-        kinds = [e.type for e in await app.store.read(match.match_id)]
-        assert kinds == [ev.JOINED, ev.LEFT]
+        stored = await app.store.read(match.match_id)
+        assert [e.type for e in stored if e.type < SYSTEM_FIRST] == [ev.JOINED, ev.LEFT]
+        # The audit trail's sessions: the connection went away, then the seat timed out.
+        sessions = [e.data[:2] for e in stored if e.type == SYSTEM_SESSION]
+        assert sessions == [("leaver", "disconnect"), ("leaver", "timeout")]

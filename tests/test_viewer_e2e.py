@@ -22,6 +22,7 @@ from viewer_harness import (
     LIVE_OPTIONS,
     ViewerServer,
     admin_token,
+    first_batch,
     launch_chromium,
     run_async,
     screenshot,
@@ -436,8 +437,8 @@ def test_live_frames_are_pushed_over_the_websocket(server: ViewerServer, page: A
     advances while it sends no control and makes no HTTP request."""
     pg, console = page
     http_requests: list[str] = []
+    open_viewer(pg, server, f"?match={LIVE_ID}")  # its one request: the lineage, at the start
     pg.on("request", lambda r: http_requests.append(r.url) if "/api/" in r.url else None)
-    open_viewer(pg, server, f"?match={LIVE_ID}")
     assert pg.evaluate("window.matchreplayViewer.transport") == "websocket"
     assert pg.evaluate("window.matchreplayViewer.live()") is True
     before = pg.evaluate("window.matchreplayViewer.messages()")
@@ -783,3 +784,196 @@ def test_unknown_match_shows_a_message_not_an_empty_arena(server: ViewerServer, 
         assert missing.is_visible() and text in missing.inner_text()
         assert missing.locator("a[href='/']").is_visible()
     assert not [e for e in console.errors if not _network_noise(e)]
+
+
+# -- time travel: a rewound match, its abandoned branch, a fork (docs/viewer.md) ------------
+# Last in the file: these create matches (private: only the admin token sees them), which
+# the tests above must not list.
+
+REWOUND, FORK = "viewer-rewound", "viewer-rewound-fork"
+REWOUND_SETTINGS = {"tick_rate": 30, "time_limit_s": 120, "max_players": 8, "min_players": 2}
+
+
+@pytest.fixture(scope="module")
+def rewound(server: ViewerServer) -> dict[str, int]:
+    """A bot match rewound once live (at B, to T), ended by an admin, and a fork of it at a
+    tick F after the rewind: ``{"to": T, "boundary": B, "last": ..., "fork_at": F}``."""
+    admin = admin_token()
+    server.create_match(REWOUND, REWOUND_SETTINGS | {"damage": 50}, seed=21)
+    server.play(REWOUND)
+    server.wait_tick(REWOUND, 450)
+    started = server_states(server.db, REWOUND, [450])[450]["started_tick"]
+    to = started + 30
+    status, body = server.request(
+        "POST", f"/api/matches/{REWOUND}/rewind?to={to}&reason=lag+spike", admin
+    )
+    assert status == 200, body
+    boundary = body["rewound_tick"]
+    server.wait_tick(REWOUND, boundary + 150)
+    status, body = server.request("POST", f"/api/matches/{REWOUND}/end?reason=done", admin)
+    assert status == 200, body
+    fork_at = boundary + 60
+    status, body = server.request(
+        "POST", f"/api/matches/{REWOUND}/fork?at={fork_at}&match_id={FORK}", admin
+    )
+    assert status == 201, body
+    status, body = server.request("POST", f"/api/matches/{FORK}/end?reason=seen", admin)
+    assert status == 200, body
+    return {"to": to, "boundary": boundary, "last": server.last_tick(REWOUND), "fork_at": fork_at}
+
+
+def test_rewound_match_draws_the_surviving_state(
+    server: ViewerServer, page: Any, rewound: dict[str, int]
+) -> None:
+    """The page's fold from tick 0 across the rewind tick (a FRAME carrying the ``rewound``
+    event) equals the server's state_at at every checked tick, before, on the abandoned
+    branch, at the rewind and after; unknown system events (0xFF00 up) are skipped."""
+    pg, console = page
+    to, boundary, last = rewound["to"], rewound["boundary"], rewound["last"]
+    checks = sorted({0, to, to + 1, boundary - 1, boundary, boundary + 1, boundary + 40, last})
+    open_viewer(pg, server)
+    folded = pg.evaluate(
+        """async ([id, checks, token]) => {
+        const A = await import('/static/games/arena/viewer.js');
+        const F = await import('/static/js/fold.js');
+        const S = await import('/static/js/spectator.js');
+        const out = {};
+        const keep = (t) => { if (checks.includes(t)) out[t] = A.plainState(session.state); };
+        const url = S.websocketUrl(token);
+        const session = new S.SpectatorSession(url, id, { reset: keep, frame: keep });
+        await session.open(0);
+        const end = checks.at(-1);
+        for (let i = 0; i < 100 && session.tick < end; i++) {
+            await session.step(Math.min(1000, end - session.tick));
+        }
+        session.close();
+        out.frames = session.received.FRAME;
+        // A takeover (0xFF04) and a code this page has never heard of (0xFF3F): skipped.
+        const s = A.copyState(session.state);
+        const batch = MessagePack.encode(
+            [[0xff04, 1, 0, 'node-a', 'node-b', 2, 0, 1], [0xff3f, 1, 0, 'x']]);
+        out.skipped = A.plainState(F.foldEvents(A, s, A.decodeBatch(batch, s.tick), s.tick));
+        return out;
+    }""",
+        [REWOUND, checks, admin_token()],
+    )
+    expected = server_states(server.db, REWOUND, checks)
+    for t in checks:
+        assert folded[str(t)] == expected[t], f"tick {t}"
+    assert folded["frames"] == last  # one FRAME per tick after the STATE of tick 0
+    assert folded["skipped"] == expected[last]
+    # The surviving state at B is T's (re-clocked), not the branch's last tick.
+    assert expected[boundary]["players"] == expected[to]["players"]
+    assert expected[boundary]["players"] != expected[boundary - 1]["players"]
+    # A deep link to the rewind tick and to a tick of the abandoned branch draws each.
+    for tick in (boundary, boundary - 1):
+        open_viewer(pg, server, f"?match={REWOUND}&tick={tick}&token={admin_token()}")
+        assert drawn(pg) == expected[tick]
+    assert console.errors == []
+
+
+def test_rewind_marker_and_the_abandoned_branch_on_request(
+    server: ViewerServer, page: Any, rewound: dict[str, int]
+) -> None:
+    pg, console = page
+    to, boundary = rewound["to"], rewound["boundary"]
+    open_viewer(pg, server, f"?match={REWOUND}&tick={boundary + 10}&token={admin_token()}")
+    shown = pg.evaluate("window.matchreplayViewer.markers")
+    assert shown == server_markers(server.db, REWOUND)  # the surviving timeline only
+    rewinds = [m for m in shown if m["kind"] == "rewound"]
+    assert [(m["tick"], m["data"]["to_tick"], m["data"]["reason"]) for m in rewinds] == [
+        (boundary, to, "lag spike")
+    ]
+    marker = pg.locator(f'#markers .marker-rewind[data-tick="{boundary}"]')
+    assert marker.count() == 1 and "rewound to" in marker.get_attribute("title")
+    band = pg.locator("#markers .abandoned-range")
+    assert band.count() == 1
+    assert (band.get_attribute("data-from"), band.get_attribute("data-to")) == (
+        str(to + 1),
+        str(boundary - 1),
+    )
+    assert pg.evaluate("window.matchreplayViewer.abandonedRanges()") == [[to, boundary]]
+    assert pg.locator("#branch").is_hidden()
+    # A tick of the abandoned branch says so.
+    pg.evaluate(f"window.matchreplayViewer.seek({boundary - 5})")
+    settled(pg)
+    assert pg.evaluate("window.matchreplayViewer.abandoned()") is True
+    assert f"tick {boundary}" in pg.locator("#branch").inner_text()
+    # On request, the markers of the abandoned ticks too, flagged and drawn hollow.
+    every = server_markers(server.db, REWOUND, abandoned=True)
+    assert any(m.get("abandoned") for m in every), "the branch has no marker to show"
+    pg.locator("#abandoned-toggle").click()
+    pg.wait_for_function(
+        f"window.matchreplayViewer.markers.length === {len(every)}", timeout=10_000
+    )
+    assert pg.evaluate("window.matchreplayViewer.markers") == every
+    hollow = pg.locator("#markers .marker.abandoned")
+    assert hollow.count() >= 1 and "(abandoned)" in hollow.first.get_attribute("title")
+    for i in range(hollow.count()):
+        assert to < int(hollow.nth(i).get_attribute("data-tick")) < boundary
+    # Playing into the branch with it hidden again jumps to the rewind: the surviving
+    # timeline. Where it paused is exact.
+    pg.locator("#abandoned-toggle").click()
+    pg.wait_for_function(f"window.matchreplayViewer.markers.length === {len(shown)}")
+    pg.evaluate(f"window.matchreplayViewer.seek({to - 3})")
+    settled(pg)
+    pg.select_option("#speed", "4")
+    pg.locator("#play").click()
+    pg.wait_for_function(f"window.matchreplayViewer.tick() > {boundary}", timeout=20_000)
+    pg.locator("#play").click()
+    settled(pg)
+    log = pg.evaluate("window.matchreplayViewer.events")
+    skips = [e for e in log if e["type"] == "skip_abandoned"]
+    assert skips and skips[0]["to"] == boundary and to < skips[0]["from"] < boundary
+    tick = pg.evaluate("window.matchreplayViewer.tick()")
+    assert drawn(pg) == server_states(server.db, REWOUND, [tick])[tick]
+    assert console.errors == []
+
+
+def test_fork_links_to_its_parent_and_the_parent_to_its_forks(
+    server: ViewerServer, page: Any, rewound: dict[str, int]
+) -> None:
+    pg, console = page
+    admin, at = admin_token(), rewound["fork_at"]
+    status, lineage = server.request("GET", f"/api/viewer/matches/{REWOUND}/lineage", admin)
+    assert status == 200 and lineage["parent"] is None
+    assert lineage["forks"] == [{"match_id": FORK, "tick": at, "status": "ended"}]
+    # Without a token neither is visible (both private): no lineage, no names.
+    assert server.request("GET", f"/api/viewer/matches/{FORK}/lineage")[0] == 403
+    open_viewer(pg, server, f"?match={REWOUND}&tick=0&token={admin}")
+    link = pg.locator(f'#lineage .forks a[data-match="{FORK}"]')
+    assert link.is_visible()
+    link.click()
+    pg.wait_for_url(f"**match={FORK}**")
+    pg.evaluate("window.matchreplayViewer.ready.then(() => true)")
+    assert pg.evaluate("window.matchreplayViewer.tick()") == at
+    expected = server_states(server.db, FORK, [at])[at]
+    assert drawn(pg) == expected == server_states(server.db, REWOUND, [at])[at]
+    assert pg.evaluate("window.matchreplayViewer.lineage")["parent"] == {
+        "match_id": REWOUND,
+        "tick": at,
+    }
+    # The fork's first event (``forked``, carrying the parent's state) folded by the page's
+    # fold.js over any state gives that state: what a FRAME of the fork tick would do.
+    tick, blob = first_batch(server.db, FORK)
+    assert tick == at
+    restored = pg.evaluate(
+        """async ([bytes, tick]) => {
+        const A = await import('/static/games/arena/viewer.js');
+        const F = await import('/static/js/fold.js');
+        const events = A.decodeBatch(new Uint8Array(bytes), tick);
+        const before = A.copyState(A.decodeKeyframe(events[0].data[3]));
+        before.tick = 0;
+        return [events[0].type, A.plainState(F.foldEvents(A, before, events, tick))];
+    }""",
+        [list(blob), tick],
+    )
+    assert restored == [0xFF05, expected]
+    back = pg.locator(f'#lineage .parent a[data-match="{REWOUND}"]')
+    assert "Forked from" in pg.locator("#lineage").inner_text()
+    back.click()
+    pg.wait_for_url(f"**match={REWOUND}&**")
+    pg.evaluate("window.matchreplayViewer.ready.then(() => true)")
+    assert pg.evaluate("window.matchreplayViewer.tick()") == at
+    assert drawn(pg) == expected
+    assert console.errors == []

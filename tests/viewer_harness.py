@@ -23,8 +23,9 @@ from typing import Any
 
 from games import GAMES, open_test_store
 
+from replay.codec import encode_batch
 from replay.engine import ReplayEngine
-from replay.timeline import Timeline
+from replay.timeline import Timeline, marker_json
 from server import auth
 
 SECRET = "viewer-test-secret-0123456789abcdef"
@@ -217,8 +218,9 @@ def server_states(db: str, match_id: str, ticks: list[int]) -> dict[int, dict[st
     return _run(read())
 
 
-def server_markers(db: str, match_id: str) -> list[dict[str, Any]]:
-    """Every timeline marker of a match (replay/timeline.py), as the protocol sends them."""
+def server_markers(db: str, match_id: str, abandoned: bool = False) -> list[dict[str, Any]]:
+    """Every timeline marker of a match (replay/timeline.py), as the protocol sends them;
+    ``abandoned``: those of abandoned branches too (flagged)."""
 
     async def read() -> list[dict[str, Any]]:
         store = open_test_store(db, read_only=True)  # beside the running server
@@ -226,8 +228,8 @@ def server_markers(db: str, match_id: str) -> list[dict[str, Any]]:
         try:
             engine = ReplayEngine(store, GAMES)
             last = (await engine.match(match_id)).last_tick
-            found = await Timeline(engine).markers(match_id, 0, last)
-            return [{"tick": m.tick, "kind": m.kind, "data": m.data} for m in found]
+            found = await Timeline(engine).markers(match_id, 0, last, abandoned=abandoned)
+            return [marker_json(m) for m in found]
         finally:
             await store.close()
 
@@ -249,6 +251,22 @@ def server_result(db: str, match_id: str, tick: int) -> dict[str, Any] | None:
             slot = state.players.index(outcome.winner) if outcome.winner in state.players else -1
             name = state.names[slot] if slot >= 0 else outcome.winner
             return {"winner": outcome.winner, "winner_name": name, "reason": outcome.reason}
+        finally:
+            await store.close()
+
+    return _run(read())
+
+
+def first_batch(db: str, match_id: str) -> tuple[int, bytes]:
+    """The first stored event of a match as a one-event batch (replay.codec): its tick and
+    bytes, what a FRAME of that tick would carry (a fork's ``forked`` event)."""
+
+    async def read() -> tuple[int, bytes]:
+        store = open_test_store(db, read_only=True)  # beside the running server
+        await store.open()
+        try:
+            first = (await store.read(match_id, 1, 1))[0]
+            return first.tick, encode_batch([first.new_event()])
         finally:
             await store.close()
 

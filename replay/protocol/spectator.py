@@ -167,11 +167,13 @@ class GoLive(NamedTuple):
 
 
 class Markers(NamedTuple):
-    """``[39, ref, from_tick, to_tick]``; to_tick nil: up to the edge."""
+    """``[39, ref, from_tick, to_tick]`` or ``[39, ref, from_tick, to_tick, abandoned]``;
+    to_tick nil: up to the edge; abandoned true: the markers of abandoned branches too."""
 
     ref: int
     from_tick: int
     to_tick: int | None
+    abandoned: bool = False
 
 
 class Clip(NamedTuple):
@@ -236,10 +238,14 @@ def _live(msg: list[Any]) -> GoLive:
 
 
 def _markers(msg: list[Any]) -> Markers:
-    check_arity(msg, 4, "MARKERS is [39, ref, from_tick, to_tick|nil]")
+    shape = "MARKERS is [39, ref, from_tick, to_tick|nil(, abandoned:bool)]"
+    check_arity(msg, 5 if len(msg) == 5 else 4, shape)
     ref = int_field(msg[1], 0, MAX_SEQ, "ref")
     to = None if msg[3] is None else int_field(msg[3], 0, MAX_TICK, "to_tick")
-    return Markers(ref, int_field(msg[2], 0, MAX_TICK, "from_tick"), to)
+    abandoned = msg[4] if len(msg) == 5 else False
+    if not isinstance(abandoned, bool):
+        raise ProtocolError(E_INVALID_FIELD, "abandoned must be true or false", ref)
+    return Markers(ref, int_field(msg[2], 0, MAX_TICK, "from_tick"), to, abandoned)
 
 
 def _clip(msg: list[Any]) -> Clip:
@@ -282,8 +288,11 @@ def encode_live() -> bytes:
     return pack([LIVE])
 
 
-def encode_markers(ref: int, from_tick: int = 0, to_tick: int | None = None) -> bytes:
-    return pack([MARKERS, ref, from_tick, to_tick])
+def encode_markers(
+    ref: int, from_tick: int = 0, to_tick: int | None = None, abandoned: bool = False
+) -> bytes:
+    tail = [True] if abandoned else []
+    return pack([MARKERS, ref, from_tick, to_tick, *tail])
 
 
 def encode_clip(ref: int, kill_tick: int, seconds: float = 5.0) -> bytes:

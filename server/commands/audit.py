@@ -19,8 +19,8 @@ from server.config import configured_games
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "audit",
-        help="a match's audit trail: applied inputs, joins, admin actions",
-        description="Every input applied (player, seq, tick), seat changes and admin actions.",
+        help="a match's audit trail: applied inputs, joins, sessions, admin actions",
+        description="Every input applied (player, seq, tick), seats, sessions and admin actions.",
     )
     parser.add_argument("match", help="match id")
     parser.add_argument("--db", required=True, help="event store: SQLite file path or URL")

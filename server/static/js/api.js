@@ -44,6 +44,7 @@ export class Api {
   }
 
   matches() { return this.json("/api/viewer/matches"); }
+  lineage(id) { return this.json(`/api/viewer/matches/${encodeURIComponent(id)}/lineage`); }
   leaderboards() { return this.json("/api/leaderboards"); }
   board(id, limit = 10) { return this.json(`/api/leaderboards/${encodeURIComponent(id)}`, { limit }); }
 }

@@ -13,7 +13,7 @@ import { anyoneOnField, plainState, result, scoreboard } from "/static/games/are
 import { bindControls, SPEEDS } from "./controls.js";
 import { Renderer, slotColor } from "./renderer.js";
 import { SpectatorSession, websocketUrl, CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER } from "./spectator.js";
-import { Timeline, clock, renderLegend } from "./timeline.js";
+import { Timeline, abandonedAt, abandonedRanges, clock, renderLegend } from "./timeline.js";
 
 const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
@@ -47,6 +47,11 @@ const hook = {
   result: () => (session?.state ? result(session.state) : null),
   // Where each drawn player's dot is on the canvas: {slot: [x, y, radius]} in canvas pixels.
   dots: () => Object.fromEntries(renderer?.dots ?? []),
+  // Rewinds: the abandoned branches [[lo, hi], ...] (ticks lo+1..hi-1), whether the shown
+  // tick is on one; forks: {parent, forks} as GET /api/viewer/matches/{id}/lineage says.
+  abandonedRanges: () => timeline?.ranges ?? [],
+  abandoned: () => !!(session?.state && timeline && abandonedAt(timeline.ranges, session.tick)),
+  lineage: null,
 };
 window.matchreplayViewer = hook;
 const log = (type, detail = {}) => {
@@ -328,6 +333,7 @@ let seekTarget = null;
 const player = {
   mode: "paused", speed: 1, followId: params.get("follow"), clip: null, clipEnding: false,
   lastUrlUpdate: 0, lastTick: -1, playingShown: null, skippedUntil: 0, created: null,
+  showAbandoned: false, skippingTo: null,
 };
 
 function followedSlot() {
@@ -465,8 +471,16 @@ const actions = {
   },
 };
 
-/** A clip stops at its kill: pause, then (if frames already went past it) seek back. */
+/** A clip stops at its kill: pause, then (if frames already went past it) seek back.
+ * Playing into ticks a rewind abandoned jumps to the rewind (the surviving timeline),
+ * unless the viewer asked to see the abandoned branches. */
 function onFrame(tick) {
+  const branch = abandonedAt(timeline.ranges, tick);
+  if (branch && player.mode === "replay" && !player.showAbandoned && player.skippingTo === null) {
+    player.skippingTo = branch[1];
+    log("skip_abandoned", { from: tick, to: branch[1] });
+    seekTo(branch[1], { pause: false }).finally(() => { player.skippingTo = null; });
+  }
   const c = player.clip;
   if (!c || player.clipEnding || tick < c.to_tick) return;
   player.clipEnding = true;
@@ -508,6 +522,50 @@ function renderScoreboard() {
   $("#score-tick").textContent = `tick ${s.tick}`;
   $("#following").textContent = followed !== null ? `Following ${s.names[followed]}` : "";
   renderResult();
+  renderBranch();
+}
+
+/** On a tick a rewind abandoned: say so, and which rewind undid it. */
+function renderBranch() {
+  const el = $("#branch");
+  const branch = abandonedAt(timeline.ranges, session.tick);
+  el.hidden = !branch;
+  if (branch) {
+    const rate = session.info.tick_rate, [lo, hi] = branch;
+    el.textContent = `Abandoned branch: this moment was undone by the rewind at ${clock(hi, rate)} (tick ${hi}), which went back to ${clock(lo, rate)} (tick ${lo}).`;
+  }
+}
+
+/** Where a fork comes from and the forks of this match, as links (same token). */
+function renderLineage(lineage) {
+  const el = $("#lineage"), rate = session.info.tick_rate;
+  const link = (id, tick) => {
+    const a = document.createElement("a");
+    const q = new URLSearchParams({ match: id, tick: String(tick) });
+    if (api.token) q.set("token", api.token);
+    a.href = `/?${q}`;
+    a.textContent = id;
+    a.dataset.match = id;
+    return a;
+  };
+  const parts = [];
+  const { parent, forks } = lineage;
+  if (parent) {
+    const span = document.createElement("span");
+    span.className = "parent";
+    span.append("Forked from ", parent.match_id ? link(parent.match_id, parent.tick) : "a match you may not watch",
+      ` at ${clock(parent.tick, rate)} (tick ${parent.tick}).`);
+    parts.push(span);
+  }
+  if (forks.length) {
+    const span = document.createElement("span");
+    span.className = "forks";
+    span.append(`Forks (${forks.length}): `);
+    forks.forEach((f, i) => span.append(i ? ", " : "", link(f.match_id, f.tick), ` at ${clock(f.tick, rate)}`));
+    parts.push(span);
+  }
+  el.replaceChildren(...parts.flatMap((p, i) => (i ? [" ", p] : [p])));
+  el.hidden = !parts.length;
 }
 
 /** The result once the match is over at the shown tick (winner and why), or that the
@@ -596,9 +654,13 @@ function frame(now) {
 async function refreshMarkers(all = false) {
   const known = all ? [] : hook.markers ?? [];
   const from = known.length ? known.at(-1).tick + 1 : 0;
-  const found = await session.markers(from, null);
+  const found = await session.markers(from, null, player.showAbandoned);
+  // A new rewind abandons markers already known: read them all again, flagged anew.
+  if (!all && found.some((m) => m.kind === "rewound")) return refreshMarkers(true);
   const markers = known.concat(found);
-  timeline.setMarkers(markers, session.info.tick_rate);
+  const ranges = abandonedRanges(markers, session.edge);
+  timeline.setMarkers(markers, session.info.tick_rate, ranges);
+  $("#abandoned-toggle").hidden = !ranges.length;
   const roster = (list) => list.filter((m) => m.kind === "joined").length;
   const changed = roster(markers) !== roster(hook.markers ?? []);
   hook.markers = markers;
@@ -613,6 +675,11 @@ async function matchView(matchId) {
   renderer = new Renderer($("#arena"));
   timeline = new Timeline($("#timeline"), { onSeek: (t) => seekTo(t) });
   controls = bindControls($("#match"), actions);
+  $("#show-abandoned").addEventListener("change", (ev) => {
+    player.showAbandoned = ev.target.checked;
+    log("show_abandoned", { on: player.showAbandoned });
+    refreshMarkers(true).then(() => log("markers", { count: hook.markers.length }), showError);
+  });
   session = new SpectatorSession(websocketUrl(api.token), matchId, {
     status: onStatus,
     playback: onPlayback,
@@ -663,6 +730,12 @@ async function matchView(matchId) {
     player.created = (await session.describe())?.created_at ?? null;
   } catch { /* shown without it */ }
   renderTitle(player.created);
+  try {  // forks and their parent: links, never a reason not to show the match
+    hook.lineage = await api.lineage(matchId);
+    renderLineage(hook.lineage);
+  } catch (exc) {
+    log("error", { kind: "lineage", message: exc.message });
+  }
   requestAnimationFrame((now) => {
     frame(now);
     log("ready", { tick: session.tick });

@@ -5,12 +5,14 @@
 //
 // Invariant (protocol 11.4): after every STATE or FRAME for tick t, this.state is the
 // server's ReplayEngine.state_at(match, t). A STATE replaces it (arena.js decodeKeyframe),
-// a FRAME folds that tick's events into it (arena.js evolve). Nothing else changes it.
+// a FRAME folds that tick's events into it (fold.js: the game's events, and a rewind or
+// fork replacing the state, as replay/fold.py). Nothing else changes it.
 //
 // The server is the only judge of how far this viewer may see (Spectators.edge): the page
 // never computes a live edge of its own, it only remembers the newest one the server told
 // it (PLAYBACK.live_edge, WATCHING.last_tick, MATCHES tick, live frames).
-import { decodeBatch, decodeKeyframe, evolve } from "/static/games/arena/viewer.js";
+import * as arena from "/static/games/arena/viewer.js";
+import { foldEvents, restores } from "./fold.js";
 import { decode, encode } from "./msgpack.js";
 
 export const SUBPROTOCOL = "matchreplay.v1";
@@ -33,7 +35,6 @@ export const RETRY_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000];
 export const PROBE_AFTER_MS = 2000;
 export const DEAD_AFTER_MS = 3000;
 export const RECENT_TICKS = 60;  // ticks of events kept for the renderer's effects (~60 KiB at 64 players)
-const ARENA_STATE_FORMAT = 1;
 
 /** A failed request: a server ERROR (its code), "connection_lost" or "unauthorized". */
 export class SpectatorError extends Error {
@@ -118,8 +119,10 @@ export class SpectatorSession {
   goLive() { return this.#control([MSG.LIVE]); }
 
   // -- requests (answered by the reply with the same ref) ------------------------------------
-  async markers(fromTick = 0, toTick = null) {
-    return (await this.#request((ref) => [MSG.MARKERS, ref, fromTick, toTick]))[0];
+  /** `abandoned`: the markers of abandoned branches too, each flagged `abandoned`. */
+  async markers(fromTick = 0, toTick = null, abandoned = false) {
+    const tail = abandoned ? [true] : [];
+    return (await this.#request((ref) => [MSG.MARKERS, ref, fromTick, toTick, ...tail]))[0];
   }
   async clip(killTick, seconds = 5) {
     return (await this.#request((ref) => [MSG.CLIP, ref, killTick, seconds]))[0];
@@ -240,7 +243,7 @@ export class SpectatorSession {
         break;
       case MSG.WATCHING: {
         const info = msg[1];
-        if (info.game !== "arena" || info.state_format !== ARENA_STATE_FORMAT) {
+        if (info.game !== "arena" || info.state_format !== arena.STATE_FORMAT) {
           const exc = new SpectatorError("unsupported", `this viewer draws arena matches, not ${info.game}`);
           if (this.opened) this.opened.reject(exc); else this.on.error?.(exc);
           this.opened = null;
@@ -254,7 +257,7 @@ export class SpectatorSession {
       }
       case MSG.STATE: {
         const [, tick, , data] = msg;
-        const state = decodeKeyframe(data);
+        const state = arena.decodeKeyframe(data);
         if (state.tick !== tick) throw new Error(`STATE says tick ${tick}, its keyframe ${state.tick}`);
         this.state = state;
         this.prev = null;
@@ -266,9 +269,14 @@ export class SpectatorSession {
       case MSG.FRAME: {
         const [, tick, blob] = msg;
         const s = this.state;
-        this.prev = { x: s.x.slice(), y: s.y.slice(), tick: s.tick };
-        const events = blob ? decodeBatch(blob, tick) : [];
-        evolve(s, events, tick);
+        const events = blob ? arena.decodeBatch(blob, tick) : [];
+        if (restores(events)) {  // a rewind or a fork: the view jumps, nothing to interpolate
+          this.prev = null;
+          this.recent = [];
+        } else {
+          this.prev = { x: s.x.slice(), y: s.y.slice(), tick: s.tick };
+        }
+        this.state = foldEvents(arena, s, events, tick);
         if (events.length) this.recent.push({ tick, events });
         while (this.recent.length && this.recent[0].tick < tick - RECENT_TICKS) this.recent.shift();
         this.changedAt = performance.now();

@@ -1,16 +1,42 @@
 // The timeline scrubber: a range input over 0..last tick, the live edge, and clickable
-// markers (kills, multi-kills, joins, match start and end) from the server's timeline.
-// Markers closer than MERGE_PX on screen are one button (its title lists them all): at
-// 0:00 the joins and the match start would otherwise cover each other.
+// markers (kills, multi-kills, joins, match start and end, rewinds) from the server's
+// timeline. Markers closer than MERGE_PX on screen are one button (its title lists them
+// all): at 0:00 the joins and the match start would otherwise cover each other.
+//
+// Rewinds (docs/replay.md "Rewinds and forks"): each is a marker at its tick B, and the
+// ticks it abandoned are a hatched band on the bar. Markers of abandoned ticks come only
+// when the page asks for them (MARKERS with abandoned: true), each flagged `abandoned`,
+// and are drawn hollow and labelled so.
 const MARKER_KINDS = {
   killed: "kill", multi_kill: "multi", match_started: "match", match_ended: "match",
-  joined: "roster", left: "roster",
+  joined: "roster", left: "roster", rewound: "rewind",
 };
 /** The legend, in the order of importance a merged button shows (its colour). */
 export const MARKER_LEGEND = [
-  ["multi", "multi-kill"], ["kill", "kill"], ["match", "match start / end"],
+  ["rewind", "rewind"], ["multi", "multi-kill"], ["kill", "kill"], ["match", "match start / end"],
   ["roster", "player joined / left"], ["other", "other"],
 ];
+
+/** The abandoned branches as open tick ranges [lo, hi] (the ticks lo + 1 .. hi - 1), from
+ * the rewound markers of the surviving timeline: the walk of replay/timeline.py
+ * abandoned_ranges (a rewind at B met walking back from the last tick jumps back to its
+ * target T; rewinds inside an abandoned branch are abandoned markers and abandon nothing). */
+export function abandonedRanges(markers, lastTick) {
+  const ranges = [];
+  let cursor = lastTick;
+  const rewinds = markers.filter((m) => m.kind === "rewound" && !m.abandoned);
+  for (let i = rewinds.length - 1; i >= 0; i--) {
+    const { tick, data } = rewinds[i];
+    if (tick <= cursor) {
+      ranges.push([data.to_tick, tick]);
+      cursor = data.to_tick;
+    }
+  }
+  return ranges.reverse();
+}
+
+/** The abandoned range holding `tick`, or null when the tick is on the surviving timeline. */
+export const abandonedAt = (ranges, tick) => ranges.find(([lo, hi]) => lo < tick && tick < hi) ?? null;
 const MERGE_PX = 10;
 
 export const clock = (ticks, rate) => {
@@ -25,6 +51,7 @@ export class Timeline {
     this.max = 0;
     this.dragging = false;
     this.markers = [];
+    this.ranges = [];
     // "input" fires while dragging: seek continuously (the session drops stale seeks).
     this.scrubber.addEventListener("input", () => {
       this.dragging = true;
@@ -59,18 +86,21 @@ export class Timeline {
     if (!this.dragging) this.scrubber.value = String(tick);
   }
 
-  setMarkers(markers, tickRate) {
+  /** `ranges`: the abandoned branches (abandonedRanges), drawn as bands. */
+  setMarkers(markers, tickRate, ranges = []) {
     this.markers = markers;
-    this.labels = describeAll(markers);
+    this.ranges = ranges;
+    this.labels = describeAll(markers, tickRate);
     this.tickRate = tickRate;
     this.#layout();
   }
 
-  /** The last kill marker at or before `tick` (for "clip the seconds before this kill"). */
+  /** The last kill marker at or before `tick` on the surviving timeline (for "clip the
+   * seconds before this kill": the server clips surviving kills only). */
   lastKill(tick) {
     for (let i = this.markers.length - 1; i >= 0; i--) {
       const m = this.markers[i];
-      if (m.tick <= tick && (m.kind === "killed" || m.kind === "multi_kill")) return m;
+      if (m.tick <= tick && !m.abandoned && (m.kind === "killed" || m.kind === "multi_kill")) return m;
     }
     return null;
   }
@@ -79,14 +109,27 @@ export class Timeline {
     const bar = this.markerBar;
     bar.replaceChildren();
     if (!this.max) return;
+    for (const [lo, hi] of this.ranges) {
+      const band = document.createElement("div");
+      band.className = "abandoned-range";
+      const from = Math.min(lo + 1, this.max), to = Math.min(hi - 1, this.max);
+      band.style.left = `${(from / this.max) * 100}%`;
+      band.style.width = `${(Math.max(0, to - from) / this.max) * 100}%`;
+      band.dataset.from = String(lo + 1);
+      band.dataset.to = String(hi - 1);
+      band.title = `Abandoned: ticks ${lo + 1}–${hi - 1}, undone by the rewind at ${clock(hi, this.tickRate)} (tick ${hi})`;
+      bar.append(band);
+    }
     const width = Math.max(1, bar.clientWidth);
     const groups = [];  // markers (oldest first) closer than MERGE_PX to the group's first
     for (const [i, m] of this.markers.entries()) {
       if (m.tick > this.max) continue;
       const x = (m.tick / this.max) * width;
       const last = groups.at(-1);
-      const item = { ...m, label: `${clock(m.tick, this.tickRate)} ${this.labels[i]}` };
-      if (last && x - last.x < MERGE_PX) last.markers.push(item);
+      const text = m.abandoned ? `${this.labels[i]} (abandoned)` : this.labels[i];
+      const item = { ...m, label: `${clock(m.tick, this.tickRate)} ${text}` };
+      // Abandoned and surviving markers never share a button: one would hide the other.
+      if (last && x - last.x < MERGE_PX && !!last.markers[0].abandoned === !!m.abandoned) last.markers.push(item);
       else groups.push({ x, markers: [item] });
     }
     const rank = (kind) => MARKER_LEGEND.findIndex(([k]) => k === kind);
@@ -94,7 +137,8 @@ export class Timeline {
       const kinds = markers.map((m) => MARKER_KINDS[m.kind] ?? "other");
       const shown = kinds.reduce((a, b) => (rank(b) < rank(a) ? b : a));
       const el = document.createElement("button");
-      el.className = `marker marker-${shown}`;
+      el.className = `marker marker-${shown}${markers[0].abandoned ? " abandoned" : ""}`;
+      el.dataset.kind = shown;
       el.style.left = `${(markers[0].tick / this.max) * 100}%`;
       el.dataset.tick = String(markers[0].tick);
       el.dataset.count = String(markers.length);
@@ -122,7 +166,7 @@ export function renderLegend(root) {
 
 /** Each marker's text, with the game's display names (from the joined markers before
  * it) instead of player ids and slots. */
-function describeAll(markers) {
+function describeAll(markers, tickRate) {
   const names = new Map(), slots = new Map();
   const who = (player, slot) => (player ? names.get(player) ?? player : slots.get(slot) ?? `slot ${slot}`);
   return markers.map((m) => {
@@ -137,6 +181,7 @@ function describeAll(markers) {
       case "left": return `${who(d.player, d.slot)} left`;
       case "match_started": return "match started";
       case "match_ended": return `match ended (${d.reason}), winner ${d.winner ? who(d.winner) : "none"}`;
+      case "rewound": return `rewound to ${clock(d.to_tick, tickRate)} (tick ${d.to_tick}) by ${d.actor}${d.reason ? `: ${d.reason}` : ""}`;
       default: return m.kind;
     }
   });

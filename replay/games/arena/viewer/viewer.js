@@ -14,6 +14,10 @@ const CURRENT_VERSION = { [EV.JOINED]: 2 };
 // events": the inputs audit trail, ...), stored in the same stream: a fold skips them.
 export const SYSTEM_FIRST = 0xff00;
 export const NEVER = -(2 ** 30);
+/** The keyframe format this module decodes (docs/games.md, "Keyframe, format 1"). */
+export const STATE_FORMAT = 1;
+/** The arrays holding ticks: re-clocked by rebase (state.py TICK_ARRAYS). */
+const TICK_ARRAYS = ["move_tick", "last_fire", "death_tick"];
 
 // The fixed array order of hashes and keyframes; booleans are 1 byte, the rest int32 LE.
 const ARRAYS = [
@@ -59,6 +63,19 @@ export function decodeKeyframe(bytes) {
     const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     const dst = s[name];
     for (let i = 0; i < n; i++) dst[i] = width === 1 ? view.getUint8(i) : view.getInt32(i * 4, true);
+  }
+  return s;
+}
+
+/** Re-clock the state to `tick` (rules.rebase, state.py ArenaState.rebase): every
+ * tick-valued field moves by the same delta; NEVER and "not started" (-1) stay. */
+export function rebase(s, tick) {
+  const delta = tick - s.tick;
+  s.tick = tick;
+  if (s.startedTick >= 0) s.startedTick += delta;
+  for (const name of TICK_ARRAYS) {
+    const a = s[name];
+    for (let i = 0; i < a.length; i++) if (a[i] !== NEVER) a[i] += delta;
   }
   return s;
 }

@@ -103,21 +103,26 @@ def test_nodes_register_and_new_matches_go_where_there_is_room(pg_url: str, tmp_
 
 def test_a_full_node_is_passed_over_and_a_full_cluster_refuses(pg_url: str, tmp_path: Path) -> None:
     with cluster(pg_url, tmp_path, ("n1", "n2"), "--max-seated-players", "2") as (n1, n2):
-        first = create(n1, on="n1")
-
-        async def seat() -> list[GameClient]:
-            return await players([n1, n2], n1, first["match_id"], 2)
-
-        seated = _hold(seat)
+        first = create(n1, on="n1")["match_id"]
+        seated = _hold(lambda: players([n1, n2], n1, first, 2))
         try:
-            wait_for(
-                lambda: any(n["load"].get("full") for n in n2.nodes() if n["name"] == "n1"),
-                "n1 reports full",
-            )
+            wait_for(lambda: _full(n2, "n1"), "n1 reports full")
             for _ in range(3):  # n1 is full: placement passes it over, even asked on n1
                 assert create(n1)["node"] == "n2"
+            second = create(n2, on="n2")["match_id"]
+            also = _hold(lambda: players([n1, n2], n2, second, 2))
+            try:
+                wait_for(lambda: _full(n1, "n2"), "n2 reports full")
+                status, body = n1.http("POST", "/api/matches?game=arena")
+                assert status == 503 and body["error"]["code"] == "server_full", body
+            finally:
+                also.set()
         finally:
             seated.set()
+
+
+def _full(node: Node, name: str) -> bool:
+    return any(n["load"].get("full") for n in node.nodes() if n["name"] == name)
 
 
 def _hold(make: Any) -> Any:
@@ -310,6 +315,55 @@ def test_sigterm_hands_matches_to_peers(pg_url: str, tmp_path: Path) -> None:
         assert info["status"] == "running"
         report = asyncio.run(_stored(pg_url, match_id))
         assert report["takeovers"] == 1
+
+
+def test_a_delayed_spectator_on_another_node_never_sees_a_tick_early(
+    pg_url: str, tmp_path: Path
+) -> None:
+    delay = 2.0
+    with cluster(pg_url, tmp_path) as (n1, n2, n3):
+        settings = quote(
+            json.dumps(
+                {"tick_rate": 30, "time_limit_s": 600, "score_limit": 0, "spectator_delay": delay}
+            )
+        )
+        match_id = create(n1, on="n1", settings=settings)["match_id"]
+        samples: list[tuple[float, int]] = []  # (when, the owner's tick then)
+
+        async def main() -> list[tuple[float, int]]:
+            clients = await players([n1, n2, n3], n1, match_id, 2)
+            stop = asyncio.Event()
+            pump = asyncio.create_task(play(clients, stop))
+
+            async def sample() -> None:
+                while not stop.is_set():
+                    _, info = await asyncio.to_thread(n1.http, "GET", f"/api/matches/{match_id}")
+                    samples.append((time.monotonic(), info["tick"]))
+                    await asyncio.sleep(0.05)
+
+            sampler = asyncio.create_task(sample())
+            spectator = await Spectator.connect(n3.url, token("viewer", "spectator"))
+            await spectator.watch(match_id, "live")
+            seen: list[tuple[float, int]] = []
+            async with asyncio.timeout(30):
+                async for frame in spectator:
+                    seen.append((time.monotonic(), frame.tick))
+                    if len(seen) >= 120:
+                        break
+            await spectator.close()
+            stop.set()
+            await asyncio.gather(pump, sampler)
+            for c in clients:
+                await c.close()
+            return seen
+
+        seen = asyncio.run(main())
+        assert seen[-1][1] > seen[0][1]
+        for at, tick in seen:
+            # The owner's tick a little after (at - delay) bounds what may be shown at ``at``.
+            later = [t for when, t in samples if when >= at - delay]
+            if later and samples[0][0] <= at - delay:
+                assert tick <= later[0], f"tick {tick} shown at {at:.2f}, owner at {later[0]}"
 
 
 def test_spectators_watch_on_any_node(pg_url: str, tmp_path: Path) -> None:

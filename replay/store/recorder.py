@@ -169,6 +169,11 @@ class Recorder(abc.ABC):
     url: str
     """Where the store is, as ``open_store`` takes it (no password)."""
 
+    pipeline: int = 1
+    """How many :meth:`insert_group` calls the event store may have in flight at once.
+    More than one only where a later call's transaction waits for the earlier one's
+    inside the backend, so positions still follow commit order."""
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Connect, and create or migrate the schema (refusing a newer one)."""

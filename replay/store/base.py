@@ -59,6 +59,7 @@ from replay.store.recorder import (
 )
 from replay.store.records import (
     DEFAULT_MAX_EVENT_BYTES,
+    NODE_STATUSES,
     READ_ONLY_STATUSES,
     AppendResult,
     EventBatch,
@@ -90,7 +91,6 @@ log = logging.getLogger(__name__)
 
 _MAX_ID = 2**128 - 1
 _STATUSES = frozenset({"created", "running", "ended", "interrupted"})
-_NODE_STATUSES = frozenset({"up", "draining", "stopped"})
 _INT = frozenset({int})
 
 
@@ -750,7 +750,7 @@ class EventStore:
         """Record that ``node`` (an instance id) is alive now, by the store's clock,
         with its ``status`` (up, draining, stopped) and ``load`` (a JSON object)."""
         _check_owner(node)
-        if status not in _NODE_STATUSES:
+        if status not in NODE_STATUSES:
             raise ValueError(f"unknown node status {status!r}")
         await self._recorder().heartbeat(node, name, url, status, json.dumps(dict(load)))
 

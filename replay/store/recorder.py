@@ -159,9 +159,6 @@ MATCH_COLUMNS = MatchRow._fields[1:12]
 """The stored columns of a match a new row sets (no key, no derived values, no
 lease: owner and epoch start at "" and 0), in order."""
 
-LIVE = ("created", "running")
-"""Statuses of a match a lease can be taken on (records.LIVE_STATUSES, ordered)."""
-
 
 class Recorder(abc.ABC):
     """A storage backend. Methods are coroutines; none is called after :meth:`close`."""
@@ -249,7 +246,8 @@ class Recorder(abc.ABC):
     # -- leases (docs/operations.md, "Leases and fencing") -------------------------
     # Times are the store's clock: time.time() in one process, the database's own
     # clock when the database is shared. A lease is live while now < its end; a match
-    # never leased has owner "" and epoch 0. Only LIVE matches are taken or renewed.
+    # never leased has owner "" and epoch 0. Only LIVE matches (records.LIVE_STATUSES)
+    # are taken or renewed.
 
     @abc.abstractmethod
     async def acquire_lease(

@@ -694,3 +694,20 @@ class EventStoreContract:
             await store.heartbeat("n3/c", "n3", "ws://c/ws", "sleeping", {})
         assert await store.forget_nodes(threshold) == 1
         assert [n.node for n in await store.nodes()] == ["n2/b"]
+
+    async def test_an_append_queued_behind_its_match_chains(self, store: EventStore) -> None:
+        """Appends to one match issued while the previous one is being committed (a
+        caller that does not wait for each ack) commit in order, whatever the writer
+        has in flight; another match's appends go on meanwhile."""
+        m, other = await self.new_match(store), await self.new_match(store)
+        for match in (m, other):  # their match keys known: queued without an await
+            await store.append(match.match_id, tick_batch(0), 0)
+        for i in range(10):
+            first = asyncio.create_task(store.append(m.match_id, tick_batch(2 * i + 1), 8 * i + 4))
+            for _ in range(i + 1):  # queued, then at various stages of its commit
+                await asyncio.sleep(0)
+            beside = asyncio.create_task(store.append(other.match_id, tick_batch(i + 1), 4 * i + 4))
+            second = await store.append(m.match_id, tick_batch(2 * i + 2), 8 * i + 8)
+            assert ((await first).last_seq, second.last_seq) == (8 * i + 8, 8 * i + 12)
+            assert (await beside).last_seq == 4 * i + 8
+        assert [e.seq for e in await store.read(m.match_id)] == list(range(1, 85))

@@ -558,3 +558,33 @@ async def test_a_store_from_before_leases_opens_and_appends(old_store_url: str) 
             assert await conn.fetchval("SELECT version FROM matchreplay_schema") == 2
         finally:
             await conn.close()
+
+
+async def test_a_group_gathered_during_a_commit_is_sent_at_once(pg_url: str) -> None:
+    """PostgreSQL keeps two group commits in flight: the second waits for the first on
+    the position lock inside the database, not in the store."""
+    async with open_store(pg_url) as store:
+        a, b = await store.create_match(record()), await store.create_match(record())
+        for m in (a, b):  # their match keys known: nothing else is awaited
+            await store.append(m.match_id, tick_batch(0), 0)
+        inner = store.recorder.insert_group
+        entered = asyncio.Event()
+        running = [0, 0]  # now, most at once
+
+        async def insert_group(rows):  # type: ignore[no-untyped-def]
+            running[0] += 1
+            running[1] = max(running)
+            entered.set()
+            try:
+                return await inner(rows)
+            finally:
+                running[0] -= 1
+
+        store.recorder.insert_group = insert_group  # type: ignore[method-assign]
+        first = asyncio.create_task(store.append(a.match_id, tick_batch(1), 4))
+        await entered.wait()
+        second = await store.append(b.match_id, tick_batch(1), 4)
+        got = sorted([await first, second], key=lambda r: r.first_position)
+        assert running[1] == 2
+        assert got[0].last_position + 1 == got[1].first_position  # no gap, no overlap
+        assert await store.last_position() == got[1].last_position

@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,8 @@ async def test_backup_while_another_process_appends_opens_and_verifies(tmp_path:
         writer.stdin.flush()
         acked = [writer.stdout.readline() for _ in range(40)]  # appends under way
         assert all(line.startswith("ack") for line in acked)
+        # Keep reading its acks: a full pipe would stop the writer, and the store with it.
+        threading.Thread(target=writer.stdout.read, daemon=True).start()
         backup = tmp_path / "backup.db"
         done = run("store", "backup", str(backup), "--db", str(db), cwd=tmp_path)
         assert done.returncode == 0, done.stderr

@@ -7,7 +7,9 @@ from replay.store.base import (
     EventIds,
     EventStore,
     Keyframe,
+    Lease,
     MatchRecord,
+    NodeRow,
 )
 
 __all__ = [
@@ -16,7 +18,9 @@ __all__ = [
     "EventIds",
     "EventStore",
     "Keyframe",
+    "Lease",
     "MatchRecord",
+    "NodeRow",
     "open_store",
     "store_file",
 ]

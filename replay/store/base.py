@@ -59,6 +59,7 @@ from replay.store.recorder import (
 )
 from replay.store.records import (
     DEFAULT_MAX_EVENT_BYTES,
+    NODE_STATUSES,
     READ_ONLY_STATUSES,
     AppendResult,
     EventBatch,
@@ -90,7 +91,7 @@ log = logging.getLogger(__name__)
 
 _MAX_ID = 2**128 - 1
 _STATUSES = frozenset({"created", "running", "ended", "interrupted"})
-_NODE_STATUSES = frozenset({"up", "draining", "stopped"})
+_INT = frozenset({int})
 
 
 @dataclass(eq=False)
@@ -101,6 +102,8 @@ class _Append:
     expected_version: int
     first_id: int
     blob: bytes
+    types: int
+    """type_mask of the events' types."""
     epoch: int
     future: asyncio.Future[AppendResult] = field(repr=False)
 
@@ -340,7 +343,7 @@ class EventStore:
             raise StoreClosedError("the event store is closed")
         if not events:
             raise InvalidEventError(f"match {match_id!r}: empty batch")
-        _check_events(match_id, events)
+        types = _check_events(match_id, events)
         if first_id is not None and not 0 <= first_id <= _MAX_ID - len(events):
             raise InvalidEventError(f"match {match_id!r}: first_id {first_id} is not a 128-bit id")
         if type(expected_version) is not int or not 0 <= expected_version < MAX_INT:
@@ -371,6 +374,7 @@ class EventStore:
                 expected_version,
                 first_id,
                 blob,
+                type_mask(types),
                 UNFENCED if epoch is None else epoch,
             )
         finally:
@@ -416,9 +420,12 @@ class EventStore:
         expected_version: int,
         first_id: int | None,
         blob: bytes,
+        types: int,
         epoch: int,
     ) -> AppendResult:
-        mkey = await self._mkey(match_id)
+        mkey = self._mkeys.get(match_id)  # known, but for a match's first append here
+        if mkey is None:
+            mkey = await self._mkey(match_id)
         request = _Append(
             match_id,
             mkey,
@@ -426,6 +433,7 @@ class EventStore:
             expected_version,
             self._ids.take(len(events)) if first_id is None else first_id,
             blob,
+            types,
             epoch,
             asyncio.get_running_loop().create_future(),
         )
@@ -456,28 +464,50 @@ class EventStore:
         )
 
     async def _run_writer(self) -> None:
+        """Gather queued appends into group commits, up to ``recorder.pipeline`` of them
+        in flight at once: while one group is in the database, the callers it does not
+        hold prepare their next appends and the next group is sent (the recorder keeps
+        commit order; a group waits for the one before it there, not here). A group
+        goes only when none in flight holds one of its matches, so appends to one match
+        commit in the order they were queued."""
+        depth = max(1, self.recorder.pipeline)
+        in_flight: dict[asyncio.Task[None], frozenset[int]] = {}
+
+        def landed(task: asyncio.Task[None]) -> None:
+            del in_flight[task]
+            self._wake.set()
+
         while True:
             await self._wake.wait()
             self._wake.clear()
             if self._queue:
-                group, self._queue = self._queue, []
-                try:
-                    await self._commit_group(group)
-                    self.unavailable = None
-                except Exception as exc:  # the backend failed: nothing of the group is written
-                    if isinstance(exc, StoreUnavailableError):
-                        self.unavailable = exc
-                    for req in group:
-                        _fail(req, exc)
-                # One loop turn for the callers just acknowledged: their next appends
-                # join the next group instead of trickling into a small one each.
+                # One loop turn first: callers made ready by the last acks queue their
+                # next appends now, and join this group instead of trickling after it.
                 await asyncio.sleep(0)
-            elif self._closing:
+                mkeys = frozenset(req.mkey for req in self._queue)
+                if len(in_flight) >= depth or any(mkeys & held for held in in_flight.values()):
+                    continue  # a group landing wakes this loop again
+                group, self._queue = self._queue, []
+                task = asyncio.create_task(self._commit_group(group))
+                in_flight[task] = mkeys
+                task.add_done_callback(landed)
+            elif self._closing and not in_flight:
                 return
 
     async def _commit_group(self, group: list[_Append]) -> None:
         """Write ``group`` through the recorder in one transaction. A request the
-        recorder refuses fails alone; the others still commit."""
+        recorder refuses fails alone; the others still commit; when the backend fails,
+        the whole group fails (nothing of it is written)."""
+        try:
+            await self._write_group(group)
+            self.unavailable = None
+        except Exception as exc:  # the backend failed: nothing of the group is written
+            if isinstance(exc, StoreUnavailableError):
+                self.unavailable = exc
+            for req in group:
+                _fail(req, exc)
+
+    async def _write_group(self, group: list[_Append]) -> None:
         rows = []
         for req in group:
             first_seq, n = req.expected_version + 1, len(req.events)
@@ -492,7 +522,7 @@ class EventStore:
                     last_tick,
                     first_id,
                     req.blob,
-                    type_mask({e.type for e in req.events}),
+                    req.types,
                     batch_checksum(
                         req.mkey, first_seq, n, base_tick, last_tick, first_id, req.blob
                     ),
@@ -651,13 +681,14 @@ class EventStore:
         position = after
         while True:
             events = await self.read_all(position, batch_size)
-            if not events:
-                await self.wait_for_commit(position, poll_interval)
-                continue
             for event in events:
                 # Invariant: strictly increasing, never skipping what was not seen.
                 position = event.position
                 yield event
+            if len(events) < batch_size:
+                # Caught up as of that read: wait for a commit past it (at once when
+                # one is known already) instead of reading again to find nothing.
+                await self.wait_for_commit(position, poll_interval)
 
     # -- leases (docs/operations.md, "Leases and fencing") -------------------------
 
@@ -719,7 +750,7 @@ class EventStore:
         """Record that ``node`` (an instance id) is alive now, by the store's clock,
         with its ``status`` (up, draining, stopped) and ``load`` (a JSON object)."""
         _check_owner(node)
-        if status not in _NODE_STATUSES:
+        if status not in NODE_STATUSES:
             raise ValueError(f"unknown node status {status!r}")
         await self._recorder().heartbeat(node, name, url, status, json.dumps(dict(load)))
 
@@ -874,13 +905,20 @@ def _check_ttl(ttl: float) -> None:
         raise ValueError(f"a lease lasts 0 < ttl < 1e9 seconds, not {ttl!r}")
 
 
-def _check_events(match_id: str, events: Sequence[NewEvent]) -> None:
+def _check_events(match_id: str, events: Sequence[NewEvent]) -> set[int]:
     """Reject what the backends' columns or the reading rules cannot hold, before
-    queueing: a bad request must fail alone, never inside the writer's shared group."""
-    ticks = [e.tick for e in events]
-    if not set(map(type, ticks)) <= {int}:
+    queueing: a bad request must fail alone, never inside the writer's shared group.
+    Returns the batch's event types. (On the append path for every batch: the checks
+    run over columns in C, and the per-event loops only find what to report.)"""
+    try:
+        kinds, ticks, _, versions = zip(*events, strict=True)
+    except (TypeError, ValueError):
+        raise InvalidEventError(
+            f"match {match_id!r}: events must be NewEvent(type, tick, data, version)"
+        ) from None
+    if not set(map(type, ticks)) <= _INT:
         raise InvalidEventError(f"match {match_id!r}: ticks must be integers")
-    if ticks != sorted(ticks):
+    if list(ticks) != sorted(ticks):
         i = next(i for i in range(1, len(ticks)) if ticks[i] < ticks[i - 1])
         raise InvalidEventError(
             f"match {match_id!r}: event {i} has tick {ticks[i]}, before the previous"
@@ -888,11 +926,25 @@ def _check_events(match_id: str, events: Sequence[NewEvent]) -> None:
         )
     if ticks[0] < 0 or ticks[-1] > MAX_INT:
         raise InvalidEventError(f"match {match_id!r}: ticks must be in 0..{MAX_INT}")
-    for type_, version in {(e.type, e.version) for e in events}:
-        if type(type_) is not int or not 0 <= type_ <= 0xFFFF:
-            raise InvalidEventError(f"match {match_id!r}: event type {type_!r} not in 0..65535")
-        if type(version) is not int or version < 1:
-            raise InvalidEventError(f"match {match_id!r}: event version {version!r} is not >= 1")
+    try:
+        types, known_versions = set(kinds), set(versions)
+    except TypeError:  # unhashable: not an int, reported below
+        types = known_versions = {None}
+    if not (
+        set(map(type, types)) <= _INT
+        and set(map(type, known_versions)) <= _INT
+        and min(types) >= 0
+        and max(types) <= 0xFFFF
+        and min(known_versions) >= 1
+    ):
+        for type_, version in zip(kinds, versions, strict=True):
+            if type(type_) is not int or not 0 <= type_ <= 0xFFFF:
+                raise InvalidEventError(f"match {match_id!r}: event type {type_!r} not in 0..65535")
+            if type(version) is not int or version < 1:
+                raise InvalidEventError(
+                    f"match {match_id!r}: event version {version!r} is not >= 1"
+                )
+    return types
 
 
 def _fail(req: _Append, exc: BaseException) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 from replay.errors import MatchExistsError
 from replay.store.recorder import (
-    LIVE,
     UNFENCED,
     BatchRow,
     Conflict,
@@ -25,7 +24,7 @@ from replay.store.recorder import (
     NewBatch,
     Recorder,
 )
-from replay.store.records import Lease, NodeRow
+from replay.store.records import LIVE_STATUSES, Lease, NodeRow
 
 __all__ = ["MemoryRecorder"]
 
@@ -198,7 +197,7 @@ class MemoryRecorder(Recorder):
         if mkey is None:
             return None
         row = self._matches[mkey - 1]
-        if row.status not in LIVE:
+        if row.status not in LIVE_STATUSES:
             return None
         if epoch is None:
             if row.owner and self._lease_until.get(mkey, now) > now:
@@ -211,7 +210,7 @@ class MemoryRecorder(Recorder):
         now = time.time()
         held: dict[str, int] = {}
         for row in self._matches:
-            if row.owner == owner and row.status in LIVE:
+            if row.owner == owner and row.status in LIVE_STATUSES:
                 self._lease_until[row.mkey] = now + ttl
                 held[row.match_id] = row.epoch
         return held
@@ -239,14 +238,16 @@ class MemoryRecorder(Recorder):
         lapsed = [
             (self._lease_until[r.mkey], r.mkey)
             for r in self._matches
-            if r.owner and r.status in LIVE and self._lease_until.get(r.mkey, now) <= now
+            if r.owner and r.status in LIVE_STATUSES and self._lease_until.get(r.mkey, now) <= now
         ]
         return [self._lease(mkey, now) for _, mkey in sorted(lapsed)[:limit]]
 
     async def leases_of(self, owner: str) -> list[Lease]:
         now = time.time()
         return sorted(
-            self._lease(r.mkey, now) for r in self._matches if r.owner == owner and r.status in LIVE
+            self._lease(r.mkey, now)
+            for r in self._matches
+            if r.owner == owner and r.status in LIVE_STATUSES
         )
 
     # -- nodes -------------------------------------------------------------------

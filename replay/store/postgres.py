@@ -65,7 +65,7 @@ from replay.store.recorder import (
     NewBatch,
     Recorder,
 )
-from replay.store.records import Lease, NodeRow
+from replay.store.records import LIVE_STATUSES, Lease, NodeRow
 
 __all__ = ["POSITION_LOCK", "SCHEMA_VERSION", "PostgresRecorder"]
 
@@ -124,8 +124,8 @@ CREATE TABLE keyframes (
 """
 """The first schema: a new database starts here and is migrated like an old one."""
 
-_LIVE = "status IN ('created', 'running')"
-"""recorder.LIVE: the matches a lease can be taken on."""
+_LIVE = f"status IN ({', '.join(map(repr, sorted(LIVE_STATUSES)))})"
+"""records.LIVE_STATUSES in SQL: the matches a lease can be taken on."""
 _LEASED = f"owner <> '' AND {_LIVE}"
 """The leased live matches: the partial indexes' condition, repeated verbatim by the
 queries that use them."""
@@ -259,6 +259,13 @@ def _unavailable(exc: BaseException) -> bool:
 _T = TypeVar("_T")
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing. asyncpg's default sends one more query
+    (RESET ALL, UNLISTEN *, ...) after every call, doubling the round trips of each
+    read; the store's pooled connections never change their session (no SET, no
+    LISTEN, only transaction-scoped advisory locks), so there is nothing to reset."""
+
+
 def _redact(url: str) -> str:
     return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
 
@@ -266,7 +273,12 @@ def _redact(url: str) -> str:
 class PostgresRecorder(Recorder):
     """``url``: a libpq-style ``postgresql://`` URL. ``timeout`` bounds connecting and
     every statement (seconds); ``pool_size`` is the most connections this process opens
-    for reads and writes (plus one that listens for commits)."""
+    for reads (plus one that listens for commits and one per group commit in flight)."""
+
+    pipeline = 2
+    """Group commits in flight: the second is sent while the first commits, and waits
+    for it on the position lock inside PostgreSQL (one round trip saved, and the
+    event loop prepares appends while the database writes)."""
 
     def __init__(self, url: str, *, timeout: float = 10.0, pool_size: int = 8) -> None:
         self.url = _redact(url)
@@ -275,8 +287,12 @@ class PostgresRecorder(Recorder):
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
-        self._writer: asyncpg.Connection | None = None
-        self._write_lock = asyncio.Lock()
+        # The group commits' own connections, one per commit in flight (no pool round
+        # trips), opened when first needed and reopened after a loss.
+        self._writers: list[asyncpg.Connection | None] = [None] * self.pipeline
+        self._free_writers: asyncio.Queue[int] = asyncio.Queue()
+        for slot in range(self.pipeline):
+            self._free_writers.put_nowait(slot)
         self._committed = asyncio.Event()
         self._head = 0
         self._closed = False
@@ -291,6 +307,7 @@ class PostgresRecorder(Recorder):
                 max_size=self._pool_size,
                 timeout=self.timeout,
                 command_timeout=self.timeout,
+                reset=_keep_session,
             )
         except _UNAVAILABLE as exc:
             if not _unavailable(exc):
@@ -331,11 +348,12 @@ class PostgresRecorder(Recorder):
     async def close(self) -> None:
         self._closed = True
         self._committed.set()
-        for conn in (self._listener, self._writer):
+        for conn in (self._listener, *self._writers):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), self.timeout)
-        self._listener = self._writer = None
+        self._listener = None
+        self._writers = [None] * self.pipeline
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -426,16 +444,16 @@ class PostgresRecorder(Recorder):
         # One statement, so one round trip and one transaction (autocommit): the
         # checks, positions and inserts happen in the database under the lock.
         columns = [list(col) for col in zip(*rows, strict=True)]
-        async with self._write_lock:
-            try:
-                writer = await self._writer_connection()
-                found = await writer.fetch(_INSERT_GROUP, *columns)
-            except _UNAVAILABLE as exc:
-                if not _unavailable(exc):
-                    raise
-                raise StoreUnavailableError(
-                    f"PostgreSQL at {self.url} is unavailable: {exc}"
-                ) from exc
+        slot = await self._free_writers.get()
+        try:
+            writer = await self._writer_connection(slot)
+            found = await writer.fetch(_INSERT_GROUP, *columns)
+        except _UNAVAILABLE as exc:
+            if not _unavailable(exc):
+                raise
+            raise StoreUnavailableError(f"PostgreSQL at {self.url} is unavailable: {exc}") from exc
+        finally:
+            self._free_writers.put_nowait(slot)
         outcomes: list[int | Conflict] = [
             pos if reason is None else Conflict(reason, actual, status)
             for pos, reason, actual, status in found
@@ -443,14 +461,18 @@ class PostgresRecorder(Recorder):
         self._advance(max((o for o in outcomes if isinstance(o, int)), default=0))
         return outcomes
 
-    async def _writer_connection(self) -> asyncpg.Connection:
-        """The group commits' own connection (no pool round trips), reopened after a loss."""
-        if self._writer is None or self._writer.is_closed():
-            self._writer = None
-            self._writer = await asyncpg.connect(
+    async def _writer_connection(self, slot: int) -> asyncpg.Connection:
+        writer = self._writers[slot]
+        if writer is None or writer.is_closed():
+            self._writers[slot] = None
+            writer = await asyncpg.connect(
                 self._dsn, timeout=self.timeout, command_timeout=self.timeout
             )
-        return self._writer
+            if self._closed:  # closed meanwhile: nobody would close it
+                await writer.close()
+                raise StoreClosedError("the event store is closed")
+            self._writers[slot] = writer
+        return writer
 
     async def find_batch(self, mkey: int, first_seq: int) -> BatchRow | None:
         rows = await self._fetch(

@@ -159,15 +159,17 @@ MATCH_COLUMNS = MatchRow._fields[1:12]
 """The stored columns of a match a new row sets (no key, no derived values, no
 lease: owner and epoch start at "" and 0), in order."""
 
-LIVE = ("created", "running")
-"""Statuses of a match a lease can be taken on (records.LIVE_STATUSES, ordered)."""
-
 
 class Recorder(abc.ABC):
     """A storage backend. Methods are coroutines; none is called after :meth:`close`."""
 
     url: str
     """Where the store is, as ``open_store`` takes it (no password)."""
+
+    pipeline: int = 1
+    """How many :meth:`insert_group` calls the event store may have in flight at once.
+    More than one only where a later call's transaction waits for the earlier one's
+    inside the backend, so positions still follow commit order."""
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -244,7 +246,8 @@ class Recorder(abc.ABC):
     # -- leases (docs/operations.md, "Leases and fencing") -------------------------
     # Times are the store's clock: time.time() in one process, the database's own
     # clock when the database is shared. A lease is live while now < its end; a match
-    # never leased has owner "" and epoch 0. Only LIVE matches are taken or renewed.
+    # never leased has owner "" and epoch 0. Only LIVE matches (records.LIVE_STATUSES)
+    # are taken or renewed.
 
     @abc.abstractmethod
     async def acquire_lease(

@@ -45,7 +45,7 @@ from replay.store.recorder import (
     NewBatch,
     Recorder,
 )
-from replay.store.records import Lease, NodeRow
+from replay.store.records import LIVE_STATUSES, Lease, NodeRow
 
 __all__ = ["SQLiteEventStore", "SQLiteRecorder", "Synchronous"]
 
@@ -119,8 +119,8 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 """
 
-_LIVE = "status IN ('created', 'running')"
-"""recorder.LIVE: the matches a lease can be taken on."""
+_LIVE = f"status IN ({', '.join(map(repr, sorted(LIVE_STATUSES)))})"
+"""records.LIVE_STATUSES in SQL: the matches a lease can be taken on."""
 _LEASED = f"owner <> '' AND {_LIVE}"
 """The leased live matches: the partial indexes' condition, repeated verbatim by the
 queries that use them."""

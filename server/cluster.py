@@ -27,6 +27,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,8 @@ class Cluster:
         self.status = "up"
         self._load = load
         self._nodes: list[NodeRow] = []
+        self._placed: Counter[str] = Counter()
+        """Matches this node placed on each other node since the last heartbeat."""
         self._task: asyncio.Task[None] | None = None
         self._adopting: dict[str, asyncio.Task[Match | None]] = {}
         self._wake = asyncio.Event()
@@ -102,6 +105,7 @@ class Cluster:
         held = await self.store.renew_leases(self.instance, self.ttl)
         self._reconcile(held)
         self._nodes = await self.store.nodes()
+        self._placed.clear()  # the fresh loads include them
         if self.status == "up":
             await self._sweep()
 
@@ -120,9 +124,13 @@ class Cluster:
 
     def place(self, name: str | None = None) -> str | None:
         """The websocket URL of the node a new match goes to: ``name`` if given and live,
-        else the live node with room holding the fewest players (this node on a tie).
-        None: this node.
-        Raises LookupError (no such live node) and ServerFullError (every node is full)."""
+        else the live node with room holding the fewest players, then the fewest matches
+        (this node on a tie). None: this node.
+        Raises LookupError (no such live node) and ServerFullError (every node is full).
+
+        Loads come with heartbeats, a third of a lease apart: matches placed since a
+        node's last heartbeat count on top of its figures, so a burst of creations
+        spreads instead of piling onto whichever node looked emptiest."""
         live = self.live_nodes()
         if name is not None:
             for n in live:
@@ -130,15 +138,21 @@ class Cluster:
                     return None if n.node == self.instance else n.url
             raise LookupError(f"no live node named {name!r}")
         best: NodeRow | None = None
-        fewest = None if self.lobby.refusal() else self.lobby.seated()
+        least: tuple[int, int] | None = None
+        if not self.lobby.refusal():
+            least = (self.lobby.seated(), len(self.lobby.live))
         for n in live:
             if n.node == self.instance or n.load.get("full"):
                 continue
-            if fewest is None or self._seated(n) < fewest:
-                best, fewest = n, self._seated(n)
-        if fewest is None:
+            load = (self._seated(n), int(n.load.get("matches", 0)) + self._placed[n.node])
+            if least is None or load < least:
+                best, least = n, load
+        if least is None:
             raise ServerFullError("every node of the cluster is full")
-        return best.url if best is not None else None
+        if best is None:
+            return None
+        self._placed[best.node] += 1
+        return best.url
 
     @staticmethod
     def _seated(n: NodeRow) -> int:

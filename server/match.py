@@ -257,7 +257,7 @@ class Match:
     def lost(self) -> None:
         """Another node holds the match now: stop at once, write nothing more, and send
         the players and spectators to look for it again (4012: through any node)."""
-        if self.moved:
+        if self.moved or self.read_only:  # an ended match is no longer renewed: not lost
             return
         log.warning("match %s: lease lost; another node carries it on", self.match_id)
         self._stopping = True

@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="ws://127.0.0.1:8765/ws",
         help="the server's websocket URL (ws:// or wss://)",
     )
+    parser.add_argument(
+        "--nodes",
+        default="",
+        help="other nodes of a cluster, comma-separated websocket URLs: the bots reconnect"
+        " through them when their node goes away (they also learn them from GET /api/nodes)",
+    )
     parser.add_argument("--match", required=True, help="the match id")
     parser.add_argument("--count", type=int, default=4, help=f"bots, 1..{MAX_BOTS} (default 4)")
     parser.add_argument(
@@ -56,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--url must be a websocket URL (ws://HOST:PORT/ws), not {args.url!r}")
     tokens = bot_tokens(server_secret(args), args.match, args.count)
     try:
-        clients = asyncio.run(run_bots(args.url, args.match, tokens, duration=args.duration))
+        nodes = [u.strip() for u in args.nodes.split(",") if u.strip()]
+        clients = asyncio.run(
+            run_bots(args.url, args.match, tokens, duration=args.duration, nodes=nodes)
+        )
     except ClientClosed as exc:
         raise CliError(
             f"the server closed the connection ({exc.code}): {exc.reason}", "refused"

@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
                         info["match_id"],
                         "--count",
                         str(args.bots),
+                        "--nodes",
+                        ",".join(u.replace("http", "ws") + "/ws" for u in urls),
                     ],
                     env={"MATCHREPLAY_SECRET": secret, **_env()},
                     stdout=subprocess.DEVNULL,

@@ -271,13 +271,21 @@ async def failover(nodes: list[Node], admin: str, kills: int) -> list[float]:
         before = [c.acked_seq for c in clients]
         t0 = time.monotonic()
         await asyncio.to_thread(victim.kill)
-        # The first acknowledgement of an input sent after the kill, by the new owner.
+        # The first acknowledgement of an input sent after the kill, by the new owner;
+        # then every player's (each must be back, or the run fails).
         floor = [c.next_seq for c in clients]
-        while not any(c.acked_seq >= f for c, f in zip(clients, floor, strict=True)):
+        first = None
+        while not all(c.acked_seq >= f for c, f in zip(clients, floor, strict=True)):
+            if first is None and any(c.acked_seq >= f for c, f in zip(clients, floor, strict=True)):
+                first = time.monotonic() - t0
             await asyncio.sleep(0.005)
             if time.monotonic() - t0 > 30:
-                raise RuntimeError(f"no failover within 30 s (acked {before})")
-        times.append(time.monotonic() - t0)
+                stuck = [
+                    (c.acked_seq, c.url, c._closed, c.reconnects, c.redirects, c.slot)
+                    for c in clients
+                ]
+                raise RuntimeError(f"no failover within 30 s (acked {before} -> {stuck})")
+        times.append((first or time.monotonic() - t0, time.monotonic() - t0))
         await asyncio.to_thread(victim.start)
     stop.set()
     await pump
@@ -287,6 +295,10 @@ async def failover(nodes: list[Node], admin: str, kills: int) -> list[float]:
 
 
 def main() -> None:
+    if os.environ.get("CLUSTER_BENCH_DEBUG"):
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, filename="/tmp/cluster_client.log")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--players", type=int, default=300)
@@ -316,11 +328,13 @@ def main() -> None:
         finally:
             for n in nodes:
                 n.stop()
-        times.sort()
+        firsts = sorted(t for t, _ in times)
+        alls = sorted(t for _, t in times)
         print(
             f"(a) failover, {len(times)} SIGKILLs of the owner, lease {LEASE_TTL:g} s: SIGKILL to the"
-            f" first input acknowledged by the new owner p50 {times[len(times) // 2]:.2f} s,"
-            f" max {times[-1]:.2f} s (target: max <= 3 s)"
+            f" first input acknowledged by the new owner p50 {firsts[len(firsts) // 2]:.2f} s,"
+            f" max {firsts[-1]:.2f} s (target: max <= 3 s); to every player's"
+            f" p50 {alls[len(alls) // 2]:.2f} s, max {alls[-1]:.2f} s"
         )
         # (b) cost against one SQLite node
         single, port, _ = start_ours(

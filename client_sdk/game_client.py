@@ -347,6 +347,7 @@ class GameClient:
                     outage.refreshed = True
                     await self.nodes.refresh(self.token)
                 target = self.nodes.after(self.url)
+            log.debug("closed %s (%s): joining again at %s", code, reason, target)
             try:
                 closed = await self._rejoin(target)
             except _SessionOver as over:
@@ -376,6 +377,9 @@ class GameClient:
             self.redirects += 1
             self.nodes.learn(reason)
             return reason, 0.0
+        # Redirects count "in a row" until something else happens: a redirect to a node
+        # that died meanwhile ends in a failed connect, not in a loop.
+        outage.redirects = 0
         if not self.reconnect or code in p.NO_RETRY:
             return ClientClosed(code, reason)
         if code == p.CLOSE_GOING_AWAY and len(self.nodes) < 2:

@@ -71,6 +71,8 @@ class Cluster:
         self.status = "up"
         self._load = load
         self._nodes: list[NodeRow] = []
+        self._fetched = 0.0
+        """When ``_nodes`` was read (monotonic)."""
         self._placed: Counter[str] = Counter()
         """Matches this node placed on each other node since the last heartbeat."""
         self._task: asyncio.Task[None] | None = None
@@ -104,7 +106,7 @@ class Cluster:
         await self.store.heartbeat(self.instance, self.name, self.url, self.status, self._load())
         held = await self.store.renew_leases(self.instance, self.ttl)
         self._reconcile(held)
-        self._nodes = await self.store.nodes()
+        self._fetched, self._nodes = time.monotonic(), await self.store.nodes()
         self._placed.clear()  # the fresh loads include them
         if self.status == "up":
             await self._sweep()
@@ -114,12 +116,12 @@ class Cluster:
         return list(self._nodes)
 
     def live_nodes(self) -> list[NodeRow]:
-        return [n for n in self._nodes if n.status == "up" and n.age < self.ttl]
+        return [n for n in self._nodes if n.status == "up" and self._age(n) < self.ttl]
 
-    def url_of(self, instance: str) -> str | None:
+    def _row(self, instance: str) -> NodeRow | None:
         for n in self._nodes:
             if n.node == instance:
-                return n.url
+                return n
         return None
 
     def place(self, name: str | None = None) -> str | None:
@@ -195,13 +197,7 @@ class Cluster:
         if not lease.owner:
             return None
         if lease.expires_in > 0:
-            url = self.url_of(lease.owner)
-            if url is None:
-                self._nodes = await self.store.nodes()
-                url = self.url_of(lease.owner)
-            if url is None:
-                raise MatchMovingError(f"match {lease.match_id!r} is moving between nodes")
-            return url
+            return await self._owner_url(lease)
         record = await self.store.get_match(lease.match_id)
         if record.status in READ_ONLY_STATUSES:
             return None
@@ -221,10 +217,34 @@ class Cluster:
             if match is not None:
                 return match
         if lease.owner and lease.expires_in > 0 and lease.owner != self.instance:
-            url = self.url_of(lease.owner)
-            if url is not None:
-                return url
+            return await self._owner_url(lease)
         raise MatchMovingError(f"match {match_id!r} is moving between nodes")
+
+    async def _owner_url(self, lease: Lease) -> str:
+        """Where the holder of a live lease runs. Raises MatchMovingError when that node is
+        not up: dead (its lease still runs), or an earlier process of this very node (a
+        restart keeps the URL): a redirect there would come straight back here."""
+        row = self._row(lease.owner)
+        if row is None:
+            self._fetched, self._nodes = time.monotonic(), await self.store.nodes()
+            row = self._row(lease.owner)
+        if row is not None and self._age(row) >= self.ttl / 2:  # it may have died since
+            self._fetched, self._nodes = time.monotonic(), await self.store.nodes()
+            row = self._row(lease.owner)
+        # Silent for half a lease (it beats every third): likely dead. Sending players to
+        # a dead node's URL only bounces them back; "try again" lets the lease lapse.
+        if (
+            row is None
+            or row.status != "up"
+            or row.url == self.url
+            or self._age(row) >= self.ttl / 2
+        ):
+            raise MatchMovingError(f"match {lease.match_id!r} is moving between nodes")
+        return row.url
+
+    def _age(self, row: NodeRow) -> float:
+        """Seconds since ``row``'s node was last heard from, now (the row is cached)."""
+        return row.age + (time.monotonic() - self._fetched)
 
     def _adopt(self, lease: Lease, previous: Lease | None) -> asyncio.Future[Match | None]:
         task = self._adopting.get(lease.match_id)
@@ -301,7 +321,7 @@ class Cluster:
         stopped as on a single server)."""
         self.status = "draining"
         await self.store.heartbeat(self.instance, self.name, self.url, self.status, self._load())
-        self._nodes = await self.store.nodes()
+        self._fetched, self._nodes = time.monotonic(), await self.store.nodes()
         peers = [n for n in self.live_nodes() if n.node != self.instance]
         if not peers:
             return False

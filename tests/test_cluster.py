@@ -391,3 +391,54 @@ def test_spectators_watch_on_any_node(pg_url: str, tmp_path: Path) -> None:
                 await c.close()
 
         asyncio.run(main())
+
+
+def test_matchreplay_cluster_starts_everything_in_one_command(tmp_path: Path) -> None:
+    """``make cluster``: PostgreSQL, nodes and bot matches, then Ctrl-C stops it all."""
+    import signal
+    import subprocess
+    import urllib.request
+
+    from cli_helpers import command, env, free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        command(
+            "cluster",
+            "--nodes",
+            "2",
+            "--matches",
+            "2",
+            "--bots",
+            "2",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "cluster"),
+        ),
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        printed = []
+        for line in proc.stdout:
+            printed.append(line)
+            if line.startswith("Ctrl-C stops everything"):
+                break
+        guide = "".join(printed)
+        assert "PostgreSQL  postgresql://" in guide, guide
+        assert f"http://127.0.0.1:{port}/api/nodes" in guide
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/nodes", timeout=10) as answer:
+            listed = json.load(answer)["nodes"]
+        assert sorted(n["name"] for n in listed if n["status"] == "up") == ["n1", "n2"]
+        placed = [line.split()[2] for line in printed if "  on n" in line]
+        assert len(placed) == 2 and set(placed) <= {"n1", "n2"}, guide
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, rest
+    assert "stopped: nodes and PostgreSQL" in rest

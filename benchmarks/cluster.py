@@ -176,7 +176,7 @@ def measure(
     n_matches = -(-players // per_match)
     refused_matches = 0
     placed: dict[str, str] = {}
-    for m in range(n_matches):
+    for _ in range(n_matches):
         try:
             info = http(
                 entry.base,
@@ -311,7 +311,8 @@ def main() -> None:
     if bindir is None:
         sys.exit("PostgreSQL is not installed (apt-get install postgresql)")
     print(
-        f"cluster: 3 nodes + PostgreSQL on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} before the run"
+        f"cluster: 3 nodes + PostgreSQL on {os.cpu_count()} cores,"
+        f" load average {os.getloadavg()[0]:.2f} before the run"
     )
     tmp = Path(tempfile.mkdtemp(prefix="cluster-bench-"))
     admin = auth.issue(SECRET, "bench", "admin")
@@ -331,7 +332,8 @@ def main() -> None:
         firsts = sorted(t for t, _ in times)
         alls = sorted(t for _, t in times)
         print(
-            f"(a) failover, {len(times)} SIGKILLs of the owner, lease {LEASE_TTL:g} s: SIGKILL to the"
+            f"(a) failover, {len(times)} SIGKILLs of the owner, lease {LEASE_TTL:g} s:"
+            " SIGKILL to the"
             f" first input acknowledged by the new owner p50 {firsts[len(firsts) // 2]:.2f} s,"
             f" max {firsts[-1]:.2f} s (target: max <= 3 s); to every player's"
             f" p50 {alls[len(alls) // 2]:.2f} s, max {alls[-1]:.2f} s"
@@ -407,7 +409,8 @@ def main() -> None:
                 n.stop()
         print(
             f"(c) spread: {offered} players offered through one node whose budget is {budget}:"
-            f" admitted {sp['admitted']}, refused {sp['refused']}, players per node {sp['per_node']};"
+            f" admitted {sp['admitted']}, refused {sp['refused']},"
+            f" players per node {sp['per_node']};"
             f" input-to-ack p50 {sp['p50']:.1f} ms p99 {sp['p99']:.1f} ms (target p99 <= 100 ms)"
         )
     finally:

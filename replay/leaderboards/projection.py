@@ -37,11 +37,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from replay.errors import ReplayError, UnknownMatchError
+from replay.events import SYSTEM_REWOUND
 from replay.leaderboards.definitions import BoardDefinition, validate_definitions
 from replay.leaderboards.errors import UnknownBoardError
 from replay.leaderboards.filelock import WriterLock
 from replay.leaderboards.metrics import GameMetrics, MatchTally
-from replay.leaderboards.reading import Chunk, ChunkReader, last_position, until
+from replay.leaderboards.reading import Chunk, ChunkReader, last_position, rewinds_until, until
 from replay.leaderboards.readmodel import ReadModel, boards_path_for
 from replay.leaderboards.rebuild_requests import (
     Progress,
@@ -67,6 +68,7 @@ RECHECK_S = 0.25
 """Longest a looked-up edge of a match that is not shown at once is used (seconds)."""
 SHOWN = Visibility(0.0, True)
 """The visibility of a match whose results may all be shown."""
+_REWOUND = frozenset({SYSTEM_REWOUND})
 
 
 class LeaderboardProjection:
@@ -107,6 +109,9 @@ class LeaderboardProjection:
         """Per match not shown at once: (monotonic time, edge) of its last lookup."""
         self._retire_checked = 0
         """The position at the previous :meth:`retire_finished`."""
+        self._refold_due = False
+        """A rewind abandoned (or revived) ticks the boards count: a full rebuild is due
+        (:meth:`_refold`); waiters wait for it."""
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -127,7 +132,9 @@ class LeaderboardProjection:
         self.state.load_tallies(stored.tallies)
         self.damaged = sorted(stored.damaged)
         await self._reload_holds(stored.held)
-        if stored.stale:
+        if stored.refold:  # a rewind's rebuild was due when the last run stopped
+            await self.rebuild()
+        elif stored.stale:
             await self.rebuild(stored.stale)
         await self.retire_finished()  # matches interrupted while no projection ran
 
@@ -176,7 +183,7 @@ class LeaderboardProjection:
         lookup per match held back)."""
         asked = time.monotonic()
         deadline = asked + timeout
-        while self.state.position < position:
+        while self.state.position < position or self._refold_due:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -193,6 +200,7 @@ class LeaderboardProjection:
         async with self._lock:
             start = self.state.position
             await self._fold(start, Chunk([], start, []), recheck_since=since)
+        await self._refold()
 
     def _signal(self) -> None:
         advanced, self._advanced = self._advanced, asyncio.Event()
@@ -211,6 +219,7 @@ class LeaderboardProjection:
             async with self._reader(self.state.codes, read_ahead=False) as reader:
                 chunk = await reader.read(start)
             await self._fold(start, chunk)
+        await self._refold()
         return self.state.position - start
 
     async def _fold(self, start: int, chunk: Chunk, recheck_since: float | None = None) -> None:
@@ -230,8 +239,22 @@ class LeaderboardProjection:
         changes.damaged += chunk.damaged
         self._report(changes.damaged)
         self._forget(changes.ended)
+        self._refold_due |= changes.refold
         self._signal()
         await self._model.persist(self._model.write, changes)
+
+    async def _refold(self) -> None:
+        """When a rewind abandoned ticks already counted (or revived passed-over ones):
+        rebuild every board from the log, which passes over every abandoned tick.
+
+        Exact for every operator and metric (``best`` and ``set`` cannot be undone,
+        and a metric may have looked up an entry an abandoned tick changed), and paid
+        only then: a rewind folded before its abandoned ticks (a lagging projection, a
+        match held back) passes over them at no cost. The due rebuild is kept in the
+        read model with the checkpoint, so a restart does it."""
+        if self._refold_due:
+            log.info("leaderboards: a rewind abandoned counted ticks; rebuilding the boards")
+            await self.rebuild()
 
     async def _prepare(
         self, batches: Sequence[EventBatch], recheck_since: float | None
@@ -349,6 +372,7 @@ class LeaderboardProjection:
                     if self.state.position != start:
                         continue  # a concurrent step moved on: this chunk is stale
                     await self._fold(start, chunk)
+                await self._refold()
                 total += chunk.through - start
                 if progress is not None:
                     progress(chunk.through - start)
@@ -441,23 +465,36 @@ class LeaderboardProjection:
             if b not in self.state.definitions:
                 raise UnknownBoardError(b, sorted(self.state.definitions))
         full = set(ids) == set(self.state.definitions)
-        aside = LeaderboardState((self.state.definitions[b] for b in ids), self.state.metrics)
         read = 0
+        fresh = True
         while True:
             target = self.state.position
+            if fresh:  # every rewind up to target is known before anything is folded
+                aside = LeaderboardState(
+                    (self.state.definitions[b] for b in ids),
+                    self.state.metrics,
+                    await rewinds_until(self._reader(_REWOUND), target),
+                )
+                fresh = False
             async with self._reader(aside.codes) as reader:
-                while aside.position < target:
+                while aside.position < target and not fresh:
                     start = aside.position
                     chunk = await reader.read(start, ahead=target)
                     if chunk.through == start:
                         break
                     batches = until(chunk.batches, target)
                     await _add_matches(self.store, aside, batches)
-                    aside.apply(batches, min(chunk.through, target), hold=self.state.holds)
+                    # A rewind stored since the rewinds were read, that abandons ticks
+                    # counted here: start again, knowing it.
+                    fresh = aside.apply(
+                        batches, min(chunk.through, target), hold=self.state.holds
+                    ).refold
                     n = aside.position - start
                     read += n
                     if progress is not None:
                         progress(n)
+            if fresh:
+                continue
             async with self._lock:
                 if aside.position < self.state.position:
                     continue  # the live projection moved on meanwhile: catch up again
@@ -467,6 +504,8 @@ class LeaderboardProjection:
                     self.state.boards[b] = aside.boards[b]
                 if full:
                     self.state.tallies = aside.tallies
+                    self._refold_due = False
+                    self._signal()
                 await self._model.persist(
                     self._model.swap,
                     [self.state.definitions[b] for b in ids],

@@ -20,7 +20,7 @@ from replay.errors import CorruptEventError
 from replay.leaderboards.state import DamagedBatch
 from replay.store.base import EventBatch, EventStore
 
-__all__ = ["Chunk", "ChunkReader", "last_position", "until"]
+__all__ = ["Chunk", "ChunkReader", "last_position", "rewinds_until", "until"]
 
 
 class Chunk(NamedTuple):
@@ -123,3 +123,20 @@ async def last_position(store: EventStore, match_id: str, version: int) -> int:
     batches = await store.read_batches(match_id, from_seq=version, to_seq=version)
     b = batches[-1]
     return b.first_position + version - b.first_seq
+
+
+async def rewinds_until(reader: ChunkReader, target: int) -> dict[str, list[tuple[int, int]]]:
+    """Per match, ``(B, T)`` of each ``rewound`` event up to position ``target``, in order
+    (``reader`` scans for that event type only)."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    after = 0
+    async with reader:
+        while after < target:
+            chunk = await reader.read(after, ahead=target)
+            if chunk.through == after:
+                break
+            for b in until(chunk.batches, target):
+                for e in filter(None, b.events):
+                    out.setdefault(b.match_id, []).append((e[2], e[3][1]))
+            after = chunk.through
+    return out

@@ -1,8 +1,9 @@
 """The leaderboards read model on disk: one SQLite file beside the event store.
 
 It holds the board entries, the running matches' tallies, the matches whose
-batches are held back (visibility.py), the damaged batches passed over, and the
-checkpoint (``meta.position``), every change of them written in ONE transaction:
+batches are held back (visibility.py), the damaged batches passed over, whether a
+rewind left the boards to be rebuilt (``meta.refold``), and the checkpoint
+(``meta.position``), every change of them written in ONE transaction:
 the stored checkpoint is exactly the position the stored boards reflect. It uses
 ``synchronous=NORMAL``: a power cut may lose the last commits, which only moves
 the checkpoint back with the boards; they are folded again.
@@ -76,6 +77,8 @@ class Stored:
     held: dict[str, int]
     """Match -> position of its first held batch."""
     damaged: list[DamagedBatch]
+    refold: bool = False
+    """A rewind abandoned ticks the stored boards count: they must be rebuilt."""
 
 
 class ReadModel:
@@ -115,6 +118,7 @@ class ReadModel:
             dict(db.execute("SELECT match_id, data FROM tallies")),
             dict(db.execute("SELECT match_id, from_position FROM held")),
             [DamagedBatch(*r) for r in db.execute("SELECT position, error FROM damaged")],
+            "refold" in meta,
         )
 
     async def persist(self, write: Callable[..., None], *args: Any) -> None:
@@ -151,6 +155,8 @@ class ReadModel:
             if changes.held is not None:
                 _replace_holds(db, changes.held)
             db.executemany("INSERT OR REPLACE INTO damaged VALUES (?, ?)", changes.damaged)
+            if changes.refold:  # until a full rebuild swaps the boards in (swap)
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('refold', 1)")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('position', ?)", (changes.position,))
 
     def swap(
@@ -167,7 +173,8 @@ class ReadModel:
             db.executemany("INSERT OR REPLACE INTO boards VALUES (?, ?)", specs)
             db.executemany("DELETE FROM entries WHERE board = ?", [(b,) for b, _ in specs])
             db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)", rows)
-            if tallies is not None:
+            if tallies is not None:  # a full rebuild: every board, every tally
+                db.execute("DELETE FROM meta WHERE key = 'refold'")
                 db.execute("DELETE FROM tallies")
                 db.executemany("INSERT INTO tallies VALUES (?, ?)", tallies.items())
             if held is not None:

@@ -83,6 +83,7 @@ class LeaderboardProjection:
         *,
         read_limit: int = 2_000,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         self.store = store
         self.path = path
@@ -96,7 +97,10 @@ class LeaderboardProjection:
         self.damaged: list[DamagedBatch] = []
         """Batches passed over because they could not be read or folded, oldest first
         (kept in the read model: they stay reported across restarts)."""
-        self._model = ReadModel(path)
+        self.read_only = read_only
+        """Only read the read model (no lock: it works beside the server that writes it)
+        and fold what it lacks in memory, never writing it."""
+        self._model = ReadModel(path, read_only)
         self._writer = WriterLock(path)
         self._requests = RebuildRequests(path, self._rebuild_for_request, lambda: self.position)
         # Held while folding and writing, so a rebuild's swap sees no half-applied chunk.
@@ -119,8 +123,9 @@ class LeaderboardProjection:
         """Load the stored boards and checkpoint; rebuild boards whose definition changed.
 
         Raises ReadModelBusyError when another projection has the file open: one
-        writer per read model."""
-        self._writer.acquire()
+        writer per read model (a read-only projection takes no lock)."""
+        if not self.read_only:
+            self._writer.acquire()
         try:
             stored = await asyncio.to_thread(self._model.open, self.definitions)
         except BaseException:

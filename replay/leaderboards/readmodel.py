@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -82,14 +83,20 @@ class Stored:
 
 
 class ReadModel:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
+        """Only read: no lock needed, nothing written (:meth:`persist` does nothing), so
+        it works beside the process that writes the file (WAL readers never block it)."""
         self._db: sqlite3.Connection | None = None
         self._writes: set[asyncio.Future[None]] = set()
 
     def open(self, definitions: Iterable[BoardDefinition]) -> Stored:
         """Open (creating) the file and load it; blocking (run it in a thread). Rows of
-        boards no longer defined, or defined differently, are deleted."""
+        boards no longer defined, or defined differently, are deleted (read-only: they
+        are only left out)."""
+        if self.read_only:
+            return self._open_read_only(definitions)
         db = self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -121,9 +128,42 @@ class ReadModel:
             "refold" in meta,
         )
 
+    def _open_read_only(self, definitions: Iterable[BoardDefinition]) -> Stored:
+        wanted = {d.id: spec_of(d) for d in definitions}
+        if not os.path.exists(self.path):  # nothing folded yet: every board from the log
+            return Stored(0, list(wanted), [], {}, {}, [])
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+        db = self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        # One read transaction: entries, tallies, holds and checkpoint of one commit.
+        db.execute("BEGIN")
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        meta = dict(db.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+        if meta.get("format", FORMAT if "position" not in meta else 1) != FORMAT or not (
+            {"boards", "entries", "tallies", "held", "damaged"} <= tables
+        ):
+            db.rollback()
+            return Stored(0, list(wanted), [], {}, {}, [])
+        stored = dict(db.execute("SELECT board, definition FROM boards"))
+        fresh = [b for b, spec in wanted.items() if stored.get(b) == spec]
+        marks = ",".join("?" * len(fresh))
+        out = Stored(
+            meta.get("position", 0),
+            [b for b in wanted if b not in fresh],
+            db.execute(f"SELECT * FROM entries WHERE board IN ({marks})", fresh).fetchall(),
+            dict(db.execute("SELECT match_id, data FROM tallies")),
+            dict(db.execute("SELECT match_id, from_position FROM held")),
+            [DamagedBatch(*r) for r in db.execute("SELECT position, error FROM damaged")],
+            "refold" in meta,
+        )
+        db.rollback()
+        return out
+
     async def persist(self, write: Callable[..., None], *args: Any) -> None:
         """Run a write (a method of this class) in a thread; it completes even if the
-        caller is cancelled."""
+        caller is cancelled. Read-only: nothing is written (what was folded stays in
+        memory)."""
+        if self.read_only:
+            return
         task = asyncio.ensure_future(asyncio.to_thread(write, *args))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)

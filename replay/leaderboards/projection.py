@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -288,7 +289,7 @@ class LeaderboardProjection:
                 continue
             try:
                 record = await self.store.get_match(match_id)
-            except (ReplayError, ValueError) as exc:
+            except (ReplayError, ValueError, sqlite3.DatabaseError) as exc:
                 if not isinstance(exc, UnknownMatchError):
                     log.warning("leaderboards: match %r unreadable: %s", match_id, exc)
                 if new:  # no record to read a game from: its events feed no board
@@ -404,7 +405,7 @@ class LeaderboardProjection:
                 if record.status not in READ_ONLY_STATUSES:
                     continue
                 last = await last_position(self.store, match_id, record.version)
-            except (ReplayError, ValueError):
+            except (ReplayError, ValueError, sqlite3.DatabaseError):
                 continue  # a store that forgets matches, a damaged one: nothing to decide
             if last <= self.state.position:
                 over.append(match_id)

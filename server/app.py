@@ -103,7 +103,7 @@ class App:
                     settings.token_ttl,
                 )
             ),
-            *http.leaderboard_routes(self.leaderboards),
+            *http.leaderboard_routes(http.BoardsApi(self.leaderboards, authenticator)),
         ]
         viewer = ViewerApi(
             self.store,

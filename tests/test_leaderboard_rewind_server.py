@@ -22,7 +22,10 @@ PUBLIC = {"public_spectating": True, "spectator_delay": 0.0}
 
 
 async def kills_over_http(app, position: int) -> dict[str, int]:
-    status, top = await call(app, "GET", f"/api/leaderboards/kills?wait={position}&limit=100")
+    """As a caller with a token: the fork is a private match (its players are hidden
+    from anonymous callers)."""
+    path = f"/api/leaderboards/kills?wait={position}&limit=100"
+    status, top = await call(app, "GET", path, token("someone"))
     assert status == 200 and top["reached"] is True, top
     return {e["owner"]: e["value"] for e in top["entries"]}
 

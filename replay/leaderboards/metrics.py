@@ -44,18 +44,31 @@ class MatchTally:
     last_tick: int = -1
     """The tick of the match's last event folded into ``data`` or a board: whether a
     rewind abandons something already counted."""
+    private: bool = False
+    """The match is not ``public_spectating``: the entries it feeds are marked, and
+    their owners hidden from anonymous callers (docs/leaderboards.md)."""
 
     def encode(self) -> bytes:
         return msgpack.packb(
-            [self.game, self.created_at, self.tick_rate, self.data, self.rewinds, self.last_tick]
+            [
+                self.game,
+                self.created_at,
+                self.tick_rate,
+                self.data,
+                self.rewinds,
+                self.last_tick,
+                self.private,
+            ]
         )
 
     @classmethod
     def decode(cls, blob: bytes) -> MatchTally:
-        game, created_at, tick_rate, data, *more = msgpack.unpackb(blob, strict_map_key=False)
-        # Tallies stored before rewinds existed have four fields: no rewind, nothing known.
-        rewinds, last_tick = more if more else ([], -1)
-        return cls(game, created_at, tick_rate, data, [(b, t) for b, t in rewinds], last_tick)
+        game, created_at, tick_rate, data, rewinds, last_tick, private = msgpack.unpackb(
+            blob, strict_map_key=False
+        )
+        return cls(
+            game, created_at, tick_rate, data, [(b, t) for b, t in rewinds], last_tick, private
+        )
 
 
 MetricFn = Callable[[MatchTally, tuple[Any, ...], Lookup], list[Observation]]

@@ -53,7 +53,13 @@ from replay.leaderboards.rebuild_requests import (
 )
 from replay.leaderboards.state import DamagedBatch, LeaderboardState, batch_tick
 from replay.leaderboards.visibility import NOTHING, Visibility
-from replay.store.base import READ_ONLY_STATUSES, EventBatch, EventStore, wait_event
+from replay.store.base import (
+    READ_ONLY_STATUSES,
+    EventBatch,
+    EventStore,
+    MatchRecord,
+    wait_event,
+)
 
 __all__ = [
     "LeaderboardProjection",
@@ -135,6 +141,7 @@ class LeaderboardProjection:
             raise
         self.state.position = stored.position
         self.state.load_entries(stored.entries)
+        self.state.load_marks(stored.marked)
         self.state.load_tallies(stored.tallies)
         self.damaged = sorted(stored.damaged)
         await self._reload_holds(stored.held)
@@ -298,9 +305,7 @@ class LeaderboardProjection:
                     edges[match_id] = NOTHING  # not known to be visible: keep holding
                 continue
             if new:
-                self.state.add_match(
-                    match_id, MatchTally(record.game, record.created_at, record.tick_rate)
-                )
+                self.state.add_match(match_id, _tally_of(record))
             vis = Visibility.of(record)
             if vis.immediate:
                 self._visibility[match_id] = vis
@@ -508,6 +513,7 @@ class LeaderboardProjection:
                 aside.apply([], released=_released_since(aside, self.state))
                 for b in ids:
                     self.state.boards[b] = aside.boards[b]
+                    self.state.marked[b] = aside.marked[b]
                 if full:
                     self.state.tallies = aside.tallies
                     self._refold_due = False
@@ -518,6 +524,7 @@ class LeaderboardProjection:
                     aside.rows(ids),
                     {m: t.encode() for m, t in aside.tallies.items()} if full else None,
                     None,
+                    aside.mark_rows(ids),
                 )
             if full:
                 await self.retire_finished()  # the rebuilt tallies of interrupted matches
@@ -547,4 +554,14 @@ async def _add_matches(store: EventStore, state: LeaderboardState, batches: list
         except (ReplayError, ValueError):
             state.add_match(match_id, None)
             continue
-        state.add_match(match_id, MatchTally(r.game, r.created_at, r.tick_rate))
+        state.add_match(match_id, _tally_of(r))
+
+
+def _tally_of(record: MatchRecord) -> MatchTally:
+    """A new match's tally: its clock, and whether its entries are marked private."""
+    return MatchTally(
+        record.game,
+        record.created_at,
+        record.tick_rate,
+        private=not Visibility.of(record).public,
+    )

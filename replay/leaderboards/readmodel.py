@@ -21,7 +21,7 @@ import os
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from replay.leaderboards.definitions import BoardDefinition
@@ -30,9 +30,11 @@ from replay.store import store_file
 
 __all__ = ["FORMAT", "ReadModel", "Stored", "boards_path_for"]
 
-FORMAT = 2
+FORMAT = 3
 """Layout version of the stored data; a read model of another version is rebuilt from
-the log on open. 2: a tally's data is the game's own (1: a fixed layout of slots and stats)."""
+the log on open. 3: entries fed by private matches are marked (``marked``), and a tally
+keeps its match's rewinds; 2: a tally's data is the game's own (1: a fixed layout of
+slots and stats)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -46,6 +48,10 @@ CREATE TABLE IF NOT EXISTS tallies (match_id TEXT PRIMARY KEY, data BLOB NOT NUL
 CREATE TABLE IF NOT EXISTS held (match_id TEXT PRIMARY KEY, from_position INTEGER NOT NULL)
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS damaged (position INTEGER PRIMARY KEY, error TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS marked (
+    board TEXT NOT NULL, period TEXT NOT NULL, owner TEXT NOT NULL,
+    PRIMARY KEY (board, period, owner)
+) WITHOUT ROWID;
 """
 
 Row = tuple[str, str, str, int, int, int]
@@ -80,6 +86,8 @@ class Stored:
     damaged: list[DamagedBatch]
     refold: bool = False
     """A rewind abandoned ticks the stored boards count: they must be rebuilt."""
+    marked: list[tuple[str, str, str]] = field(default_factory=list)
+    """(board, period, owner) fed by a private match."""
 
 
 class ReadModel:
@@ -111,10 +119,11 @@ class ReadModel:
         # crash before that leaves it stale and it is rebuilt again on the next open.
         with _transaction(db):
             if outdated:  # another layout: everything is folded again from position 0
-                for table in ("entries", "boards", "tallies", "held", "damaged", "meta"):
+                for table in ("entries", "boards", "tallies", "held", "damaged", "marked", "meta"):
                     db.execute(f"DELETE FROM {table}")
             for b in set(stored) - set(wanted) | set(stale):
                 db.execute("DELETE FROM entries WHERE board = ?", (b,))
+                db.execute("DELETE FROM marked WHERE board = ?", (b,))
                 db.execute("DELETE FROM boards WHERE board = ?", (b,))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT,))
         row = db.execute("SELECT value FROM meta WHERE key = 'position'").fetchone()
@@ -126,6 +135,7 @@ class ReadModel:
             dict(db.execute("SELECT match_id, from_position FROM held")),
             [DamagedBatch(*r) for r in db.execute("SELECT position, error FROM damaged")],
             "refold" in meta,
+            db.execute("SELECT * FROM marked").fetchall(),
         )
 
     def _open_read_only(self, definitions: Iterable[BoardDefinition]) -> Stored:
@@ -139,7 +149,7 @@ class ReadModel:
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
         meta = dict(db.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
         if meta.get("format", FORMAT if "position" not in meta else 1) != FORMAT or not (
-            {"boards", "entries", "tallies", "held", "damaged"} <= tables
+            {"boards", "entries", "tallies", "held", "damaged", "marked"} <= tables
         ):
             db.rollback()
             return Stored(0, list(wanted), [], {}, {}, [])
@@ -154,6 +164,7 @@ class ReadModel:
             dict(db.execute("SELECT match_id, from_position FROM held")),
             [DamagedBatch(*r) for r in db.execute("SELECT position, error FROM damaged")],
             "refold" in meta,
+            db.execute(f"SELECT * FROM marked WHERE board IN ({marks})", fresh).fetchall(),
         )
         db.rollback()
         return out
@@ -195,6 +206,7 @@ class ReadModel:
             if changes.held is not None:
                 _replace_holds(db, changes.held)
             db.executemany("INSERT OR REPLACE INTO damaged VALUES (?, ?)", changes.damaged)
+            db.executemany("INSERT OR IGNORE INTO marked VALUES (?, ?, ?)", changes.marked)
             if changes.refold:  # until a full rebuild swaps the boards in (swap)
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('refold', 1)")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('position', ?)", (changes.position,))
@@ -205,14 +217,18 @@ class ReadModel:
         rows: list[Row],
         tallies: Mapping[str, bytes] | None,
         held: Mapping[str, int] | None,
+        marked: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
     ) -> None:
-        """Replace the rows of rebuilt boards (and with ``tallies``, every tally)."""
+        """Replace the rows (and marks) of rebuilt boards (and with ``tallies``, every
+        tally)."""
         db = self._conn()
         specs = [(d.id, spec_of(d)) for d in definitions]
         with _transaction(db):
             db.executemany("INSERT OR REPLACE INTO boards VALUES (?, ?)", specs)
             db.executemany("DELETE FROM entries WHERE board = ?", [(b,) for b, _ in specs])
+            db.executemany("DELETE FROM marked WHERE board = ?", [(b,) for b, _ in specs])
             db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO marked VALUES (?, ?, ?)", marked)
             if tallies is not None:  # a full rebuild: every board, every tally
                 db.execute("DELETE FROM meta WHERE key = 'refold'")
                 db.execute("DELETE FROM tallies")

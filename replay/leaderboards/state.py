@@ -20,7 +20,7 @@ from typing import NamedTuple
 from replay.events import SYSTEM_FORKED, SYSTEM_REWOUND
 from replay.leaderboards.board import REACHED_SLOTS, Board
 from replay.leaderboards.definitions import BoardDefinition
-from replay.leaderboards.metrics import GameMetrics, MatchTally, MetricFn
+from replay.leaderboards.metrics import GameMetrics, MatchTally, MetricFn, Observation
 from replay.leaderboards.operators import Entry
 from replay.leaderboards.periods import ALL, event_time, period_key
 from replay.store.base import EventBatch
@@ -55,6 +55,8 @@ class Changes:
     refold: bool = False
     """A rewind abandoned (or revived) ticks already counted: the boards must be
     rebuilt (kept with the checkpoint until they are)."""
+    marked: list[tuple[str, str, str]] = field(default_factory=list)
+    """(board, period, owner) newly fed by a private match (:attr:`LeaderboardState.marked`)."""
 
 
 _EVER = 1 << 62
@@ -104,6 +106,11 @@ class LeaderboardState:
         self.last_seen: dict[str, int] = {}
         """Per match of ``tallies`` and ``ignored``: the end of its last folded batch (memory
         only; tells the projection which matches went quiet)."""
+        self.marked: dict[str, dict[str, set[str]]] = {d: {} for d in self.definitions}
+        """Per board and period: the owners whose entry a private match fed; their names
+        are hidden from anonymous callers (docs/leaderboards.md, "What the boards may
+        show"). A mark stays: the entry keeps that match's result."""
+        self._new_marks: list[tuple[str, str, str]] = []
         self.held: dict[str, list[EventBatch]] = {}
         """Per match: batches not yet visible to its spectators (visibility.py), in
         order. Once a match has one, every later batch of it waits behind it."""
@@ -194,6 +201,7 @@ class LeaderboardState:
             # Invariant: never beyond what was scanned, never backwards.
             self.position = max(self.position, through)
         changes = Changes(self.position, ended=ended, damaged=damaged, refold=refold)
+        changes.marked, self._new_marks = self._new_marks, []
         for (board_id, period), f in folds.items():
             board = f.flush()
             if board is not None:
@@ -266,6 +274,8 @@ class LeaderboardState:
                     observations.sort()  # the owner-id part of the tie-break
                     del observations[REACHED_SLOTS:]
                 base = (b.first_position + k) * REACHED_SLOTS
+                if t.private and observations:
+                    self._mark(d.id, period, observations)
                 for i, (owner, value, subscore) in enumerate(observations):
                     f.owners.append(owner)
                     f.values.append(value)
@@ -275,6 +285,30 @@ class LeaderboardState:
             if code == gm.end_code:
                 over = True
         return over
+
+    def _mark(self, board_id: str, period: str, observations: list[Observation]) -> None:
+        marks = self.marked[board_id].setdefault(period, set())
+        for owner, _value, _subscore in observations:
+            if owner not in marks:
+                marks.add(owner)
+                self._new_marks.append((board_id, period, owner))
+
+    def hidden(self, board_id: str, period: str) -> frozenset[str] | set[str]:
+        """The owners of the board period hidden from anonymous callers."""
+        return self.marked[board_id].get(period) or frozenset()
+
+    def load_marks(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        for board_id, period, owner in rows:
+            if board_id in self.marked:
+                self.marked[board_id].setdefault(period, set()).add(owner)
+
+    def mark_rows(self, board_ids: Iterable[str]) -> list[tuple[str, str, str]]:
+        return [
+            (b, period, owner)
+            for b in board_ids
+            for period, owners in self.marked[b].items()
+            for owner in owners
+        ]
 
     def release(self, match_id: str, edge: int) -> list[EventBatch]:
         """Take out the match's held batches of ticks up to ``edge``, in order."""

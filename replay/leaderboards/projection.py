@@ -477,14 +477,13 @@ class LeaderboardProjection:
                 raise UnknownBoardError(b, sorted(self.state.definitions))
         full = set(ids) == set(self.state.definitions)
         read = 0
+        known: dict[str, list[tuple[int, int]]] | None = None
         fresh = True
         while True:
             target = self.state.position
-            if fresh:  # every rewind up to target is known before anything is folded
+            if fresh:
                 aside = LeaderboardState(
-                    (self.state.definitions[b] for b in ids),
-                    self.state.metrics,
-                    await rewinds_until(self._reader(_REWOUND), target),
+                    (self.state.definitions[b] for b in ids), self.state.metrics, known
                 )
                 fresh = False
             async with self._reader(aside.codes) as reader:
@@ -495,8 +494,10 @@ class LeaderboardProjection:
                         break
                     batches = until(chunk.batches, target)
                     await _add_matches(self.store, aside, batches)
-                    # A rewind stored since the rewinds were read, that abandons ticks
-                    # counted here: start again, knowing it.
+                    # A rewind abandoned ticks counted here already (or revived some
+                    # passed over): read every rewind up to target, and start again
+                    # knowing them, so no abandoned tick is ever counted. Without such
+                    # a rewind (nearly always) the log is read once.
                     fresh = aside.apply(
                         batches, min(chunk.through, target), hold=self.state.holds
                     ).refold
@@ -504,6 +505,9 @@ class LeaderboardProjection:
                     read += n
                     if progress is not None:
                         progress(n)
+            if fresh:
+                known = await rewinds_until(self._reader(_REWOUND), target)
+                continue
             if fresh:
                 continue
             async with self._lock:

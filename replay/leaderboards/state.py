@@ -13,6 +13,7 @@ structure is touched once per board period (:meth:`~replay.leaderboards.board.Bo
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -59,6 +60,7 @@ class Changes:
     """(board, period, owner) newly fed by a private match (:attr:`LeaderboardState.marked`)."""
 
 
+_code = operator.itemgetter(0)
 _EVER = 1 << 62
 """A tick after every tick: the last tick :func:`abandoned_ranges` walks back from."""
 
@@ -224,7 +226,9 @@ class LeaderboardState:
         when a rewind changes the fate of ticks already counted (a refold is due)."""
         refold = False
         for b in batches:
-            # filter(None, ...) drops the events no board reads (None) at C speed.
+            # In C: drop the events the scan left None, take the codes, look for one.
+            if SYSTEM_REWOUND not in map(_code, filter(None, b.events)):
+                continue
             for e in filter(None, b.events):
                 if e[0] != SYSTEM_REWOUND:
                     continue
@@ -249,14 +253,14 @@ class LeaderboardState:
         events = b.events
         over = False
         skip = abandoned_ranges(t.rewinds, _EVER) if t.rewinds else None
+        first = events[0]
+        forked = b.first_seq == 1 and first is not None and first[0] == SYSTEM_FORKED
+        if forked and gm.seed is not None:  # a fork's first event: its tally starts from it
+            gm.seed(t, first[3])
         # Most events (movement, aim, shots) are read by no metric: the scan left them
         # None, and one comprehension skips them at C speed.
-        for k in [k for k, e in enumerate(events) if e is not None]:
+        for k in [k for k, e in enumerate(events) if e is not None and e[0] in codes]:
             code, _version, tick, data = events[k]
-            if code not in codes:
-                if code == SYSTEM_FORKED and gm.seed is not None:
-                    gm.seed(t, data)
-                continue
             if skip and _abandoned(skip, tick):
                 continue
             t.last_tick = tick

@@ -49,14 +49,24 @@ from replay.errors import (
     StoreSchemaError,
     StoreUnavailableError,
 )
-from replay.store.recorder import MATCH_COLUMNS, BatchRow, Conflict, MatchRow, NewBatch, Recorder
+from replay.store.recorder import (
+    MATCH_COLUMNS,
+    NOTABLE_BIT,
+    TYPE_BITS,
+    BatchRow,
+    Conflict,
+    MatchRow,
+    NewBatch,
+    Recorder,
+)
 
 __all__ = ["POSITION_LOCK", "SCHEMA_VERSION", "PostgresRecorder"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-"""The row in ``matchreplay_schema`` of a current database; a higher one is refused."""
+SCHEMA_VERSION = 2
+"""The row in ``matchreplay_schema`` of a current database; a higher one is refused.
+2: a batch with a notable system event has ``recorder.NOTABLE_BIT`` in its types."""
 
 POSITION_LOCK = 0x6D_72_65_70_6C_61_79
 """``pg_advisory_xact_lock`` key taken by every group commit and match update: it
@@ -264,7 +274,16 @@ class PostgresRecorder(Recorder):
                     f"{self.url}: store schema version {version} is newer than this"
                     f" matchreplay's ({SCHEMA_VERSION}); upgrade matchreplay to open it"
                 )
-            # Older versions are migrated here, one step at a time, when there are any.
+            # Older versions are migrated here, one step at a time.
+            elif version < 2:
+                # Rows may hold a rewound or forked event under bit 62 only: every row
+                # with bit 62 gets bit 61 too (a superset, never a miss).
+                await conn.execute(
+                    "UPDATE batches SET types = types | $1 WHERE types & $2 <> 0",
+                    1 << NOTABLE_BIT,
+                    1 << TYPE_BITS,
+                )
+                await conn.execute("INSERT INTO matchreplay_schema VALUES (2)")
 
     async def close(self) -> None:
         self._closed = True

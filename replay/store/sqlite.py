@@ -36,6 +36,8 @@ from replay.store.base import DEFAULT_MAX_EVENT_BYTES, EventStore
 from replay.store.lock import WriterLock
 from replay.store.recorder import (
     MATCH_COLUMNS,
+    NOTABLE_BIT,
+    TYPE_BITS,
     BatchRow,
     Conflict,
     MatchRow,
@@ -54,9 +56,10 @@ Synchronous = Literal["FULL", "NORMAL"]
   a crash of the process, but the last commits may be lost if the machine crashes.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """``PRAGMA user_version`` of a current store file (0: a file from before versioning,
-migrated on open)."""
+migrated on open; 1: before ``recorder.NOTABLE_BIT``, migrated on open for writing and
+read as is)."""
 
 _READ_ONLY = ("ended", "interrupted")
 
@@ -215,7 +218,8 @@ class SQLiteRecorder(Recorder):
     def _prepare_read_only(self, c: sqlite3.Connection) -> None:
         self._prepare_reader(c)
         (version,) = c.execute("PRAGMA user_version").fetchone()
-        if version != SCHEMA_VERSION:
+        self.legacy_masks = version == 1  # read as is: its scans cost a little more
+        if version not in (1, SCHEMA_VERSION):
             raise StoreSchemaError(
                 f"{self.path}: store schema version {version}, this matchreplay reads"
                 f" {SCHEMA_VERSION}; "
@@ -251,6 +255,13 @@ class SQLiteRecorder(Recorder):
         if "checksum" not in batch_columns:
             # Older batches get NULL: read without a check, as before.
             c.execute("ALTER TABLE batches ADD COLUMN checksum BLOB")
+        if version < 2:
+            # Rows from before NOTABLE_BIT may hold a rewound or forked event under bit 62
+            # only: every row with bit 62 gets bit 61 too (a superset, never a miss).
+            c.execute(
+                "UPDATE batches SET types = types | ? WHERE types & ?",
+                (1 << NOTABLE_BIT, 1 << TYPE_BITS),
+            )
         if version < SCHEMA_VERSION:
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         (self._head,) = c.execute("SELECT coalesce(max(position), 0) FROM batches").fetchone()

@@ -74,7 +74,6 @@ async def test_a_version_1_sqlite_store_finds_its_rewinds_read_only_and_migrated
 
 async def test_a_version_1_postgresql_store_is_migrated(pg_url: str) -> None:
     import asyncpg
-
     from games import GAMES
 
     async with open_store(pg_url, catalogs=GAMES.catalogs()) as store:

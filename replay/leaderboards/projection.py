@@ -123,6 +123,7 @@ class LeaderboardProjection:
         self._refold_due = False
         """A rewind abandoned (or revived) ticks the boards count: a full rebuild is due
         (:meth:`_refold`); waiters wait for it."""
+        self._refolding = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -265,9 +266,12 @@ class LeaderboardProjection:
         only then: a rewind folded before its abandoned ticks (a lagging projection, a
         match held back) passes over them at no cost. The due rebuild is kept in the
         read model with the checkpoint, so a restart does it."""
-        if self._refold_due:
-            log.info("leaderboards: a rewind abandoned counted ticks; rebuilding the boards")
-            await self.rebuild()
+        if not self._refold_due:
+            return
+        async with self._refolding:  # waiters folding held batches may come here together
+            if self._refold_due:
+                log.info("leaderboards: a rewind abandoned counted ticks; rebuilding the boards")
+                await self.rebuild()
 
     async def _prepare(
         self, batches: Sequence[EventBatch], recheck_since: float | None

@@ -123,7 +123,7 @@ class App:
                     self.cluster,
                 )
             ),
-            *http.leaderboard_routes(self.leaderboards),
+            *http.leaderboard_routes(http.BoardsApi(self.leaderboards, authenticator)),
         ]
         viewer = ViewerApi(
             self.store,

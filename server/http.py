@@ -59,6 +59,7 @@ from server.proxy import FORWARDED_HEADER, ProxyError, forward, http_base
 __all__ = [
     "SPECTATOR_LIST_SCAN",
     "Authenticator",
+    "BoardsApi",
     "HttpError",
     "MatchApi",
     "RouteTable",
@@ -533,17 +534,26 @@ def _int(raw: str, name: str, lo: int, hi: int) -> int:
 
 # -- leaderboards ---------------------------------------------------------------------------
 
-_boards: RouteTable[Leaderboards] = RouteTable()
+
+@dataclass(frozen=True)
+class BoardsApi:
+    service: Leaderboards
+    auth: Authenticator
+    """Whether a caller is anonymous: it sees private matches' players hidden."""
+
+
+_boards: RouteTable[BoardsApi] = RouteTable()
 leaderboard_routes = _boards.bind
 
 
 @_boards.route("GET", LEADERBOARD_PREFIX + r"(?:/.*)?")
 async def leaderboards(
-    service: Leaderboards, conn: ServerConnection, request: Request, _: Params
+    api: BoardsApi, conn: ServerConnection, request: Request, _: Params
 ) -> Response:
     # The handler validates its own parameters and answers every bad one with a 4xx.
+    anonymous = api.auth.requester(request) is auth.ANONYMOUS  # a bad token: 401
     status, body = await leaderboard_api.handle(
-        service, "GET", urlsplit(request.path).path, query(request)
+        api.service, "GET", urlsplit(request.path).path, query(request), anonymous
     )
     return json_response(conn, body, status)
 

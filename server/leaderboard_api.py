@@ -80,11 +80,15 @@ def _str(args: Mapping[str, Any], name: str, *, required: bool = False) -> str |
     return raw
 
 
-async def query(service: Leaderboards, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+async def query(
+    service: Leaderboards, name: str, args: Mapping[str, Any], anonymous: bool = False
+) -> dict[str, Any]:
     """Answer one query: THE parameter rules, shared by HTTP and the websocket protocol.
 
     ``name`` is one of ``LEADERBOARD_QUERIES``; ``args`` maps the names of :data:`ARGS` to
-    strings (HTTP) or typed values (websocket). Raises :class:`LeaderboardError`."""
+    strings (HTTP) or typed values (websocket). ``anonymous``: the caller has no token,
+    and sees entries a private match fed without their owners (docs/leaderboards.md).
+    Raises :class:`LeaderboardError`."""
     unknown = sorted(set(args) - ARGS)
     if unknown:
         raise BadParameterError(f"unknown parameters {unknown}; known: {sorted(ARGS)}")
@@ -100,17 +104,20 @@ async def query(service: Leaderboards, name: str, args: Mapping[str, Any]) -> di
         period = _str(args, "period")
         if name == "top":
             limit = _int(args, "limit", DEFAULT_LIMIT)
-            body = service.top(board, period=period, limit=limit, cursor=_str(args, "cursor"))
+            body = service.top(
+                board, period=period, limit=limit, cursor=_str(args, "cursor"), anonymous=anonymous
+            )
         elif name == "count":
             body = service.count(board, period=period)
         elif name == "periods":
             body = service.periods(board)
         elif name == "entry":
-            body = service.entry(board, _str(args, "player", required=True), period=period)
+            player = _str(args, "player", required=True)
+            body = service.entry(board, player, period=period, anonymous=anonymous)  # type: ignore[arg-type]
         elif name == "around":
             player = _str(args, "player", required=True)
             limit = _int(args, "limit", DEFAULT_AROUND)
-            body = service.around(board, player, period=period, limit=limit)  # type: ignore[arg-type]
+            body = service.around(board, player, period=period, limit=limit, anonymous=anonymous)  # type: ignore[arg-type]
         else:
             known = list(LEADERBOARD_QUERIES)
             raise BadParameterError(f"unknown query {str(name)[:32]!r}; known: {known}")
@@ -120,10 +127,15 @@ async def query(service: Leaderboards, name: str, args: Mapping[str, Any]) -> di
 
 
 async def handle(
-    service: Leaderboards, method: str, path: str, params: Mapping[str, str]
+    service: Leaderboards,
+    method: str,
+    path: str,
+    params: Mapping[str, str],
+    anonymous: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """Answer one request. ``path`` is without the query string; ``params`` its
-    decoded query parameters (last value wins)."""
+    decoded query parameters (last value wins); ``anonymous`` as for :func:`query` (who
+    the caller is, the server decides from the token)."""
     route = parse_leaderboard_path(path)
     if route is None:
         return _error(404, "not_found", f"no route {path[:200]!r}")
@@ -136,7 +148,7 @@ async def handle(
         if unknown:
             raise BadParameterError(f"unknown parameters {unknown}; known: {sorted(_PARAMS)}")
         args = {k: v for k, v in params.items() if k in _PARAMS} | where
-        return 200, await query(service, name, args)
+        return 200, await query(service, name, args, anonymous)
     except LeaderboardError as exc:
         return _error(exc.status, exc.code, str(exc))
 

@@ -286,7 +286,9 @@ class Session:
 
     async def _answer_query(self, msg: p.LeaderboardQuery) -> None:
         try:
-            body = await leaderboard_api.query(self.deps.leaderboards, msg.query, msg.args)
+            body = await leaderboard_api.query(
+                self.deps.leaderboards, msg.query, msg.args, self.identity is ANONYMOUS
+            )
         except ReplayError as exc:  # LeaderboardError: bad_parameter, unknown_board, ...
             self._protocol_error(p.ProtocolError(exc.code, str(exc), msg.ref))
             return

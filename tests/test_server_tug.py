@@ -80,14 +80,20 @@ async def test_tug_of_war_is_served_replayed_and_ranked(tmp_path):
             )
             assert rules.state_hash(state) == rules.state_hash(folded), tick
 
-        # The game's own board: every player of the winning team has one win.
+        # The game's own board: every player of the winning team has one win. The match
+        # is private (the default): its players see their names, anonymous callers not.
         position = await app.store.last_position()
         status, body = await call(
-            app, "GET", f"/api/leaderboards/tug_wins/players/right?wait={position}&timeout=10"
+            app,
+            "GET",
+            f"/api/leaderboards/tug_wins/players/right?wait={position}&timeout=10",
+            token("right"),
         )
         assert status == 200, body
         assert body["entry"]["value"] == 1 and body["reached"] is True
-        status, top = await call(app, "GET", "/api/leaderboards/tug_wins")
+        status, top = await call(app, "GET", "/api/leaderboards/tug_wins", token("left"))
         assert [e["owner"] for e in top["entries"]] == ["right"]
+        status, top = await call(app, "GET", "/api/leaderboards/tug_wins")
+        assert [e["owner"] for e in top["entries"]] == [None]
         for client in clients:
             await client.close()

@@ -12,7 +12,7 @@ from store_contract import record, tick_batch
 
 from replay.errors import CorruptEventError, StoreSchemaError
 from replay.events import NewEvent
-from replay.store.sqlite import SQLiteEventStore, SQLiteRecorder
+from replay.store.sqlite import SCHEMA_VERSION, SQLiteEventStore, SQLiteRecorder
 
 
 @pytest.fixture
@@ -181,7 +181,7 @@ async def test_an_old_store_file_opens_reads_and_carries_on(db: str) -> None:
         assert through == 12 and len(batches) == 3
         await store.append("old", tick_batch(3, 4), 12)
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         sums = raw.execute("SELECT checksum IS NOT NULL FROM batches ORDER BY position")
         assert [s for (s,) in sums] == [0, 0, 0, 1]  # old rows unchecked, new ones checked
 

@@ -179,6 +179,10 @@ def test_home_lists_matches_and_leaderboards(server: ViewerServer, page: Any) ->
     assert console.errors == []
 
 
+PRIVATE_PLAYER = "(private)"
+"""How the home page shows an entry whose player a private match keeps unnamed."""
+
+
 def test_home_boards_are_tabs_with_headers_periods_and_names(
     server: ViewerServer, page: Any
 ) -> None:
@@ -218,7 +222,9 @@ def test_home_boards_are_tabs_with_headers_periods_and_names(
             assert period.startswith(f"week {int(week)} of {year} (") and "UTC" in period
         else:
             assert period == "all time"
-        top = server.request("GET", f"/api/leaderboards/{board['id']}?limit=10")[1]["entries"]
+        # As the page asks (with its token: private matches' players are named to it).
+        path = f"/api/leaderboards/{board['id']}?limit=10"
+        top = server.request("GET", path, BIG_TOKEN)[1]["entries"]
         cells = panel.locator("tbody tr")
         if not top:
             continue
@@ -230,11 +236,18 @@ def test_home_boards_are_tabs_with_headers_periods_and_names(
     owners = {
         e["owner"]
         for b in body["boards"]
-        for e in server.request("GET", f"/api/leaderboards/{b['id']}?limit=10")[1]["entries"]
+        for e in server.request("GET", f"/api/leaderboards/{b['id']}?limit=10", BIG_TOKEN)[1][
+            "entries"
+        ]
     }
     assert any(names.get(o, o) != o for o in owners)  # some are shown by a display name
     open_viewer(pg, server)  # the home page as everyone sees it (public matches)
     pg.wait_for_function("document.querySelector('#leaderboards').dataset.state === 'loaded'")
+    # Without a token, a private match's players are not named (the simulated ones).
+    kills = pg.locator('#leaderboards .board[data-board="kills"] tbody tr td:nth-child(2)')
+    anonymous = server.request("GET", "/api/leaderboards/kills?limit=10")[1]["entries"]
+    expected = [PRIVATE_PLAYER if e["owner"] is None else e["owner"] for e in anonymous]
+    assert kills.all_inner_texts() == expected and PRIVATE_PLAYER in expected
     assert pg.locator("#match-list tbody tr").count() == 2
     assert screenshot(pg, "viewer-home.png").stat().st_size > 10_000
     assert console.errors == []

@@ -38,14 +38,37 @@ class MatchTally:
     """The game's running totals of the match, kept by its ``GameMetrics.fold``. Plain
     msgpack data (dicts, lists, ints, strings; no tuples): it is persisted and read
     back, and a metric must see the same values either way."""
+    rewinds: list[tuple[int, int]] = field(default_factory=list)
+    """``(B, T)`` of every ``rewound`` event of the match seen so far (folded or held
+    back), in stream order: which of its ticks are abandoned (state.py)."""
+    last_tick: int = -1
+    """The tick of the match's last event folded into ``data`` or a board: whether a
+    rewind abandons something already counted."""
+    private: bool = False
+    """The match is not ``public_spectating``: the entries it feeds are marked, and
+    their owners hidden from anonymous callers (docs/leaderboards.md)."""
 
     def encode(self) -> bytes:
-        return msgpack.packb([self.game, self.created_at, self.tick_rate, self.data])
+        return msgpack.packb(
+            [
+                self.game,
+                self.created_at,
+                self.tick_rate,
+                self.data,
+                self.rewinds,
+                self.last_tick,
+                self.private,
+            ]
+        )
 
     @classmethod
     def decode(cls, blob: bytes) -> MatchTally:
-        game, created_at, tick_rate, data = msgpack.unpackb(blob, strict_map_key=False)
-        return cls(game, created_at, tick_rate, data)
+        game, created_at, tick_rate, data, rewinds, last_tick, private = msgpack.unpackb(
+            blob, strict_map_key=False
+        )
+        return cls(
+            game, created_at, tick_rate, data, [(b, t) for b, t in rewinds], last_tick, private
+        )
 
 
 MetricFn = Callable[[MatchTally, tuple[Any, ...], Lookup], list[Observation]]
@@ -63,3 +86,7 @@ class GameMetrics:
     """Event codes the tally or a metric reads; every other event is skipped unread."""
     end_code: int
     """The match-ended event: after it the tally is dropped."""
+    seed: Callable[[MatchTally, tuple[Any, ...]], None] | None = None
+    """Sets a fork's tally from its ``forked`` event's data (replay/system.py): who holds
+    which seat in the parent's state, with nothing of the parent's totals, so a fork
+    counts only what happens in it. None: a fork's tally starts empty."""

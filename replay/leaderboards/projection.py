@@ -33,15 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from replay.errors import ReplayError, UnknownMatchError
+from replay.events import SYSTEM_REWOUND
 from replay.leaderboards.definitions import BoardDefinition, validate_definitions
 from replay.leaderboards.errors import UnknownBoardError
 from replay.leaderboards.filelock import WriterLock
 from replay.leaderboards.metrics import GameMetrics, MatchTally
-from replay.leaderboards.reading import Chunk, ChunkReader, last_position, until
+from replay.leaderboards.reading import Chunk, ChunkReader, last_position, rewinds_until, until
 from replay.leaderboards.readmodel import ReadModel, boards_path_for
 from replay.leaderboards.rebuild_requests import (
     Progress,
@@ -51,7 +53,13 @@ from replay.leaderboards.rebuild_requests import (
 )
 from replay.leaderboards.state import DamagedBatch, LeaderboardState, batch_tick
 from replay.leaderboards.visibility import NOTHING, Visibility
-from replay.store.base import READ_ONLY_STATUSES, EventBatch, EventStore, wait_event
+from replay.store.base import (
+    READ_ONLY_STATUSES,
+    EventBatch,
+    EventStore,
+    MatchRecord,
+    wait_event,
+)
 
 __all__ = [
     "LeaderboardProjection",
@@ -67,6 +75,7 @@ RECHECK_S = 0.25
 """Longest a looked-up edge of a match that is not shown at once is used (seconds)."""
 SHOWN = Visibility(0.0, True)
 """The visibility of a match whose results may all be shown."""
+_REWOUND = frozenset({SYSTEM_REWOUND})
 
 
 class LeaderboardProjection:
@@ -81,6 +90,7 @@ class LeaderboardProjection:
         *,
         read_limit: int = 2_000,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         self.store = store
         self.path = path
@@ -94,7 +104,10 @@ class LeaderboardProjection:
         self.damaged: list[DamagedBatch] = []
         """Batches passed over because they could not be read or folded, oldest first
         (kept in the read model: they stay reported across restarts)."""
-        self._model = ReadModel(path)
+        self.read_only = read_only
+        """Only read the read model (no lock: it works beside the server that writes it)
+        and fold what it lacks in memory, never writing it."""
+        self._model = ReadModel(path, read_only)
         self._writer = WriterLock(path)
         self._requests = RebuildRequests(path, self._rebuild_for_request, lambda: self.position)
         # Held while folding and writing, so a rebuild's swap sees no half-applied chunk.
@@ -107,6 +120,10 @@ class LeaderboardProjection:
         """Per match not shown at once: (monotonic time, edge) of its last lookup."""
         self._retire_checked = 0
         """The position at the previous :meth:`retire_finished`."""
+        self._refold_due = False
+        """A rewind abandoned (or revived) ticks the boards count: a full rebuild is due
+        (:meth:`_refold`); waiters wait for it."""
+        self._refolding = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -114,8 +131,9 @@ class LeaderboardProjection:
         """Load the stored boards and checkpoint; rebuild boards whose definition changed.
 
         Raises ReadModelBusyError when another projection has the file open: one
-        writer per read model."""
-        self._writer.acquire()
+        writer per read model (a read-only projection takes no lock)."""
+        if not self.read_only:
+            self._writer.acquire()
         try:
             stored = await asyncio.to_thread(self._model.open, self.definitions)
         except BaseException:
@@ -124,10 +142,13 @@ class LeaderboardProjection:
             raise
         self.state.position = stored.position
         self.state.load_entries(stored.entries)
+        self.state.load_marks(stored.marked)
         self.state.load_tallies(stored.tallies)
         self.damaged = sorted(stored.damaged)
         await self._reload_holds(stored.held)
-        if stored.stale:
+        if stored.refold:  # a rewind's rebuild was due when the last run stopped
+            await self.rebuild()
+        elif stored.stale:
             await self.rebuild(stored.stale)
         await self.retire_finished()  # matches interrupted while no projection ran
 
@@ -176,7 +197,7 @@ class LeaderboardProjection:
         lookup per match held back)."""
         asked = time.monotonic()
         deadline = asked + timeout
-        while self.state.position < position:
+        while self.state.position < position or self._refold_due:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -193,6 +214,7 @@ class LeaderboardProjection:
         async with self._lock:
             start = self.state.position
             await self._fold(start, Chunk([], start, []), recheck_since=since)
+        await self._refold()
 
     def _signal(self) -> None:
         advanced, self._advanced = self._advanced, asyncio.Event()
@@ -211,6 +233,7 @@ class LeaderboardProjection:
             async with self._reader(self.state.codes, read_ahead=False) as reader:
                 chunk = await reader.read(start)
             await self._fold(start, chunk)
+        await self._refold()
         return self.state.position - start
 
     async def _fold(self, start: int, chunk: Chunk, recheck_since: float | None = None) -> None:
@@ -230,8 +253,25 @@ class LeaderboardProjection:
         changes.damaged += chunk.damaged
         self._report(changes.damaged)
         self._forget(changes.ended)
+        self._refold_due |= changes.refold
         self._signal()
         await self._model.persist(self._model.write, changes)
+
+    async def _refold(self) -> None:
+        """When a rewind abandoned ticks already counted (or revived passed-over ones):
+        rebuild every board from the log, which passes over every abandoned tick.
+
+        Exact for every operator and metric (``best`` and ``set`` cannot be undone,
+        and a metric may have looked up an entry an abandoned tick changed), and paid
+        only then: a rewind folded before its abandoned ticks (a lagging projection, a
+        match held back) passes over them at no cost. The due rebuild is kept in the
+        read model with the checkpoint, so a restart does it."""
+        if not self._refold_due:
+            return
+        async with self._refolding:  # waiters folding held batches may come here together
+            if self._refold_due:
+                log.info("leaderboards: a rewind abandoned counted ticks; rebuilding the boards")
+                await self.rebuild()
 
     async def _prepare(
         self, batches: Sequence[EventBatch], recheck_since: float | None
@@ -260,7 +300,7 @@ class LeaderboardProjection:
                 continue
             try:
                 record = await self.store.get_match(match_id)
-            except (ReplayError, ValueError) as exc:
+            except (ReplayError, ValueError, sqlite3.DatabaseError) as exc:
                 if not isinstance(exc, UnknownMatchError):
                     log.warning("leaderboards: match %r unreadable: %s", match_id, exc)
                 if new:  # no record to read a game from: its events feed no board
@@ -269,9 +309,7 @@ class LeaderboardProjection:
                     edges[match_id] = NOTHING  # not known to be visible: keep holding
                 continue
             if new:
-                self.state.add_match(
-                    match_id, MatchTally(record.game, record.created_at, record.tick_rate)
-                )
+                self.state.add_match(match_id, _tally_of(record))
             vis = Visibility.of(record)
             if vis.immediate:
                 self._visibility[match_id] = vis
@@ -349,6 +387,7 @@ class LeaderboardProjection:
                     if self.state.position != start:
                         continue  # a concurrent step moved on: this chunk is stale
                     await self._fold(start, chunk)
+                await self._refold()
                 total += chunk.through - start
                 if progress is not None:
                     progress(chunk.through - start)
@@ -375,7 +414,7 @@ class LeaderboardProjection:
                 if record.status not in READ_ONLY_STATUSES:
                     continue
                 last = await last_position(self.store, match_id, record.version)
-            except (ReplayError, ValueError):
+            except (ReplayError, ValueError, sqlite3.DatabaseError):
                 continue  # a store that forgets matches, a damaged one: nothing to decide
             if last <= self.state.position:
                 over.append(match_id)
@@ -441,23 +480,40 @@ class LeaderboardProjection:
             if b not in self.state.definitions:
                 raise UnknownBoardError(b, sorted(self.state.definitions))
         full = set(ids) == set(self.state.definitions)
-        aside = LeaderboardState((self.state.definitions[b] for b in ids), self.state.metrics)
         read = 0
+        known: dict[str, list[tuple[int, int]]] | None = None
+        fresh = True
         while True:
             target = self.state.position
+            if fresh:
+                aside = LeaderboardState(
+                    (self.state.definitions[b] for b in ids), self.state.metrics, known
+                )
+                fresh = False
             async with self._reader(aside.codes) as reader:
-                while aside.position < target:
+                while aside.position < target and not fresh:
                     start = aside.position
                     chunk = await reader.read(start, ahead=target)
                     if chunk.through == start:
                         break
                     batches = until(chunk.batches, target)
                     await _add_matches(self.store, aside, batches)
-                    aside.apply(batches, min(chunk.through, target), hold=self.state.holds)
+                    # A rewind abandoned ticks counted here already (or revived some
+                    # passed over): read every rewind up to target, and start again
+                    # knowing them, so no abandoned tick is ever counted. Without such
+                    # a rewind (nearly always) the log is read once.
+                    fresh = aside.apply(
+                        batches, min(chunk.through, target), hold=self.state.holds
+                    ).refold
                     n = aside.position - start
                     read += n
                     if progress is not None:
                         progress(n)
+            if fresh:
+                known = await rewinds_until(self._reader(_REWOUND), target)
+                continue
+            if fresh:
+                continue
             async with self._lock:
                 if aside.position < self.state.position:
                     continue  # the live projection moved on meanwhile: catch up again
@@ -465,14 +521,18 @@ class LeaderboardProjection:
                 aside.apply([], released=_released_since(aside, self.state))
                 for b in ids:
                     self.state.boards[b] = aside.boards[b]
+                    self.state.marked[b] = aside.marked[b]
                 if full:
                     self.state.tallies = aside.tallies
+                    self._refold_due = False
+                    self._signal()
                 await self._model.persist(
                     self._model.swap,
                     [self.state.definitions[b] for b in ids],
                     aside.rows(ids),
                     {m: t.encode() for m, t in aside.tallies.items()} if full else None,
                     None,
+                    aside.mark_rows(ids),
                 )
             if full:
                 await self.retire_finished()  # the rebuilt tallies of interrupted matches
@@ -502,4 +562,14 @@ async def _add_matches(store: EventStore, state: LeaderboardState, batches: list
         except (ReplayError, ValueError):
             state.add_match(match_id, None)
             continue
-        state.add_match(match_id, MatchTally(r.game, r.created_at, r.tick_rate))
+        state.add_match(match_id, _tally_of(r))
+
+
+def _tally_of(record: MatchRecord) -> MatchTally:
+    """A new match's tally: its clock, and whether its entries are marked private."""
+    return MatchTally(
+        record.game,
+        record.created_at,
+        record.tick_rate,
+        private=not Visibility.of(record).public,
+    )

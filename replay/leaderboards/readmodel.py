@@ -1,8 +1,9 @@
 """The leaderboards read model on disk: one SQLite file beside the event store.
 
 It holds the board entries, the running matches' tallies, the matches whose
-batches are held back (visibility.py), the damaged batches passed over, and the
-checkpoint (``meta.position``), every change of them written in ONE transaction:
+batches are held back (visibility.py), the damaged batches passed over, whether a
+rewind left the boards to be rebuilt (``meta.refold``), and the checkpoint
+(``meta.position``), every change of them written in ONE transaction:
 the stored checkpoint is exactly the position the stored boards reflect. It uses
 ``synchronous=NORMAL``: a power cut may lose the last commits, which only moves
 the checkpoint back with the boards; they are folded again.
@@ -18,8 +19,9 @@ import asyncio
 import json
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from replay.leaderboards.definitions import BoardDefinition
@@ -28,9 +30,11 @@ from replay.store import store_file
 
 __all__ = ["FORMAT", "ReadModel", "Stored", "boards_path_for"]
 
-FORMAT = 2
+FORMAT = 3
 """Layout version of the stored data; a read model of another version is rebuilt from
-the log on open. 2: a tally's data is the game's own (1: a fixed layout of slots and stats)."""
+the log on open. 3: entries fed by private matches are marked (``marked``), and a tally
+keeps its match's rewinds; 2: a tally's data is the game's own (1: a fixed layout of
+slots and stats)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -44,6 +48,10 @@ CREATE TABLE IF NOT EXISTS tallies (match_id TEXT PRIMARY KEY, data BLOB NOT NUL
 CREATE TABLE IF NOT EXISTS held (match_id TEXT PRIMARY KEY, from_position INTEGER NOT NULL)
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS damaged (position INTEGER PRIMARY KEY, error TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS marked (
+    board TEXT NOT NULL, period TEXT NOT NULL, owner TEXT NOT NULL,
+    PRIMARY KEY (board, period, owner)
+) WITHOUT ROWID;
 """
 
 Row = tuple[str, str, str, int, int, int]
@@ -76,17 +84,27 @@ class Stored:
     held: dict[str, int]
     """Match -> position of its first held batch."""
     damaged: list[DamagedBatch]
+    refold: bool = False
+    """A rewind abandoned ticks the stored boards count: they must be rebuilt."""
+    marked: list[tuple[str, str, str]] = field(default_factory=list)
+    """(board, period, owner) fed by a private match."""
 
 
 class ReadModel:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
+        """Only read: no lock needed, nothing written (:meth:`persist` does nothing), so
+        it works beside the process that writes the file (WAL readers never block it)."""
         self._db: sqlite3.Connection | None = None
         self._writes: set[asyncio.Future[None]] = set()
 
     def open(self, definitions: Iterable[BoardDefinition]) -> Stored:
         """Open (creating) the file and load it; blocking (run it in a thread). Rows of
-        boards no longer defined, or defined differently, are deleted."""
+        boards no longer defined, or defined differently, are deleted (read-only: they
+        are only left out)."""
+        if self.read_only:
+            return self._open_read_only(definitions)
         db = self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -101,10 +119,11 @@ class ReadModel:
         # crash before that leaves it stale and it is rebuilt again on the next open.
         with _transaction(db):
             if outdated:  # another layout: everything is folded again from position 0
-                for table in ("entries", "boards", "tallies", "held", "damaged", "meta"):
+                for table in ("entries", "boards", "tallies", "held", "damaged", "marked", "meta"):
                     db.execute(f"DELETE FROM {table}")
             for b in set(stored) - set(wanted) | set(stale):
                 db.execute("DELETE FROM entries WHERE board = ?", (b,))
+                db.execute("DELETE FROM marked WHERE board = ?", (b,))
                 db.execute("DELETE FROM boards WHERE board = ?", (b,))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT,))
         row = db.execute("SELECT value FROM meta WHERE key = 'position'").fetchone()
@@ -115,11 +134,47 @@ class ReadModel:
             dict(db.execute("SELECT match_id, data FROM tallies")),
             dict(db.execute("SELECT match_id, from_position FROM held")),
             [DamagedBatch(*r) for r in db.execute("SELECT position, error FROM damaged")],
+            "refold" in meta,
+            db.execute("SELECT * FROM marked").fetchall(),
         )
+
+    def _open_read_only(self, definitions: Iterable[BoardDefinition]) -> Stored:
+        wanted = {d.id: spec_of(d) for d in definitions}
+        if not os.path.exists(self.path):  # nothing folded yet: every board from the log
+            return Stored(0, list(wanted), [], {}, {}, [])
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+        db = self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        # One read transaction: entries, tallies, holds and checkpoint of one commit.
+        db.execute("BEGIN")
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        meta = dict(db.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+        if meta.get("format", FORMAT if "position" not in meta else 1) != FORMAT or not (
+            {"boards", "entries", "tallies", "held", "damaged", "marked"} <= tables
+        ):
+            db.rollback()
+            return Stored(0, list(wanted), [], {}, {}, [])
+        stored = dict(db.execute("SELECT board, definition FROM boards"))
+        fresh = [b for b, spec in wanted.items() if stored.get(b) == spec]
+        marks = ",".join("?" * len(fresh))
+        out = Stored(
+            meta.get("position", 0),
+            [b for b in wanted if b not in fresh],
+            db.execute(f"SELECT * FROM entries WHERE board IN ({marks})", fresh).fetchall(),
+            dict(db.execute("SELECT match_id, data FROM tallies")),
+            dict(db.execute("SELECT match_id, from_position FROM held")),
+            [DamagedBatch(*r) for r in db.execute("SELECT position, error FROM damaged")],
+            "refold" in meta,
+            db.execute(f"SELECT * FROM marked WHERE board IN ({marks})", fresh).fetchall(),
+        )
+        db.rollback()
+        return out
 
     async def persist(self, write: Callable[..., None], *args: Any) -> None:
         """Run a write (a method of this class) in a thread; it completes even if the
-        caller is cancelled."""
+        caller is cancelled. Read-only: nothing is written (what was folded stays in
+        memory)."""
+        if self.read_only:
+            return
         task = asyncio.ensure_future(asyncio.to_thread(write, *args))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
@@ -151,6 +206,9 @@ class ReadModel:
             if changes.held is not None:
                 _replace_holds(db, changes.held)
             db.executemany("INSERT OR REPLACE INTO damaged VALUES (?, ?)", changes.damaged)
+            db.executemany("INSERT OR IGNORE INTO marked VALUES (?, ?, ?)", changes.marked)
+            if changes.refold:  # until a full rebuild swaps the boards in (swap)
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('refold', 1)")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('position', ?)", (changes.position,))
 
     def swap(
@@ -159,15 +217,20 @@ class ReadModel:
         rows: list[Row],
         tallies: Mapping[str, bytes] | None,
         held: Mapping[str, int] | None,
+        marked: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
     ) -> None:
-        """Replace the rows of rebuilt boards (and with ``tallies``, every tally)."""
+        """Replace the rows (and marks) of rebuilt boards (and with ``tallies``, every
+        tally)."""
         db = self._conn()
         specs = [(d.id, spec_of(d)) for d in definitions]
         with _transaction(db):
             db.executemany("INSERT OR REPLACE INTO boards VALUES (?, ?)", specs)
             db.executemany("DELETE FROM entries WHERE board = ?", [(b,) for b, _ in specs])
+            db.executemany("DELETE FROM marked WHERE board = ?", [(b,) for b, _ in specs])
             db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)", rows)
-            if tallies is not None:
+            db.executemany("INSERT INTO marked VALUES (?, ?, ?)", marked)
+            if tallies is not None:  # a full rebuild: every board, every tally
+                db.execute("DELETE FROM meta WHERE key = 'refold'")
                 db.execute("DELETE FROM tallies")
                 db.executemany("INSERT INTO tallies VALUES (?, ?)", tallies.items())
             if held is not None:

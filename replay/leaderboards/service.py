@@ -13,7 +13,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from replay.leaderboards.board import REACHED_SLOTS, Board, RankedEntry
@@ -42,7 +42,12 @@ _EMPTY = Board()
 _UINT64_MAX = (1 << 64) - 1
 
 
-def entry_json(e: RankedEntry) -> dict[str, Any]:
+def entry_json(e: RankedEntry, hidden: Collection[str] = ()) -> dict[str, Any]:
+    """An entry as the API answers it; an owner of ``hidden`` without its name (nor when
+    it last changed, which would point at the private match's event)."""
+    if e.owner in hidden:
+        return {"rank": e.rank, "owner": None, "value": e.value, "subscore": e.subscore,
+                "reached_at": None}  # fmt: skip
     return {
         "rank": e.rank,
         "owner": e.owner,
@@ -103,6 +108,9 @@ class Leaderboards:
             board = _EMPTY
         return d, key, board
 
+    def _hidden(self, board_id: str, period: str, anonymous: bool) -> Collection[str]:
+        return self.projection.state.hidden(board_id, period) if anonymous else ()
+
     def _periods(self, d: BoardDefinition) -> list[str]:
         keys = set(self.projection.state.boards[d.id]) | {period_key(d.reset, self.clock())}
         return sorted(keys, reverse=True)
@@ -150,8 +158,11 @@ class Leaderboards:
         period: str | None = None,
         limit: int = DEFAULT_LIMIT,
         cursor: str | None = None,
+        anonymous: bool = False,
     ) -> dict[str, Any]:
-        """The best ``limit`` entries, or those after ``cursor`` (from an earlier page)."""
+        """The best ``limit`` entries, or those after ``cursor`` (from an earlier page).
+        ``anonymous``: a caller without a token, who sees the entries a private match fed
+        without their owners' names (docs/leaderboards.md)."""
         check_limit(limit)
         _, key, board = self._resolve(board_id, period)
         start = 0
@@ -159,29 +170,42 @@ class Leaderboards:
             start = board.index_after(*decode_cursor(cursor, board_id, key))
         page = board.slice(start, start + limit)
         out = self._answer(board_id, key, board)
-        out["entries"] = [entry_json(e) for e in page]
+        hidden = self._hidden(board_id, key, anonymous)
+        out["entries"] = [entry_json(e, hidden) for e in page]
         more = page and start + len(page) < len(board)
         out["next_cursor"] = encode_cursor(board_id, key, page[-1]) if more else None
         return out
 
-    def entry(self, board_id: str, player: str, *, period: str | None = None) -> dict[str, Any]:
-        """``player``'s rank and entry."""
+    def entry(
+        self, board_id: str, player: str, *, period: str | None = None, anonymous: bool = False
+    ) -> dict[str, Any]:
+        """``player``'s rank and entry (to an anonymous caller, a hidden owner has none:
+        the answer does not tell a hidden owner from one without an entry)."""
         _, key, board = self._resolve(board_id, period)
         e = board.rank(player)
-        if e is None:
+        if e is None or player in self._hidden(board_id, key, anonymous):
             raise UnknownPlayerError(board_id, key, player)
         return self._answer(board_id, key, board) | {"entry": entry_json(e)}
 
     def around(
-        self, board_id: str, player: str, *, period: str | None = None, limit: int = DEFAULT_AROUND
+        self,
+        board_id: str,
+        player: str,
+        *,
+        period: str | None = None,
+        limit: int = DEFAULT_AROUND,
+        anonymous: bool = False,
     ) -> dict[str, Any]:
-        """``limit`` entries around ``player``, always including ``player``."""
+        """``limit`` entries around ``player``, always including ``player`` (hidden
+        owners as :meth:`entry` and :meth:`top` treat them)."""
         check_limit(limit)
         _, key, board = self._resolve(board_id, period)
-        page = board.around(player, limit)
+        hidden = self._hidden(board_id, key, anonymous)
+        page = board.around(player, limit) if player not in hidden else None
         if page is None:
             raise UnknownPlayerError(board_id, key, player)
-        return self._answer(board_id, key, board) | {"entries": [entry_json(e) for e in page]}
+        entries = [entry_json(e, hidden) for e in page]
+        return self._answer(board_id, key, board) | {"entries": entries}
 
     def count(self, board_id: str, *, period: str | None = None) -> dict[str, Any]:
         _, key, board = self._resolve(board_id, period)

@@ -13,16 +13,19 @@ structure is touched once per board period (:meth:`~replay.leaderboards.board.Bo
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from replay.events import SYSTEM_FORKED, SYSTEM_REWOUND
 from replay.leaderboards.board import REACHED_SLOTS, Board
 from replay.leaderboards.definitions import BoardDefinition
-from replay.leaderboards.metrics import GameMetrics, MatchTally, MetricFn
+from replay.leaderboards.metrics import GameMetrics, MatchTally, MetricFn, Observation
 from replay.leaderboards.operators import Entry
 from replay.leaderboards.periods import ALL, event_time, period_key
 from replay.store.base import EventBatch
+from replay.timeline import abandoned_ranges
 
 __all__ = ["Changes", "DamagedBatch", "LeaderboardState", "batch_tick"]
 
@@ -50,6 +53,32 @@ class Changes:
     (replaces the stored set); None when the holds did not change."""
     damaged: list[DamagedBatch] = field(default_factory=list)
     """Batches passed over because they could not be read or folded."""
+    refold: bool = False
+    """A rewind abandoned (or revived) ticks already counted: the boards must be
+    rebuilt (kept with the checkpoint until they are)."""
+    marked: list[tuple[str, str, str]] = field(default_factory=list)
+    """(board, period, owner) newly fed by a private match (:attr:`LeaderboardState.marked`)."""
+
+
+_code = operator.itemgetter(0)
+_EVER = 1 << 62
+"""A tick after every tick: the last tick :func:`abandoned_ranges` walks back from."""
+
+
+def _abandoned(ranges: Sequence[tuple[int, int]], tick: int) -> bool:
+    return any(lo < tick < hi for lo, hi in ranges)
+
+
+def _refold_needed(t: MatchTally, old: list[tuple[int, int]]) -> bool:
+    """Whether the rewinds seen now (``t.rewinds``; before: ``old``) change the fate of
+    ticks already counted: a tick counted is now abandoned, or an abandoned tick (passed
+    over) is revived by a rewind into its branch. Conservative: a revived branch always
+    asks for a refold (it is rare), and a newly abandoned range does when the match has
+    counted a tick above its start."""
+    before = abandoned_ranges(old, _EVER)
+    after = abandoned_ranges(t.rewinds, _EVER)
+    revived = any(not any(a <= lo and hi <= b for a, b in after) for lo, hi in before)
+    return revived or any(lo < t.last_tick for lo, hi in after if (lo, hi) not in before)
 
 
 def batch_tick(batch: EventBatch) -> int:
@@ -64,7 +93,10 @@ class LeaderboardState:
     """Every period of every board, the tallies of running matches, and the position."""
 
     def __init__(
-        self, definitions: Iterable[BoardDefinition], metrics: Mapping[str, GameMetrics]
+        self,
+        definitions: Iterable[BoardDefinition],
+        metrics: Mapping[str, GameMetrics],
+        known_rewinds: Mapping[str, list[tuple[int, int]]] | None = None,
     ) -> None:
         self.metrics = metrics
         """Game name -> its metrics (validated definitions name only these games)."""
@@ -76,6 +108,11 @@ class LeaderboardState:
         self.last_seen: dict[str, int] = {}
         """Per match of ``tallies`` and ``ignored``: the end of its last folded batch (memory
         only; tells the projection which matches went quiet)."""
+        self.marked: dict[str, dict[str, set[str]]] = {d: {} for d in self.definitions}
+        """Per board and period: the owners whose entry a private match fed; their names
+        are hidden from anonymous callers (docs/leaderboards.md, "What the boards may
+        show"). A mark stays: the entry keeps that match's result."""
+        self._new_marks: list[tuple[str, str, str]] = []
         self.held: dict[str, list[EventBatch]] = {}
         """Per match: batches not yet visible to its spectators (visibility.py), in
         order. Once a match has one, every later batch of it waits behind it."""
@@ -87,8 +124,13 @@ class LeaderboardState:
         for d in self.definitions.values():
             code, fn = metrics[d.game].metrics[d.metric]
             self._triggers.setdefault(d.game, {}).setdefault(code, []).append((d, fn))
-        self.codes: frozenset[int] = frozenset().union(*(metrics[g].codes for g in self._triggers))
-        """Every event code any board reads: the projection scans the log for these only."""
+        codes = frozenset().union(*(metrics[g].codes for g in self._triggers))
+        self.codes: frozenset[int] = codes | {SYSTEM_REWOUND, SYSTEM_FORKED} if codes else codes
+        """Every event code any board reads, and the two that set a match's state (a
+        rewind, a fork's start): the projection scans the log for these only."""
+        self.known_rewinds = known_rewinds or {}
+        """A rebuild's: every match's rewinds in the log it folds (so it never counts an
+        abandoned tick, and needs no refold for a rewind it knew of)."""
 
     def board(self, board_id: str, period: str) -> Board | None:
         return self.boards[board_id].get(period)
@@ -101,6 +143,7 @@ class LeaderboardState:
         if tally is None or tally.game not in self._triggers:
             self.ignored.add(match_id)
         else:
+            tally.rewinds = list(self.known_rewinds.get(match_id, ()))
             self.tallies[match_id] = tally
 
     def apply(
@@ -129,6 +172,7 @@ class LeaderboardState:
         damaged: list[DamagedBatch] = []
         held = self.held
         last_seen = self.last_seen
+        refold = self._see_rewinds(batches, dirty)
         for b, new in itertools.chain(
             zip(released, itertools.repeat(False)), zip(batches, itertools.repeat(True))
         ):
@@ -158,7 +202,8 @@ class LeaderboardState:
         if through is not None:
             # Invariant: never beyond what was scanned, never backwards.
             self.position = max(self.position, through)
-        changes = Changes(self.position, ended=ended, damaged=damaged)
+        changes = Changes(self.position, ended=ended, damaged=damaged, refold=refold)
+        changes.marked, self._new_marks = self._new_marks, []
         for (board_id, period), f in folds.items():
             board = f.flush()
             if board is not None:
@@ -174,18 +219,51 @@ class LeaderboardState:
             self._holds_changed = False
         return changes
 
+    def _see_rewinds(self, batches: Sequence[EventBatch], dirty: set[str]) -> bool:
+        """Note the ``rewound`` events of new ``batches`` in their matches' tallies before
+        anything of the chunk is folded, so the ticks they abandon are passed over even
+        when they come in the same chunk (or wait, held back, behind the rewind). True
+        when a rewind changes the fate of ticks already counted (a refold is due)."""
+        refold = False
+        for b in batches:
+            # In C: drop the events the scan left None, take the codes, look for one.
+            if SYSTEM_REWOUND not in map(_code, filter(None, b.events)):
+                continue
+            for e in filter(None, b.events):
+                if e[0] != SYSTEM_REWOUND:
+                    continue
+                t = self.tallies.get(b.match_id)
+                boundary, to_tick = e[2], e[3][1]
+                if t is None or any(bt == boundary for bt, _ in t.rewinds):
+                    continue  # a game without boards, or a rewind known already
+                old = list(t.rewinds)
+                t.rewinds.append((boundary, to_tick))
+                dirty.add(b.match_id)
+                refold |= _refold_needed(t, old)
+        return refold
+
     def _fold_batch(
         self, b: EventBatch, t: MatchTally, folds: dict[tuple[str, str], _Fold]
     ) -> bool:
-        """Fold one batch of a match with boards; True when it holds the match's end."""
+        """Fold one batch of a match with boards; True when it holds the match's end.
+        Events of abandoned ticks (a later rewind went back before them) count for
+        nothing; a fork's ``forked`` event seeds its tally."""
         gm = self.metrics[t.game]
         codes, triggers = gm.codes, self._triggers[t.game]
         events = b.events
         over = False
+        skip = abandoned_ranges(t.rewinds, _EVER) if t.rewinds else None
+        first = events[0]
+        forked = b.first_seq == 1 and first is not None and first[0] == SYSTEM_FORKED
+        if forked and gm.seed is not None:  # a fork's first event: its tally starts from it
+            gm.seed(t, first[3])
         # Most events (movement, aim, shots) are read by no metric: the scan left them
         # None, and one comprehension skips them at C speed.
         for k in [k for k, e in enumerate(events) if e is not None and e[0] in codes]:
             code, _version, tick, data = events[k]
+            if skip and _abandoned(skip, tick):
+                continue
+            t.last_tick = tick
             for d, fn in triggers.get(code, ()):
                 period = (
                     ALL
@@ -200,6 +278,8 @@ class LeaderboardState:
                     observations.sort()  # the owner-id part of the tie-break
                     del observations[REACHED_SLOTS:]
                 base = (b.first_position + k) * REACHED_SLOTS
+                if t.private and observations:
+                    self._mark(d.id, period, observations)
                 for i, (owner, value, subscore) in enumerate(observations):
                     f.owners.append(owner)
                     f.values.append(value)
@@ -209,6 +289,30 @@ class LeaderboardState:
             if code == gm.end_code:
                 over = True
         return over
+
+    def _mark(self, board_id: str, period: str, observations: list[Observation]) -> None:
+        marks = self.marked[board_id].setdefault(period, set())
+        for owner, _value, _subscore in observations:
+            if owner not in marks:
+                marks.add(owner)
+                self._new_marks.append((board_id, period, owner))
+
+    def hidden(self, board_id: str, period: str) -> frozenset[str] | set[str]:
+        """The owners of the board period hidden from anonymous callers."""
+        return self.marked[board_id].get(period) or frozenset()
+
+    def load_marks(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        for board_id, period, owner in rows:
+            if board_id in self.marked:
+                self.marked[board_id].setdefault(period, set()).add(owner)
+
+    def mark_rows(self, board_ids: Iterable[str]) -> list[tuple[str, str, str]]:
+        return [
+            (b, period, owner)
+            for b in board_ids
+            for period, owners in self.marked[b].items()
+            for owner in owners
+        ]
 
     def release(self, match_id: str, edge: int) -> list[EventBatch]:
         """Take out the match's held batches of ticks up to ``edge``, in order."""

@@ -55,6 +55,7 @@ from replay.store.recorder import (
     NewBatch,
     Recorder,
     batch_checksum,
+    scan_mask,
     type_mask,
 )
 from replay.store.records import (
@@ -629,7 +630,8 @@ class EventStore:
         them by their type mask), nor the events it does not read.
         """
         wanted = frozenset(types)
-        through, rows = await self._recorder().scan(after, limit, type_mask(wanted))
+        recorder = self._recorder()
+        through, rows = await recorder.scan(after, limit, scan_mask(wanted, recorder.legacy_masks))
         out: list[EventBatch] = []
         for row in rows:
             b = _trim(await self._decode(row, wanted), after)

@@ -58,6 +58,8 @@ from replay.errors import (
 )
 from replay.store.recorder import (
     MATCH_COLUMNS,
+    NOTABLE_BIT,
+    TYPE_BITS,
     UNFENCED,
     BatchRow,
     Conflict,
@@ -71,9 +73,10 @@ __all__ = ["POSITION_LOCK", "SCHEMA_VERSION", "PostgresRecorder"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The row in ``matchreplay_schema`` of a current database; a higher one is refused,
-a lower one migrated (:data:`_MIGRATIONS`)."""
+a lower one migrated (:data:`_MIGRATIONS`). 2: leases and nodes; 3: a batch with a
+notable system event has ``recorder.NOTABLE_BIT`` in its types."""
 
 POSITION_LOCK = 0x6D_72_65_70_6C_61_79
 """``pg_advisory_xact_lock`` key taken by every group commit and match update: it
@@ -150,6 +153,9 @@ CREATE TABLE nodes (
 DROP FUNCTION IF EXISTS matchreplay_insert_group(
     bigint[], bigint[], integer[], bigint[], bigint[], bytea[], bytea[], bigint[], bytea[]);
 """,
+    # Rows may hold a rewound or forked event under bit 62 only: every row with bit 62
+    # gets bit 61 too (a superset, never a miss).
+    3: f"UPDATE batches SET types = types | {1 << NOTABLE_BIT} WHERE types & {1 << TYPE_BITS} <> 0",
 }
 """Schema version -> the SQL that migrates the version before it (leases: version 2)."""
 

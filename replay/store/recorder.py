@@ -34,6 +34,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from replay.events import SYSTEM_FORKED, SYSTEM_REWOUND
 from replay.store.records import Lease, NodeRow
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "NewBatch",
     "Recorder",
     "batch_checksum",
+    "scan_mask",
     "type_mask",
 ]
 
@@ -58,12 +60,34 @@ TYPE_BITS = 62
 """A batch's type mask has bit ``min(type, 62)`` set for each of its event types (codes
 62 and up share the last bit: a superset, never a miss). 63 bits keep it a positive
 64-bit integer in every backend."""
+NOTABLE_BIT = 61
+NOTABLE_TYPES = frozenset({SYSTEM_REWOUND, SYSTEM_FORKED})
+"""Rare system events a projection scans for (the leaderboards: rewinds, a fork's
+start). A batch holding one has bit 61 too, and a scan for them asks for bit 61 only:
+it does not decode every batch holding another system event (the input audit is in
+many). Game code 61 shares the bit: a superset, never a miss. Stores from before
+(schema version 1) get bit 61 on every row with bit 62 when migrated."""
 
 
 def type_mask(types: Sequence[int] | set[int] | frozenset[int]) -> int:
+    """The mask stored with a batch of these event types."""
     mask = 0
     for t in types:
         mask |= 1 << min(t, TYPE_BITS)
+        if t in NOTABLE_TYPES:
+            mask |= 1 << NOTABLE_BIT
+    return mask
+
+
+def scan_mask(types: Sequence[int] | set[int] | frozenset[int], legacy: bool = False) -> int:
+    """The mask a scan for these event types asks for (``legacy``: rows stored before
+    :data:`NOTABLE_BIT` may hold a notable event under bit 62 only)."""
+    mask = 0
+    for t in types:
+        if t in NOTABLE_TYPES and not legacy:
+            mask |= 1 << NOTABLE_BIT
+        else:
+            mask |= 1 << min(t, TYPE_BITS)
     return mask
 
 
@@ -165,6 +189,9 @@ class Recorder(abc.ABC):
 
     url: str
     """Where the store is, as ``open_store`` takes it (no password)."""
+    legacy_masks = False
+    """Rows may hold a notable event without :data:`NOTABLE_BIT` (a store of schema
+    version 1 opened read-only, not migrated): scans ask for bit 62 as well."""
 
     pipeline: int = 1
     """How many :meth:`insert_group` calls the event store may have in flight at once.

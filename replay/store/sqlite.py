@@ -38,6 +38,8 @@ from replay.store.base import DEFAULT_MAX_EVENT_BYTES, EventStore
 from replay.store.lock import WriterLock
 from replay.store.recorder import (
     MATCH_COLUMNS,
+    NOTABLE_BIT,
+    TYPE_BITS,
     UNFENCED,
     BatchRow,
     Conflict,
@@ -58,9 +60,10 @@ Synchronous = Literal["FULL", "NORMAL"]
   a crash of the process, but the last commits may be lost if the machine crashes.
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """``PRAGMA user_version`` of a current store file (0: a file from before versioning,
-1: before leases; both migrated on open)."""
+1: before leases, 2: before ``recorder.NOTABLE_BIT``; all migrated on open for
+writing; a read-only open reads 2 as is)."""
 
 _READ_ONLY = ("ended", "interrupted")
 
@@ -246,7 +249,8 @@ class SQLiteRecorder(Recorder):
     def _prepare_read_only(self, c: sqlite3.Connection) -> None:
         self._prepare_reader(c)
         (version,) = c.execute("PRAGMA user_version").fetchone()
-        if version != SCHEMA_VERSION:
+        self.legacy_masks = version == 2  # read as is: its scans cost a little more
+        if version not in (2, SCHEMA_VERSION):
             raise StoreSchemaError(
                 f"{self.path}: store schema version {version}, this matchreplay reads"
                 f" {SCHEMA_VERSION}; "
@@ -288,6 +292,13 @@ class SQLiteRecorder(Recorder):
             c.execute("ALTER TABLE matches ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
             c.execute("ALTER TABLE matches ADD COLUMN lease_until REAL")
         c.executescript(_INDEXES)
+        if version < 3:
+            # Rows from before NOTABLE_BIT may hold a rewound or forked event under bit 62
+            # only: every row with bit 62 gets bit 61 too (a superset, never a miss).
+            c.execute(
+                "UPDATE batches SET types = types | ? WHERE types & ?",
+                (1 << NOTABLE_BIT, 1 << TYPE_BITS),
+            )
         if version < SCHEMA_VERSION:
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         (self._head,) = c.execute("SELECT coalesce(max(position), 0) FROM batches").fetchone()

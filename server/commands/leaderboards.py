@@ -6,7 +6,9 @@ appended since. When a running server holds the read model, the rebuild is
 handed to its projection (a request file, see
 :func:`~replay.leaderboards.projection.rebuild_request_path`): it builds aside
 while its queries keep answering, swaps, and the command follows its progress.
-``show BOARD`` prints the top.
+``show BOARD`` prints the top. It only reads the read model (no lock, nothing
+written: it works beside a running server, whose projection keeps the file current)
+and folds in memory whatever the store holds beyond its checkpoint.
 """
 
 from __future__ import annotations
@@ -70,12 +72,12 @@ async def _run(args: argparse.Namespace) -> int:
         args.db, create=False, read_only=True, catalogs=games.catalogs()
     ) as store:
         path = args.boards_db or boards_path_for(args.db)
-        projection = LeaderboardProjection(store, path, defs, metrics)
+        projection = LeaderboardProjection(
+            store, path, defs, metrics, read_only=args.action == "show"
+        )
         try:
             await projection.open()
-        except ReadModelBusyError:
-            if args.action == "show":
-                raise
+        except ReadModelBusyError:  # a writer (rebuild) beside the server's projection
             return await _hand_over(path, args.boards, args.no_progress)
         try:
             if args.action == "show":

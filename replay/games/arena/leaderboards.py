@@ -12,7 +12,9 @@ elo        match_ended every player: new rating (rating.py) rated matches so far
 ========== =========== ==================================== ======================
 
 "Every player of the match" is everyone who joined it, including players who
-left before the end (leaving does not dodge a rating change).
+left before the end (leaving does not dodge a rating change). A fork's players are
+those seated in the parent's state at the fork tick (mapped to the fork's players)
+and whoever joins the fork; only what they do in the fork counts.
 
 The match tally's data (replay/leaderboards/metrics.py) holds ``slots`` (slot ->
 player id, current) and ``stats`` (player id -> [kills, deaths, score]); score
@@ -25,6 +27,7 @@ from typing import Any
 
 import replay.games.arena.events as ev
 from replay.games.arena.settings import KILL_SCORE
+from replay.games.arena.state import ArenaState
 from replay.leaderboards.definitions import BoardDefinition
 from replay.leaderboards.metrics import GameMetrics, Lookup, MatchTally, Observation
 from replay.leaderboards.rating import elo_update
@@ -56,6 +59,20 @@ def _fold(t: MatchTally, code: int, data: tuple[Any, ...]) -> None:
         stats.setdefault(player, [0, 0, 0])
     elif code == ev.LEFT:
         slots.pop(data[0], None)
+
+
+def _seed(t: MatchTally, forked: tuple[Any, ...]) -> None:
+    """A fork's tally: the parent's seats at the fork tick, mapped to the fork's players,
+    with nothing counted yet (the parent's totals are the parent's)."""
+    _parent, _tick, _state_format, blob, pairs = forked
+    mapping = dict(zip(pairs[::2], pairs[1::2], strict=True))
+    state = ArenaState.decode(blob)
+    slots, stats = _slots(t), _stats(t)
+    for slot, player in enumerate(state.players):
+        if player is not None and state.present[slot]:
+            player = mapping.get(player, player)
+            slots[slot] = player
+            stats.setdefault(player, [0, 0, 0])
 
 
 def _kills(t: MatchTally, data: tuple[Any, ...], _: Lookup) -> list[Observation]:
@@ -103,6 +120,7 @@ _METRICS = GameMetrics(
     fold=_fold,
     codes=frozenset({ev.JOINED, ev.LEFT, ev.KILLED, ev.MATCH_ENDED}),
     end_code=ev.MATCH_ENDED,
+    seed=_seed,
 )
 
 

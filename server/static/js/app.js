@@ -293,8 +293,14 @@ async function renderLeaderboards(available) {
       const tr = body.insertRow();
       tr.insertCell().textContent = String(e.rank);
       const who = tr.insertCell();
-      who.textContent = knownNames.get(e.owner) ?? e.owner;
-      who.title = e.owner;
+      if (e.owner === null) {
+        // A private match's player, not named to a page without a token (docs/leaderboards.md).
+        who.textContent = "(private)";
+        who.className = "private";
+      } else {
+        who.textContent = knownNames.get(e.owner) ?? e.owner;
+        who.title = e.owner;
+      }
       tr.insertCell().textContent = String(e.value);
     }
     if (!top.entries.length) {

@@ -15,7 +15,9 @@ from test_leaderboard_rewind import start
 
 from replay.events import SYSTEM_INPUTS, SYSTEM_REWOUND
 from replay.store import open_store
+from replay.store.postgres import SCHEMA_VERSION as PG_SCHEMA
 from replay.store.recorder import NOTABLE_BIT, TYPE_BITS, scan_mask
+from replay.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA
 from replay.store.sqlite import SQLiteEventStore
 
 REWOUND = frozenset({SYSTEM_REWOUND})
@@ -49,22 +51,22 @@ async def test_the_scan_for_rewinds_reads_their_batches_only(tmp_path: Path) -> 
         assert await rewinds_found(store) == [201, 301]
 
 
-async def test_a_version_1_sqlite_store_finds_its_rewinds_read_only_and_migrated(
+async def test_a_version_2_sqlite_store_finds_its_rewinds_read_only_and_migrated(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "s.db"
     async with open_test_store(db) as store:
         await rewound_match(store)
-    # As a version 1 store wrote them: no bit 61.
+    # As a version 2 store (leases, no notable bit) wrote them: no bit 61.
     with sqlite3.connect(db) as raw:
         raw.execute("UPDATE batches SET types = types & ?", (~(1 << NOTABLE_BIT),))
-        raw.execute("PRAGMA user_version=1")
+        raw.execute("PRAGMA user_version=2")
     async with SQLiteEventStore(str(db), read_only=True) as store:
         assert await rewinds_found(store) == [201, 301]
     async with SQLiteEventStore(str(db)) as store:  # opened for writing: migrated
         assert await rewinds_found(store) == [201, 301]
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (SQLITE_SCHEMA,)
         missing = raw.execute(
             "SELECT count(*) FROM batches WHERE types & ? AND NOT types & ?",
             (1 << TYPE_BITS, 1 << NOTABLE_BIT),
@@ -72,7 +74,7 @@ async def test_a_version_1_sqlite_store_finds_its_rewinds_read_only_and_migrated
         assert missing == (0,)
 
 
-async def test_a_version_1_postgresql_store_is_migrated(pg_url: str) -> None:
+async def test_a_version_2_postgresql_store_is_migrated(pg_url: str) -> None:
     import asyncpg
     from games import GAMES
 
@@ -82,13 +84,13 @@ async def test_a_version_1_postgresql_store_is_migrated(pg_url: str) -> None:
     try:
         await conn.execute("UPDATE batches SET types = types & $1", ~(1 << NOTABLE_BIT))
         await conn.execute("DELETE FROM matchreplay_schema")
-        await conn.execute("INSERT INTO matchreplay_schema VALUES (1)")
+        await conn.execute("INSERT INTO matchreplay_schema VALUES (2)")
     finally:
         await conn.close()
     async with open_store(pg_url, catalogs=GAMES.catalogs()) as store:
         assert await rewinds_found(store) == [201, 301]
     conn = await asyncpg.connect(pg_url)
     try:
-        assert await conn.fetchval("SELECT max(version) FROM matchreplay_schema") == 2
+        assert await conn.fetchval("SELECT max(version) FROM matchreplay_schema") == PG_SCHEMA
     finally:
         await conn.close()

@@ -20,6 +20,7 @@ from replay.errors import LeaseLostError, MatchEndedError, StoreUnavailableError
 from replay.store import open_store
 from replay.store.base import EventStore
 from replay.store.memory import MemoryRecorder
+from replay.store.postgres import SCHEMA_VERSION as PG_SCHEMA
 from replay.store.postgres import PostgresRecorder
 from replay.store.recorder import (
     BatchRow,
@@ -30,6 +31,7 @@ from replay.store.recorder import (
     batch_checksum,
     type_mask,
 )
+from replay.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA
 from replay.store.sqlite import SQLiteRecorder
 
 CHILD = Path(__file__).with_name("store_writer_child.py")
@@ -549,13 +551,13 @@ async def test_a_store_from_before_leases_opens_and_appends(old_store_url: str) 
         assert (await store.get_match("old-running")).version == 16
     if old_store_url.startswith("sqlite"):
         with sqlite3.connect(old_store_url.removeprefix("sqlite:///")) as raw:
-            assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+            assert raw.execute("PRAGMA user_version").fetchone() == (SQLITE_SCHEMA,)
     else:
         import asyncpg
 
         conn = await asyncpg.connect(old_store_url)
         try:
-            assert await conn.fetchval("SELECT version FROM matchreplay_schema") == 2
+            assert await conn.fetchval("SELECT max(version) FROM matchreplay_schema") == PG_SCHEMA
         finally:
             await conn.close()
 

@@ -146,6 +146,7 @@ class App:
         if self.cluster is None:
             return default
         name = Path(default).name.removesuffix(".boards.sqlite")
+        Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)
         return str(Path(self.settings.data_dir) / f"{name}.{self.settings.node}.boards.sqlite")
 
     def _load(self) -> dict[str, Any]:

@@ -67,7 +67,8 @@ async def test_concurrent_appends_are_group_committed(db: str) -> None:
         ms = [await store.create_match(record()) for _ in range(100)]
         commits = store.commits
         await asyncio.gather(*(store.append(m.match_id, tick_batch(0), 0) for m in ms))
-        assert store.commits - commits < 10  # 100 appends, a handful of transactions
+        # 100 appends, a handful of transactions (two group commits may be in flight).
+        assert store.commits - commits < 20
 
 
 async def test_an_open_reader_does_not_block_appends(db: str) -> None:

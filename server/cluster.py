@@ -27,7 +27,6 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -73,8 +72,8 @@ class Cluster:
         self._nodes: list[NodeRow] = []
         self._fetched = 0.0
         """When ``_nodes`` was read (monotonic)."""
-        self._placed: Counter[str] = Counter()
-        """Matches this node placed on each other node since the last heartbeat."""
+        self._placed: list[tuple[str, float]] = []
+        """(node, when) of the matches this node placed elsewhere lately (monotonic)."""
         self._task: asyncio.Task[None] | None = None
         self._adopting: dict[str, asyncio.Task[Match | None]] = {}
         self._wake = asyncio.Event()
@@ -107,7 +106,8 @@ class Cluster:
         held = await self.store.renew_leases(self.instance, self.ttl)
         self._reconcile(held)
         self._fetched, self._nodes = time.monotonic(), await self.store.nodes()
-        self._placed.clear()  # the fresh loads include them
+        horizon = self._fetched - 2 * self.ttl  # every live node has beaten since
+        self._placed = [(node, at) for node, at in self._placed if at > horizon]
         if self.status == "up":
             await self._sweep()
 
@@ -146,15 +146,20 @@ class Cluster:
         for n in live:
             if n.node == self.instance or n.load.get("full"):
                 continue
-            load = (self._seated(n), int(n.load.get("matches", 0)) + self._placed[n.node])
+            load = (self._seated(n), int(n.load.get("matches", 0)) + self._unseen(n))
             if least is None or load < least:
                 best, least = n, load
         if least is None:
             raise ServerFullError("every node of the cluster is full")
         if best is None:
             return None
-        self._placed[best.node] += 1
+        self._placed.append((best.node, time.monotonic()))
         return best.url
+
+    def _unseen(self, n: NodeRow) -> int:
+        """Matches placed on ``n`` after its last heartbeat: not in its load yet."""
+        beat = self._fetched - n.age
+        return sum(1 for node, at in self._placed if node == n.node and at > beat)
 
     @staticmethod
     def _seated(n: NodeRow) -> int:

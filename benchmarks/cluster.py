@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,36 +49,21 @@ from benchmarks.ingest import (  # noqa: E402
     start_ours,
 )
 from server import auth  # noqa: E402
-from server.local_pg import PgCluster, free_port, pg_bindir  # noqa: E402
+from server.local_pg import PgCluster, pg_bindir  # noqa: E402
+from server.node_process import NodeProcess  # noqa: E402
 
 LEASE_TTL = 2.0
 
 
-class Node:
-    def __init__(self, name: str, store: str, data: Path, *flags: str) -> None:
-        self.name, self.store, self.flags = name, store, flags
-        self.port = free_port()
-        self.data = data / name
-        self.data.mkdir(parents=True, exist_ok=True)
-        self.url = f"ws://127.0.0.1:{self.port}/ws"
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[str] | None = None
+class Node(NodeProcess):
+    """A benchmark node: admission by measured load off, budgets out of the way."""
 
-    def start(self) -> Node:
-        self.proc = subprocess.Popen(
+    def __init__(self, name: str, store: str, data: Path, *flags: str) -> None:
+        super().__init__(
+            name,
+            store,
+            data / name,
             [
-                sys.executable,
-                "-m",
-                "server",
-                "serve",
-                "--node",
-                self.name,
-                "--store",
-                self.store,
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data),
                 "--lease-ttl",
                 str(LEASE_TTL),
                 "--input-rate",
@@ -96,31 +80,10 @@ class Node:
                 "0",
                 "--max-tick-lateness-ms",
                 "0",
-                *self.flags,
+                *flags,
             ],
-            cwd=ROOT,
-            env=os.environ | {"MATCHREPLAY_SECRET": SECRET},
-            stdout=subprocess.PIPE,
-            stderr=(self.data / "serve.log").open("a"),
-            text=True,
+            env=os.environ | {"MATCHREPLAY_SECRET": SECRET, "PYTHONPATH": str(ROOT)},
         )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if "serving on" in line:
-                break
-        else:
-            raise RuntimeError(f"node {self.name} did not start")
-        return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
 
 
 def http(base: str, method: str, path: str, token: str) -> Any:
@@ -209,7 +172,7 @@ def measure(
         collectors.append(collect)
     assert start_at is not None
     time.sleep(max(0.0, start_at + warmup - time.time()))
-    pids = [n.proc.pid for n in nodes if n.proc is not None]
+    pids = [n.pid for n in nodes if n.alive]
     c0 = sum(cpu_seconds(p) for p in pids) + (pg_cpu(pg) if pg else 0.0)
     w0 = time.monotonic()
     time.sleep(seconds * 0.9)

@@ -4,10 +4,6 @@ PostgreSQL: started, killed (SIGKILL), paused (SIGSTOP), stopped (SIGTERM), rest
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,9 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cli_helpers import SECRET, TIMEOUT, command, env, free_port
+from cli_helpers import SECRET, TIMEOUT, env
 
 from server import auth
+from server.node_process import NodeProcess
 
 LEASE_TTL = 1.0
 """Short leases keep the tests quick: a dead node's matches move about a second later."""
@@ -31,89 +28,22 @@ def token(player: str, role: str = "player", match: str = "*") -> str:
 ADMIN = token("referee", "admin")
 
 
-class Node:
-    """One node process; its port stays the same across restarts (its URL too)."""
+class Node(NodeProcess):
+    """A node of the test cluster: short leases, a long grace period, admission by
+    measured load off (a busy test machine must not refuse players at random)."""
 
     def __init__(self, name: str, store: str, data: Path, *args: str) -> None:
-        self.name = name
-        self.store = store
-        self.port = free_port()
-        self.data = data / name
-        self.data.mkdir(parents=True, exist_ok=True)
-        self.args = args
-        self.proc: subprocess.Popen[str] | None = None
-        self.log = self.data / "serve.log"
-        self.url = f"ws://127.0.0.1:{self.port}/ws"
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Node:
-        with self.log.open("a") as stderr:
-            self.proc = subprocess.Popen(
-                command(
-                    "serve",
-                    "--node",
-                    self.name,
-                    "--store",
-                    self.store,
-                    "--port",
-                    str(self.port),
-                    "--data-dir",
-                    str(self.data),
-                    "--lease-ttl",
-                    str(LEASE_TTL),
-                    "--grace-period",
-                    "20",
-                    *self.args,
-                ),
-                cwd=self.data,
-                env=env(
-                    MATCHREPLAY_SECRET=SECRET,
-                    MATCHREPLAY_MAX_CPU="0",
-                    MATCHREPLAY_MAX_TICK_LATENESS_MS="0",
-                ),
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-            )
-        self._wait_ready()
-        return self
-
-    def _wait_ready(self) -> None:
-        proc = self.proc
-        assert proc is not None and proc.stdout is not None
-        watchdog = threading.Timer(TIMEOUT, proc.kill)
-        watchdog.start()
-        try:
-            for line in proc.stdout:
-                if line.strip().startswith("a player token:"):
-                    # Keep draining stdout so the child never blocks on a full pipe.
-                    threading.Thread(target=proc.stdout.read, daemon=True).start()
-                    return
-        finally:
-            watchdog.cancel()
-        raise AssertionError(f"node {self.name} exited {proc.wait()}: {self.log.read_text()}")
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=TIMEOUT)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=TIMEOUT)
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
+        super().__init__(
+            name,
+            store,
+            data / name,
+            ["--lease-ttl", str(LEASE_TTL), "--grace-period", "20", *args],
+            env=env(
+                MATCHREPLAY_SECRET=SECRET,
+                MATCHREPLAY_MAX_CPU="0",
+                MATCHREPLAY_MAX_TICK_LATENESS_MS="0",
+            ),
+        )
 
     def http(self, method: str, path: str, tok: str | None = ADMIN) -> tuple[int, Any]:
         req = urllib.request.Request(self.base + path, method=method)
@@ -145,15 +75,7 @@ def cluster(
         yield nodes
     finally:
         for n in nodes:
-            if n.alive:
-                n.resume()
-                n.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        for n in nodes:
-            if n.proc is not None:
-                try:
-                    n.proc.wait(timeout=TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    n.proc.kill()
+            n.stop(timeout=TIMEOUT)
 
 
 def live(node: Node) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from server import auth, local_pg
 from server.commands.common import CliError, UsageError
+from server.node_process import NodeProcess
 
 MAX_NODES = 8
 
@@ -59,47 +60,32 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(32)
+    env = {**_env(), "MATCHREPLAY_SECRET": secret}
     pg = local_pg.PgCluster(bindir)
-    procs: list[subprocess.Popen[bytes]] = []
+    nodes: list[NodeProcess] = []
+    bots: list[subprocess.Popen[bytes]] = []
     try:
         pg.init()
         pg.start()
         print(f"PostgreSQL  {pg.url}   (throwaway, in {pg.dir})", flush=True)
-        urls = []
         for k in range(args.nodes):
-            name, port = f"n{k + 1}", args.port + k
-            log = (data / f"{name}.log").open("ab")
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "server.cli",
-                        "serve",
-                        "--node",
-                        name,
-                        "--store",
-                        pg.url,
-                        "--port",
-                        str(port),
-                        "--data-dir",
-                        str(data / name),
-                    ],
-                    env={"MATCHREPLAY_SECRET": secret, **_env()},
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                )
-            )
-            urls.append(f"http://127.0.0.1:{port}")
+            name = f"n{k + 1}"
+            node = NodeProcess(name, pg.url, data / name, env=env, port=args.port + k)
+            nodes.append(node)
+            try:
+                node.start()
+            except RuntimeError:
+                raise CliError(
+                    f"node {name} did not start: see {node.log}", "node_failed"
+                ) from None
         admin = auth.issue(secret, "admin", "admin", auth.ANY_MATCH, 24 * 3600)
-        for base in urls:
-            _wait_up(base, procs)
+        _wait_for_membership(nodes)  # placement needs every node's heartbeat
+        by_name = {n.name: n for n in nodes}
         matches = []
         for _ in range(args.matches):
-            info = _post(urls[0], "/api/matches?game=arena", admin)
+            info = _post(nodes[0].base, "/api/matches?game=arena", admin)
             matches.append(info)
-            node_url = urls[int(info.get("node", "n1")[1:]) - 1]
-            procs.append(
+            bots.append(
                 subprocess.Popen(
                     [
                         sys.executable,
@@ -107,34 +93,36 @@ def run(args: argparse.Namespace) -> int:
                         "server.cli",
                         "bots",
                         "--url",
-                        node_url.replace("http", "ws") + "/ws",
+                        by_name[info.get("node", "n1")].url,
                         "--match",
                         info["match_id"],
                         "--count",
                         str(args.bots),
                         "--nodes",
-                        ",".join(u.replace("http", "ws") + "/ws" for u in urls),
+                        ",".join(n.url for n in nodes),
                     ],
-                    env={"MATCHREPLAY_SECRET": secret, **_env()},
+                    env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=(data / "bots.log").open("ab"),
                 )
             )
-        _print_guide(urls, matches, procs, data, admin)
+        _print_guide(nodes, matches, data, admin)
         signal.signal(signal.SIGTERM, _interrupt)
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:
         pass
     finally:
-        for proc in reversed(procs):
+        for proc in bots:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in procs:
+        for proc in bots:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for node in reversed(nodes):  # the last one up has no peer: it stops its matches
+            node.stop(timeout=60)
         pg.remove()
         print("stopped: nodes and PostgreSQL", flush=True)
     return 0
@@ -150,19 +138,15 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MATCHREPLAY_")}
 
 
-def _wait_up(base: str, procs: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + 60
+def _wait_for_membership(nodes: list[NodeProcess], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            raise CliError(
-                "a node exited at start: see its log in the data directory", "node_failed"
-            )
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2):
-                return
-        except (OSError, urllib.error.URLError):
-            time.sleep(0.2)
-    raise CliError(f"node at {base} did not come up within 60 s", "node_failed")
+        with urllib.request.urlopen(nodes[0].base + "/api/nodes", timeout=10) as answer:
+            up = {n["name"] for n in json.load(answer)["nodes"] if n["status"] == "up"}
+        if up >= {n.name for n in nodes}:
+            return
+        time.sleep(0.2)
+    raise CliError("the nodes did not see each other within 30 s", "node_failed")
 
 
 def _post(base: str, path: str, token: str) -> dict:
@@ -173,25 +157,17 @@ def _post(base: str, path: str, token: str) -> dict:
         return json.load(answer)
 
 
-def _print_guide(
-    urls: list[str],
-    matches: list[dict],
-    procs: list[subprocess.Popen[bytes]],
-    data: Path,
-    admin: str,
-) -> None:
+def _print_guide(nodes: list[NodeProcess], matches: list[dict], data: Path, admin: str) -> None:
     lines = ["", "nodes (any node is a front door):"]
-    for k, base in enumerate(urls):
-        lines.append(f"  n{k + 1}  {base}/   pid {procs[k].pid}")
+    for n in nodes:
+        lines.append(f"  {n.name}  {n.base}/   pid {n.pid}")
     lines.append("matches (bots playing):")
     for m in matches:
-        lines.append(
-            f"  {m['match_id']}  on {m.get('node', '?')}   viewer on any node, e.g. {urls[-1]}/"
-        )
+        lines.append(f"  {m['match_id']}  on {m.get('node', '?')}   viewer on any node")
     lines += [
-        f"membership and load:  curl {urls[0]}/api/nodes",
+        f"membership and load:  curl {nodes[0].base}/api/nodes",
         "failover:             kill -9 <a node's pid>   (its matches carry on elsewhere in ~2 s)",
-        f"logs:                 {data}/n*.log",
+        f"logs:                 {data}/n*/serve.log",
         f"admin token:          {admin}",
         "Ctrl-C stops everything.",
     ]

@@ -337,8 +337,11 @@ def test_a_delayed_spectator_on_another_node_never_sees_a_tick_early(
 
             async def sample() -> None:
                 while not stop.is_set():
+                    # Stamped when asked: the tick answered is the owner's at that time or
+                    # later, so it bounds what the owner had played by then from above.
+                    asked = time.monotonic()
                     _, info = await asyncio.to_thread(n1.http, "GET", f"/api/matches/{match_id}")
-                    samples.append((time.monotonic(), info["tick"]))
+                    samples.append((asked, info["tick"]))
                     await asyncio.sleep(0.05)
 
             sampler = asyncio.create_task(sample())

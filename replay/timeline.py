@@ -164,7 +164,9 @@ class Timeline:
         if index.scanned_to >= record.last_tick:
             return index
         rules = self.engine.rules(record)
-        catalog = rules.catalog
+        # The stream's catalog: matchreplay's own notable events (an admin's action, a
+        # takeover by another node, a fork's origin) are markers too.
+        catalog = rules.stream_catalog
         window = round(self.multi_kill_window_seconds * record.tick_rate)
         seat, kill = rules.seat_event, rules.kill_event
         seated = seat.code if seat is not None else None

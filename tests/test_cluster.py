@@ -27,6 +27,7 @@ from replay.games import builtin_games
 from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
 from replay.store import open_store
+from replay.timeline import Timeline
 
 # Long enough to span several failovers; bots keep sending inputs all the while.
 LONG_MATCH = quote(
@@ -211,7 +212,7 @@ def test_failover_after_sigkill_keeps_every_acknowledged_input(pg_url: str, tmp_
         clients = asyncio.run(main())
         # Seqs and positions gap-free, every takeover recorded, the replay plays through.
         report = asyncio.run(_stored(pg_url, match_id))
-        assert report["takeovers"] == kills
+        assert report["takeovers"] == report["takeover_markers"] == kills
         assert report["seqs"] == list(range(1, len(report["seqs"]) + 1))
         assert report["replayed"]
         check_inputs(
@@ -229,6 +230,8 @@ async def _stored(store_url: str, match_id: str) -> dict[str, Any]:
         return {
             "head": await store.last_position(),
             "takeovers": sum(1 for e in events if e.type == SYSTEM_TAKEOVER),
+            # What the viewer's timeline shows: one marker per takeover.
+            "takeover_markers": len(await Timeline(engine).markers(match_id, kinds=["takeover"])),
             "seqs": [e.seq for e in events],
             "replayed": engine.rules(record).state_tick(state) == record.last_tick,
             "audit": await audit(engine, match_id, limit=10_000_000),

@@ -17,6 +17,7 @@ from cluster_helpers import ADMIN, Node, cluster, owner_of, token, wait_for
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from client_sdk.bots import run_bots
 from client_sdk.game_client import GameClient
 from client_sdk.spectator import Spectator
 from replay import protocol as p
@@ -27,6 +28,7 @@ from replay.games import builtin_games
 from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
 from replay.store import open_store
+from replay.store.verify import verify_store
 from replay.timeline import Timeline
 
 # Long enough to span several failovers; bots keep sending inputs all the while.
@@ -186,9 +188,23 @@ def test_failover_after_sigkill_keeps_every_acknowledged_input(pg_url: str, tmp_
     with cluster(pg_url, tmp_path) as nodes:
         by_name = {n.name: n for n in nodes}
         match_id = create(nodes[0], on="n1")["match_id"]
+        # A bot match on each node beside it: they move too when their node dies.
+        others = [create(nodes[0], on=n.name)["match_id"] for n in nodes]
 
         async def main() -> list[GameClient]:
             clients = await players(nodes, nodes[1], match_id, 3)
+            bots = [
+                asyncio.create_task(
+                    run_bots(
+                        nodes[2].url,
+                        other,
+                        [token(f"bot{i}-{j}", match=other) for j in range(2)],
+                        duration=kills * 6,
+                        nodes=[n.url for n in nodes],
+                    )
+                )
+                for i, other in enumerate(others)
+            ]
             stop = asyncio.Event()
             pump = asyncio.create_task(play(clients, stop))
             for k in range(kills):
@@ -206,6 +222,9 @@ def test_failover_after_sigkill_keeps_every_acknowledged_input(pg_url: str, tmp_
                 await asyncio.to_thread(victim.start)  # back, as a new instance
             stop.set()
             await pump
+            for task in bots:
+                task.cancel()
+            await asyncio.gather(*bots, return_exceptions=True)
             await asyncio.sleep(0.5)
             return clients
 
@@ -215,9 +234,14 @@ def test_failover_after_sigkill_keeps_every_acknowledged_input(pg_url: str, tmp_
         assert report["takeovers"] == report["takeover_markers"] == kills
         assert report["seqs"] == list(range(1, len(report["seqs"]) + 1))
         assert report["replayed"]
+        assert report["damage"] == []  # store verify: every position, seq and checksum
         check_inputs(
             report["audit"]["entries"], {f"p{i}": c.acked_seq for i, c in enumerate(clients)}
         )
+        for other in others:  # the bot matches moved with their nodes and played through
+            moved = asyncio.run(_stored(pg_url, other))
+            assert moved["seqs"] == list(range(1, len(moved["seqs"]) + 1)) and moved["replayed"]
+        assert sum(asyncio.run(_stored(pg_url, o))["takeovers"] for o in others) >= kills // 3
 
 
 async def _stored(store_url: str, match_id: str) -> dict[str, Any]:
@@ -228,6 +252,7 @@ async def _stored(store_url: str, match_id: str) -> dict[str, Any]:
         record = await store.get_match(match_id)
         state = await engine.state_at(match_id, record.last_tick)
         return {
+            "damage": (await verify_store(store)).damage,
             "head": await store.last_position(),
             "takeovers": sum(1 for e in events if e.type == SYSTEM_TAKEOVER),
             # What the viewer's timeline shows: one marker per takeover.

@@ -103,8 +103,9 @@ class Cluster:
 
     async def _beat(self) -> None:
         await self.store.heartbeat(self.instance, self.name, self.url, self.status, self._load())
+        asked = time.monotonic()
         held = await self.store.renew_leases(self.instance, self.ttl)
-        self._reconcile(held)
+        self._reconcile(held, asked)
         self._fetched, self._nodes = time.monotonic(), await self.store.nodes()
         horizon = self._fetched - 2 * self.ttl  # every live node has beaten since
         self._placed = [(node, at) for node, at in self._placed if at > horizon]
@@ -284,11 +285,15 @@ class Cluster:
         )
         return match
 
-    def _reconcile(self, held: dict[str, int]) -> None:
-        """After a renewal: drop matches this node no longer holds (another took them
-        over while this one was paused), rebuild the ones handed to it."""
+    def _reconcile(self, held: dict[str, int], asked: float) -> None:
+        """After a renewal (sent at ``asked``): drop matches this node no longer holds
+        (another took them over while this one was paused), rebuild the ones handed to
+        it. A match leased after ``asked`` (created or taken over meanwhile) is not in
+        the answer yet: left alone."""
         for match_id, match in list(self.lobby.live.items()):
-            if match.epoch is not None and held.get(match_id) != match.epoch:
+            if match.epoch is None or match.leased_at > asked:
+                continue
+            if held.get(match_id) != match.epoch:
                 match.lost()
         for match_id, epoch in held.items():
             match = self.lobby.get_live(match_id)

@@ -224,11 +224,15 @@ class Lobby:
         if self.spectators is None:
             raise LobbyError("no spectators: the lobby is not wired to an app")
         point = await resume_point(self.spectators.engine, match_id)
+        if (running := self.live.get(match_id)) is not None:
+            return running  # created here meanwhile (the lease it holds is this one)
+        hub = await self.spectators.take_followed(match_id)  # its spectators stay
+        if (running := self.live.get(match_id)) is not None:
+            return running
         record = point.record
         rules = self.games[record.game]
         spectating = self.spectators.learn(record)
         limits = rules.limits(record.settings)
-        hub = await self.spectators.take_followed(match_id)  # its spectators stay
         match = self._launch(
             record, rules, limits.min_players, spectating, state=point.state, epoch=epoch, hub=hub
         )

@@ -122,6 +122,9 @@ class Match:
         writes under an older one; None: a single server."""
         self.record = record
         self.epoch = epoch
+        self.leased_at = time.monotonic()
+        """When this node got the lease (its heartbeat's renewals sent earlier do not
+        know of it yet)."""
         self.match_id = record.match_id
         self.rules = rules
         self.store = store

@@ -10,8 +10,9 @@ narrow things they use (``MatchApi`` here: the lobby, the store, the spectator a
 rules, the token checker), bound once by :meth:`RouteTable.bind`. The app hands the
 bound routes of every module to one :class:`Router`. Nothing here knows the app.
 
-Every answer closes its TCP connection: websockets' server answers one HTTP request
-per connection (``ServerProtocol.send_response`` half-closes after any status but 101).
+Requests reach :meth:`Router.dispatch` from the connection (server/http_keepalive.py),
+which keeps it alive between them; only websocket upgrades go through websockets'
+handshake.
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ class Ops:
     metrics: Metrics
     lobby: Lobby
     connections: Callable[[], int]
-    """Open websocket connections now."""
+    """Connections open now: websocket sessions and plain HTTP ones kept alive."""
     projection: LeaderboardProjection
     """Its health: damaged batches passed over."""
     nodes: Callable[[], list[dict[str, Any]]] | None = None

@@ -18,10 +18,12 @@ handshake.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import functools
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -29,6 +31,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from replay.audit import MAX_AUDIT_PAGE, audit
@@ -172,10 +175,25 @@ class HttpError(Exception):
 
 
 def respond(conn: ServerConnection, status: int, body: str, content_type: str) -> Response:
-    response = conn.respond(HTTPStatus(status), body)
-    del response.headers["Content-Type"]  # Headers is a multimap: replace, not add
-    response.headers["Content-Type"] = content_type
-    return response
+    """An answer to a plain HTTP request (``conn``: the handlers' one call shape); the
+    connection adds its ``Connection`` header (server/http_keepalive.py)."""
+    data = body.encode()
+    headers = Headers(
+        [("Date", http_date()), ("Content-Length", str(len(data))), ("Content-Type", content_type)]
+    )
+    return Response(status, HTTPStatus(status).phrase, headers, data)
+
+
+_date: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The ``Date`` header of this second (formatted once per second, not per answer)."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, email.utils.formatdate(now, usegmt=True))
+    return _date[1]
 
 
 def json_response(conn: ServerConnection, value: Any, status: int = 200) -> Response:

@@ -112,6 +112,10 @@ class PlainHttp:
     """The server stops: every answer closes its connection."""
 
     @property
+    def keep_alive_header(self) -> str:
+        return f"Keep-Alive: timeout={self.idle_timeout:g}\r\n"
+
+    @property
     def open(self) -> int:
         """Plain HTTP connections open now (not yet upgraded)."""
         return len(self.channels)
@@ -315,20 +319,23 @@ class HttpChannel:
             self._wait(self.http.idle_timeout)
 
     def _send(self, response: Response, request: Request | None, close: bool) -> None:
-        headers = response.headers
-        if "Connection" in headers:
-            del headers["Connection"]  # websockets' responses all say close
+        # Serialized here, the connection headers ours: websockets' refusals say close.
+        head = [f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n"]
+        head += [
+            f"{name}: {value}\r\n"
+            for name, value in response.headers.raw_items()
+            if name.lower() not in _CONNECTION_HEADERS
+        ]
         if close:
-            headers["Connection"] = "close"
+            head.append("Connection: close\r\n\r\n")
+        elif request is not None and request.protocol == "HTTP/1.0":
+            head.append(f"Connection: keep-alive\r\n{self.http.keep_alive_header}\r\n")
         else:
-            if request is not None and request.protocol == "HTTP/1.0":
-                headers["Connection"] = "keep-alive"
-            headers["Keep-Alive"] = f"timeout={self.http.idle_timeout:g}"
-        data = response.serialize()
-        if request is not None and request.method == "HEAD" and response.body:
-            data = data[: -len(response.body)]
-        transport = self.conn.transport
-        transport.write(data)
+            head.append(f"{self.http.keep_alive_header}\r\n")
+        data = "".join(head).encode("iso-8859-1")
+        if request is None or request.method != "HEAD":
+            data += response.body
+        self.conn.transport.write(data)
         if close:
             self._linger()
 
@@ -373,6 +380,9 @@ class HttpChannel:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+_CONNECTION_HEADERS = frozenset({"connection", "keep-alive"})
 
 
 def _keeps_alive(request: Request) -> bool:

@@ -86,6 +86,8 @@ class Connection(Protocol):
 
     async def drain(self) -> None: ...
 
+    def eof_received(self) -> bool | None: ...
+
 
 def wants_websocket(request: Request) -> bool:
     """The one test of whether a request is a websocket upgrade (else plain HTTP)."""
@@ -363,6 +365,8 @@ class HttpChannel:
         data, self.raw = bytes(self.raw), bytearray()
         self.upgrading, self.finished = False, True
         self.conn.upgrade(data)
+        if self.peer_eof:  # the client sent its upgrade and half-closed: websockets sees both
+            self.conn.eof_received()
 
     # -- timers --------------------------------------------------------------------------
 

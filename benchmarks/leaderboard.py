@@ -211,22 +211,28 @@ class FloorHttp(asyncio.Protocol):
             self.transport.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
 
-async def run_client(port: int, paths: list[str], keep_alive: bool) -> tuple[list[float], int]:
+async def run_client(
+    port: int, paths: list[str], keep_alive: bool
+) -> tuple[list[float], int, float]:
+    """Latencies (us), TCP connections used, and this process's CPU per query (us): the
+    server's (or the floor's), a figure the other load on the machine disturbs less."""
     parent, child = multiprocessing.Pipe()
+    cpu = time.process_time()
     proc = multiprocessing.get_context("fork").Process(
         target=http_client, args=(port, paths, keep_alive, child)
     )
     proc.start()
     while not parent.poll():
         await asyncio.sleep(0.01)
-    got = parent.recv()
+    lat, connects = parent.recv()
+    cpu = (time.process_time() - cpu) / len(paths) * 1e6
     proc.join()
-    return got
+    return lat, connects, cpu
 
 
 async def bench_http(board: Board, owners: list[str], n: int, rng) -> dict[str, dict[str, Any]]:
     """Per query kind: ``kept`` (one kept-alive connection), ``new`` (a connection per
-    query) and ``floor`` (kept-alive, the floor server): (latencies in us, connections)."""
+    query) and ``floor`` (kept-alive, the floor server): what :func:`run_client` returns."""
     from server.app import App
     from server.config import Settings
     from server.leaderboard_api import handle
@@ -610,7 +616,7 @@ def main() -> None:
         http_lat = runner.run(bench_http(board, owners, 300 if args.quick else 2000, rng))
     http_targets = {"rank": TARGETS["http_rank_p50_us"], "top-100": TARGETS["http_top_p50_us"]}
     for label, runs in http_lat.items():
-        kept, conns = runs["kept"]
+        kept, conns, kept_cpu = runs["kept"]
         target = http_targets.get(label)
         p50 = pct(kept, 50)
         line(
@@ -618,14 +624,14 @@ def main() -> None:
             f"{p50:.0f} / {pct(kept, 99):.0f}",
             f"target p50 <= {target} us: {verdict(p50 <= target)}" if target else "",
         )
-        new, _ = runs["new"]
+        new, _, new_cpu = runs["new"]
         p99 = pct(new, 99)
         line(
             f"{label}, a new connection per query p50 / p99",
             f"{pct(new, 50):.0f} / {p99:.0f}",
             f"target p99 <= {TARGETS['http_ms']} ms: {verdict(p99 <= TARGETS['http_ms'] * 1000)}",
         )
-        floor, _ = runs["floor"]
+        floor, _, floor_cpu = runs["floor"]
         line(
             f"{label}, floor (same bytes, no server work) p50 / p99",
             f"{pct(floor, 50):.0f} / {pct(floor, 99):.0f}",
@@ -637,6 +643,10 @@ def main() -> None:
                 f"{REDIS_REFERENCE_US[label]}",
             )
         line(f"{label}: TCP connections the kept-alive client used", f"{conns} for {len(kept):,}")
+        line(
+            f"{label}: server CPU per query, kept-alive / new / floor",
+            f"{kept_cpu:.0f} / {new_cpu:.0f} / {floor_cpu:.0f}",
+        )
 
     print(f"4. lag: durable append -> visible in the board ({n:,}-player board loaded)")
     lags = asyncio.run(bench_lag(board, 5.0 if args.quick else 20.0, 8, 16))

@@ -113,9 +113,11 @@ class PlainHttp:
     closing: bool = False
     """The server stops: every answer closes its connection."""
 
-    @property
-    def keep_alive_header(self) -> str:
-        return f"Keep-Alive: timeout={self.idle_timeout:g}\r\n"
+    keep_alive_header: str = ""
+    """``Keep-Alive: timeout=S``, formatted once."""
+
+    def __post_init__(self) -> None:
+        self.keep_alive_header = f"Keep-Alive: timeout={self.idle_timeout:g}\r\n"
 
     @property
     def open(self) -> int:

@@ -30,6 +30,7 @@ from http import HTTPStatus
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
@@ -174,10 +175,10 @@ class HttpError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def respond(conn: ServerConnection, status: int, body: str, content_type: str) -> Response:
+def respond(conn: ServerConnection, status: int, body: str | bytes, content_type: str) -> Response:
     """An answer to a plain HTTP request (``conn``: the handlers' one call shape); the
     connection adds its ``Connection`` header (server/http_keepalive.py)."""
-    data = body.encode()
+    data = body if isinstance(body, bytes) else body.encode()
     headers = Headers(
         [("Date", http_date()), ("Content-Length", str(len(data))), ("Content-Type", content_type)]
     )
@@ -196,8 +197,16 @@ def http_date() -> str:
     return _date[1]
 
 
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+
+
 def json_response(conn: ServerConnection, value: Any, status: int = 200) -> Response:
-    return respond(conn, status, json.dumps(value) + "\n", "application/json")
+    try:
+        # orjson: a top-100 leaderboard page in ~35 us against ~180 us (json module).
+        data = orjson.dumps(value, option=_JSON_OPTIONS)
+    except orjson.JSONEncodeError:  # an integer past 64 bits (user settings): json's answer
+        data = (json.dumps(value) + "\n").encode()
+    return respond(conn, status, data, "application/json")
 
 
 def query(request: Request) -> Params:

@@ -156,6 +156,9 @@ async def test_a_malformed_second_request_gets_a_json_error_and_a_close(tmp_path
     async with running_app(tmp_path) as app:
         for bad, status, code in (
             (b"NONSENSE\r\n\r\n", 400, "bad_request"),
+            (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400, "bad_request"),
+            (b"GET /healthz HTTP/1.1\r\nBad Name: x\r\n\r\n", 400, "bad_request"),
+            (b"GET /h\xc3\xa9 HTTP/1.1\r\n\r\n", 400, "bad_request"),
             (b"GET / HTTP/2.0\r\n\r\n", 400, "bad_request"),
             (b"POST /api/tokens HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 400, "bad_request"),
             (get("/healthz", "X-Big: " + "b" * 20_000), 431, "headers_too_large"),
@@ -171,6 +174,16 @@ async def test_a_malformed_second_request_gets_a_json_error_and_a_close(tmp_path
             assert json.loads(body)["error"]["code"] == code, body
             assert await closed_by_server(reader)
             writer.close()
+
+
+async def test_a_large_but_valid_request_head_is_answered(tmp_path):
+    # Over 8 KiB in all, each line under the 8 KiB limit (a big cookie, say).
+    async with running_app(tmp_path) as app:
+        reader, writer = await open_conn(app)
+        big = [f"X-Part-{i}: {'v' * 5000}" for i in range(3)]
+        writer.write(get("/healthz", *big) + get("/healthz"))
+        assert [(await read_response(reader))[0] for _ in range(2)] == [200, 200]
+        writer.close()
 
 
 async def test_websocket_upgrades_first_or_after_plain_requests(tmp_path):

@@ -4,8 +4,9 @@ websockets serves HTTP only as a refused upgrade: one request per TCP connection
 then it half-closes (``ServerProtocol.send_response``). A leaderboard query then costs
 a TCP handshake more than its answer. So :class:`~server.connection.GameConnection`
 hands the bytes of a new connection to an :class:`HttpChannel` first, which parses
-requests with websockets' own parser (``Request.parse``: the same line and header
-limits), and:
+requests as websockets' parser does (regular heads under 8 KiB the quick way,
+:func:`parse_head`; the rest with ``Request.parse`` itself: the same line and header
+limits, the same refusals), and:
 
 * a websocket upgrade (``Upgrade: websocket``), as the first request or after plain
   ones, goes to websockets from its first byte on, exactly as if the connection had

@@ -15,6 +15,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request
 
 from replay import protocol as p
+from server.http import json_response
 from server.http_keepalive import MAX_PIPELINED
 from server.proxy import forward
 
@@ -267,3 +268,11 @@ async def test_a_stopping_server_closes_idle_keep_alive_connections(tmp_path):
         await app.stop()
         assert await closed_by_server(reader)
         writer.close()
+
+
+def test_json_answers_hold_integers_past_64_bits():
+    # orjson refuses them; the answer falls back to the json module's encoding.
+    value = {"big": 2**70, "nested": {1: [1.5, None, "é"]}}
+    body = json_response(None, value).body  # type: ignore[arg-type]
+    assert json.loads(body) == {"big": 2**70, "nested": {"1": [1.5, None, "é"]}}
+    assert json.loads(json_response(None, {2: "x"}).body) == {"2": "x"}  # type: ignore[arg-type]

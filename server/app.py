@@ -9,6 +9,7 @@ interrupted; connections are closed with 1001; the store is closed (flushed).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from server.cluster import Cluster
 from server.config import Settings
 from server.connection import GameConnection
 from server.follower import Follower
+from server.http_keepalive import HttpChannel, PlainHttp
 from server.lobby import Lobby
 from server.metrics import Metrics
 from server.session import Session, SessionDeps
@@ -107,7 +109,7 @@ class App:
                 http.Ops(
                     self.metrics,
                     self.lobby,
-                    lambda: self.connections,
+                    self.open_connections,
                     self.projection,
                     self.cluster.nodes_json if self.cluster is not None else None,
                 )
@@ -136,6 +138,17 @@ class App:
         )
         # The viewer's last: its catch-all /static/ routes must not shadow the API.
         self.router = http.Router([*api, *viewer_routes(viewer)])
+        # Plain HTTP requests go to the router from the connection itself, kept alive
+        # between requests (server/http_keepalive.py); only upgrades reach websockets.
+        self.http = PlainHttp(
+            self.router.dispatch,
+            max_requests=settings.http_max_requests,
+            idle_timeout=settings.http_idle_timeout,
+            first_request_timeout=settings.open_timeout,
+            close_timeout=settings.close_timeout,
+            max_connections=settings.max_connections,
+            websockets=lambda: self.connections,
+        )
         self.server: Server | None = None
         self.stopped = asyncio.Event()
 
@@ -148,6 +161,10 @@ class App:
         name = Path(default).name.removesuffix(".boards.sqlite")
         Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)
         return str(Path(self.settings.data_dir) / f"{name}.{self.settings.node}.boards.sqlite")
+
+    def open_connections(self) -> int:
+        """Websocket sessions and plain HTTP connections open now (``max_connections``)."""
+        return self.connections + self.http.open
 
     def _load(self) -> dict[str, Any]:
         """What this node tells the cluster with each heartbeat (placement reads it)."""
@@ -185,9 +202,10 @@ class App:
             self._handler,
             s.host,
             s.port,
-            logger=_ConnectionLog(logging.getLogger("websockets.server")),
             process_request=self._process_request,
-            create_connection=GameConnection,
+            create_connection=functools.partial(
+                GameConnection, open_channel=functools.partial(HttpChannel, http=self.http)
+            ),
             subprotocols=[p.SUBPROTOCOL],  # type: ignore[list-item]
             max_size=s.max_frame_bytes,
             max_queue=16,
@@ -208,6 +226,7 @@ class App:
             return
         self.stopped.set()
         self.server.server.close()  # stop accepting; open connections stay for now
+        self.http.shut()  # idle keep-alive connections close; busy ones after their answer
         if self.cluster is not None:
             # With live peers, every match moves to one (its players with one redirect);
             # the ones left (no peer) stop as on a single server.
@@ -226,6 +245,7 @@ class App:
             for conn in list(self.server.connections):
                 conn.transport.abort()
             await self.server.wait_closed()
+        await self.http.wait_closed(self.settings.close_timeout)
         await self._release()
         log.info("stopped")
 
@@ -242,8 +262,7 @@ class App:
         await self.store.close()
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            return await self.router.dispatch(conn, request)
+        # Only websocket upgrades get here: GameConnection answers plain HTTP itself.
         offered = [
             v.strip()
             for h in request.headers.get_all("Sec-WebSocket-Protocol")
@@ -262,7 +281,7 @@ class App:
         self.metrics.connections.inc()
         try:
             s = self.settings
-            if self.connections > s.max_connections:
+            if self.open_connections() > s.max_connections:
                 await conn.close(p.CLOSE_TOO_MANY_CONNECTIONS, "too many connections")
                 return
             token = http.request_token(conn.request) if conn.request is not None else None
@@ -270,7 +289,7 @@ class App:
                 identity = auth.ANONYMOUS  # may only spectate public matches
                 # The last seats are kept for connections with a token: token-less
                 # connections cannot lock players out.
-                if self.connections > s.max_connections * (1.0 - s.authenticated_reserve):
+                if self.open_connections() > s.max_connections * (1.0 - s.authenticated_reserve):
                     await conn.close(
                         p.CLOSE_TOO_MANY_CONNECTIONS, "too many connections without a token"
                     )
@@ -287,33 +306,6 @@ class App:
         finally:
             self.connections -= 1
             self.metrics.connections.dec()
-
-
-class _ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """websockets' logger, less two INFO lines per plain HTTP request.
-
-    websockets answers one HTTP request per TCP connection and logs "HTTP response
-    sent" and "connection closed" for each: at a few hundred API calls a second that
-    is most of the log. The router logs one access line per request at DEBUG instead;
-    websocket sessions and refused upgrades keep their lines."""
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if level == logging.INFO and _plain_http((kwargs.get("extra") or {}).get("websocket")):
-            return
-        self.logger.log(level, msg, *args, **kwargs)
-
-
-def _plain_http(conn: ServerConnection | None) -> bool:
-    try:
-        request, response = conn.request, conn.response  # type: ignore[union-attr]
-    except (AttributeError, ReferenceError):  # no connection, or a proxy to a gone one
-        return False
-    return (
-        request is not None
-        and response is not None
-        and response.status_code != HTTPStatus.SWITCHING_PROTOCOLS
-        and request.headers.get("Upgrade", "").lower() != "websocket"
-    )
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

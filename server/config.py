@@ -32,6 +32,11 @@ class Settings:
     """Each connection costs ~20-300 KiB (buffers); 10k connections <= ~3 GiB worst case."""
     open_timeout: float = 10.0
     """Seconds to complete the HTTP upgrade (handshake timeout)."""
+    http_idle_timeout: float = 15.0
+    """Seconds a plain HTTP connection is kept open between an answer and the next request
+    (idle ones are closed first when ``max_connections`` is reached)."""
+    http_max_requests: int = 1000
+    """Plain HTTP requests answered on one connection; the last answer closes it."""
     join_timeout: float = 10.0
     """Seconds after WELCOME within which a JOIN must arrive."""
     ping_interval: float = 15.0

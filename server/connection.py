@@ -32,6 +32,11 @@ the reference machine, more than everything else an input costs. A
 :class:`GameConnection` is one: every connection reads into one shared buffer
 and passes a copy of what arrived to :meth:`data_received`.
 
+Plain HTTP. A new connection is plain HTTP until it asks for a websocket: its bytes go
+to a channel (server/http_keepalive.py) that answers requests and keeps the
+connection alive between them; websockets' handshake (and its task) starts only
+with an upgrade request, which it then reads from its first byte (:meth:`upgrade`).
+
 Ordering: an INPUT frame may be handled before an earlier COMMAND frame that is
 still queued for the session task. Inputs and commands are independent (both
 take effect at the next tick), so nothing depends on their relative order.
@@ -40,19 +45,15 @@ take effect at the next tick), so nothing depends on their relative order.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
-from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Response
-from websockets.protocol import Protocol, State
+from websockets.protocol import Protocol as WebSocketProtocol
+from websockets.protocol import State
 from websockets.streams import StreamReader
-
-from replay.protocol import error_body
 
 try:
     from websockets.speedups import apply_mask
@@ -69,7 +70,7 @@ INPUT_PREFIX = b"\x92\x02"
 _FIN_BINARY = 0x82
 """First header byte of a final binary frame without reserved bits."""
 _AT_EOF = getattr(StreamReader.at_eof, "__code__", None)
-_PARSE = getattr(Protocol.parse, "__code__", None)
+_PARSE = getattr(WebSocketProtocol.parse, "__code__", None)
 _OPEN = State.OPEN
 
 READ_BUFFER_BYTES = 64 * 1024
@@ -80,36 +81,54 @@ _read_buffer = memoryview(bytearray(READ_BUFFER_BYTES))
 # buffer_updated() copies the bytes out before anything else can run.
 
 
-PARSER_REFUSALS = {
-    HTTPStatus.REQUEST_URI_TOO_LONG: "request_line_too_long",
-    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "headers_too_large",
-}
-"""Requests websockets' HTTP parser refuses before any route sees them (a token too long
-for a header or the request line), and their error codes (docs/protocol.md section 8)."""
+class Channel(Protocol):
+    """A connection's plain HTTP until it upgrades (server/http_keepalive.py's HttpChannel)."""
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def eof_received(self) -> bool: ...
+
+    def connection_lost(self) -> None: ...
 
 
 class GameConnection(ServerConnection, asyncio.BufferedProtocol):
     fast_input: Callable[[bytes], None] | None = None
     """Set by the session once seated: takes the bytes of one INPUT frame."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, open_channel: Callable[[GameConnection], Channel], **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        plain = self.protocol.reject
+        self.open_channel = open_channel
+        self.channel: Channel | None = None
+        """Plain HTTP, until an upgrade: then None and websockets has the connection."""
 
-        def reject(status: Any, text: str) -> Response:
-            """websockets' refusals in the documented JSON error shape, not plain text."""
-            response = plain(status, text)
-            code = PARSER_REFUSALS.get(HTTPStatus(status))
-            if code is not None:
-                message = text.strip().removeprefix("Failed to open a WebSocket connection: ")
-                body = json.dumps(error_body(code, message)) + "\n"
-                response.body = body.encode()
-                del response.headers["Content-Length"], response.headers["Content-Type"]
-                response.headers["Content-Length"] = str(len(response.body))
-                response.headers["Content-Type"] = "application/json"
-            return response
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # What websockets' Connection.connection_made sets up for writing; its handshake
+        # task (ServerConnection.connection_made) waits for an upgrade.
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(self.write_limit_high, self.write_limit_low)
+        self.channel = self.open_channel(self)
 
-        self.protocol.reject = reject  # type: ignore[method-assign]
+    def upgrade(self, data: bytes) -> None:
+        """A websocket upgrade: websockets takes the connection, ``data`` (the request
+        and whatever followed it) first, as if the connection had just opened."""
+        self.channel = None
+        super().connection_made(self.transport)
+        super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self.channel is not None:
+            return self.channel.eof_received()
+        return super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.channel is not None:
+            # websockets never had this connection: nothing of its to close or log.
+            channel, self.channel = self.channel, None
+            channel.connection_lost()
+            return
+        super().connection_lost(exc)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _read_buffer
@@ -128,6 +147,9 @@ class GameConnection(ServerConnection, asyncio.BufferedProtocol):
             or self.protocol.state is not _OPEN
             or not (self._parser_between_frames or self._between_frames())
         ):
+            if self.channel is not None:  # plain HTTP (no session yet: fast_input is None)
+                self.channel.data_received(data)
+                return
             self._parser_between_frames = False
             super().data_received(data)
             return

@@ -1,0 +1,278 @@
+"""Plain HTTP keeps its connection alive (server/http_keepalive.py): several requests per
+TCP connection, bounded per connection (requests, idle time, pipelining), refusals in
+the documented JSON shape, websocket upgrades first or after plain requests, and kept
+connections counted toward max_connections without locking anyone out. Real server on
+loopback, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+
+from server_helpers import raw_connect, running_app, unpack
+from websockets.datastructures import Headers
+from websockets.http11 import Request
+
+from replay import protocol as p
+from server.http import json_response
+from server.http_keepalive import MAX_PIPELINED
+from server.proxy import forward
+
+UPGRADE = (
+    "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    f"Sec-WebSocket-Protocol: {p.SUBPROTOCOL}\r\n\r\n"
+)
+
+
+def get(path: str, *headers: str, version: str = "HTTP/1.1") -> bytes:
+    return "".join(
+        [f"GET {path} {version}\r\nHost: x\r\n", *(h + "\r\n" for h in headers), "\r\n"]
+    ).encode()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(status_line.split()[1]), headers, body
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """True when the server closes the connection (EOF) within a generous bound."""
+    async with asyncio.timeout(10):
+        return await reader.read() == b""
+
+
+async def open_conn(app):
+    return await asyncio.open_connection("127.0.0.1", app.port)
+
+
+async def test_several_requests_share_one_tcp_connection(tmp_path):
+    async with running_app(tmp_path) as app:
+
+        def client() -> list[tuple[int, int, str | None]]:
+            conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+            seen = []
+            for path in ("/healthz", "/api/leaderboards/kills?limit=5", "/nope", "/healthz"):
+                conn.request("GET", path)
+                r = conn.getresponse()
+                json.loads(r.read())
+                seen.append((r.status, id(conn.sock), r.getheader("Connection")))
+            conn.close()
+            return seen
+
+        seen = await asyncio.to_thread(client)
+        assert [s for s, _, _ in seen] == [200, 200, 404, 200]
+        assert len({sock for _, sock, _ in seen}) == 1  # http.client never reconnected
+        assert all(c is None for _, _, c in seen)  # HTTP/1.1: kept alive by default
+        # The kept-alive connection counts as an open connection (/healthz saw itself).
+        reader, writer = await open_conn(app)
+        writer.write(get("/healthz"))
+        status, headers, body = await read_response(reader)
+        assert status == 200 and json.loads(body)["connections"] >= 1
+        assert headers["keep-alive"].startswith("timeout=")
+        writer.close()
+
+
+async def test_the_last_allowed_request_is_answered_with_connection_close(tmp_path):
+    async with running_app(tmp_path, http_max_requests=3) as app:
+        reader, writer = await open_conn(app)
+        for i in range(3):
+            writer.write(get("/healthz"))
+            status, headers, _ = await read_response(reader)
+            assert status == 200
+            assert headers.get("connection") == ("close" if i == 2 else None), (i, headers)
+        assert await closed_by_server(reader)
+        writer.close()
+
+
+async def test_connection_close_and_http_1_0_are_honoured(tmp_path):
+    async with running_app(tmp_path) as app:
+        reader, writer = await open_conn(app)
+        writer.write(get("/healthz", "Connection: close"))
+        status, headers, _ = await read_response(reader)
+        assert (status, headers["connection"]) == (200, "close")
+        assert await closed_by_server(reader)
+        writer.close()
+        # HTTP/1.0 closes unless it asks for keep-alive.
+        reader, writer = await open_conn(app)
+        writer.write(get("/healthz", version="HTTP/1.0"))
+        assert (await read_response(reader))[1]["connection"] == "close"
+        assert await closed_by_server(reader)
+        writer.close()
+        reader, writer = await open_conn(app)
+        for _ in range(2):
+            writer.write(get("/healthz", "Connection: keep-alive", version="HTTP/1.0"))
+            status, headers, _ = await read_response(reader)
+            assert (status, headers["connection"]) == (200, "keep-alive")
+        writer.close()
+
+
+async def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path):
+    async with running_app(tmp_path, http_idle_timeout=0.3) as app:
+        reader, writer = await open_conn(app)
+        writer.write(get("/healthz"))
+        assert (await read_response(reader))[0] == 200
+        assert await closed_by_server(reader)  # nothing sent after the answer
+        # So is one that sends half a request head and stops.
+        writer.close()
+        reader, writer = await open_conn(app)
+        writer.write(get("/healthz"))
+        await read_response(reader)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost:")
+        assert await closed_by_server(reader)
+        writer.close()
+        while app.http.open:  # the server forgets them
+            await asyncio.sleep(0.01)
+
+
+async def test_pipelined_requests_are_answered_in_order(tmp_path):
+    async with running_app(tmp_path) as app:
+        reader, writer = await open_conn(app)
+        paths = ["/healthz", "/nope", "/api/nodes", "/ws", "/api/matches/none"] * 8
+        writer.write(b"".join(get(path) for path in paths))  # more than MAX_PIPELINED
+        assert len(paths) > MAX_PIPELINED
+        statuses = [(await read_response(reader))[0] for _ in paths]
+        assert statuses == [200, 404, 200, 426, 404] * 8
+        writer.write(get("/healthz"))  # and the connection goes on
+        assert (await read_response(reader))[0] == 200
+        writer.close()
+
+
+async def test_pipelined_requests_past_the_limit_are_left_unanswered_cleanly(tmp_path):
+    async with running_app(tmp_path, http_max_requests=3) as app:
+        reader, writer = await open_conn(app)
+        writer.write(get("/healthz") * 6)
+        answers = [await read_response(reader) for _ in range(3)]
+        assert [a[0] for a in answers] == [200] * 3
+        assert answers[-1][1]["connection"] == "close"
+        assert await closed_by_server(reader)  # the rest: the client retries elsewhere
+        writer.close()
+
+
+async def test_a_malformed_second_request_gets_a_json_error_and_a_close(tmp_path):
+    async with running_app(tmp_path) as app:
+        for bad, status, code in (
+            (b"NONSENSE\r\n\r\n", 400, "bad_request"),
+            (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400, "bad_request"),
+            (b"GET /healthz HTTP/1.1\r\nBad Name: x\r\n\r\n", 400, "bad_request"),
+            (b"GET /h\xc3\xa9 HTTP/1.1\r\n\r\n", 400, "bad_request"),
+            (b"GET / HTTP/2.0\r\n\r\n", 400, "bad_request"),
+            (b"POST /api/tokens HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 400, "bad_request"),
+            (get("/healthz", "X-Big: " + "b" * 20_000), 431, "headers_too_large"),
+            (get("/healthz?" + "a" * 20_000), 414, "request_line_too_long"),
+        ):
+            reader, writer = await open_conn(app)
+            # Pipelined behind a good request, with more after it that is never answered.
+            writer.write(get("/healthz") + bad + get("/healthz"))
+            assert (await read_response(reader))[0] == 200
+            got, headers, body = await read_response(reader)
+            assert (got, headers["connection"]) == (status, "close"), (bad[:20], got)
+            assert headers["content-type"] == "application/json"
+            assert json.loads(body)["error"]["code"] == code, body
+            assert await closed_by_server(reader)
+            writer.close()
+
+
+async def test_a_large_but_valid_request_head_is_answered(tmp_path):
+    # Over 8 KiB in all, each line under the 8 KiB limit (a big cookie, say).
+    async with running_app(tmp_path) as app:
+        reader, writer = await open_conn(app)
+        big = [f"X-Part-{i}: {'v' * 5000}" for i in range(3)]
+        writer.write(get("/healthz", *big) + get("/healthz"))
+        assert [(await read_response(reader))[0] for _ in range(2)] == [200, 200]
+        writer.close()
+
+
+async def test_websocket_upgrades_first_or_after_plain_requests(tmp_path):
+    async with running_app(tmp_path) as app:
+        ws = await raw_connect(app, None)  # a fresh connection, as every client does
+        assert unpack(await ws.recv())[0] == p.WELCOME
+        await ws.close()
+        # After two plain requests on the same connection (the upgrade pipelined
+        # behind the second): websockets reads it as a fresh handshake.
+        reader, writer = await open_conn(app)
+        writer.write(get("/healthz"))
+        assert (await read_response(reader))[0] == 200
+        writer.write(get("/api/nodes") + UPGRADE.encode())
+        assert (await read_response(reader))[0] == 200
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        frame = await reader.readexactly(2)
+        assert frame[0] == 0x82  # WELCOME: one binary frame
+        length = frame[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        payload = await reader.readexactly(length)
+        assert unpack(payload)[0] == p.WELCOME
+        assert app.http.open == 0 and app.connections == 1
+        writer.close()
+
+
+async def test_idle_keep_alive_connections_never_lock_others_out(tmp_path):
+    async with running_app(tmp_path, max_connections=4, authenticated_reserve=0.0) as app:
+        held = []
+        for _ in range(4):
+            reader, writer = await open_conn(app)
+            writer.write(get("/healthz"))
+            await read_response(reader)
+            held.append((reader, writer))
+        assert app.http.open == 4
+        # A websocket gets in: the connection idle the longest made room.
+        ws = await raw_connect(app, None)
+        assert unpack(await ws.recv())[0] == p.WELCOME
+        assert await closed_by_server(held[0][0])
+        assert app.open_connections() <= 4
+        # A new plain request too (another idle one goes), and the rest still work.
+        reader, writer = await open_conn(app)
+        writer.write(get("/healthz"))
+        assert (await read_response(reader))[0] == 200
+        assert await closed_by_server(held[1][0])
+        held[3][1].write(get("/healthz"))
+        assert (await read_response(held[3][0]))[0] == 200
+        assert app.open_connections() <= 4
+        await ws.close()
+        for _, w in [*held, (reader, writer)]:
+            w.close()
+
+
+async def test_a_server_at_its_limit_with_no_idle_connection_answers_and_closes(tmp_path):
+    async with running_app(tmp_path, max_connections=1, authenticated_reserve=0.0) as app:
+        ws = await raw_connect(app, None)
+        assert unpack(await ws.recv())[0] == p.WELCOME
+        reader, writer = await open_conn(app)
+        writer.write(get("/healthz"))
+        status, headers, _ = await read_response(reader)
+        assert (status, headers["connection"]) == (200, "close")
+        assert await closed_by_server(reader)
+        writer.close()
+        await ws.close()
+
+
+async def test_forwarded_requests_still_get_their_answer(tmp_path):
+    # A cluster node forwards with Connection: close and reads to EOF (server/proxy.py).
+    async with running_app(tmp_path) as app:
+        request = Request("/api/nodes", Headers([("Host", "x")]), "GET")
+        response = await forward(f"http://127.0.0.1:{app.port}", request, timeout=10)
+        assert response.status_code == 200 and json.loads(response.body) == {"nodes": []}
+
+
+async def test_a_stopping_server_closes_idle_keep_alive_connections(tmp_path):
+    async with running_app(tmp_path) as app:
+        reader, writer = await open_conn(app)
+        writer.write(get("/healthz"))
+        await read_response(reader)
+        await app.stop()
+        assert await closed_by_server(reader)
+        writer.close()
+
+
+def test_json_answers_hold_integers_past_64_bits():
+    # orjson refuses them; the answer falls back to the json module's encoding.
+    value = {"big": 2**70, "nested": {1: [1.5, None, "é"]}}
+    body = json_response(None, value).body  # type: ignore[arg-type]
+    assert json.loads(body) == {"big": 2**70, "nested": {"1": [1.5, None, "é"]}}
+    assert json.loads(json_response(None, {2: "x"}).body) == {"2": "x"}  # type: ignore[arg-type]

@@ -442,6 +442,16 @@ def stored_tallies(path: Path) -> set[str]:
         return {m for (m,) in db.execute("SELECT match_id FROM tallies")}
 
 
+async def stored_tallies_once(path: Path, want: set[str]) -> set[str]:
+    """The stored tallies once they are ``want`` (else as they are after about 4 s): a
+    running projection writes its file after it wakes its waiters."""
+    for _ in range(200):
+        if (stored := stored_tallies(path)) == want:
+            return stored
+        await asyncio.sleep(0.02)
+    return stored_tallies(path)
+
+
 async def test_interrupted_matches_leave_no_tally(tmp_path: Path) -> None:
     """A match interrupted without match_ended: its tally is dropped once the store's
     record is read-only, all its events are folded and it went quiet (at open, on the
@@ -491,12 +501,10 @@ async def test_interrupted_matches_leave_no_tally(tmp_path: Path) -> None:
         runner = asyncio.create_task(p.run(poll_interval=0.02, retire_interval=0.05))
         assert await p.wait_for(await store.last_position(), 10.0)
         assert "cut3" in p.state.tallies
+        assert await stored_tallies_once(boards, {"cut3"}) == {"cut3"}
         await store.update_match("cut3", status="interrupted")
-        for _ in range(200):
-            if not stored_tallies(boards):
-                break
-            await asyncio.sleep(0.02)
-        assert p.state.tallies == {} and stored_tallies(boards) == set()
+        assert await stored_tallies_once(boards, set()) == set()
+        assert p.state.tallies == {}
         runner.cancel()
         await p.rebuild()
         assert p.state.tallies == {} and stored_tallies(boards) == set()

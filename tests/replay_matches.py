@@ -1,5 +1,6 @@
 """Arena matches for the replay tests: the offline generator's bots, recorded into a
-real SQLite store, with the live state hashes the generator reported."""
+store, with the live state hashes the generator reported. The shared match is
+recorded once into memory; tests about SQLite files get it copied into one."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from games import ARENA, GAMES, open_test_store
+from games import ARENA, GAMES, open_test_store, store_over
 
 from replay.keyframes import rebuild_keyframes
 from replay.offline import simulate
 from replay.store.base import EventStore, MatchRecord
+from replay.store.copy import copy_store
+from replay.store.memory import MemoryRecorder
 
 # Ticks appended per wave of concurrent appends: the store's group commit writes
 # a wave in one or a few transactions instead of one fsync per tick.
@@ -90,6 +93,28 @@ async def record_match(
 
 
 @dataclass
+class MatchInMemory:
+    """Memory rows holding one recorded match (never opened themselves: copy them)."""
+
+    recorder: MemoryRecorder
+    match: Recorded
+
+    def store(self) -> EventStore:
+        """A fresh memory store (to open) over a copy of the rows: changes stay in it."""
+        return store_over(self.recorder.clone())
+
+
+def record_in_memory(**kwargs: Any) -> MatchInMemory:
+    recorder = MemoryRecorder()
+
+    async def run() -> Recorded:
+        async with store_over(recorder) as store:
+            return await record_match(store, **kwargs)
+
+    return MatchInMemory(recorder, asyncio.run(run()))
+
+
+@dataclass
 class MatchFile:
     """A closed SQLite store file holding one recorded match (copy it before changing it)."""
 
@@ -101,20 +126,35 @@ class MatchFile:
         return to
 
 
-def record_to_file(path: Path, **kwargs: Any) -> MatchFile:
-    async def run() -> Recorded:
-        async with open_test_store(str(path), synchronous="NORMAL") as store:
-            return await record_match(store, **kwargs)
+async def copy_to_file(rows: MemoryRecorder, path: Path) -> None:
+    """Copy memory rows into a new SQLite store file, as stored (same seqs, positions,
+    ids, keyframes, statuses)."""
+    async with (
+        EventStore(rows.clone()) as source,  # no catalogs: events copied as stored
+        open_test_store(str(path), synchronous="NORMAL") as target,
+    ):
+        await copy_store(source, target)
 
-    return MatchFile(path, asyncio.run(run()))
+
+_shared_match: list[MatchInMemory] = []
+_shared_file: list[MatchFile] = []
 
 
-_shared: list[MatchFile] = []
+def shared_arena_match() -> MatchInMemory:
+    """An ended 8-player, 20-second arena match with keyframes and every tick's live hash,
+    recorded into memory once per test session (test modules wrap this in their own
+    fixture and open a fresh copy per test)."""
+    if not _shared_match:
+        _shared_match.append(record_in_memory())
+    return _shared_match[0]
 
 
 def shared_arena_file(tmp_path_factory: Any) -> MatchFile:
-    """An ended 8-player, 20-second arena match with keyframes and every tick's live hash,
-    recorded once per test session (test modules wrap this in their own fixture)."""
-    if not _shared:
-        _shared.append(record_to_file(tmp_path_factory.mktemp("arena") / "match.db"))
-    return _shared[0]
+    """The shared arena match (:func:`shared_arena_match`) in an SQLite store file, for
+    the tests about files (damaged rows, old rows, the CLI on a file)."""
+    if not _shared_file:
+        memory = shared_arena_match()
+        path = tmp_path_factory.mktemp("arena") / "match.db"
+        asyncio.run(copy_to_file(memory.recorder, path))
+        _shared_file.append(MatchFile(path, memory.match))
+    return _shared_file[0]

@@ -1,6 +1,8 @@
-"""The leaderboard projection over a real SQLite event store filled by the offline
-generator: chunking, restarts, crashes (SIGKILL of a real child process), rebuilds,
-definition changes, periods and read-your-writes."""
+"""The leaderboard projection over an event store filled by the offline generator:
+chunking, restarts, crashes (SIGKILL of a real child process), rebuilds, definition
+changes, periods and read-your-writes. The boards are always the projection's own
+SQLite file; the events are in memory, except for the tests whose child processes
+(the crashing projection, the CLI) open the event store by its SQLite file."""
 
 from __future__ import annotations
 
@@ -16,32 +18,56 @@ import time
 from pathlib import Path
 
 import pytest
-from games import ARENA, METRICS, open_test_store
-from leaderboard_fixtures import PUBLIC, fill, record_matches
+from games import ARENA, METRICS, open_test_store, store_over
+from leaderboard_fixtures import PUBLIC, record_matches
+from replay_matches import copy_to_file
 
 from replay.leaderboards.definitions import BoardDefinition
 from replay.leaderboards.projection import LeaderboardProjection
 from replay.leaderboards.service import Leaderboards
+from replay.store.base import EventStore
+from replay.store.memory import MemoryRecorder
 
 HERE = Path(__file__).parent
 WEEK = 7 * 24 * 3600
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def filled() -> MemoryRecorder:
     """Six interleaved 8-player matches of 30 s (~15k events), created last week and
-    this week so the weekly board has two periods."""
-    path = tmp_path_factory.mktemp("lb") / "events.db"
+    this week so the weekly board has two periods: recorded once, into memory."""
+    recorder = MemoryRecorder()
     now = time.time()
-    asyncio.run(fill(str(path), count=3, seconds=30, seed=1, prefix="old", created_at=now - WEEK))
-    asyncio.run(fill(str(path), count=3, seconds=30, seed=9, prefix="new", created_at=now))
+
+    async def run() -> None:
+        async with store_over(recorder) as store:
+            await record_matches(
+                store, count=3, seconds=30, seed=1, prefix="old", created_at=now - WEEK
+            )
+            await record_matches(store, count=3, seconds=30, seed=9, prefix="new", created_at=now)
+
+    asyncio.run(run())
+    return recorder
+
+
+@pytest.fixture
+def events(filled: MemoryRecorder) -> MemoryRecorder:
+    """This test's own copy of the filled rows."""
+    return filled.clone()
+
+
+@pytest.fixture(scope="module")
+def filled_file(filled: MemoryRecorder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The filled rows in an SQLite store file, for child processes that open it."""
+    path = tmp_path_factory.mktemp("lb") / "events.db"
+    asyncio.run(copy_to_file(filled, path))
     return path
 
 
 @pytest.fixture
-def store_path(filled: Path, tmp_path: Path) -> Path:
+def store_path(filled_file: Path, tmp_path: Path) -> Path:
     path = tmp_path / "events.db"
-    shutil.copy(filled, path)
+    shutil.copy(filled_file, path)
     return path
 
 
@@ -60,11 +86,16 @@ def ranks(p: LeaderboardProjection) -> dict[tuple[str, str], list[tuple]]:
     }
 
 
-async def full_build(
-    store_path: Path, boards: Path, read_only: bool = True, **kw
-) -> LeaderboardProjection:
-    # A reader takes no writer lock: several may be open on one store at once.
-    store = open_test_store(str(store_path), read_only=read_only)
+def open_events(events: Path | MemoryRecorder) -> EventStore:
+    """The event store (to open) over memory rows or an SQLite file; a file is opened
+    read-only, without the writer lock: several readers may be open on one at once."""
+    if isinstance(events, Path):
+        return open_test_store(str(events), read_only=True)
+    return store_over(events)
+
+
+async def full_build(events: Path | MemoryRecorder, boards: Path, **kw) -> LeaderboardProjection:
+    store = open_events(events)
     await store.open()
     kw.setdefault("definitions", ARENA.default_boards())
     p = LeaderboardProjection(store, str(boards), metrics=METRICS, **kw)
@@ -78,15 +109,17 @@ async def close(p: LeaderboardProjection) -> None:
     await p.store.close()
 
 
-async def test_chunking_and_restarts_do_not_change_the_boards(store_path: Path, tmp_path) -> None:
-    ref = await full_build(store_path, tmp_path / "ref.sqlite", read_limit=100_000)
+async def test_chunking_and_restarts_do_not_change_the_boards(
+    events: MemoryRecorder, tmp_path
+) -> None:
+    ref = await full_build(events, tmp_path / "ref.sqlite", read_limit=100_000)
     assert ref.position == await ref.store.last_position()
     expected_ranks = ranks(ref)
     await close(ref)
     # Small chunks, closing and reopening every few chunks: the same boards.
     boards = tmp_path / "b.sqlite"
     while True:
-        store = open_test_store(str(store_path))
+        store = store_over(events)
         await store.open()
         p = LeaderboardProjection(
             store, str(boards), ARENA.default_boards(), METRICS, read_limit=37
@@ -159,8 +192,8 @@ def test_killed_projection_resumes_exactly(store_path: Path, tmp_path: Path) -> 
     asyncio.run(compare())
 
 
-async def test_rebuild_builds_aside_while_queries_answer(store_path: Path, tmp_path) -> None:
-    p = await full_build(store_path, tmp_path / "b.sqlite", read_limit=200)
+async def test_rebuild_builds_aside_while_queries_answer(events: MemoryRecorder, tmp_path) -> None:
+    p = await full_build(events, tmp_path / "b.sqlite", read_limit=200)
     svc = Leaderboards(p)
     before = svc.top("kills", limit=1000)
     expected = ranks(p)
@@ -189,18 +222,18 @@ async def test_rebuild_builds_aside_while_queries_answer(store_path: Path, tmp_p
     assert ranks(p) == expected
     await close(p)
     assert rows(tmp_path / "b.sqlite")[0] == rows(tmp_path / "b.sqlite")[0]
-    ref = await full_build(store_path, tmp_path / "ref.sqlite")
+    ref = await full_build(events, tmp_path / "ref.sqlite")
     assert rows(tmp_path / "b.sqlite") == rows(tmp_path / "ref.sqlite")
     await close(ref)
 
 
-async def test_changed_definitions_are_rebuilt_on_open(store_path: Path, tmp_path) -> None:
+async def test_changed_definitions_are_rebuilt_on_open(events: MemoryRecorder, tmp_path) -> None:
     boards = tmp_path / "b.sqlite"
-    await close(await full_build(store_path, boards))
+    await close(await full_build(events, boards))
     deaths = BoardDefinition("deaths", "deaths", "incr", order="asc")
     changed = [*ARENA.default_boards()[:1], BoardDefinition("wins", "wins", "decr"), deaths]
-    p = await full_build(store_path, boards, definitions=changed)
-    ref = await full_build(store_path, tmp_path / "ref.sqlite", definitions=changed)
+    p = await full_build(events, boards, definitions=changed)
+    ref = await full_build(events, tmp_path / "ref.sqlite", definitions=changed)
     assert ranks(p) == ranks(ref)
     assert rows(boards) == rows(tmp_path / "ref.sqlite")
     assert {b for b, *_ in rows(boards)[0]} == {"kills", "wins", "deaths"}
@@ -209,8 +242,8 @@ async def test_changed_definitions_are_rebuilt_on_open(store_path: Path, tmp_pat
     await close(ref)
 
 
-async def test_periods_and_queries(store_path: Path, tmp_path) -> None:
-    p = await full_build(store_path, tmp_path / "b.sqlite")
+async def test_periods_and_queries(events: MemoryRecorder, tmp_path) -> None:
+    p = await full_build(events, tmp_path / "b.sqlite")
     svc = Leaderboards(p)
     periods = svc.periods("kills_weekly")
     assert len(periods["periods"]) == 2 and periods["current"] == periods["periods"][0]
@@ -240,8 +273,8 @@ async def test_periods_and_queries(store_path: Path, tmp_path) -> None:
     await close(p)
 
 
-async def test_wait_for_a_position_gives_read_your_writes(store_path: Path, tmp_path) -> None:
-    p = await full_build(store_path, tmp_path / "b.sqlite", read_only=False)  # it appends
+async def test_wait_for_a_position_gives_read_your_writes(events: MemoryRecorder, tmp_path) -> None:
+    p = await full_build(events, tmp_path / "b.sqlite")  # it appends
     svc = Leaderboards(p)
     runner = asyncio.create_task(p.run(poll_interval=0.05))
     start = p.position
@@ -257,13 +290,11 @@ async def test_wait_for_a_position_gives_read_your_writes(store_path: Path, tmp_
     await close(p)
 
 
-async def test_read_all_batches_matches_read_all(store_path: Path) -> None:
+async def test_read_all_batches_matches_read_all(events: MemoryRecorder) -> None:
     """The store's batch read (added for the projection) yields exactly read_all's
     events, from any position, including one inside a stored batch; so does the
     interface's default built on read_all (what other backends get)."""
-    from replay.store.base import EventStore
-
-    store = open_test_store(str(store_path))
+    store = store_over(events)
     await store.open()
     try:
         last = await store.last_position()
@@ -411,13 +442,23 @@ def stored_tallies(path: Path) -> set[str]:
         return {m for (m,) in db.execute("SELECT match_id FROM tallies")}
 
 
+async def stored_tallies_once(path: Path, want: set[str]) -> set[str]:
+    """The stored tallies once they are ``want`` (else as they are after about 4 s): a
+    running projection writes its file after it wakes its waiters."""
+    for _ in range(200):
+        if (stored := stored_tallies(path)) == want:
+            return stored
+        await asyncio.sleep(0.02)
+    return stored_tallies(path)
+
+
 async def test_interrupted_matches_leave_no_tally(tmp_path: Path) -> None:
     """A match interrupted without match_ended: its tally is dropped once the store's
     record is read-only, all its events are folded and it went quiet (at open, on the
     periodic check of run(), after a rebuild), never earlier; the boards stay those of
     a rebuild."""
-    store_path, boards = tmp_path / "events.db", tmp_path / "b.sqlite"
-    store = open_test_store(str(store_path))
+    events, boards = MemoryRecorder(), tmp_path / "b.sqlite"
+    store = store_over(events)
     await store.open()
     p = LeaderboardProjection(store, str(boards), ARENA.default_boards(), METRICS, read_limit=20)
     runner: asyncio.Task[None] | None = None
@@ -460,12 +501,10 @@ async def test_interrupted_matches_leave_no_tally(tmp_path: Path) -> None:
         runner = asyncio.create_task(p.run(poll_interval=0.02, retire_interval=0.05))
         assert await p.wait_for(await store.last_position(), 10.0)
         assert "cut3" in p.state.tallies
+        assert await stored_tallies_once(boards, {"cut3"}) == {"cut3"}
         await store.update_match("cut3", status="interrupted")
-        for _ in range(200):
-            if not stored_tallies(boards):
-                break
-            await asyncio.sleep(0.02)
-        assert p.state.tallies == {} and stored_tallies(boards) == set()
+        assert await stored_tallies_once(boards, set()) == set()
+        assert p.state.tallies == {}
         runner.cancel()
         await p.rebuild()
         assert p.state.tallies == {} and stored_tallies(boards) == set()
@@ -476,6 +515,6 @@ async def test_interrupted_matches_leave_no_tally(tmp_path: Path) -> None:
         await p.close()
         await store.close()
 
-    ref = await full_build(store_path, tmp_path / "ref.sqlite")
+    ref = await full_build(events, tmp_path / "ref.sqlite")
     assert rows(boards) == rows(tmp_path / "ref.sqlite")
     await close(ref)

@@ -3,7 +3,7 @@ whether the projection folded the abandoned ticks before the rewind or not, afte
 rewinds, after a rewind into an abandoned branch, across a projection restart, and a
 fork counting only what happens in it. Each time the boards equal a fresh rebuild over
 the same store and the surviving timeline's own tally. Matches are played tick by tick
-through the match machine into a real SQLite store (tests/rewind_driver.py); the same
+through the match machine into a memory store (tests/rewind_driver.py); the same
 on a real server: tests/test_leaderboard_rewind_server.py."""
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ async def kills_between(store: EventStore, match_id: str, lo: int, hi: int) -> i
 async def test_a_rewind_after_the_abandoned_ticks_were_counted_takes_them_back(
     tmp_path: Path, caplog
 ) -> None:
-    store = open_test_store(tmp_path / "s.db")
+    store = open_test_store("memory:")
     await store.open()
     p = LeaderboardProjection(store, str(tmp_path / "b.sqlite"), BOARDS, METRICS)
     await p.open()
@@ -168,7 +168,7 @@ async def test_a_rewind_before_the_abandoned_ticks_were_folded_costs_no_rebuild(
     2 s spectator delay: its abandoned ticks wait behind the visibility edge, 60 ticks
     behind its newest, when the rewind comes). Either way they are passed over, with no
     rebuild."""
-    store = open_test_store(tmp_path / "s.db")
+    store = open_test_store("memory:")
     await store.open()
     p = LeaderboardProjection(store, str(tmp_path / "b.sqlite"), BOARDS, METRICS)
     await p.open()
@@ -205,7 +205,7 @@ async def test_two_rewinds_the_second_into_the_abandoned_branch_across_restarts(
     """Rewind to 120 at 301, then at 451 to 250, a tick of the first rewind's abandoned
     branch: 121..250 are revived. The projection is restarted between each step (what it
     keeps per live match is in its read model), and the match is played to its end."""
-    store = open_test_store(tmp_path / "s.db")
+    store = open_test_store("memory:")
     await store.open()
     boards = str(tmp_path / "b.sqlite")
     try:
@@ -241,7 +241,7 @@ async def test_two_rewinds_the_second_into_the_abandoned_branch_across_restarts(
 async def test_a_rewind_due_when_the_projection_stopped_is_done_at_open(tmp_path: Path) -> None:
     """The projection stops between folding a rewind and its rebuild (the rebuild fails
     here): the due rebuild is kept with the checkpoint and done at the next open."""
-    store = open_test_store(tmp_path / "s.db")
+    store = open_test_store("memory:")
     await store.open()
     boards = str(tmp_path / "b.sqlite")
     try:

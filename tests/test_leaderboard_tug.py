@@ -1,7 +1,7 @@
 """Leaderboards over a second game: tug of war (tests/games/tug.py), whose events,
-tally and metrics have nothing of arena's. Its matches are recorded into a real
-SQLite store beside arena's; boards over its metrics rank what its events say and
-equal a rebuild."""
+tally and metrics have nothing of arena's. Its matches are recorded into a memory
+store beside arena's; boards over its metrics rank what its events say and equal a
+rebuild."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def ranked(board) -> list[tuple[str, int, int]]:
 
 
 async def test_boards_over_tug_rank_its_metrics_and_equal_a_rebuild(tmp_path: Path) -> None:
-    store = open_test_store(str(tmp_path / "events.db"), synchronous="NORMAL")
+    store = open_test_store("memory:")
     await store.open()
     try:
         await record_matches(store, 1, players=4, seconds=5, prefix="arena")

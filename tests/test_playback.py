@@ -1,14 +1,14 @@
-"""Playback: frame order, states, controls, paced speed (virtual clock), live follow."""
+"""Playback: frame order, states, controls, paced speed (virtual clock), live follow;
+over memory stores."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from games import ARENA, GAMES, open_test_store
-from replay_matches import MatchFile, record_match, shared_arena_file
+from replay_matches import MatchInMemory, record_match, shared_arena_match
 
 from replay.engine import ReplayEngine
 from replay.errors import TickOutOfRangeError
@@ -19,12 +19,12 @@ RULES = ARENA
 
 
 @pytest.fixture(scope="session")
-def arena_file(tmp_path_factory: pytest.TempPathFactory) -> MatchFile:
-    return shared_arena_file(tmp_path_factory)
+def arena() -> MatchInMemory:
+    return shared_arena_match()
 
 
-async def test_frames_cover_every_tick_with_its_events(arena_file: MatchFile) -> None:
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_frames_cover_every_tick_with_its_events(arena: MatchInMemory) -> None:
+    async with arena.store() as store:
         by_tick: dict[int, list[tuple[object, ...]]] = defaultdict(list)
         for e in await store.read_ticks("m1", 100, 400):
             by_tick[e.tick].append((e.type, e.version, e.tick, e.data))
@@ -35,9 +35,9 @@ async def test_frames_cover_every_tick_with_its_events(arena_file: MatchFile) ->
         assert {f.tick: f.events for f in frames if f.events} == by_tick
 
 
-async def test_frames_with_state_match_the_live_hashes(arena_file: MatchFile) -> None:
-    match = arena_file.match
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_frames_with_state_match_the_live_hashes(arena: MatchInMemory) -> None:
+    match = arena.match
+    async with arena.store() as store:
         playback = Playback(
             ReplayEngine(store, GAMES), "m1", start=140, with_state=True, speed=None
         )
@@ -56,9 +56,9 @@ async def _blocked(playback: Playback) -> asyncio.Task[Frame]:
     return task
 
 
-async def test_pause_step_resume_and_seek_backwards(arena_file: MatchFile) -> None:
-    match = arena_file.match
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_pause_step_resume_and_seek_backwards(arena: MatchInMemory) -> None:
+    match = arena.match
+    async with arena.store() as store:
         playback = Playback(
             ReplayEngine(store, GAMES), "m1", start=300, with_state=True, speed=None
         )
@@ -103,8 +103,8 @@ class VirtualClock:
         await asyncio.sleep(0)
 
 
-async def test_speed_paces_frames_by_the_match_tick_rate(arena_file: MatchFile) -> None:
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_speed_paces_frames_by_the_match_tick_rate(arena: MatchInMemory) -> None:
+    async with arena.store() as store:
         clock = VirtualClock()
         playback = Playback(
             ReplayEngine(store, GAMES), "m1", start=10, speed=2.0, clock=clock, sleep=clock.sleep
@@ -138,11 +138,8 @@ async def _copy_ticks(src: EventStore, dst: EventStore, from_tick: int, to_tick:
             await dst.append("live", events, batch.first_seq - 1, first_id=batch.first_id)
 
 
-async def test_live_follow_plays_up_to_the_edge_then_follows_it(tmp_path: Path) -> None:
-    async with (
-        open_test_store(str(tmp_path / "full.db"), synchronous="NORMAL") as full,
-        open_test_store(str(tmp_path / "live.db"), synchronous="NORMAL") as live,
-    ):
+async def test_live_follow_plays_up_to_the_edge_then_follows_it() -> None:
+    async with open_test_store("memory:") as full, open_test_store("memory:") as live:
         # The whole match, recorded elsewhere, is fed to the live store tick range by range.
         rec = await record_match(full, "live", seconds=60, max_ticks=400, keyframes=False)
         record = await full.get_match("live")
@@ -172,8 +169,8 @@ async def test_live_follow_plays_up_to_the_edge_then_follows_it(tmp_path: Path) 
             assert RULES.state_hash(f.state) == rec.hashes[f.tick], f.tick
 
 
-async def test_without_follow_a_live_match_stops_at_the_edge(tmp_path: Path) -> None:
-    async with open_test_store(str(tmp_path / "edge.db"), synchronous="NORMAL") as store:
+async def test_without_follow_a_live_match_stops_at_the_edge() -> None:
+    async with open_test_store("memory:") as store:
         await record_match(store, "live", seconds=60, max_ticks=120, keyframes=False, end=False)
         frames = [
             f async for f in Playback(ReplayEngine(store, GAMES), "live", start=100, speed=None)
@@ -181,8 +178,8 @@ async def test_without_follow_a_live_match_stops_at_the_edge(tmp_path: Path) -> 
         assert [f.tick for f in frames] == list(range(100, 121))
 
 
-async def test_seek_back_while_waiting_at_the_live_edge(tmp_path: Path) -> None:
-    async with open_test_store(str(tmp_path / "wait.db"), synchronous="NORMAL") as store:
+async def test_seek_back_while_waiting_at_the_live_edge() -> None:
+    async with open_test_store("memory:") as store:
         rec = await record_match(
             store, "live", seconds=60, max_ticks=120, keyframes=False, end=False
         )
@@ -212,9 +209,9 @@ def _fold(reset: Reset) -> object:
     return state
 
 
-async def test_reset_is_a_keyframe_state_and_the_frames_after_it(arena_file: MatchFile) -> None:
-    match = arena_file.match
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_reset_is_a_keyframe_state_and_the_frames_after_it(arena: MatchInMemory) -> None:
+    match = arena.match
+    async with arena.store() as store:
         playback = Playback(ReplayEngine(store, GAMES), "m1", with_state=True, speed=None)
         reset = await playback.reset(500)
         assert reset.tick == 450 and RULES.state_hash(reset.state) == match.hashes[450]
@@ -234,9 +231,9 @@ async def test_reset_is_a_keyframe_state_and_the_frames_after_it(arena_file: Mat
         assert playback.position == 102  # unchanged by the refused reset
 
 
-async def test_an_edge_caps_frames_and_seeks_and_may_move(arena_file: MatchFile) -> None:
+async def test_an_edge_caps_frames_and_seeks_and_may_move(arena: MatchInMemory) -> None:
     edge = [20]
-    async with open_test_store(str(arena_file.path)) as store:
+    async with arena.store() as store:
         playback = Playback(
             ReplayEngine(store, GAMES), "m1", start=10, speed=None, edge=lambda: edge[0]
         )
@@ -261,9 +258,9 @@ async def test_an_edge_caps_frames_and_seeks_and_may_move(arena_file: MatchFile)
             playback.step(0)
 
 
-async def test_shows_continues_after_a_tick_reached_elsewhere(arena_file: MatchFile) -> None:
-    match = arena_file.match
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_shows_continues_after_a_tick_reached_elsewhere(arena: MatchInMemory) -> None:
+    match = arena.match
+    async with arena.store() as store:
         playback = Playback(ReplayEngine(store, GAMES), "m1", with_state=True, speed=None)
         playback.shows(40)  # e.g. a live feed brought the viewer to tick 40
         frame = await anext(playback)

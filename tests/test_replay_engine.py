@@ -1,5 +1,6 @@
 """The replay engine against the live simulation: exact at every tick, keyframes
-skipped when bad, bounded cache, live matches, keyframe rebuilds."""
+skipped when bad, bounded cache, live matches, keyframe rebuilds. Over memory
+stores, except where the test damages or hand-writes an SQLite file's rows."""
 
 from __future__ import annotations
 
@@ -9,13 +10,24 @@ from pathlib import Path
 
 import pytest
 from games import ARENA, GAMES, open_test_store
-from replay_matches import MatchFile, record_match, shared_arena_file
+from replay_matches import (
+    MatchFile,
+    MatchInMemory,
+    record_match,
+    shared_arena_file,
+    shared_arena_match,
+)
 
 from replay.engine import ReplayEngine
 from replay.errors import TickOutOfRangeError, UnknownMatchError
 from replay.keyframes import checksum, keyframe_interval_ticks, rebuild_keyframes
 
 RULES = ARENA
+
+
+@pytest.fixture(scope="session")
+def arena() -> MatchInMemory:
+    return shared_arena_match()
 
 
 @pytest.fixture(scope="session")
@@ -27,19 +39,19 @@ def h(state: object) -> bytes:
     return RULES.state_hash(state)
 
 
-async def test_every_tick_equals_the_live_hash(arena_file: MatchFile) -> None:
-    match = arena_file.match
+async def test_every_tick_equals_the_live_hash(arena: MatchInMemory) -> None:
+    match = arena.match
     assert set(match.hashes) == set(range(match.last_tick + 1))
-    async with open_test_store(str(arena_file.path)) as store:
+    async with arena.store() as store:
         engine = ReplayEngine(store, GAMES)
         for tick, live in match.hashes.items():
             assert h(await engine.state_at(match.match_id, tick)) == live, tick
 
 
-async def test_cold_seeks_start_from_the_nearest_keyframe(arena_file: MatchFile) -> None:
-    match = arena_file.match
+async def test_cold_seeks_start_from_the_nearest_keyframe(arena: MatchInMemory) -> None:
+    match = arena.match
     interval = keyframe_interval_ticks(30)
-    async with open_test_store(str(arena_file.path)) as store:
+    async with arena.store() as store:
         kf_ticks = await store.keyframe_ticks(match.match_id)
         assert kf_ticks == list(range(interval, match.last_tick + 1, interval))
         probes = [0, 1, interval - 1, *kf_ticks, *(t + 1 for t in kf_ticks), match.last_tick]
@@ -52,9 +64,9 @@ async def test_cold_seeks_start_from_the_nearest_keyframe(arena_file: MatchFile)
             assert engine.stats.from_start == (1 if expected_base == -1 else 0)
 
 
-async def test_answers_are_copies_and_repeats_hit_the_cache(arena_file: MatchFile) -> None:
-    match = arena_file.match
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_answers_are_copies_and_repeats_hit_the_cache(arena: MatchInMemory) -> None:
+    match = arena.match
+    async with arena.store() as store:
         engine = ReplayEngine(store, GAMES)
         first = await engine.state_at(match.match_id, 400)
         first.x[:] = 12345  # the caller owns its copy
@@ -67,9 +79,9 @@ async def test_answers_are_copies_and_repeats_hit_the_cache(arena_file: MatchFil
         assert engine.stats.last_base_tick == 400
 
 
-async def test_cache_stays_within_its_byte_budget(arena_file: MatchFile) -> None:
-    match = arena_file.match
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_cache_stays_within_its_byte_budget(arena: MatchInMemory) -> None:
+    match = arena.match
+    async with arena.store() as store:
         one = len(RULES.encode_state(await ReplayEngine(store, GAMES).state_at(match.match_id, 10)))
         engine = ReplayEngine(store, GAMES, cache_bytes=3 * one)
         for tick in range(0, match.last_tick, 37):
@@ -78,9 +90,9 @@ async def test_cache_stays_within_its_byte_budget(arena_file: MatchFile) -> None
         assert 1 <= len(engine.cache) <= 3
 
 
-async def test_ticks_outside_the_match_are_typed_errors(arena_file: MatchFile) -> None:
-    match = arena_file.match
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_ticks_outside_the_match_are_typed_errors(arena: MatchInMemory) -> None:
+    match = arena.match
+    async with arena.store() as store:
         engine = ReplayEngine(store, GAMES)
         for bad in (-1, match.last_tick + 1, 10**9):
             with pytest.raises(TickOutOfRangeError) as err:
@@ -132,8 +144,8 @@ async def test_keyframe_of_unknown_format_is_skipped(
         assert "format 99" in caplog.text and "undecodable" in caplog.text
 
 
-async def test_live_match_up_to_its_latest_durable_tick(tmp_path: Path) -> None:
-    async with open_test_store(str(tmp_path / "live.db"), synchronous="NORMAL") as store:
+async def test_live_match_up_to_its_latest_durable_tick() -> None:
+    async with open_test_store("memory:") as store:
         first = await record_match(
             store, "live", seconds=60, max_ticks=200, keyframes=False, end=False
         )
@@ -144,7 +156,7 @@ async def test_live_match_up_to_its_latest_durable_tick(tmp_path: Path) -> None:
         assert (await engine.match("live")).status == "running"
         # More ticks arrive (recorded here by replaying the same seed further):
         # the engine sees the new edge without being told.
-        async with open_test_store(str(tmp_path / "longer.db"), synchronous="NORMAL") as other:
+        async with open_test_store("memory:") as other:
             longer = await record_match(
                 other, "live", seconds=60, max_ticks=400, keyframes=False, end=False
             )
@@ -155,8 +167,8 @@ async def test_live_match_up_to_its_latest_durable_tick(tmp_path: Path) -> None:
         assert longer.hashes[200] == first.hashes[200]
 
 
-async def test_rebuild_writes_keyframes_every_interval(tmp_path: Path) -> None:
-    async with open_test_store(str(tmp_path / "rebuild.db"), synchronous="NORMAL") as store:
+async def test_rebuild_writes_keyframes_every_interval() -> None:
+    async with open_test_store("memory:") as store:
         match = await record_match(store, seconds=12, keyframes=False)
         assert await store.keyframe_ticks("m1") == []
         written = await rebuild_keyframes(store, GAMES, "m1", seconds=2.0)
@@ -171,9 +183,9 @@ async def test_rebuild_writes_keyframes_every_interval(tmp_path: Path) -> None:
             )
 
 
-async def test_scoreboard_at_any_tick(arena_file: MatchFile) -> None:
-    match = arena_file.match
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_scoreboard_at_any_tick(arena: MatchInMemory) -> None:
+    match = arena.match
+    async with arena.store() as store:
         engine = ReplayEngine(store, GAMES)
         final = await engine.scoreboard_at(match.match_id, match.last_tick)
         kills = sum(r["kills"] for r in final)
@@ -192,14 +204,11 @@ async def test_scoreboard_at_any_tick(arena_file: MatchFile) -> None:
         )
 
 
-async def test_old_schema_events_replay_through_upcasters(tmp_path: Path) -> None:
+async def test_old_schema_events_replay_through_upcasters() -> None:
     """A match whose ``joined`` events were stored at version 1 (no display name)."""
     joined = RULES.catalog.by_name("joined")
     assert joined.version == 2
-    async with (
-        open_test_store(str(tmp_path / "new.db"), synchronous="NORMAL") as new,
-        open_test_store(str(tmp_path / "old.db"), synchronous="NORMAL") as old,
-    ):
+    async with open_test_store("memory:") as new, open_test_store("memory:") as old:
         await record_match(new, seconds=10, keyframes=False)
         record = await new.get_match("m1")
         await old.create_match(record.with_changes(status="running", ended_at=None))

@@ -1,5 +1,6 @@
 """The .mrp replay file: exact round trip, direct playback, and every bad file refused
-with a typed error and nothing imported. The CLI runs as a real child process."""
+with a typed error and nothing imported. Exports and imports go through memory stores;
+the CLI runs as a real child process on an SQLite store file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from games import ARENA, GAMES, open_test_store
-from replay_matches import MatchFile, shared_arena_file
+from replay_matches import MatchFile, MatchInMemory, shared_arena_file, shared_arena_match
 
 from replay.engine import ReplayEngine
 from replay.errors import (
@@ -35,18 +36,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
+def arena() -> MatchInMemory:
+    return shared_arena_match()
+
+
+@pytest.fixture(scope="session")
 def arena_file(tmp_path_factory: pytest.TempPathFactory) -> MatchFile:
     return shared_arena_file(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def exported(arena_file: MatchFile, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def exported(arena: MatchInMemory, tmp_path_factory: pytest.TempPathFactory) -> Path:
     import asyncio
 
     path = tmp_path_factory.mktemp("mrp") / "m1.mrp"
 
     async def run() -> None:
-        async with open_test_store(str(arena_file.path)) as store:
+        async with arena.store() as store:
             await export_match(store, "m1", path)
 
     asyncio.run(run())
@@ -57,14 +63,9 @@ def _events(events: list) -> list[tuple]:
     return [(e.seq, e.tick, e.type, e.version, e.data, e.id) for e in events]
 
 
-async def test_export_then_import_round_trips_exactly(
-    arena_file: MatchFile, exported: Path, tmp_path: Path
-) -> None:
-    match = arena_file.match
-    async with (
-        open_test_store(str(arena_file.path)) as source,
-        open_test_store(str(tmp_path / "target.db"), synchronous="NORMAL") as target,
-    ):
+async def test_export_then_import_round_trips_exactly(arena: MatchInMemory, exported: Path) -> None:
+    match = arena.match
+    async with arena.store() as source, open_test_store("memory:") as target:
         imported = await import_replay(exported, target)
         original = await source.get_match("m1")
         for field in ("game", "rules_version", "tick_rate", "players", "settings", "seed"):
@@ -84,14 +85,14 @@ async def test_export_then_import_round_trips_exactly(
             assert RULES.state_hash(await engine.state_at("m1", tick)) == match.hashes[tick]
 
 
-async def test_the_engine_plays_the_file_directly(arena_file: MatchFile, exported: Path) -> None:
-    match = arena_file.match
+async def test_the_engine_plays_the_file_directly(arena: MatchInMemory, exported: Path) -> None:
+    match = arena.match
     with ReplayFileReader(exported, GAMES.catalogs()) as reader:
         engine = ReplayEngine(reader, GAMES)
         for tick, live in match.hashes.items():
             assert RULES.state_hash(await engine.state_at("m1", tick)) == live, tick
         assert engine.stats.from_keyframe > 0
-        async with open_test_store(str(arena_file.path)) as store:
+        async with arena.store() as store:
             from_store = [f async for f in Playback(ReplayEngine(store, GAMES), "m1", speed=None)]
         from_file = [f async for f in Playback(engine, "m1", speed=None)]
         assert from_file == from_store
@@ -147,7 +148,7 @@ async def _assert_empty(store: EventStore) -> None:
 async def test_bad_files_are_refused_and_nothing_is_imported(
     exported: Path, tmp_path: Path
 ) -> None:
-    async with open_test_store(str(tmp_path / "target.db"), synchronous="NORMAL") as store:
+    async with open_test_store("memory:") as store:
         for name, (data, error) in _bad_files(exported).items():
             path = tmp_path / f"{name}.mrp"
             path.write_bytes(data)
@@ -168,8 +169,8 @@ async def test_bad_files_are_refused_and_nothing_is_imported(
             )
 
 
-async def test_an_existing_match_id_is_refused(exported: Path, tmp_path: Path) -> None:
-    async with open_test_store(str(tmp_path / "target.db"), synchronous="NORMAL") as store:
+async def test_an_existing_match_id_is_refused(exported: Path) -> None:
+    async with open_test_store("memory:") as store:
         first = await import_replay(exported, store)
         with pytest.raises(MatchExistsError) as err:
             await import_replay(exported, store)
@@ -252,7 +253,7 @@ async def test_a_file_holding_old_schema_events_is_upcast_on_read(tmp_path: Path
     expected = RULES.initial_state({}, 0)
     RULES.evolve(expected, raw, raw[-1][2])
     assert RULES.state_hash(state) == RULES.state_hash(expected)
-    async with open_test_store(str(tmp_path / "target.db"), synchronous="NORMAL") as store:
+    async with open_test_store("memory:") as store:
         await import_replay(path, store)
         joined = [e for e in await store.read("old") if e.type == 3]
         assert [e.data for e in joined] == [(0, "alice", "alice"), (1, "bob", "bob")]

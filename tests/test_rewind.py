@@ -1,5 +1,5 @@
 """Rewinding a match (replay/machine.py, replay/fold.py): the machine, the stream and the
-engine, on bot matches recorded into a real SQLite store."""
+engine, on bot matches recorded into memory stores."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from replay.timeline import Timeline, abandoned_ranges
 PLAYERS = 8
 
 
-async def _rewound_match(path: Path) -> Driver:
+async def _rewound_match() -> Driver:
     """Play to 300, rewind to 120 (B = 301), play to 450, rewind to 250 (a tick of the
     abandoned branch, B = 451), play to 600."""
-    store = open_test_store(path)
+    store = open_test_store("memory:")
     await store.open()
     rules, settings = await create(store, "m", players=PLAYERS, seconds=60)
     driver = Driver(store, "m", rules, settings, seed=5)
@@ -36,8 +36,8 @@ async def _rewound_match(path: Path) -> Driver:
 
 
 @pytest.fixture
-async def rewound(tmp_path: Path):
-    driver = await _rewound_match(tmp_path / "m.db")
+async def rewound():
+    driver = await _rewound_match()
     yield driver
     await driver.store.close()
 
@@ -83,10 +83,8 @@ async def test_stream_stays_monotonic_and_keeps_the_abandoned_ticks(rewound: Dri
     assert any(e.tick == 200 and e.type < SYSTEM_INPUTS for e in events)
 
 
-async def test_inputs_for_abandoned_ticks_are_acked_not_applied_and_stay_duplicates(
-    tmp_path: Path,
-) -> None:
-    async with open_test_store(tmp_path / "m.db") as store:
+async def test_inputs_for_abandoned_ticks_are_acked_not_applied_and_stay_duplicates() -> None:
+    async with open_test_store("memory:") as store:
         rules, settings = await create(store, "m", players=4, seconds=30)
         driver = Driver(store, "m", rules, settings, seed=3)
         driver.join_all(4)
@@ -112,8 +110,8 @@ async def test_inputs_for_abandoned_ticks_are_acked_not_applied_and_stay_duplica
         assert seat_of[player] not in after.acks[::2]
 
 
-async def test_refused_rewinds_have_codes(tmp_path: Path) -> None:
-    async with open_test_store(tmp_path / "m.db") as store:
+async def test_refused_rewinds_have_codes() -> None:
+    async with open_test_store("memory:") as store:
         rules, settings = await create(store, "m", players=2, seconds=30)
         driver = Driver(store, "m", rules, settings, seed=3)
         driver.join_all(2)
@@ -165,7 +163,7 @@ async def test_export_and_import_round_trip_a_rewound_match(
         from_file = ReplayEngine(reader, GAMES)
         for tick in (120, 250, 300, 301, 451, 600):
             assert ARENA.state_hash(await from_file.state_at("m", tick)) == played.hashes[tick]
-    async with open_test_store(tmp_path / "imported.db") as other:
+    async with open_test_store("memory:") as other:
         await import_replay(path, other)
         imported = ReplayEngine(other, GAMES)
         for tick in (119, 301, 302, 450, 451, 599):

@@ -17,8 +17,9 @@ from store_contract import record, tick_batch
 
 from replay.codec import encode_batch
 from replay.errors import LeaseLostError, MatchEndedError, StoreUnavailableError
+from replay.keyframes import checksum
 from replay.store import open_store
-from replay.store.base import EventStore
+from replay.store.base import EventStore, Keyframe
 from replay.store.memory import MemoryRecorder
 from replay.store.postgres import SCHEMA_VERSION as PG_SCHEMA
 from replay.store.postgres import PostgresRecorder
@@ -590,3 +591,40 @@ async def test_a_group_gathered_during_a_commit_is_sent_at_once(pg_url: str) -> 
         assert running[1] == 2
         assert got[0].last_position + 1 == got[1].first_position  # no gap, no overlap
         assert await store.last_position() == got[1].last_position
+
+
+def test_a_memory_clone_is_independent_and_bound_to_no_event_loop() -> None:
+    """``MemoryRecorder.clone`` (tests record once, then each opens its own copy): the
+    copy holds the same rows and keyframes, what is written to it stays in it, and it
+    serves an event loop other than the one the original was filled in (a wait for a
+    commit waits there, and the commit wakes it)."""
+    original = MemoryRecorder()
+    m = record()
+
+    async def fill() -> None:
+        async with EventStore(original) as store:
+            await store.create_match(m)
+            await store.append(m.match_id, tick_batch(0, 3), 0)
+            await store.append(m.match_id, tick_batch(1, 2), 3)
+            await store.put_keyframe(Keyframe(m.match_id, 1, 1, b"state", checksum(b"state")))
+            await store.wait_for_commit(5, 0.01)  # a wait in this loop, timed out
+
+    asyncio.run(fill())
+    copy = original.clone()
+
+    async def use(recorder: MemoryRecorder, more: bool) -> tuple[int, list[int], list[int]]:
+        async with EventStore(recorder) as store:
+            if more:
+                waiter = asyncio.create_task(store.wait_for_commit(5, 60.0))
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                assert not waiter.done()  # nothing committed since position 5
+                await store.append(m.match_id, tick_batch(2, 1), 5)
+                await waiter
+                await store.put_keyframe(Keyframe(m.match_id, 2, 1, b"later", checksum(b"later")))
+            events = [e.position for e in await store.read(m.match_id)]
+            return await store.last_position(), events, await store.keyframe_ticks(m.match_id)
+
+    assert asyncio.run(use(copy, more=True)) == (6, [1, 2, 3, 4, 5, 6], [1, 2])
+    assert asyncio.run(use(original, more=False)) == (5, [1, 2, 3, 4, 5], [1])
+    assert asyncio.run(use(original.clone(), more=False)) == (5, [1, 2, 3, 4, 5], [1])

@@ -1,14 +1,14 @@
-"""Timeline markers (notable events, kills, multi-kills) and killcam clips."""
+"""Timeline markers (notable events, kills, multi-kills) and killcam clips; over memory
+stores."""
 
 from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from games import ARENA, GAMES, open_test_store
-from replay_matches import MatchFile, record_match, shared_arena_file
+from replay_matches import MatchInMemory, record_match, shared_arena_match
 
 from replay.engine import ReplayEngine
 from replay.events import NewEvent
@@ -20,12 +20,12 @@ CATALOG = RULES.catalog
 
 
 @pytest.fixture(scope="session")
-def arena_file(tmp_path_factory: pytest.TempPathFactory) -> MatchFile:
-    return shared_arena_file(tmp_path_factory)
+def arena() -> MatchInMemory:
+    return shared_arena_match()
 
 
-async def test_markers_are_the_notable_events_by_tick_range(arena_file: MatchFile) -> None:
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_markers_are_the_notable_events_by_tick_range(arena: MatchInMemory) -> None:
+    async with arena.store() as store:
         events = await store.read("m1")
         notable = [
             (e.tick, CATALOG[e.type].name)
@@ -48,8 +48,8 @@ async def test_markers_are_the_notable_events_by_tick_range(arena_file: MatchFil
             assert m.data["victim_player"] == joined[m.data["victim"]]
 
 
-async def test_multi_kills_within_the_window(arena_file: MatchFile) -> None:
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_multi_kills_within_the_window(arena: MatchInMemory) -> None:
+    async with arena.store() as store:
         window_s = 8.0
         timeline = Timeline(ReplayEngine(store, GAMES), multi_kill_window_seconds=window_s)
         kills = await timeline.markers("m1", kinds=["killed"])
@@ -72,8 +72,8 @@ async def test_multi_kills_within_the_window(arena_file: MatchFile) -> None:
         assert sorted(got) == sorted(expected)
 
 
-async def test_kill_clip_follows_the_killer(arena_file: MatchFile) -> None:
-    async with open_test_store(str(arena_file.path)) as store:
+async def test_kill_clip_follows_the_killer(arena: MatchInMemory) -> None:
+    async with arena.store() as store:
         timeline = Timeline(ReplayEngine(store, GAMES))
         kill = (await timeline.markers("m1", 200, kinds=["killed"]))[0]
         clip = await timeline.kill_clip("m1", kill, seconds=3)
@@ -93,11 +93,8 @@ def _events(batch: EventBatch) -> list[NewEvent]:
     return [e.new_event() for e in batch.recorded()]
 
 
-async def test_a_live_match_index_grows_with_the_match(tmp_path: Path) -> None:
-    async with (
-        open_test_store(str(tmp_path / "full.db"), synchronous="NORMAL") as full,
-        open_test_store(str(tmp_path / "live.db"), synchronous="NORMAL") as live,
-    ):
+async def test_a_live_match_index_grows_with_the_match() -> None:
+    async with open_test_store("memory:") as full, open_test_store("memory:") as live:
         await record_match(full, "live", players=8, seconds=30, keyframes=False)
         record = await full.get_match("live")
         await live.create_match(record.with_changes(status="running", ended_at=None))
@@ -121,12 +118,12 @@ async def test_a_live_match_index_grows_with_the_match(tmp_path: Path) -> None:
         assert len(early) < len(complete)
 
 
-async def test_a_game_without_kills_gets_its_notable_markers(tmp_path: Path) -> None:
+async def test_a_game_without_kills_gets_its_notable_markers() -> None:
     """Tug of war declares no kill event: its markers are its notable events (joins,
     the start, the win), none is a kill or a multi-kill, and none makes a clip."""
     from leaderboard_fixtures import record_tug_matches
 
-    async with open_test_store(str(tmp_path / "tug.db")) as store:
+    async with open_test_store("memory:") as store:
         (match_id,) = await record_tug_matches(store, 1, players=4)
         tug = GAMES["tug"].catalog
         notable = [

@@ -46,6 +46,21 @@ class MemoryRecorder(Recorder):
         self._nodes: dict[str, list[Any]] = {}
         self._committed = asyncio.Event()
 
+    def clone(self) -> MemoryRecorder:
+        """An independent recorder holding the same rows: tests record a match once and
+        give each test its own copy. Rows are immutable tuples, so only the containers
+        are copied; the clone's commit event is new, bound to no event loop yet."""
+        other = MemoryRecorder()
+        other._matches = list(self._matches)
+        other._by_id = dict(self._by_id)
+        other._streams = {mkey: list(stream) for mkey, stream in self._streams.items()}
+        other._log = list(self._log)
+        other._positions = list(self._positions)
+        other._keyframes = {mkey: dict(frames) for mkey, frames in self._keyframes.items()}
+        other._lease_until = dict(self._lease_until)
+        other._nodes = {node: list(row) for node, row in self._nodes.items()}
+        return other
+
     async def open(self) -> None:
         pass
 

@@ -11,6 +11,7 @@ from replay.games import builtin_games
 from replay.rules import GameRegistry
 from replay.store import open_store
 from replay.store.base import EventStore
+from replay.store.recorder import Recorder
 
 GAMES = GameRegistry([*builtin_games().values(), TugRules()])
 ARENA = GAMES["arena"]
@@ -22,3 +23,9 @@ TUG_SPEC = "games.tug:TugRules"
 def open_test_store(path: str | Path, **options: object) -> EventStore:
     """A store that knows the test games' catalogs (upcasting on read)."""
     return open_store(str(path), catalogs=GAMES.catalogs(), **options)
+
+
+def store_over(recorder: Recorder) -> EventStore:
+    """A store (to open) over ``recorder`` that knows the test games' catalogs: e.g. over
+    a copy of memory rows recorded once (``MemoryRecorder.clone``)."""
+    return EventStore(recorder, catalogs=GAMES.catalogs())

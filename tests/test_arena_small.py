@@ -106,3 +106,17 @@ def test_small_path_is_taken_and_raw_inputs_still_work():
     finally:
         del rules.step
     assert small == raw and small  # clamped to unit length either way: one step east
+
+
+def test_clamp_near_unit_length_matches_numpy_hypot():
+    """Directions on the unit circle (and an ulp beyond it), where the clamp's hypot
+    decides by its last bit whether to divide: both paths agree on every one."""
+    cfg = rules.normalize_settings({"max_players": 2, "min_players": 1, "speed_mps": 100.0})
+    state = rules.initial_state(cfg, 3)
+    for t, command in enumerate([Command("join", "a", {}), Command("start", "")]):
+        rules.evolve(state, rules.decide(state, t, command), t)
+    for k in range(4000):
+        angle = k * 2 * math.pi / 4000
+        scale = 1.0 + 2**-52 if k % 2 else 1.0
+        value = ArenaInput(scale * math.cos(angle), scale * math.sin(angle), 0, False)
+        assert rules.tick(state, 9, {"a": value}) == vectorised(state, 9, {"a": value}), k

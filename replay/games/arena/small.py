@@ -11,16 +11,14 @@ It must give the vectorised step's events exactly (live outcomes are the rules
 version's; tests/test_arena_small.py compares both on random states and inputs).
 Every operation is the same IEEE double operation as numpy's: ``round`` rounds
 half to even like ``np.rint``, comparisons are exact, and the one function whose
-last bit could differ between libraries, ``hypot`` (the movement clamp), is taken
-from numpy for any input whose length is near 1.
+last bit could differ, ``hypot`` (the movement clamp), is the same C library
+function numpy calls.
 """
 
 from __future__ import annotations
 
 import struct
 from typing import TYPE_CHECKING, NamedTuple
-
-import numpy as np
 
 import replay.games.arena.events as ev
 from replay.events import NewEvent
@@ -32,7 +30,7 @@ if TYPE_CHECKING:
 
 SMALL_MATCH = 16
 """Matches of up to this many slots take this path (measured: plain Python is cheaper
-than numpy's per-call overhead up to about 24 players; benchmarks/simulate.py)."""
+than numpy's per-call overhead up to about 24 players)."""
 
 _WALLS = [tuple(float(v) for v in wall) for wall in WALLS_CM]
 _SURELY_SHORT = 0.999999
@@ -103,15 +101,19 @@ def small_step(
         if present[slot] and not alive[slot] and dead_at + respawn_ticks <= tick:
             out.append(NewEvent(ev.RESPAWNED, tick, (slot, *spawn_point(state.seed, tick, slot))))
 
-    # Movement: the clamp of the vectorised step (hypot from numpy near length 1).
-    near_one = [s for s in range(n) if not mx[s] * mx[s] + my[s] * my[s] < _SURELY_SHORT]
-    if near_one:
-        lengths = np.hypot([mx[s] for s in near_one], [my[s] for s in near_one]).tolist()
-        for s, length in zip(near_one, lengths, strict=True):
+    # Movement: the clamp of the vectorised step. abs(complex) is the C library's hypot,
+    # as np.hypot is (math.hypot is not: it differs in the last bit now and then).
+    for s in range(n):
+        x, y = mx[s], my[s]
+        if not x * x + y * y < _SURELY_SHORT:
+            try:
+                length = abs(complex(x, y))
+            except OverflowError:  # not a validated input after all
+                return None
             if length > 1.0:
-                mx[s] /= length
-                my[s] /= length
-            elif length != length:  # NaN: not a validated input after all
+                mx[s] = x / length
+                my[s] = y / length
+            elif length != length:  # NaN: not a validated input either
                 return None
     radius = cfg.radius_cm
     grid = _GRIDS.get(radius)

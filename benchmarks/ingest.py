@@ -355,7 +355,7 @@ def main() -> None:
         " raise the players along --capacity-steps until input-to-ack p99 passes"
         " --capacity-p99-ms or a tick overruns, and print what one process holds",
     )
-    ap.add_argument("--capacity-steps", default="150,300,450,600,750,900")
+    ap.add_argument("--capacity-steps", default="50,100,150,300,450,600,750")
     ap.add_argument("--capacity-p99-ms", type=float, default=100.0)
     args = ap.parse_args()
     shapes = [int(x) for x in args.players_per_match.split(",")]
@@ -515,7 +515,8 @@ def main() -> None:
 def find_capacity(args: argparse.Namespace, measure: Callable[..., tuple[dict, str]]) -> None:
     """What one process holds per match size: the most players (of --capacity-steps) whose
     input-to-ack p99 stays within --capacity-p99-ms with no tick overrun and every input
-    received. Admission by measured load is off, as in the capacity runs."""
+    received (a failing step gets a second try). Admission by measured load is off, as
+    in the capacity runs."""
     sizes = [int(x) for x in args.find_capacity.split(",")]
     steps = [int(x) for x in args.capacity_steps.split(",")]
     print(
@@ -531,17 +532,23 @@ def find_capacity(args: argparse.Namespace, measure: Callable[..., tuple[dict, s
     held: dict[int, tuple[int, dict]] = {}
     for size in sizes:
         for players in steps:
-            load = os.getloadavg()[0]
-            r, _ = measure(players, size, "--max-cpu", "0", "--max-tick-lateness-ms", "0")
-            received = r["inputs"] / r["wall"] / (players * RATE)
-            cost = r["cpu"] / max(1.0, r["inputs"]) * RATE
-            passes = r["p99"] <= args.capacity_p99_ms and not r["overruns"] and received >= 0.98
-            print(
-                f"| {size} | {players} | {-(-players // size)} | {cost * 1e6:,.0f}"
-                f" | {r['p50']:.1f} | {r['p99']:.1f} | {r['overruns']:.0f}"
-                f" | {received * 100:.0f}% | {load:.2f} | {'yes' if passes else 'no'} |",
-                flush=True,
-            )
+            # A failing step is measured once more: on a shared machine a neighbour's
+            # burst, not the server, may have failed it.
+            for attempt in (1, 2):
+                load = os.getloadavg()[0]
+                r, _ = measure(players, size, "--max-cpu", "0", "--max-tick-lateness-ms", "0")
+                received = r["inputs"] / r["wall"] / (players * RATE)
+                cost = r["cpu"] / max(1.0, r["inputs"]) * RATE
+                passes = r["p99"] <= args.capacity_p99_ms and not r["overruns"] and received >= 0.98
+                print(
+                    f"| {size} | {players} | {-(-players // size)} | {cost * 1e6:,.0f}"
+                    f" | {r['p50']:.1f} | {r['p99']:.1f} | {r['overruns']:.0f}"
+                    f" | {received * 100:.0f}% | {load:.2f} | {'yes' if passes else 'no'}"
+                    f"{' (again)' if attempt == 2 else ''} |",
+                    flush=True,
+                )
+                if passes:
+                    break
             if not passes:
                 break
             held[size] = (players, r | {"cost": cost})

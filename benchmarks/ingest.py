@@ -21,6 +21,7 @@ machine the load generators compete with the server, which the output says.
 
     .venv/bin/python benchmarks/ingest.py                  # 600 players, 10 s
     .venv/bin/python benchmarks/ingest.py --players 200 --seconds 5
+    .venv/bin/python benchmarks/ingest.py --find-capacity 2,10,64   # docs/operations.md
 """
 
 from __future__ import annotations
@@ -347,6 +348,15 @@ def main() -> None:
         help="the overload run offers this many times --players to a server whose budget is"
         " --players (0: skip)",
     )
+    ap.add_argument(
+        "--find-capacity",
+        metavar="SIZES",
+        help="instead of the runs above: for each match size (comma-separated, e.g. 2,10,64)"
+        " raise the players along --capacity-steps until input-to-ack p99 passes"
+        " --capacity-p99-ms or a tick overruns, and print what one process holds",
+    )
+    ap.add_argument("--capacity-steps", default="50,100,150,300,450,600,750")
+    ap.add_argument("--capacity-p99-ms", type=float, default=100.0)
     args = ap.parse_args()
     shapes = [int(x) for x in args.players_per_match.split(",")]
     from server import auth
@@ -367,8 +377,12 @@ def main() -> None:
         try:
             n_matches = -(-players // per_match)
             ids = create_matches(port, admin, n_matches, per_match)
+            # Players fill the matches one after another, as a matchmaker seats them: with
+            # more offered than admitted (the overload run), those refused are the last
+            # ones, and the process runs full matches (round-robin seating would spread
+            # the admitted players over every match created and add per-match cost).
             jobs = [
-                (auth.issue(SECRET, f"p{i}", "player"), ids[i % n_matches]) for i in range(players)
+                (auth.issue(SECRET, f"p{i}", "player"), ids[i // per_match]) for i in range(players)
             ]
             start_at, collect = spawn_load(
                 f"ws://127.0.0.1:{port}/ws", jobs, args.procs, args.warmup, args.seconds
@@ -417,6 +431,10 @@ def main() -> None:
                 f" {r['lag'] * 1000:.0f} ms): latency is not the server's alone"
             )
         return per_player_s
+
+    if args.find_capacity:
+        find_capacity(args, measure_ours)
+        return
 
     # -- (a) capacity per match size, each beside the bare baseline and the floor ----------
     base = measure_process(_baseline_main, args.players)
@@ -492,6 +510,58 @@ def main() -> None:
         f" server CPU {bwin['cpu'] / bwin['wall'] * 100:.0f}% of a core"
     )
     print(f"load average after the run: {os.getloadavg()[0]:.2f} (a shared machine: noisy figures)")
+
+
+def find_capacity(args: argparse.Namespace, measure: Callable[..., tuple[dict, str]]) -> None:
+    """What one process holds per match size: the most players (of --capacity-steps) whose
+    input-to-ack p99 stays within --capacity-p99-ms with no tick overrun and every input
+    received (a failing step gets a second try). Admission by measured load is off, as
+    in the capacity runs."""
+    sizes = [int(x) for x in args.find_capacity.split(",")]
+    steps = [int(x) for x in args.capacity_steps.split(",")]
+    print(
+        f"capacity: matches of {', '.join(map(str, sizes))}; players {steps}; passing:"
+        f" p99 <= {args.capacity_p99_ms:g} ms, no tick overrun, >= 98% of inputs received;"
+        f" {args.seconds:g} s measured after {args.warmup:g} s warm-up"
+    )
+    print(
+        "| players per match | players | matches | CPU us per player-second | p50 ms | p99 ms"
+        " | overruns | inputs received | load average | passes |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    held: dict[int, tuple[int, dict]] = {}
+    for size in sizes:
+        for players in steps:
+            # A failing step is measured once more: on a shared machine a neighbour's
+            # burst, not the server, may have failed it.
+            for attempt in (1, 2):
+                load = os.getloadavg()[0]
+                r, _ = measure(players, size, "--max-cpu", "0", "--max-tick-lateness-ms", "0")
+                received = r["inputs"] / r["wall"] / (players * RATE)
+                cost = r["cpu"] / max(1.0, r["inputs"]) * RATE
+                passes = r["p99"] <= args.capacity_p99_ms and not r["overruns"] and received >= 0.98
+                print(
+                    f"| {size} | {players} | {-(-players // size)} | {cost * 1e6:,.0f}"
+                    f" | {r['p50']:.1f} | {r['p99']:.1f} | {r['overruns']:.0f}"
+                    f" | {received * 100:.0f}% | {load:.2f} | {'yes' if passes else 'no'}"
+                    f"{' (again)' if attempt == 2 else ''} |",
+                    flush=True,
+                )
+                if passes:
+                    break
+            if not passes:
+                break
+            held[size] = (players, r | {"cost": cost})
+    for size in sizes:
+        if size in held:
+            players, r = held[size]
+            print(
+                f"matches of {size}: one process holds {players} players"
+                f" ({-(-players // size)} matches), p99 {r['p99']:.1f} ms,"
+                f" {r['cost'] * 1e6:,.0f} us CPU per player-second"
+            )
+        else:
+            print(f"matches of {size}: not even {steps[0]} players passed")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ dozen numpy calls. Short event lists (one live tick) are applied one by one.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -111,8 +112,35 @@ cost more numpy calls than it saves. Both paths give identical states (the prope
 test in tests/test_rules_exactness.py folds tick by tick and in long chunks)."""
 
 
+FEW_SLOTS = 16
+"""A live tick's ``moved``/``aimed`` of up to this many slots is written slot by slot."""
+
+
+def _fits(data: tuple[Any, ...], fields: int) -> bool:
+    """Slot bytes and uint16 columns that agree in length (otherwise the numpy path
+    raises its ValueError, as it always did)."""
+    n = 2 * len(data[0])
+    return len(data[1]) == n and (fields == 2 or len(data[2]) == n)
+
+
 def _apply_one(state: ArenaState, code: int, t: int, data: tuple[Any, ...]) -> None:
-    if code == ev.MOVED:
+    if code == ev.MOVED and len(data[0]) <= FEW_SLOTS and _fits(data, 3):
+        # Scalar writes: cheaper than a dozen numpy calls for a few slots. A slot listed
+        # twice takes its velocity from its previous entry, as the run path does.
+        count = len(data[0])
+        x, y, vx, vy, move_tick = state.x, state.y, state.vx, state.vy, state.move_tick
+        for slot, nx, ny in zip(
+            data[0],
+            struct.unpack(f"<{count}H", data[1]),
+            struct.unpack(f"<{count}H", data[2]),
+            strict=True,
+        ):
+            vx[slot] = nx - int(x[slot])
+            vy[slot] = ny - int(y[slot])
+            x[slot] = nx
+            y[slot] = ny
+            move_tick[slot] = t
+    elif code == ev.MOVED:
         s = np.frombuffer(data[0], _U8)
         xs = np.frombuffer(data[1], _U16)
         ys = np.frombuffer(data[2], _U16)
@@ -121,6 +149,10 @@ def _apply_one(state: ArenaState, code: int, t: int, data: tuple[Any, ...]) -> N
         state.x[s] = xs
         state.y[s] = ys
         state.move_tick[s] = t
+    elif code == ev.AIMED and len(data[0]) <= FEW_SLOTS and _fits(data, 2):
+        aim = state.aim
+        for slot, value in zip(data[0], struct.unpack(f"<{len(data[0])}H", data[1]), strict=True):
+            aim[slot] = value
     elif code == ev.AIMED:
         state.aim[np.frombuffer(data[0], _U8)] = np.frombuffer(data[1], _U16)
     elif code == ev.FIRED:

@@ -1,6 +1,7 @@
 """ArenaRules: the arena game on the :class:`replay.rules.Rules` interface.
 
-``decide`` handles discrete commands, ``tick`` runs the vectorised step,
+``decide`` handles discrete commands, ``tick`` runs the vectorised step (or, in a
+match of up to ``SMALL_MATCH`` slots, the same step in plain Python: small.py),
 ``evolve`` folds events (fold.py: packed ``moved``/``aimed`` arrays with numpy, the
 rare per-player events one by one). Rejection codes and the input rules are
 documented in docs/games.md ("Arena").
@@ -32,6 +33,7 @@ from replay.games.arena.settings import (
     ArenaSettings,
     parse_settings,
 )
+from replay.games.arena.small import SMALL_MATCH, small_step
 from replay.games.arena.state import ArenaState
 from replay.leaderboards.definitions import BoardDefinition
 from replay.leaderboards.metrics import GameMetrics
@@ -248,6 +250,10 @@ class ArenaRules(Rules[ArenaState]):
         """Absent input: no movement, aim kept, no fire. Inputs of players who are not
         (or no longer) alive are ignored."""
         n = state.settings.max_players
+        if n <= SMALL_MATCH and state.started_tick >= 0 and not state.ended:
+            done = self._tick_small(state, tick, inputs)
+            if done is not None:
+                return done
         mx = np.zeros(n)
         my = np.zeros(n)
         aim = state.aim.astype(np.int64)
@@ -262,6 +268,40 @@ class ArenaRules(Rules[ArenaState]):
             aim[idx] = vals[:, 2].astype(np.int64)
             fire[idx] = [v[3] for _, v in known]
         return self.step(state, tick, mx, my, aim, fire)
+
+    def _tick_small(
+        self, state: ArenaState, tick: int, inputs: Mapping[str, Any]
+    ) -> list[NewEvent] | None:
+        """``tick`` through the plain-Python step (small.py); None when an input is not a
+        validated ``ArenaInput`` (a direct caller's raw values take the vectorised step)."""
+        n = state.settings.max_players
+        mx = [0.0] * n
+        my = [0.0] * n
+        aim = state.aim.tolist()
+        fire = [False] * n
+        slot_of = state.slot_of
+        for player, value in inputs.items():
+            slot = slot_of.get(player, -1)
+            if slot >= 0:
+                if type(value) is not ArenaInput:
+                    return None
+                mx[slot], my[slot], aim[slot], fire[slot] = value
+        stepped = small_step(state, tick, mx, my, aim, fire)
+        if stepped is None:
+            return None
+        out = stepped.events
+        if stepped.shooters:
+            self._shoot(
+                state,
+                tick,
+                np.array(stepped.shooters, dtype=np.intp),
+                np.array(stepped.aim, dtype=np.int64),
+                np.array(stepped.x, dtype=np.int32),
+                np.array(stepped.y, dtype=np.int32),
+                out,
+            )
+        self._check_end(state, tick, out)
+        return out
 
     def step(
         self,

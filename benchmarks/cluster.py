@@ -94,6 +94,21 @@ def http(base: str, method: str, path: str, token: str) -> Any:
         return json.load(answer)
 
 
+def fresh_database(pg: PgCluster, name: str) -> str:
+    """A new empty database on ``pg`` (the same server, so its CPU is measured alike)."""
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(pg.url)
+        try:
+            await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return pg.url.rsplit("/", 1)[0] + "/" + name
+
+
 def pg_cpu(pg: PgCluster) -> float:
     """CPU seconds of every process of the PostgreSQL cluster so far (postmaster and
     backends: children included via cutime/cstime for the ones that ended)."""
@@ -292,10 +307,11 @@ def main() -> None:
     pg = PgCluster(bindir)
     pg.init()
     pg.start()
-    store = pg.url
     try:
         # (a) failover
-        nodes = [Node(f"n{k}", store, tmp).start() for k in (1, 2, 3)]
+        # A database per part: a part's leftovers (matches whose lease lapsed when its
+        # nodes stopped) would be taken over by the next part's nodes.
+        nodes = [Node(f"n{k}", fresh_database(pg, "failover"), tmp).start() for k in (1, 2, 3)]
         time.sleep(LEASE_TTL)
         try:
             times = asyncio.run(failover(nodes, admin, args.kills))
@@ -333,6 +349,7 @@ def main() -> None:
             single.send_signal(signal.SIGTERM)
             single.wait(timeout=60)
         sq_cost = sq_cpu / sq_wall / args.players
+        store = fresh_database(pg, "cost")
         nodes = [Node(f"c{k}", store, tmp).start() for k in (1, 2, 3)]
         time.sleep(LEASE_TTL)
         try:
@@ -359,9 +376,10 @@ def main() -> None:
         )
         # (c) spread: 1.5x what one node holds, offered through one node
         budget = args.spread_budget
+        spread_store = fresh_database(pg, "spread")
         offered = round(budget * 1.5)
         nodes = [
-            Node(f"s{k}", store, tmp, "--max-seated-players", str(budget)).start()
+            Node(f"s{k}", spread_store, tmp, "--max-seated-players", str(budget)).start()
             for k in (1, 2, 3)
         ]
         time.sleep(LEASE_TTL)

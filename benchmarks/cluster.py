@@ -311,7 +311,8 @@ def main() -> None:
         # (a) failover
         # A database per part: a part's leftovers (matches whose lease lapsed when its
         # nodes stopped) would be taken over by the next part's nodes.
-        nodes = [Node(f"n{k}", fresh_database(pg, "failover"), tmp).start() for k in (1, 2, 3)]
+        store = fresh_database(pg, "failover")
+        nodes = [Node(f"n{k}", store, tmp).start() for k in (1, 2, 3)]
         time.sleep(LEASE_TTL)
         try:
             times = asyncio.run(failover(nodes, admin, args.kills))

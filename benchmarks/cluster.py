@@ -52,7 +52,7 @@ from server import auth  # noqa: E402
 from server.local_pg import PgCluster, pg_bindir  # noqa: E402
 from server.node_process import NodeProcess  # noqa: E402
 
-LEASE_TTL = 2.0
+LEASE_TTL = 1.5
 
 
 class Node(NodeProcess):

@@ -100,7 +100,7 @@ class Settings:
     public_url: str = ""
     """The websocket URL players and other nodes reach this node at (a cluster node;
     default ``ws://HOST:PORT/ws``). Redirects carry it in a close reason: <= 120 bytes."""
-    lease_ttl: float = 2.0
+    lease_ttl: float = 1.5
     """Seconds a cluster node's lease on its matches lasts without a heartbeat: a node
     that dies is taken over this long after its last heartbeat (renewed every third)."""
     games: str = ""

@@ -67,6 +67,8 @@ from replay.store import open_store
 from replay.store.base import MatchRecord
 from server.app import event_loop_factory
 
+LAG_PLAYERS_PER_MATCH = 10
+"""Match size of the ingest load the lag part runs beside (the common case)."""
 GAMES = builtin_games()
 
 TARGETS = {
@@ -437,8 +439,8 @@ def bench_lag_under_ingest(board: Board, players: int, seconds: float) -> dict[s
 
     try:
         admin = auth.issue(ingest.SECRET, "bench", "admin")
-        n_matches = -(-players // ingest.PLAYERS_PER_MATCH)
-        ids = ingest.create_matches(port, admin, n_matches)
+        n_matches = -(-players // LAG_PLAYERS_PER_MATCH)
+        ids = ingest.create_matches(port, admin, n_matches, LAG_PLAYERS_PER_MATCH)
         jobs = [
             (auth.issue(ingest.SECRET, f"p{i}", "player"), ids[i % n_matches])
             for i in range(players)

@@ -61,6 +61,13 @@ def cpu_seconds(pid: int) -> float:
 # -- the servers ------------------------------------------------------------------------
 
 
+UNTHROTTLED = (
+    *("--input-rate", "100000", "--input-burst", "100000"),
+    *("--max-connections", "100000", "--ping-interval", "60", "--ping-timeout", "60"),
+)
+"""``serve`` flags that keep per-connection budgets and pings out of a load's way."""
+
+
 def start_ours(db: Path, *flags: str) -> tuple[subprocess.Popen, int, str]:
     """The server process, its port and the event loop it reports (uvloop where installed)."""
     proc = subprocess.Popen(
@@ -73,16 +80,7 @@ def start_ours(db: Path, *flags: str) -> tuple[subprocess.Popen, int, str]:
             "0",
             "--db",
             str(db),
-            "--input-rate",
-            "100000",
-            "--input-burst",
-            "100000",
-            "--max-connections",
-            "100000",
-            "--ping-interval",
-            "60",
-            "--ping-timeout",
-            "60",
+            *UNTHROTTLED,
             *flags,
         ],
         cwd=ROOT,

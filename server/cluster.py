@@ -106,7 +106,7 @@ class Cluster:
         asked = time.monotonic()
         held = await self.store.renew_leases(self.instance, self.ttl)
         self._reconcile(held, asked)
-        self._fetched, self._nodes = time.monotonic(), await self.store.nodes()
+        await self._refresh_nodes()
         horizon = self._fetched - 2 * self.ttl  # every live node has beaten since
         self._placed = [(node, at) for node, at in self._placed if at > horizon]
         if self.status == "up":
@@ -199,7 +199,7 @@ class Cluster:
 
     async def _route(self, lease: Lease) -> Match | str | None:
         if lease.owner == self.instance:  # handed to this node, not yet rebuilt
-            return await self._adopt(lease, None)
+            return await asyncio.shield(self._adopt(lease, None))
         if not lease.owner:
             return None
         if lease.expires_in > 0:
@@ -208,11 +208,11 @@ class Cluster:
         if record.status in READ_ONLY_STATUSES:
             return None
         if self.lobby.refusal() or self.status != "up":
-            raise MatchMovingError(f"match {lease.match_id!r} is moving between nodes")
+            raise _moving(lease.match_id)
         claimed = await self.store.acquire_lease(lease.match_id, self.instance, self.ttl)
         if claimed is None:  # another node was faster
             return await self._elsewhere(lease.match_id)
-        return await self._adopt(claimed, lease)
+        return await asyncio.shield(self._adopt(claimed, lease))
 
     async def _elsewhere(self, match_id: str) -> Match | str | None:
         lease = await self.store.lease(match_id)
@@ -224,18 +224,15 @@ class Cluster:
                 return match
         if lease.owner and lease.expires_in > 0 and lease.owner != self.instance:
             return await self._owner_url(lease)
-        raise MatchMovingError(f"match {match_id!r} is moving between nodes")
+        raise _moving(match_id)
 
     async def _owner_url(self, lease: Lease) -> str:
         """Where the holder of a live lease runs. Raises MatchMovingError when that node is
         not up: dead (its lease still runs), or an earlier process of this very node (a
         restart keeps the URL): a redirect there would come straight back here."""
         row = self._row(lease.owner)
-        if row is None:
-            self._fetched, self._nodes = time.monotonic(), await self.store.nodes()
-            row = self._row(lease.owner)
-        if row is not None and self._age(row) >= self.ttl / 2:  # it may have died since
-            self._fetched, self._nodes = time.monotonic(), await self.store.nodes()
+        if row is None or self._age(row) >= self.ttl / 2:  # unknown yet, or maybe dead
+            await self._refresh_nodes()
             row = self._row(lease.owner)
         # Silent for half a lease (it beats every third): likely dead. Sending players to
         # a dead node's URL only bounces them back; "try again" lets the lease lapse.
@@ -245,20 +242,24 @@ class Cluster:
             or row.url == self.url
             or self._age(row) >= self.ttl / 2
         ):
-            raise MatchMovingError(f"match {lease.match_id!r} is moving between nodes")
+            raise _moving(lease.match_id)
         return row.url
+
+    async def _refresh_nodes(self) -> None:
+        self._fetched, self._nodes = time.monotonic(), await self.store.nodes()
 
     def _age(self, row: NodeRow) -> float:
         """Seconds since ``row``'s node was last heard from, now (the row is cached)."""
         return row.age + (time.monotonic() - self._fetched)
 
-    def _adopt(self, lease: Lease, previous: Lease | None) -> asyncio.Future[Match | None]:
+    def _adopt(self, lease: Lease, previous: Lease | None) -> asyncio.Task[Match | None]:
+        """The rebuild of ``lease``'s match (one at a time per match); awaiters shield it."""
         task = self._adopting.get(lease.match_id)
         if task is None:
             task = asyncio.ensure_future(self._rebuild(lease, previous))
             self._adopting[lease.match_id] = task
             task.add_done_callback(lambda _: self._adopting.pop(lease.match_id, None))
-        return asyncio.shield(task)
+        return task
 
     async def _rebuild(self, lease: Lease, previous: Lease | None) -> Match | None:
         from_node = previous.owner if previous is not None else ""
@@ -331,7 +332,7 @@ class Cluster:
         stopped as on a single server)."""
         self.status = "draining"
         await self.store.heartbeat(self.instance, self.name, self.url, self.status, self._load())
-        self._fetched, self._nodes = time.monotonic(), await self.store.nodes()
+        await self._refresh_nodes()
         peers = [n for n in self.live_nodes() if n.node != self.instance]
         if not peers:
             return False
@@ -371,8 +372,8 @@ class Cluster:
                 "name": n.name,
                 "node": n.node,
                 "url": n.url,
-                "status": n.status if n.age < self.ttl or n.status == "stopped" else "gone",
-                "age": round(n.age, 3),
+                "status": n.status if self._age(n) < self.ttl or n.status == "stopped" else "gone",
+                "age": round(self._age(n), 3),
                 "started_at": n.started_at,
                 "uptime": round(now - n.started_at, 1),
                 "load": n.load,
@@ -380,3 +381,7 @@ class Cluster:
             }
             for n in self._nodes
         ]
+
+
+def _moving(match_id: str) -> MatchMovingError:
+    return MatchMovingError(f"match {match_id!r} is moving between nodes")

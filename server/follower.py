@@ -101,15 +101,10 @@ class Follower:
             else:
                 start = hub.entries[-1].tick
                 state = await self._state_at(record, rules, start)
+            last_seq = await self._seq_through(record, start)
             f = _Followed(
-                hub,
-                rules,
-                state,
-                0,
-                keyframe_interval_ticks(record.tick_rate),
-                None,
+                hub, rules, state, last_seq, keyframe_interval_ticks(record.tick_rate), None
             )
-            f.last_seq = await self._seq_through(record, start)
             self.followed[record.match_id] = f
             await self._catch_up(record.match_id, f, record.tick_rate)
             return hub

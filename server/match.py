@@ -146,6 +146,8 @@ class Match:
         self.feed = Feed(send_buffer_bytes, metrics.slow_consumers.inc)
         self.last_seq = record.version
         """Seq of the last event in a published UPDATE (what live subscribers have)."""
+        self.durable_tick = record.last_tick
+        """The last tick whose events are durable and published."""
         self.overruns = 0
         self._outbox: deque[Tick] = deque()
         """Ticks run and not yet handed to the store."""
@@ -486,7 +488,7 @@ class Match:
     async def rewind(self, to_tick: int, *, actor: str, reason: str) -> int:
         """Continue the match from the exact state of ``to_tick`` at the next tick B
         (replay/machine.py); returns B once its ``rewound`` event is durable and published.
-        Raises RewindError: ``rewind_ahead`` (not a durable tick), ``rewind_beyond_horizon``,
+        Raises RewindError: ``rewind_ahead`` (a tick not run yet), ``rewind_beyond_horizon``,
         ``match_over`` and the machine's codes."""
         if self.read_only or self._stopping:
             raise RewindError(protocol.E_MATCH_OVER, f"match {self.match_id} is {self.status}")
@@ -496,6 +498,9 @@ class Match:
                 "rewind_beyond_horizon",
                 f"tick {to_tick} is more than {self.rewind_horizon_s:g} s before tick {self.tick}",
             )
+        # A tick already run may still be on its way to the disk (the store lags the
+        # simulation by a few ticks under load): the admin named a tick the match showed.
+        await self._durable_through(min(to_tick, self.tick))
         if self._engine is None:
             self._engine = ReplayEngine(self.store, GameRegistry([self.rules]))
         try:
@@ -520,6 +525,15 @@ class Match:
             token=done,
         )
         return await landed
+
+    async def _durable_through(self, tick: int) -> None:
+        """Until ``tick`` (already run) is durable and published, or no append is left."""
+        while self.durable_tick < tick and not self._stopping:
+            if self._appending is None:
+                self.flush()  # ticks waiting for the next pass go now
+                if self._appending is None:
+                    return
+            await asyncio.wait([self._appending])
 
     def _reseat(self) -> None:
         """After a rewind: every player keeps a seat. One not seated in the restored state
@@ -661,6 +675,7 @@ class Match:
     def _publish(self, t: Tick, blob: bytes | None, last_seq: int) -> None:
         """Everything up to ``last_seq`` is durable: tell the players."""
         self.last_seq = last_seq
+        self.durable_tick = t.tick
         self.feed.publish(protocol.update(t.tick, last_seq, blob, t.acks), last_seq)
         if t.scoreboard is not None:
             self.feed.publish(protocol.scoreboard(None, t.tick, t.scoreboard), last_seq)

@@ -199,3 +199,28 @@ async def test_rewind_cli_and_the_configured_horizon(tmp_path):
         assert [(e.tick, e.data[1:4]) for e in rewinds] == [
             (answer["rewound_tick"], (to_tick, "cli-admin", "replay the fight"))
         ]
+
+
+async def test_rewind_to_a_tick_still_on_its_way_to_the_disk(tmp_path):
+    """The tick an admin just saw may not be durable yet: the rewind waits for it
+    instead of answering ``rewind_ahead``."""
+    async with running_app(tmp_path) as app:
+        match = await app.lobby.create("arena", FAST_SETTINGS | {"time_limit_s": 60.0})
+        mid = match.match_id
+        bots = asyncio.create_task(run_bots(url(app), mid, [token("b0"), token("b1")]))
+        while match.tick < 40:
+            await asyncio.sleep(0.02)
+        # Catch a moment when the last tick run is still in the store's hands.
+        while match.durable_tick >= match.tick:
+            await asyncio.sleep(0)
+        to_tick = match.tick
+        rewound = await match.rewind(to_tick, actor="ref", reason="just now")
+        assert rewound > to_tick
+        engine = ReplayEngine(app.store, GAMES)
+        rules = match.rules
+        # The rewind's tick holds the state of the tick named, re-clocked.
+        back = rules.rebase(await engine.state_at(mid, rewound), to_tick)
+        assert rules.state_hash(back) == rules.state_hash(await engine.state_at(mid, to_tick))
+        status, _ = await call(app, "POST", f"/api/matches/{mid}/end", token("a", "admin"))
+        assert status == 200
+        await asyncio.wait_for(bots, 30)

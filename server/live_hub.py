@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -133,12 +134,10 @@ class LiveHub:
         self.finished = False
         self.drained = asyncio.Event()
         """Set once the match finished and every group released everything."""
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        if options.delay > 0:
-            self._task = asyncio.get_running_loop().create_task(
-                self._release_loop(), name=f"spectate:{match_id}"
-            )
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = math.inf
+        """When the armed timer releases next (monotonic); inf when none is armed."""
 
     def _state_msg(self, state: Any) -> Prepared:
         return Prepared(
@@ -172,14 +171,12 @@ class LiveHub:
             _Entry(tick, time.monotonic() if at is None else at, frame, state, extra)
         )
         self._release(time.monotonic())
-        self._wake.set()  # the release loop may be idle (nothing was pending)
 
     def finish(self, ended: bytes, tick: int) -> None:
         """The match is over: ``ended`` (the ENDED message) follows the last frame."""
         self.entries.append(_Entry(tick, time.monotonic(), None, None, Prepared(ended)))
         self.finished = True
         self._release(time.monotonic())
-        self._wake.set()
 
     # -- releasing --------------------------------------------------------------------
 
@@ -197,7 +194,30 @@ class LiveHub:
             g.next_index - self.base_index >= len(self.entries) for g in self.groups.values()
         ):
             self.drained.set()
-            self._wake.set()
+        else:
+            self._arm(now)
+
+    def _arm(self, now: float) -> None:
+        """A timer for the next entry a delayed group must release on time: one with
+        spectators, or any once the match is over (``drained``). A group nobody watches
+        is released by the next publish or attach instead: a match without spectators
+        pays no timer or wake-up per tick."""
+        due = math.inf
+        base, entries = self.base_index, self.entries
+        for g in self.groups.values():
+            if g.delay > 0 and (g.subs or self.finished) and g.next_index - base < len(entries):
+                due = min(due, entries[g.next_index - base].at + g.delay)
+        if due < self._timer_due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_due = due
+            # A millisecond late rather than early: the loop's clock is coarser than
+            # time.monotonic(), and an early wake-up would release nothing.
+            self._timer = self._loop.call_later(max(0.0, due - now) + 0.001, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_due = None, math.inf
+        self._release(time.monotonic())
 
     def _prune(self, now: float) -> None:
         # Keep what a group has not released, and RETAIN_EXTRA_S of released entries
@@ -208,23 +228,6 @@ class LiveHub:
         while len(entries) > 1 and self.base_index < oldest_needed and entries[0].at < horizon:
             entries.popleft()
             self.base_index += 1
-
-    async def _release_loop(self) -> None:
-        while not self.drained.is_set():
-            self._wake.clear()
-            now = time.monotonic()
-            self._release(now)
-            due = [
-                self.entries[g.next_index - self.base_index].at + g.delay
-                for g in self.groups.values()
-                if g.next_index - self.base_index < len(self.entries)
-            ]
-            timeout = max(0.0, min(due) - time.monotonic()) if due else None
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
 
     def _deliver(self, g: _Group, entry: _Entry, now: float) -> None:
         if entry.frame is not None or entry.state is not None:
@@ -289,6 +292,7 @@ class LiveHub:
     # -- spectators --------------------------------------------------------------------
 
     def edge(self, privileged: bool) -> int:
+        self._release(time.monotonic())  # a group nobody watches is released lazily
         return self.groups[0.0 if privileged else self.options.delay].tick
 
     def attach(self, sub: LiveSub, privileged: bool) -> int | None:
@@ -296,6 +300,7 @@ class LiveHub:
         then add ``sub`` to its group. Synchronous, so no frame is missed or doubled.
         Returns the tick the client shows, or None when no keyframe is in memory
         (the caller then resets the client from the store and calls :meth:`attach_after`)."""
+        self._release(time.monotonic())  # a group nobody watches is released lazily
         g = self.groups[0.0 if privileged else self.options.delay]
         released = g.next_index - self.base_index
         start = None
@@ -311,6 +316,7 @@ class LiveHub:
 
     def attach_after(self, sub: LiveSub, privileged: bool, tick: int) -> int:
         """Like :meth:`attach` for a client already reset to ``tick``."""
+        self._release(time.monotonic())  # a group nobody watches is released lazily
         g = self.groups[0.0 if privileged else self.options.delay]
         released = g.next_index - self.base_index
         first = next((i for i in range(released) if self.entries[i].tick > tick), released)
@@ -327,6 +333,7 @@ class LiveHub:
         sub.group = g
         sub.skipping_since = None
         g.subs.add(sub)
+        self._arm(time.monotonic())  # its group is now released on time
         return g.tick
 
     def detach(self, sub: LiveSub) -> None:
@@ -340,6 +347,6 @@ class LiveHub:
         return [s.unsent() for g in self.groups.values() for s in g.subs]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_due = None, math.inf

@@ -616,8 +616,8 @@ class Match:
             return
         with_events = [b for b in blobs if b is not None]
         started = time.perf_counter()
-        self._appending = asyncio.ensure_future(
-            self.store.append(
+        try:
+            self._appending = self.store.append_soon(
                 self.match_id,
                 events,
                 self._version,
@@ -625,7 +625,9 @@ class Match:
                 encoded=with_events[0] if len(with_events) == 1 else None,
                 epoch=self.epoch,
             )
-        )
+        except ReplayError as exc:  # refused before queueing (a closed store, a bad batch)
+            self._appending = asyncio.get_running_loop().create_future()
+            self._appending.set_exception(exc)
         self._appending.add_done_callback(
             lambda done: self._appended(done, ticks, blobs, len(events), started)
         )

@@ -27,7 +27,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +107,8 @@ class _Append:
     """type_mask of the events' types."""
     epoch: int
     future: asyncio.Future[AppendResult] = field(repr=False)
+    named: bool = False
+    """The caller named the batch (``first_id``): a refusal may be a committed retry."""
 
 
 class EventStore:
@@ -141,6 +143,8 @@ class EventStore:
         self._writer_task: asyncio.Task[None] | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
+        self._lookups: set[asyncio.Task[None]] = set()
+        """Tasks reading what an append needs (its match's key, a retried batch)."""
         # Match ids and games never change once created: cached both ways.
         self._mkeys: dict[str, int] = {}
         self._by_mkey: dict[int, tuple[str, EventCatalog | None]] = {}
@@ -340,6 +344,25 @@ class EventStore:
         ``encoded``: ``replay.codec.encode_batch(events)``, when the caller already
         has it (a live match sends the same bytes to its players): encoded once.
         """
+        return await self.append_soon(
+            match_id, events, expected_version, first_id=first_id, encoded=encoded, epoch=epoch
+        )
+
+    def append_soon(
+        self,
+        match_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+        *,
+        first_id: int | None = None,
+        encoded: bytes | None = None,
+        epoch: int | None = None,
+    ) -> asyncio.Future[AppendResult]:
+        """:meth:`append` without a coroutine: the checks now (raising what ``append``
+        raises about the batch itself), the request queued at once, its future returned
+        (the recorder's refusals come through it). For a caller that hands over many
+        appends in one callback (server/ticker.py: every due match of a tick): neither a
+        task nor two loop turns per append, and they all meet in one group commit."""
         if self._closing or not self._open:
             raise StoreClosedError("the event store is closed")
         if not events:
@@ -365,23 +388,49 @@ class EventStore:
                         f"match {match_id!r}: event {i} (type {events[i].type}) encodes to"
                         f" {size} bytes; the limit is {self.max_event_bytes}"
                     )
-        # close() waits for admitted appends, so none is cut off between its
-        # checks and its ack.
+        request = _Append(
+            match_id,
+            -1,
+            events,
+            expected_version,
+            self._ids.take(len(events)) if first_id is None else first_id,
+            blob,
+            type_mask(types),
+            UNFENCED if epoch is None else epoch,
+            asyncio.get_running_loop().create_future(),
+            first_id is not None,
+        )
+        # close() waits for admitted appends, so none is cut off between its checks
+        # and its ack.
         self._in_flight += 1
+        request.future.add_done_callback(self._landed)
+        mkey = self._mkeys.get(match_id)
+        if mkey is None:  # a match's first append through this store: its key is read first
+            self._keep(self._queue_unkeyed(request))
+        else:
+            request.mkey = mkey
+            self._queue.append(request)
+            self._wake.set()
+        return request.future
+
+    def _keep(self, lookup: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(lookup)
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
+
+    def _landed(self, _: asyncio.Future[AppendResult]) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def _queue_unkeyed(self, request: _Append) -> None:
         try:
-            return await self._admitted_append(
-                match_id,
-                events,
-                expected_version,
-                first_id,
-                blob,
-                type_mask(types),
-                UNFENCED if epoch is None else epoch,
-            )
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
+            request.mkey = await self._mkey(request.match_id)
+        except Exception as exc:  # UnknownMatchError, the database away, ...
+            _fail(request, exc)
+            return
+        self._queue.append(request)
+        self._wake.set()
 
     async def append_many(
         self,
@@ -414,40 +463,19 @@ class EventStore:
                 raise r
         return results  # type: ignore[return-value]
 
-    async def _admitted_append(
-        self,
-        match_id: str,
-        events: Sequence[NewEvent],
-        expected_version: int,
-        first_id: int | None,
-        blob: bytes,
-        types: int,
-        epoch: int,
-    ) -> AppendResult:
-        mkey = self._mkeys.get(match_id)  # known, but for a match's first append here
-        if mkey is None:
-            mkey = await self._mkey(match_id)
-        request = _Append(
-            match_id,
-            mkey,
-            events,
-            expected_version,
-            self._ids.take(len(events)) if first_id is None else first_id,
-            blob,
-            types,
-            epoch,
-            asyncio.get_running_loop().create_future(),
-        )
-        self._queue.append(request)
-        self._wake.set()
+    async def _settle_retry(self, req: _Append, error: Exception) -> None:
+        """A refused append that named its batch (``first_id``) may be a retry of one
+        already committed: then its original result, else ``error``."""
         try:
-            return await request.future
-        except (ConcurrencyError, MatchEndedError, LeaseLostError):
-            if first_id is not None:
-                done = await self._find_batch(request)
-                if done is not None:
-                    return done  # a retry of a committed append: the original result
-            raise
+            done = await self._find_batch(req)
+        except Exception:  # the database away: the refusal stands
+            done = None
+        if req.future.done():  # the caller was cancelled
+            return
+        if done is not None:
+            req.future.set_result(done)
+        else:
+            req.future.set_exception(error)
 
     async def _find_batch(self, req: _Append) -> AppendResult | None:
         first_seq = req.expected_version + 1
@@ -473,18 +501,25 @@ class EventStore:
         commit in the order they were queued."""
         depth = max(1, self.recorder.pipeline)
         in_flight: dict[asyncio.Task[None], frozenset[int]] = {}
+        acked = False  # a group landed since the last look at the queue
 
         def landed(task: asyncio.Task[None]) -> None:
+            nonlocal acked
             del in_flight[task]
+            acked = True
             self._wake.set()
 
         while True:
             await self._wake.wait()
             self._wake.clear()
             if self._queue:
-                # One loop turn first: callers made ready by the last acks queue their
-                # next appends now, and join this group instead of trickling after it.
-                await asyncio.sleep(0)
+                if acked:
+                    # One loop turn first: callers made ready by the last acks queue
+                    # their next appends now, and join this group instead of trickling
+                    # after it. (Appends handed over together later, as the ticker's,
+                    # go at once.)
+                    acked = False
+                    await asyncio.sleep(0)
                 mkeys = frozenset(req.mkey for req in self._queue)
                 if len(in_flight) >= depth or any(mkeys & held for held in in_flight.values()):
                     continue  # a group landing wakes this loop again
@@ -492,8 +527,10 @@ class EventStore:
                 task = asyncio.create_task(self._commit_group(group))
                 in_flight[task] = mkeys
                 task.add_done_callback(landed)
-            elif self._closing and not in_flight:
-                return
+            else:
+                acked = False
+                if self._closing and not in_flight:
+                    return
 
     async def _commit_group(self, group: list[_Append]) -> None:
         """Write ``group`` through the recorder in one transaction. A request the
@@ -535,7 +572,14 @@ class EventStore:
         # Durable now: acknowledge.
         for req, row, outcome in zip(group, rows, outcomes, strict=True):
             if isinstance(outcome, Conflict):
-                _fail(req, _conflict_error(req, row, outcome))
+                error = _conflict_error(req, row, outcome)
+                if req.named and isinstance(
+                    error, ConcurrencyError | MatchEndedError | LeaseLostError
+                ):
+                    # The future (and close()) waits while the batch is looked up.
+                    self._keep(self._settle_retry(req, error))
+                else:
+                    _fail(req, error)
             elif not req.future.done():  # the caller may have been cancelled
                 n = row.count
                 req.future.set_result(

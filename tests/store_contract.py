@@ -202,6 +202,28 @@ class EventStoreContract:
         await store.update_match(m.match_id, status="ended")
         assert await store.append(m.match_id, tick_batch(0), 0, first_id=first_id) == original
 
+    async def test_append_soon_queues_at_once_and_appends_handed_over_together_commit_together(
+        self, store: EventStore
+    ) -> None:
+        matches = [await self.new_match(store) for _ in range(3)]
+        for m in matches:  # each match's key known to the store (its first append)
+            await store.append(m.match_id, tick_batch(0), 0)
+        commits = store.commits
+        # A bad batch is refused on the spot, before anything is queued.
+        with pytest.raises(InvalidEventError):
+            store.append_soon(matches[0].match_id, [], 4)
+        futures = [store.append_soon(m.match_id, tick_batch(1), 4) for m in matches]
+        # A refusal of the recorder comes through its future; the others still commit.
+        stale = store.append_soon(matches[0].match_id, tick_batch(1), 0)
+        results = await asyncio.gather(*futures, stale, return_exceptions=True)
+        assert store.commits == commits + 1  # one group
+        assert isinstance(results[-1], ConcurrencyError)
+        assert [(r.first_seq, r.last_seq) for r in results[:3]] == [(5, 8)] * 3
+        positions = [r.first_position for r in results[:3]]
+        assert positions == sorted(positions)  # in the order handed over
+        for m in matches:
+            assert [e.seq for e in await store.read(m.match_id)] == list(range(1, 9))
+
     async def test_read_seq_and_tick_ranges(self, store: EventStore) -> None:
         m = await self.new_match(store)
         version = 0

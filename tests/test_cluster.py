@@ -463,9 +463,17 @@ def test_matchreplay_cluster_starts_everything_in_one_command(tmp_path: Path) ->
         guide = "".join(printed)
         assert "PostgreSQL  postgresql://" in guide, guide
         assert f"http://127.0.0.1:{port}/api/nodes" in guide
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/nodes", timeout=10) as answer:
-            listed = json.load(answer)["nodes"]
-        assert sorted(n["name"] for n in listed if n["status"] == "up") == ["n1", "n2"]
+        # Both nodes up (on a crowded machine a heartbeat can be late for a moment).
+        up: list[str] = []
+        for _ in range(50):
+            url = f"http://127.0.0.1:{port}/api/nodes"
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                listed = json.load(answer)["nodes"]
+            up = sorted(n["name"] for n in listed if n["status"] == "up")
+            if up == ["n1", "n2"]:
+                break
+            time.sleep(0.2)
+        assert up == ["n1", "n2"], listed
         placed = [line.split()[2] for line in printed if "  on n" in line]
         assert len(placed) == 2 and set(placed) <= {"n1", "n2"}, guide
     finally:

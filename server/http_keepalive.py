@@ -55,7 +55,7 @@ from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Request, Respons
 from websockets.streams import StreamReader
 
 from replay.protocol import error_body
-from server.http import json_response
+from server.http import HttpRequest, json_response
 
 __all__ = ["MAX_PIPELINED", "PARSER_REFUSALS", "HttpChannel", "PlainHttp", "wants_websocket"]
 
@@ -81,13 +81,18 @@ _SLOW = object()
 E_BAD_REQUEST = "bad_request"
 E_INTERNAL = "internal"
 
-Dispatch = Callable[[ServerConnection, Request], Awaitable[Response]]
+Dispatch = Callable[[ServerConnection, HttpRequest], Response | Awaitable[Response]]
+"""The answer to a request, or an awaitable of it when its handler must wait."""
+Pending = tuple[HttpRequest, Awaitable[Response]]
+"""A request whose answer is awaited."""
 
 
 class Connection(Protocol):
     """What a channel needs of its connection (server/connection.py's GameConnection)."""
 
     transport: asyncio.Transport
+    paused: bool
+    """Writing is paused: the transport's buffer is over its high-water mark."""
 
     def upgrade(self, data: bytes) -> None:
         """Hand the connection to websockets, ``data`` being its first bytes."""
@@ -99,7 +104,8 @@ class Connection(Protocol):
 
 def wants_websocket(request: Request) -> bool:
     """The one test of whether a request is a websocket upgrade (else plain HTTP)."""
-    return request.headers.get("Upgrade", "").lower() == "websocket"
+    upgrade = request.headers.get_all("Upgrade")
+    return len(upgrade) == 1 and upgrade[0].lower() == "websocket"
 
 
 @dataclass
@@ -167,6 +173,8 @@ class PlainHttp:
 _UPGRADE = object()
 """Queued in place of a request: hand the connection to websockets once the requests
 before it are answered."""
+_CLOSED = object()
+"""What answering an item gives when the connection takes no more answers."""
 
 
 class HttpChannel:
@@ -180,7 +188,7 @@ class HttpChannel:
         """websockets' parser, for a request :func:`parse_head` leaves to it."""
         self.raw = bytearray()
         """The bytes of the request being parsed and after: what websockets gets on an upgrade."""
-        self.queue: deque[Request | Response | object] = deque()
+        self.queue: deque[HttpRequest | Response | object] = deque()
         """Parsed requests (or a refusal, or _UPGRADE) not answered yet, in order."""
         self.answering: asyncio.Task[None] | None = None
         self.requests = 0
@@ -256,7 +264,8 @@ class HttpChannel:
                     next(self.parser)
                     return  # more bytes needed
                 except StopIteration as done:
-                    parsed = done.value
+                    r = done.value
+                    parsed = HttpRequest.of(r.path, r.headers, r.method, r.protocol)
                 except (SecurityError, ValueError, NotImplementedError, UnicodeDecodeError) as exc:
                     self._refuse(exc)
                     return
@@ -264,7 +273,7 @@ class HttpChannel:
                     self._refuse(ValueError(str(exc)))
                     return
                 self.parser = None
-            request: Request = parsed  # type: ignore[assignment]
+            request: HttpRequest = parsed  # type: ignore[assignment]
             self._stop_timer()
             self.http.idle.pop(self, None)
             if wants_websocket(request):
@@ -297,50 +306,88 @@ class HttpChannel:
     # -- answering -----------------------------------------------------------------------
 
     def _answer_soon(self) -> None:
-        if self.answering is None:
-            self.answering = self.loop.create_task(self._answer())
+        """Answer what is queued: at once, in the call that parsed it, while answers need
+        no waiting (most do: no task, no await); else in a task, which keeps the order.
+        Nothing it calls re-enters it: the transport reports a close later, not here."""
+        if self.answering is not None:
+            return  # the task answers it in turn
+        while self.queue and not self.lost:
+            if self.conn.paused:  # the client does not read its answers: wait for it
+                self.answering = self.loop.create_task(self._answer(None))
+                return
+            pending = self._answer_next()
+            if pending is _CLOSED:
+                return
+            if pending is not None:
+                self.answering = self.loop.create_task(self._answer(pending))  # type: ignore[arg-type]
+                return
+        self._between_requests()
 
-    async def _answer(self) -> None:
+    async def _answer(self, pending: Pending | None) -> None:
+        """Answers in turn from ``pending`` on, awaiting what must be awaited."""
         try:
-            while self.queue and not self.lost:
-                item = self.queue.popleft()
-                if item is _UPGRADE:
-                    self._upgrade()
-                    return
-                if isinstance(item, Response):  # a refusal: answer it and close
-                    self._send(item, None, close=True)
-                    return
-                request: Request = item  # type: ignore[assignment]
-                failed = False
-                try:
-                    response = await self.http.dispatch(self.conn, request)  # type: ignore[arg-type]
-                except Exception:  # a bug, not bad input: logged, answered in JSON
-                    log.exception("%s %s failed", request.method, request.path.split("?")[0])
-                    response = json_response(
-                        self.conn,  # type: ignore[arg-type]
-                        error_body(E_INTERNAL, "internal error"),
-                        500,
-                    )
-                    failed = True
-                if self.lost:
-                    return
-                close = failed or (self.finished and not self.queue) or not _keeps_alive(request)
-                close = close or self.http.closing or self.http.over_budget()
-                self._send(response, request, close)
-                if close:
-                    return
+            while True:
+                if pending is not None:
+                    request, answer = pending
+                    try:
+                        response, failed = await answer, False
+                    except Exception:  # a bug, not bad input: logged, answered in JSON
+                        response, failed = self._failed(request), True
+                    if self.lost or self._reply(request, response, failed):
+                        return
                 await self.conn.drain()  # a client that does not read its answers waits
                 if self.paused and not self.upgrading and len(self.queue) < MAX_PIPELINED // 2:
                     self.paused = False
                     self.conn.transport.resume_reading()
                     self._read_requests()
+                if not self.queue or self.lost:
+                    break
+                pending = self._answer_next()  # type: ignore[assignment]
+                if pending is _CLOSED:
+                    return
         finally:
             self.answering = None
+        self._between_requests()
+
+    def _answer_next(self) -> Pending | object | None:
+        """Answer the next queued item: None once answered, ``_CLOSED`` once the
+        connection is done with (upgraded, or closing), else the answer to await."""
+        item = self.queue.popleft()
+        if item is _UPGRADE:
+            self._upgrade()
+            return _CLOSED
+        if isinstance(item, Response):  # a refusal: answer it and close
+            self._send(item, None, close=True)
+            return _CLOSED
+        request: HttpRequest = item  # type: ignore[assignment]
+        try:
+            answer = self.http.dispatch(self.conn, request)  # type: ignore[arg-type]
+        except Exception:  # a bug, not bad input: logged, answered in JSON
+            self._reply(request, self._failed(request), failed=True)
+            return _CLOSED
+        if not isinstance(answer, Response):
+            return request, answer
+        return _CLOSED if self._reply(request, answer) else None
+
+    def _failed(self, request: HttpRequest) -> Response:
+        log.exception("%s %s failed", request.method, request.route_path)
+        return json_response(self.conn, error_body(E_INTERNAL, "internal error"), 500)  # type: ignore[arg-type]
+
+    def _reply(self, request: HttpRequest, response: Response, failed: bool = False) -> bool:
+        """Send the answer to ``request``; True when the connection closes after it (a
+        failed answer closes it)."""
+        close = failed or (self.finished and not self.queue)
+        close = close or not _keeps_alive(request) or self.http.closing
+        close = close or self.http.over_budget()
+        self._send(response, request, close)
+        return close
+
+    def _between_requests(self) -> None:
         if not (self.lost or self.finished or self.upgrading):
             self.http.idle[self] = None
             self._wait(self.http.idle_timeout)
 
-    def _send(self, response: Response, request: Request | None, close: bool) -> None:
+    def _send(self, response: Response, request: HttpRequest | None, close: bool) -> None:
         # Serialized here, the connection headers ours: websockets' refusals say close.
         head = [f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n"]
         head += [
@@ -437,7 +484,7 @@ def parse_head(buffer: bytearray) -> Request | object | None:
     if "Transfer-Encoding" in headers or not set(headers.get_all("Content-Length")) <= {"0"}:
         return _SLOW
     del buffer[: end + 4]
-    return Request(parts[1], headers, parts[0], parts[2])
+    return HttpRequest.of(parts[1], headers, parts[0], parts[2])
 
 
 _CONNECTION_HEADERS = frozenset({"connection", "keep-alive"})

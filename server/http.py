@@ -66,16 +66,20 @@ __all__ = [
     "Authenticator",
     "BoardsApi",
     "HttpError",
+    "HttpRequest",
     "MatchApi",
     "RouteTable",
     "Router",
+    "ValidHeaders",
     "json_response",
     "leaderboard_routes",
     "match_routes",
     "ops_routes",
     "query",
+    "request_path",
     "request_token",
     "spectator_info",
+    "split_target",
 ]
 
 log = logging.getLogger(__name__)
@@ -272,7 +276,7 @@ def respond(conn: ServerConnection, status: int, body: str | bytes, content_type
     """An answer to a plain HTTP request (``conn``: the handlers' one call shape); the
     connection adds its ``Connection`` header (server/http_keepalive.py)."""
     data = body if isinstance(body, bytes) else body.encode()
-    headers = _OurHeaders(
+    headers = ValidHeaders(
         [("Date", http_date()), ("Content-Length", str(len(data))), ("Content-Type", content_type)]
     )
     return Response(status, _REASONS.get(status) or HTTPStatus(status).phrase, headers, data)
@@ -281,15 +285,17 @@ def respond(conn: ServerConnection, status: int, body: str | bytes, content_type
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
-class _OurHeaders(Headers):
-    """Headers the server writes itself (valid by construction), built in one step:
-    websockets' ``Headers([...])`` goes through ``MutableMapping.update`` and checks each
-    value, ~5 us per answer against ~1. The same object otherwise."""
+class ValidHeaders(Headers):
+    """Headers known to be valid (the server's own, or checked by a parser), built in one
+    step: websockets' ``Headers([...])`` goes through ``MutableMapping.update`` and checks
+    each value again, ~5 us per answer against ~1. The same object otherwise."""
 
     __slots__ = ()
 
     def __init__(self, items: list[tuple[str, str]]) -> None:
-        self._dict = {name.lower(): [value] for name, value in items}
+        self._dict: dict[str, list[str]] = {}
+        for name, value in items:
+            self._dict.setdefault(name.lower(), []).append(value)
         self._list = items
 
 
@@ -332,7 +338,9 @@ def request_path(request: Request) -> str:
 
 
 def request_token(request: Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+    # The last one counts, as for query parameters (and no KeyError raised when absent).
+    authorization = request.headers.get_all("Authorization")
+    header = authorization[-1] if authorization else ""
     if header.lower().startswith("bearer "):
         return header[7:].strip()
     return query(request).get("token")

@@ -202,6 +202,10 @@ class HttpChannel:
         self.peer_eof = False
         self.lost = False
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None
+        """When the next request head must have arrived (None: one is being answered)."""
+        self.timer_at = 0.0
+        """When ``timer`` fires."""
         self.loop = asyncio.get_running_loop()
         http.opened(self)
         self._wait(http.first_request_timeout)
@@ -275,7 +279,7 @@ class HttpChannel:
                     return
                 self.parser = None
             request: HttpRequest = parsed  # type: ignore[assignment]
-            self._stop_timer()
+            self._busy()
             self.http.idle.pop(self, None)
             if wants_websocket(request):
                 # websockets reads the upgrade from its first byte (self.raw still
@@ -439,13 +443,27 @@ class HttpChannel:
     # -- timers --------------------------------------------------------------------------
 
     def _wait(self, seconds: float) -> None:
-        """A complete request head must arrive within ``seconds``, else the connection closes."""
-        self._stop_timer()
-        self.timer = self.loop.call_later(seconds, self._idle_too_long)
+        """A complete request head must arrive within ``seconds``, else the connection
+        closes. One timer serves many requests: it is moved only when it fires early."""
+        self.deadline = self.loop.time() + seconds
+        if self.timer is None or self.timer_at > self.deadline:
+            self._stop_timer()
+            self.timer = self.loop.call_later(seconds, self._idle_too_long)
+            self.timer_at = self.deadline
+
+    def _busy(self) -> None:
+        """A request is being answered: no deadline until :meth:`_wait` sets the next."""
+        self.deadline = None
 
     def _idle_too_long(self) -> None:
         self.timer = None
-        if self.waiting():
+        if self.deadline is None:
+            return  # answering: the next _wait arms the timer again
+        early = self.deadline - self.loop.time()
+        if early > 0:
+            self.timer = self.loop.call_later(early, self._idle_too_long)
+            self.timer_at = self.deadline
+        elif self.waiting():
             self.close()
 
     def _stop_timer(self) -> None:
@@ -495,9 +513,10 @@ _CONNECTION_HEADERS = frozenset({"connection", "keep-alive"})
 def _keeps_alive(request: Request) -> bool:
     """HTTP/1.1 keeps the connection unless the client says close; HTTP/1.0 closes
     unless it asks for keep-alive."""
-    tokens = {
-        t.strip().lower() for v in request.headers.get_all("Connection") for t in v.split(",")
-    }
+    values = request.headers.get_all("Connection")
+    if not values:
+        return request.protocol != "HTTP/1.0"
+    tokens = {t.strip().lower() for v in values for t in v.split(",")}
     if request.protocol == "HTTP/1.0":
         return "keep-alive" in tokens
     return "close" not in tokens

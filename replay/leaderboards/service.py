@@ -40,6 +40,8 @@ DEFAULT_AROUND = 21
 MAX_WAIT_S = 30.0
 """Longest a query may wait for a position; one waiting query costs one suspended task."""
 _EMPTY = Board()
+_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+"""A string as json.dumps writes it (ensure_ascii)."""
 _UINT64_MAX = (1 << 64) - 1
 
 
@@ -237,7 +239,8 @@ class Leaderboards:
 def encode_cursor(board_id: str, period: str, value: int, subscore: int, reached: int) -> str:
     """Opaque to clients: the key of the last entry returned, so the next page starts
     right after it even if entries moved meanwhile."""
-    raw = json.dumps([board_id, period, value, subscore, reached])
+    # json.dumps of the list, written out: the cursor's bytes stay the same.
+    raw = f"[{_json_str(board_id)}, {_json_str(period)}, {value}, {subscore}, {reached}]"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 

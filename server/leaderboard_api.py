@@ -114,8 +114,8 @@ def query_now(
 
 
 def _known(args: Mapping[str, Any]) -> None:
-    unknown = sorted(set(args) - ARGS)
-    if unknown:
+    if not ARGS.issuperset(args):
+        unknown = sorted(set(args) - ARGS)
         raise BadParameterError(f"unknown parameters {unknown}; known: {sorted(ARGS)}")
 
 
@@ -197,8 +197,8 @@ def _route(method: str, path: str, params: Mapping[str, str]) -> tuple[str, dict
         raise _NoRoute(405, "method_not_allowed", f"{method} is not allowed; use GET")
     name, where = route
     # board and player come from the path only.
-    unknown = sorted(set(params) - _HTTP_PARAMS)
-    if unknown:
+    if not _HTTP_PARAMS.issuperset(params):
+        unknown = sorted(set(params) - _HTTP_PARAMS)
         raise BadParameterError(f"unknown parameters {unknown}; known: {sorted(_PARAMS)}")
     return name, {k: v for k, v in params.items() if k in _PARAMS} | where
 

@@ -454,8 +454,12 @@ class Board:
     def around(self, owner: str, limit: int) -> list[RankedEntry] | None:
         """``limit`` entries with ``owner`` in the middle, clamped at both ends so the
         page is full when the board has enough entries and always includes ``owner``."""
+        start = self.around_start(owner, limit)
+        return None if start is None else self.slice(start, start + limit)
+
+    def around_start(self, owner: str, limit: int) -> int | None:
+        """0-based index of the first entry of :meth:`around`'s page, or None."""
         i = self.index_of(owner)
         if i is None:
             return None
-        start = max(0, min(i - (limit - 1) // 2, len(self._keys) - limit))
-        return self.slice(start, start + limit)
+        return max(0, min(i - (limit - 1) // 2, len(self._keys) - limit))

@@ -225,10 +225,10 @@ class Leaderboards:
         check_limit(limit)
         _, key, board = self._resolve(board_id, period)
         hidden = self._hidden(board_id, key, anonymous)
-        page = board.around(player, limit) if player not in hidden else None
-        if page is None:
+        start = board.around_start(player, limit) if player not in hidden else None
+        if start is None:
             raise UnknownPlayerError(board_id, key, player)
-        entries = [entry_json(e, hidden) for e in page]
+        entries = entries_json(board.columns(start, start + limit), hidden)
         return self._answer(board_id, key, board) | {"entries": entries}
 
     def count(self, board_id: str, *, period: str | None = None) -> dict[str, Any]:

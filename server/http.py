@@ -12,7 +12,9 @@ bound routes of every module to one :class:`Router`. Nothing here knows the app.
 
 Requests reach :meth:`Router.dispatch` from the connection (server/http_keepalive.py),
 which keeps it alive between them; only websocket upgrades go through websockets'
-handshake.
+handshake. A handler is a plain function when it can answer at once (the connection
+then sends the answer without a task) and a coroutine function when it must wait; one
+that waits only sometimes (leaderboards' ``wait=``) returns the answer or a coroutine.
 """
 
 from __future__ import annotations
@@ -457,20 +459,20 @@ async def healthz(ops: Ops, conn: ServerConnection, request: Request, _: Params)
 
 
 @_ops.route("GET", r"/api/nodes")
-async def nodes(ops: Ops, conn: ServerConnection, request: Request, _: Params) -> Response:
+def nodes(ops: Ops, conn: ServerConnection, request: Request, _: Params) -> Response:
     """The cluster's nodes with status and load (docs/operations.md, "A cluster"); a single
     server lists none."""
     return json_response(conn, {"nodes": ops.nodes() if ops.nodes is not None else []})
 
 
 @_ops.route("GET", r"/metrics")
-async def metrics(ops: Ops, conn: ServerConnection, request: Request, _: Params) -> Response:
+def metrics(ops: Ops, conn: ServerConnection, request: Request, _: Params) -> Response:
     ops.headroom()
     return respond(conn, 200, ops.metrics.render().decode(), CONTENT_TYPE)
 
 
 @_ops.route("GET", r"/ws")
-async def websocket_path(ops: Ops, conn: ServerConnection, request: Request, _: Params) -> Response:
+def websocket_path(ops: Ops, conn: ServerConnection, request: Request, _: Params) -> Response:
     """``/ws`` asked for as a page (a browser, curl): say what it is instead of a 404."""
     return json_response(
         conn,

@@ -13,7 +13,11 @@ limits, the same refusals), and:
   just opened: the handshake, ``process_request`` and the session run as before;
 * any other request is answered by the one dispatcher (``Router.dispatch``) and the
   connection is kept for the next request: HTTP/1.1 by default, HTTP/1.0 only when
-  it asks (``Connection: keep-alive``), never after ``Connection: close``.
+  it asks (``Connection: keep-alive``), never after ``Connection: close``. An answer
+  that needs no waiting (a leaderboard query without ``wait=``, ``/api/nodes``,
+  ``/metrics``) is sent in the very call that read the request: no task, no await.
+  One that must wait (the store, a match, another node) is awaited in a task, and
+  the requests after it wait their turn, so answers always leave in order.
 
 Bounds, per connection: ``http_max_requests`` requests (the last answer says
 ``Connection: close``), ``http_idle_timeout`` seconds between an answer and the next

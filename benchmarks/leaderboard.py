@@ -33,6 +33,7 @@ HTTP p99 <= 5 ms, on a kept-alive connection rank p50 <= 250 us and top-100 p50 
 600 us, lag p99 <= 100 ms, rebuild >= 500,000 events/s.
 
     python benchmarks/leaderboard.py [--players 1000000] [--batch 20000] [--quick]
+                                     [--only updates,queries,http,lag,rebuild]
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ TARGETS = {
     "lag_ms": 100,
     "rebuild": 500_000,
 }
+SECTIONS = ("updates", "queries", "http", "lag", "rebuild")
+"""The sections printed, in order (``--only`` picks some)."""
 REDIS_REFERENCE_US = {"rank": 137, "top-100": 420}
 """Redis 7 round trips p50 on the reference machine (ZREVRANK; ZREVRANGE of 100, 410-430):
 /work/shared/ANCHORS.md, measured in another sitting."""
@@ -531,36 +534,19 @@ async def bench_rebuild(path: str) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--players", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=20_000)
-    parser.add_argument("--quick", action="store_true", help="smaller samples, a short lag run")
-    parser.add_argument(
-        "--ingest-players",
-        type=int,
-        default=200,
-        help="bots of the ingest load during the lag run (600 saturates a 2-core machine)",
-    )
-    args = parser.parse_args()
-    rng = random.Random(1)
-    n = args.players
-    samples = 2_000 if args.quick else 20_000
-    print(
-        f"leaderboard benchmark: one board of {n:,} players "
-        f"(2 shared cores: figures are noisy; ratios are against baselines of this run)"
-    )
+# -- main ---------------------------------------------------------------------------------------
 
-    t0 = time.perf_counter()
-    board, owners = make_board(n, rng)
-    print(f"  board loaded in {time.perf_counter() - t0:.1f} s")
 
+def section_updates(
+    args: argparse.Namespace, board: Board, owners: list[str], rng: random.Random
+) -> None:
+    """1. updates/s against the SortedList baseline."""
     print("1. updates (best of 3 rounds, ours and the baseline alternating)")
     bench_updates(board, owners, 2_000, 4_000, rng)  # warm-up: allocations, caches
     ours: dict[int, list[float]] = {b: [] for b in (1_000, 5_000, args.batch)}
     base: list[float] = []
     base_n = 10_000 if args.quick else 30_000
-    baseline = sortedlist_baseline(n, rng)
+    baseline = sortedlist_baseline(len(owners), rng)
     for _ in range(3):
         for b in ours:
             ours[b].append(bench_updates(board, owners, b, max(b, 60_000 // b * b), rng))
@@ -590,6 +576,9 @@ def main() -> None:
     )
     del baseline
 
+
+def section_queries(board: Board, owners: list[str], samples: int, rng: random.Random) -> None:
+    """2. in-process queries."""
     print("2. in-process queries (us)")
     svc = service_over(board)
     sample = [rng.choice(owners) for _ in range(samples)]
@@ -610,6 +599,11 @@ def main() -> None:
     line("top-100 p50 / p99", f"{pct(tops, 50):.1f} / {pct(tops, 99):.1f}")
     line("around (21) p50 / p99", f"{pct(arounds, 50):.1f} / {pct(arounds, 99):.1f}")
 
+
+def section_http(
+    args: argparse.Namespace, board: Board, owners: list[str], rng: random.Random
+) -> None:
+    """3. the same queries over HTTP, beside the floor."""
     print(
         "3. HTTP queries (us; the server's HTTP path on loopback, an http.client client in"
         " another process)"
@@ -650,6 +644,9 @@ def main() -> None:
             f"{kept_cpu:.0f} / {new_cpu:.0f} / {floor_cpu:.0f}",
         )
 
+
+def section_lag(args: argparse.Namespace, board: Board, n: int) -> None:
+    """4. lag, in-process and under the ingest load."""
     print(f"4. lag: durable append -> visible in the board ({n:,}-player board loaded)")
     lags = asyncio.run(bench_lag(board, 5.0 if args.quick else 20.0, 8, 16))
     p99 = pct(lags, 99)
@@ -690,6 +687,9 @@ def main() -> None:
                     f"{pct(steps, 50):.1f} / {pct(steps, 99):.1f} / {max(steps):.1f}",
                 )
 
+
+def section_rebuild(args: argparse.Namespace) -> None:
+    """5. rebuild rate from the log."""
     print("5. rebuild from the log")
     matches, players, minutes = (2, 16, 1.0) if args.quick else (8, 32, 2.0)
     cache = Path("data/bench")
@@ -718,6 +718,49 @@ def main() -> None:
         f"{got['read_all']:,.0f}",
         f"rebuild/read {got['rebuild'] / got['read_all']:.2f}",
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--players", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--quick", action="store_true", help="smaller samples, a short lag run")
+    parser.add_argument(
+        "--ingest-players",
+        type=int,
+        default=200,
+        help="bots of the ingest load during the lag run (600 saturates a 2-core machine)",
+    )
+    parser.add_argument(
+        "--only",
+        type=lambda v: set(v.split(",")),
+        default=set(SECTIONS),
+        help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all)",
+    )
+    args = parser.parse_args()
+    if args.only - set(SECTIONS):
+        parser.error(f"--only: unknown sections {sorted(args.only - set(SECTIONS))}")
+    rng = random.Random(1)
+    n = args.players
+    samples = 2_000 if args.quick else 20_000
+    print(
+        f"leaderboard benchmark: one board of {n:,} players "
+        f"(2 shared cores: figures are noisy; ratios are against baselines of this run)"
+    )
+
+    t0 = time.perf_counter()
+    board, owners = make_board(n, rng)
+    print(f"  board loaded in {time.perf_counter() - t0:.1f} s")
+    if "updates" in args.only:
+        section_updates(args, board, owners, rng)
+    if "queries" in args.only:
+        section_queries(board, owners, samples, rng)
+    if "http" in args.only:
+        section_http(args, board, owners, rng)
+    if "lag" in args.only:
+        section_lag(args, board, n)
+    if "rebuild" in args.only:
+        section_rebuild(args)
 
 
 if __name__ == "__main__":

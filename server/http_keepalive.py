@@ -13,7 +13,11 @@ limits, the same refusals), and:
   just opened: the handshake, ``process_request`` and the session run as before;
 * any other request is answered by the one dispatcher (``Router.dispatch``) and the
   connection is kept for the next request: HTTP/1.1 by default, HTTP/1.0 only when
-  it asks (``Connection: keep-alive``), never after ``Connection: close``.
+  it asks (``Connection: keep-alive``), never after ``Connection: close``. An answer
+  that needs no waiting (a leaderboard query without ``wait=``, ``/api/nodes``,
+  ``/metrics``) is sent in the very call that read the request: no task, no await.
+  One that must wait (the store, a match, another node) is awaited in a task, and
+  the requests after it wait their turn, so answers always leave in order.
 
 Bounds, per connection: ``http_max_requests`` requests (the last answer says
 ``Connection: close``), ``http_idle_timeout`` seconds between an answer and the next
@@ -44,7 +48,6 @@ from http import HTTPStatus
 from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
 from websockets.exceptions import (
     HeaderLineTooLong,
     RequestLineTooLong,
@@ -55,7 +58,7 @@ from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Request, Respons
 from websockets.streams import StreamReader
 
 from replay.protocol import error_body
-from server.http import json_response
+from server.http import HttpRequest, ValidHeaders, json_response
 
 __all__ = ["MAX_PIPELINED", "PARSER_REFUSALS", "HttpChannel", "PlainHttp", "wants_websocket"]
 
@@ -73,21 +76,28 @@ PARSER_REFUSALS: dict[type[Exception], tuple[int, str]] = {
 """Requests websockets' HTTP parser refuses for their size, with the
 status and code of their answer (docs/protocol.md section 8); anything else it refuses is
 400 ``bad_request``."""
-_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-_VALUE = re.compile(r"[\x09\x20-\x7e\x80-\xff]*")
-"""A header's name and value as websockets' parser accepts them (RFC 9110)."""
+_FIELD_TEXT = r"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*([\x09\x20-\x7e\x80-\xff]*?)[ \t]*\r\n"
+_FIELD = re.compile(_FIELD_TEXT)
+_FIELDS = re.compile(f"(?:{_FIELD_TEXT})*")
+"""A header line as websockets' parser accepts it (RFC 9110: a token, a colon, the
+value stripped of spaces and tabs), and a block of them."""
 _SLOW = object()
 """What :func:`parse_head` answers for a request it leaves to websockets' parser."""
 E_BAD_REQUEST = "bad_request"
 E_INTERNAL = "internal"
 
-Dispatch = Callable[[ServerConnection, Request], Awaitable[Response]]
+Dispatch = Callable[[ServerConnection, HttpRequest], Response | Awaitable[Response]]
+"""The answer to a request, or an awaitable of it when its handler must wait."""
+Pending = tuple[HttpRequest, Awaitable[Response]]
+"""A request whose answer is awaited."""
 
 
 class Connection(Protocol):
     """What a channel needs of its connection (server/connection.py's GameConnection)."""
 
     transport: asyncio.Transport
+    paused: bool
+    """Writing is paused: the transport's buffer is over its high-water mark."""
 
     def upgrade(self, data: bytes) -> None:
         """Hand the connection to websockets, ``data`` being its first bytes."""
@@ -99,7 +109,8 @@ class Connection(Protocol):
 
 def wants_websocket(request: Request) -> bool:
     """The one test of whether a request is a websocket upgrade (else plain HTTP)."""
-    return request.headers.get("Upgrade", "").lower() == "websocket"
+    upgrade = request.headers.get_all("Upgrade")
+    return len(upgrade) == 1 and upgrade[0].lower() == "websocket"
 
 
 @dataclass
@@ -167,6 +178,8 @@ class PlainHttp:
 _UPGRADE = object()
 """Queued in place of a request: hand the connection to websockets once the requests
 before it are answered."""
+_CLOSED = object()
+"""What answering an item gives when the connection takes no more answers."""
 
 
 class HttpChannel:
@@ -180,7 +193,7 @@ class HttpChannel:
         """websockets' parser, for a request :func:`parse_head` leaves to it."""
         self.raw = bytearray()
         """The bytes of the request being parsed and after: what websockets gets on an upgrade."""
-        self.queue: deque[Request | Response | object] = deque()
+        self.queue: deque[HttpRequest | Response | object] = deque()
         """Parsed requests (or a refusal, or _UPGRADE) not answered yet, in order."""
         self.answering: asyncio.Task[None] | None = None
         self.requests = 0
@@ -193,6 +206,10 @@ class HttpChannel:
         self.peer_eof = False
         self.lost = False
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None
+        """When the next request head must have arrived (None: one is being answered)."""
+        self.timer_at = 0.0
+        """When ``timer`` fires."""
         self.loop = asyncio.get_running_loop()
         http.opened(self)
         self._wait(http.first_request_timeout)
@@ -256,7 +273,8 @@ class HttpChannel:
                     next(self.parser)
                     return  # more bytes needed
                 except StopIteration as done:
-                    parsed = done.value
+                    r = done.value
+                    parsed = HttpRequest.of(r.path, r.headers, r.method, r.protocol)
                 except (SecurityError, ValueError, NotImplementedError, UnicodeDecodeError) as exc:
                     self._refuse(exc)
                     return
@@ -264,8 +282,8 @@ class HttpChannel:
                     self._refuse(ValueError(str(exc)))
                     return
                 self.parser = None
-            request: Request = parsed  # type: ignore[assignment]
-            self._stop_timer()
+            request: HttpRequest = parsed  # type: ignore[assignment]
+            self._busy()
             self.http.idle.pop(self, None)
             if wants_websocket(request):
                 # websockets reads the upgrade from its first byte (self.raw still
@@ -297,50 +315,88 @@ class HttpChannel:
     # -- answering -----------------------------------------------------------------------
 
     def _answer_soon(self) -> None:
-        if self.answering is None:
-            self.answering = self.loop.create_task(self._answer())
+        """Answer what is queued: at once, in the call that parsed it, while answers need
+        no waiting (most do: no task, no await); else in a task, which keeps the order.
+        Nothing it calls re-enters it: the transport reports a close later, not here."""
+        if self.answering is not None:
+            return  # the task answers it in turn
+        while self.queue and not self.lost:
+            if self.conn.paused:  # the client does not read its answers: wait for it
+                self.answering = self.loop.create_task(self._answer(None))
+                return
+            pending = self._answer_next()
+            if pending is _CLOSED:
+                return
+            if pending is not None:
+                self.answering = self.loop.create_task(self._answer(pending))  # type: ignore[arg-type]
+                return
+        self._between_requests()
 
-    async def _answer(self) -> None:
+    async def _answer(self, pending: Pending | None) -> None:
+        """Answers in turn from ``pending`` on, awaiting what must be awaited."""
         try:
-            while self.queue and not self.lost:
-                item = self.queue.popleft()
-                if item is _UPGRADE:
-                    self._upgrade()
-                    return
-                if isinstance(item, Response):  # a refusal: answer it and close
-                    self._send(item, None, close=True)
-                    return
-                request: Request = item  # type: ignore[assignment]
-                failed = False
-                try:
-                    response = await self.http.dispatch(self.conn, request)  # type: ignore[arg-type]
-                except Exception:  # a bug, not bad input: logged, answered in JSON
-                    log.exception("%s %s failed", request.method, request.path.split("?")[0])
-                    response = json_response(
-                        self.conn,  # type: ignore[arg-type]
-                        error_body(E_INTERNAL, "internal error"),
-                        500,
-                    )
-                    failed = True
-                if self.lost:
-                    return
-                close = failed or (self.finished and not self.queue) or not _keeps_alive(request)
-                close = close or self.http.closing or self.http.over_budget()
-                self._send(response, request, close)
-                if close:
-                    return
+            while True:
+                if pending is not None:
+                    request, answer = pending
+                    try:
+                        response, failed = await answer, False
+                    except Exception:  # a bug, not bad input: logged, answered in JSON
+                        response, failed = self._failed(request), True
+                    if self.lost or self._reply(request, response, failed):
+                        return
                 await self.conn.drain()  # a client that does not read its answers waits
                 if self.paused and not self.upgrading and len(self.queue) < MAX_PIPELINED // 2:
                     self.paused = False
                     self.conn.transport.resume_reading()
                     self._read_requests()
+                if not self.queue or self.lost:
+                    break
+                pending = self._answer_next()  # type: ignore[assignment]
+                if pending is _CLOSED:
+                    return
         finally:
             self.answering = None
+        self._between_requests()
+
+    def _answer_next(self) -> Pending | object | None:
+        """Answer the next queued item: None once answered, ``_CLOSED`` once the
+        connection is done with (upgraded, or closing), else the answer to await."""
+        item = self.queue.popleft()
+        if item is _UPGRADE:
+            self._upgrade()
+            return _CLOSED
+        if isinstance(item, Response):  # a refusal: answer it and close
+            self._send(item, None, close=True)
+            return _CLOSED
+        request: HttpRequest = item  # type: ignore[assignment]
+        try:
+            answer = self.http.dispatch(self.conn, request)  # type: ignore[arg-type]
+        except Exception:  # a bug, not bad input: logged, answered in JSON
+            self._reply(request, self._failed(request), failed=True)
+            return _CLOSED
+        if not isinstance(answer, Response):
+            return request, answer
+        return _CLOSED if self._reply(request, answer) else None
+
+    def _failed(self, request: HttpRequest) -> Response:
+        log.exception("%s %s failed", request.method, request.route_path)
+        return json_response(self.conn, error_body(E_INTERNAL, "internal error"), 500)  # type: ignore[arg-type]
+
+    def _reply(self, request: HttpRequest, response: Response, failed: bool = False) -> bool:
+        """Send the answer to ``request``; True when the connection closes after it (a
+        failed answer closes it)."""
+        close = failed or (self.finished and not self.queue)
+        close = close or not _keeps_alive(request) or self.http.closing
+        close = close or self.http.over_budget()
+        self._send(response, request, close)
+        return close
+
+    def _between_requests(self) -> None:
         if not (self.lost or self.finished or self.upgrading):
             self.http.idle[self] = None
             self._wait(self.http.idle_timeout)
 
-    def _send(self, response: Response, request: Request | None, close: bool) -> None:
+    def _send(self, response: Response, request: HttpRequest | None, close: bool) -> None:
         # Serialized here, the connection headers ours: websockets' refusals say close.
         head = [f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n"]
         head += [
@@ -391,13 +447,27 @@ class HttpChannel:
     # -- timers --------------------------------------------------------------------------
 
     def _wait(self, seconds: float) -> None:
-        """A complete request head must arrive within ``seconds``, else the connection closes."""
-        self._stop_timer()
-        self.timer = self.loop.call_later(seconds, self._idle_too_long)
+        """A complete request head must arrive within ``seconds``, else the connection
+        closes. One timer serves many requests: it is moved only when it fires early."""
+        self.deadline = self.loop.time() + seconds
+        if self.timer is None or self.timer_at > self.deadline:
+            self._stop_timer()
+            self.timer = self.loop.call_later(seconds, self._idle_too_long)
+            self.timer_at = self.deadline
+
+    def _busy(self) -> None:
+        """A request is being answered: no deadline until :meth:`_wait` sets the next."""
+        self.deadline = None
 
     def _idle_too_long(self) -> None:
         self.timer = None
-        if self.waiting():
+        if self.deadline is None:
+            return  # answering: the next _wait arms the timer again
+        early = self.deadline - self.loop.time()
+        if early > 0:
+            self.timer = self.loop.call_later(early, self._idle_too_long)
+            self.timer_at = self.deadline
+        elif self.waiting():
             self.close()
 
     def _stop_timer(self) -> None:
@@ -406,38 +476,39 @@ class HttpChannel:
             self.timer = None
 
 
-def parse_head(buffer: bytearray) -> Request | object | None:
+def parse_head(buffer: bytearray) -> HttpRequest | object | None:
     """The request whose head starts ``buffer`` (taken out of it), parsed the quick way
     websockets' parser would parse it; None while the head is incomplete; ``_SLOW`` for
     a head longer than one line may be or anything irregular, which websockets' parser
-    then reads (and refuses with its own reason). The quick way costs about a third of
-    what the parser's generators do per request (benchmarks/leaderboard.py)."""
+    then reads (and refuses with its own reason). The quick way costs a small part of
+    what the parser's generators do per request: the header lines are checked and split
+    by two regular expressions over them all (benchmarks/leaderboard.py)."""
     end = buffer.find(b"\r\n\r\n", 0, MAX_LINE_LENGTH)
     if end < 0:
         long_or_bare_lf = len(buffer) >= MAX_LINE_LENGTH or (
             buffer.count(b"\n") != buffer.count(b"\r\n")
         )
         return _SLOW if long_or_bare_lf else None
-    lines = buffer[:end].decode("iso-8859-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
+    head = buffer[: end + 2].decode("iso-8859-1")
+    line_end = head.index("\r\n")
+    parts = head[:line_end].split(" ", 2)
+    fields = head[line_end + 2 :]
     if (
-        len(lines) > MAX_NUM_HEADERS + 1
-        or len(parts) != 3
+        len(parts) != 3
         or parts[2] not in ("HTTP/1.1", "HTTP/1.0")
-        or not lines[0].isascii()
+        or not parts[0].isascii()
+        or not parts[1].isascii()
+        or not _FIELDS.fullmatch(fields)
     ):
         return _SLOW
-    headers = Headers()
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        value = value.strip(" \t")
-        if not (colon and _TOKEN.fullmatch(name) and _VALUE.fullmatch(value)):
-            return _SLOW
-        headers[name] = value
+    items = _FIELD.findall(fields)
+    if len(items) > MAX_NUM_HEADERS:
+        return _SLOW
+    headers = ValidHeaders(items)
     if "Transfer-Encoding" in headers or not set(headers.get_all("Content-Length")) <= {"0"}:
         return _SLOW
     del buffer[: end + 4]
-    return Request(parts[1], headers, parts[0], parts[2])
+    return HttpRequest.of(parts[1], headers, parts[0], parts[2])
 
 
 _CONNECTION_HEADERS = frozenset({"connection", "keep-alive"})
@@ -446,9 +517,10 @@ _CONNECTION_HEADERS = frozenset({"connection", "keep-alive"})
 def _keeps_alive(request: Request) -> bool:
     """HTTP/1.1 keeps the connection unless the client says close; HTTP/1.0 closes
     unless it asks for keep-alive."""
-    tokens = {
-        t.strip().lower() for v in request.headers.get_all("Connection") for t in v.split(",")
-    }
+    values = request.headers.get_all("Connection")
+    if not values:
+        return request.protocol != "HTTP/1.0"
+    tokens = {t.strip().lower() for v in values for t in v.split(",")}
     if request.protocol == "HTTP/1.0":
         return "keep-alive" in tokens
     return "close" not in tokens

@@ -28,12 +28,14 @@ from replay.protocol import (
     parse_leaderboard_path,
 )
 
-__all__ = ["ARGS", "handle", "process_request", "query"]
+__all__ = ["ARGS", "handle", "handle_now", "process_request", "query", "query_now"]
 
 DEFAULT_WAIT_TIMEOUT_S = 5.0
 _PARAMS = frozenset({"limit", "cursor", "period", "wait", "timeout"})
 ARGS = _PARAMS | {"board", "player"}
 """Arguments of :func:`query`: the query-string parameters plus the path's parts."""
+_HTTP_PARAMS = _PARAMS | {"token"}
+"""What a request's query string may hold (the token is the server's business)."""
 log = logging.getLogger(__name__)
 
 
@@ -89,41 +91,60 @@ async def query(
     strings (HTTP) or typed values (websocket). ``anonymous``: the caller has no token,
     and sees entries a private match fed without their owners (docs/leaderboards.md).
     Raises :class:`LeaderboardError`."""
-    unknown = sorted(set(args) - ARGS)
-    if unknown:
-        raise BadParameterError(f"unknown parameters {unknown}; known: {sorted(ARGS)}")
+    _known(args)
     reached = None
     wait = _int(args, "wait", None)
     if wait is not None:
         reached = await service.wait(wait, _float(args, "timeout", DEFAULT_WAIT_TIMEOUT_S))
-    if name == "boards":
-        body = service.boards()
-    else:
-        board = _str(args, "board", required=True)
-        assert board is not None
-        period = _str(args, "period")
-        if name == "top":
-            limit = _int(args, "limit", DEFAULT_LIMIT)
-            body = service.top(
-                board, period=period, limit=limit, cursor=_str(args, "cursor"), anonymous=anonymous
-            )
-        elif name == "count":
-            body = service.count(board, period=period)
-        elif name == "periods":
-            body = service.periods(board)
-        elif name == "entry":
-            player = _str(args, "player", required=True)
-            body = service.entry(board, player, period=period, anonymous=anonymous)  # type: ignore[arg-type]
-        elif name == "around":
-            player = _str(args, "player", required=True)
-            limit = _int(args, "limit", DEFAULT_AROUND)
-            body = service.around(board, player, period=period, limit=limit, anonymous=anonymous)  # type: ignore[arg-type]
-        else:
-            known = list(LEADERBOARD_QUERIES)
-            raise BadParameterError(f"unknown query {str(name)[:32]!r}; known: {known}")
+    body = _answer(service, name, args, anonymous)
     if reached is not None:
         body["reached"] = reached
     return body
+
+
+def query_now(
+    service: Leaderboards, name: str, args: Mapping[str, Any], anonymous: bool = False
+) -> dict[str, Any] | None:
+    """:func:`query` when it need not wait (the boards are in memory): the answer, or
+    None when ``args`` ask to wait for a position (``wait``), which :func:`query` does."""
+    if args.get("wait") is not None:
+        return None
+    _known(args)
+    return _answer(service, name, args, anonymous)
+
+
+def _known(args: Mapping[str, Any]) -> None:
+    if not ARGS.issuperset(args):
+        unknown = sorted(set(args) - ARGS)
+        raise BadParameterError(f"unknown parameters {unknown}; known: {sorted(ARGS)}")
+
+
+def _answer(
+    service: Leaderboards, name: str, args: Mapping[str, Any], anonymous: bool
+) -> dict[str, Any]:
+    if name == "boards":
+        return service.boards()
+    board = _str(args, "board", required=True)
+    assert board is not None
+    period = _str(args, "period")
+    if name == "top":
+        limit = _int(args, "limit", DEFAULT_LIMIT)
+        return service.top(
+            board, period=period, limit=limit, cursor=_str(args, "cursor"), anonymous=anonymous
+        )
+    if name == "count":
+        return service.count(board, period=period)
+    if name == "periods":
+        return service.periods(board)
+    if name == "entry":
+        player = _str(args, "player", required=True)
+        return service.entry(board, player, period=period, anonymous=anonymous)  # type: ignore[arg-type]
+    if name == "around":
+        player = _str(args, "player", required=True)
+        limit = _int(args, "limit", DEFAULT_AROUND)
+        return service.around(board, player, period=period, limit=limit, anonymous=anonymous)  # type: ignore[arg-type]
+    known = list(LEADERBOARD_QUERIES)
+    raise BadParameterError(f"unknown query {str(name)[:32]!r}; known: {known}")
 
 
 async def handle(
@@ -136,21 +157,50 @@ async def handle(
     """Answer one request. ``path`` is without the query string; ``params`` its
     decoded query parameters (last value wins); ``anonymous`` as for :func:`query` (who
     the caller is, the server decides from the token)."""
-    route = parse_leaderboard_path(path)
-    if route is None:
-        return _error(404, "not_found", f"no route {path[:200]!r}")
-    if method not in ("GET", "HEAD"):
-        return _error(405, "method_not_allowed", f"{method} is not allowed; use GET")
-    name, where = route
     try:
-        # board and player come from the path only; the token is the server's business.
-        unknown = sorted(set(params) - _PARAMS - {"token"})
-        if unknown:
-            raise BadParameterError(f"unknown parameters {unknown}; known: {sorted(_PARAMS)}")
-        args = {k: v for k, v in params.items() if k in _PARAMS} | where
+        name, args = _route(method, path, params)
         return 200, await query(service, name, args, anonymous)
     except LeaderboardError as exc:
         return _error(exc.status, exc.code, str(exc))
+
+
+def handle_now(
+    service: Leaderboards,
+    method: str,
+    path: str,
+    params: Mapping[str, str],
+    anonymous: bool = False,
+) -> tuple[int, dict[str, Any]] | None:
+    """:func:`handle` without awaiting (the server answers at once, no task): the answer,
+    or None when the request waits for a position (``wait``), which :func:`handle` does."""
+    if params.get("wait") is not None:
+        return None
+    try:
+        name, args = _route(method, path, params)
+        return 200, query_now(service, name, args, anonymous)  # type: ignore[return-value]
+    except LeaderboardError as exc:
+        return _error(exc.status, exc.code, str(exc))
+
+
+class _NoRoute(LeaderboardError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+def _route(method: str, path: str, params: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+    """The query a request asks and its arguments."""
+    route = parse_leaderboard_path(path)
+    if route is None:
+        raise _NoRoute(404, "not_found", f"no route {path[:200]!r}")
+    if method not in ("GET", "HEAD"):
+        raise _NoRoute(405, "method_not_allowed", f"{method} is not allowed; use GET")
+    name, where = route
+    # board and player come from the path only.
+    if not _HTTP_PARAMS.issuperset(params):
+        unknown = sorted(set(params) - _HTTP_PARAMS)
+        raise BadParameterError(f"unknown parameters {unknown}; known: {sorted(_PARAMS)}")
+    return name, {k: v for k, v in params.items() if k in _PARAMS} | where
 
 
 def process_request(service: Leaderboards):

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+from urllib.parse import urlsplit
 
 from server_helpers import raw_connect, running_app, unpack
 from websockets.datastructures import Headers
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
+from websockets.streams import StreamReader
 
 from replay import protocol as p
-from server.http import json_response
-from server.http_keepalive import MAX_PIPELINED
+from server.http import HttpRequest, Router, RouteTable, json_response, split_target
+from server.http_keepalive import _SLOW, MAX_PIPELINED, parse_head
 from server.proxy import forward
 
 UPGRADE = (
@@ -276,3 +278,163 @@ def test_json_answers_hold_integers_past_64_bits():
     body = json_response(None, value).body  # type: ignore[arg-type]
     assert json.loads(body) == {"big": 2**70, "nested": {"1": [1.5, None, "é"]}}
     assert json.loads(json_response(None, {2: "x"}).body) == {"2": "x"}  # type: ignore[arg-type]
+
+
+async def test_answers_that_wait_and_answers_given_at_once_keep_their_order(tmp_path):
+    # A leaderboard query is answered at once, in the call that read it; with wait= (and
+    # /healthz, which asks the store) the answer is awaited in a task: pipelined
+    # together, they still come back in the order asked.
+    async with running_app(tmp_path) as app:
+        reader, writer = await open_conn(app)
+        paths = [
+            "/api/leaderboards/kills/count?wait=0&timeout=1",
+            "/api/leaderboards/kills?limit=5",
+            "/healthz",
+            "/api/leaderboards/kills/count",
+            "/api/leaderboards/nope/count?wait=0",
+            "/api/leaderboards/kills?limit=0",
+        ] * 4
+        writer.write(b"".join(get(path) for path in paths))
+        answers = [await read_response(reader) for _ in paths]
+        bodies = [json.loads(body) for _, _, body in answers]
+        for path, (status, _, _), body in zip(paths, answers, bodies, strict=True):
+            if "nope" in path:
+                assert (status, body["error"]["code"]) == (404, "unknown_board")
+            elif "limit=0" in path:
+                assert (status, body["error"]["code"]) == (400, "bad_parameter")
+            elif path == "/healthz":
+                assert status == 200 and "headroom" in body
+            else:
+                assert status == 200 and body["board"] == "kills"
+                assert ("reached" in body) == ("wait=" in path)
+                assert ("entries" in body) == ("limit=5" in path)
+        writer.close()
+
+
+async def test_a_client_that_reads_late_gets_every_answer_in_order(tmp_path):
+    # Answers of ~40 KiB pipelined unread fill the socket buffers: the server stops
+    # answering at once (writing paused), then reading (MAX_PIPELINED queued), and
+    # resumes both as the client reads.
+    async with running_app(tmp_path) as app:
+        reader, writer = await open_conn(app)
+        paths = ["/static/js/app.js", "/api/leaderboards/kills/count"] * 100
+        writer.write(b"".join(get(path) for path in paths))
+        await asyncio.sleep(0.5)  # the server meets a full socket buffer meanwhile
+        answers = [await read_response(reader) for _ in paths]
+        assert all(status == 200 for status, _, _ in answers)
+        scripts = {body for path, (_, _, body) in zip(paths, answers, strict=True) if "js" in path}
+        assert len(scripts) == 1 and len(next(iter(scripts))) > 20_000
+        counts = [json.loads(body)["count"] for _, _, body in answers[1::2]]
+        assert counts == [0] * 100
+        writer.close()
+
+
+QUICK_HEADS = [
+    b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET /api/leaderboards/kills HTTP/1.1\r\nHost: 127.0.0.1:80\r\n"
+    b"Accept-Encoding: identity\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nX-A:  v w \t\r\nX-B:\tv\r\nX-C:\r\nX-D:   \r\nX-E:v\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nConnection: a\r\nconnection: b, c\r\nAuthorization: Bearer t\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nX-Latin: caf\xe9 \x80\xff\r\nContent-Length: 0\r\n\r\n",
+    b"GET /%C3%A9?q=%20&r HTTP/1.1\r\nX-Token: !#$%&'*+.^_`|~09azAZ-\r\n\r\n",
+]
+SLOW_HEADS = [
+    b"GET /x HTTP/1.1\r\nBad Name: v\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nNoColon\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nX-Ctl: a\x01b\r\n\r\n",
+    b"GET /x HTTP/1.1\r\n folded: v\r\n\r\n",
+    b"GET /x HTTP/1.1\r\n: v\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+    b"GET /x HTTP/2.0\r\nHost: x\r\n\r\n",
+    b"GET /\xe9 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /x HTTP/1.1\nHost: x\n\n",
+    b"GET /x HTTP/1.1\r\n" + b"X-H: v\r\n" * 200 + b"\r\n",
+]
+
+
+def websockets_parse(head: bytes) -> Request:
+    """What websockets' own parser makes of ``head`` (raises what it raises)."""
+    reader = StreamReader()
+    reader.feed_data(head)
+    reader.feed_eof()
+    parser = Request.parse(reader.read_line)
+    try:
+        next(parser)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("incomplete")
+
+
+def test_the_quick_head_parser_reads_what_websockets_parser_reads():
+    # parse_head takes the regular heads itself and must read them exactly as websockets'
+    # parser does; anything else it leaves to that parser (_SLOW), never reads it its way.
+    for head in QUICK_HEADS:
+        buffer = bytearray(head + b"GET /next")
+        quick = parse_head(buffer)
+        theirs = websockets_parse(head)
+        assert isinstance(quick, HttpRequest), head
+        assert (quick.method, quick.path, quick.protocol) == ("GET", theirs.path, "HTTP/1.1")
+        assert list(quick.headers.raw_items()) == list(theirs.headers.raw_items()), head
+        for name in ("connection", "X-A", "x-latin", "Host", "absent"):
+            assert quick.headers.get_all(name) == theirs.headers.get_all(name)
+        assert bytes(buffer) == b"GET /next"  # the head was taken, the rest left
+        assert (quick.route_path, quick.query_string) == tuple(
+            getattr(urlsplit(theirs.path), part) for part in ("path", "query")
+        )
+    for head in SLOW_HEADS:
+        assert parse_head(bytearray(head)) is _SLOW, head
+    assert parse_head(bytearray(b"GET /x HTTP/1.1\r\nHost: x\r\n")) is None  # incomplete
+
+
+def test_request_targets_split_as_urlsplit_splits_them():
+    for target in ["/a", "/a?b=1&c", "/a?b?c", "/?", "/a#frag?x", "//host/p?q", "/a\tb?c",
+                   "http://h:1/p?q", "*", "/a;p?q=%2F"]:  # fmt: skip
+        url = urlsplit(target)
+        assert split_target(target) == (url.path, url.query), target
+
+
+def test_the_router_picks_the_first_route_that_matches_in_order():
+    table: RouteTable[str] = RouteTable()
+
+    @table.route("GET", r"/items/(?P<item>[^/]+)")
+    def item(deps: str, conn, request, params):  # answered at once
+        return json_response(conn, {"route": "item", "deps": deps} | params)
+
+    @table.route("GET", r"/items/special")
+    def special(deps: str, conn, request, params):  # shadowed by the route before it
+        return json_response(conn, {"route": "special"})
+
+    @table.route("POST", r"/items/(?P<item>[^/]+)/(?P<action>start|end)")
+    async def act(deps: str, conn, request, params):  # awaited
+        await asyncio.sleep(0)
+        return json_response(conn, {"route": "act"} | params)
+
+    @table.route("GET", r"/(?P<rest>.*)")
+    def catch_all(deps: str, conn, request, params):
+        return json_response(conn, {"route": "catch_all"} | params)
+
+    router = Router(table.bind("d"))
+
+    def ask(method: str, target: str) -> tuple[int, dict]:
+        request = HttpRequest.of(target, Headers(), method, "HTTP/1.1")
+        answer = router.dispatch(None, request)  # type: ignore[arg-type]
+        if not isinstance(answer, Response):
+            answer = asyncio.run(answer)  # type: ignore[arg-type]
+        return answer.status_code, json.loads(answer.body)
+
+    assert ask("GET", "/items/special?x=1") == (
+        200,
+        {"route": "item", "deps": "d", "item": "special"},
+    )
+    assert ask("GET", "/items/a/b") == (200, {"route": "catch_all", "rest": "items/a/b"})
+    assert ask("POST", "/items/7/end") == (200, {"route": "act", "item": "7", "action": "end"})
+    assert ask("POST", "/items/7/stop")[0] == 405  # the GET catch-all serves that path
+    assert ask("DELETE", "/items/7")[0] == 405
+    assert (
+        Router(table.bind("d")[:1])
+        .dispatch(None, HttpRequest.of("/x", Headers(), "GET", "HTTP/1.1"))
+        .status_code
+        == 404
+    )  # type: ignore[arg-type, union-attr]

@@ -415,23 +415,34 @@ class Board:
         return int(self._keys.searchsorted(key))
 
     def rank(self, owner: str) -> RankedEntry | None:
-        i = self.index_of(owner)
+        """``owner``'s entry and rank, or None (:meth:`index_of` and :meth:`get` in one
+        pass over the columns)."""
+        i = self._ids.get(owner)
         if i is None:
             return None
-        e = self.get(owner)
-        assert e is not None
-        return RankedEntry(i + 1, owner, e.value, e.subscore, e.reached)
+        reached = self._reached.item(i)
+        if reached < 0:
+            return None
+        value, subscore = self._value.item(i), self._subscore.item(i)
+        index = int(self._keys.searchsorted(self.key(value, subscore, reached, i)))
+        return RankedEntry(index + 1, owner, value, subscore, reached)
 
     def slice(self, start: int, stop: int) -> list[RankedEntry]:
         """Entries ranked ``start + 1 .. stop`` (clamped)."""
+        first, owners, *cols = self.columns(start, stop)
+        return list(map(RankedEntry, itertools.count(first), owners, *cols))
+
+    def columns(
+        self, start: int, stop: int
+    ) -> tuple[int, list[str], list[int], list[int], list[int]]:
+        """What :meth:`slice` holds, a list per field: the first rank, then the owners,
+        values, subscores and reached of entries ranked ``start + 1 .. stop`` (clamped).
+        A page built from them skips one tuple per entry."""
         start = max(0, start)
         ids = self._keys[start:stop].view(_KEY_DTYPE)["i"].astype(np.int64)
         owners = self._owners
         v, s, r = (c[ids].tolist() for c in (self._value, self._subscore, self._reached))
-        return [
-            RankedEntry(rank, owners[i], *row)
-            for rank, i, *row in zip(itertools.count(start + 1), ids.tolist(), v, s, r)
-        ]
+        return start + 1, list(map(owners.__getitem__, ids.tolist())), v, s, r
 
     def index_after(self, value: int, subscore: int, reached: int) -> int:
         """0-based index of the first entry ranked after the key: what a cursor resumes at.
@@ -443,8 +454,12 @@ class Board:
     def around(self, owner: str, limit: int) -> list[RankedEntry] | None:
         """``limit`` entries with ``owner`` in the middle, clamped at both ends so the
         page is full when the board has enough entries and always includes ``owner``."""
+        start = self.around_start(owner, limit)
+        return None if start is None else self.slice(start, start + limit)
+
+    def around_start(self, owner: str, limit: int) -> int | None:
+        """0-based index of the first entry of :meth:`around`'s page, or None."""
         i = self.index_of(owner)
         if i is None:
             return None
-        start = max(0, min(i - (limit - 1) // 2, len(self._keys) - limit))
-        return self.slice(start, start + limit)
+        return max(0, min(i - (limit - 1) // 2, len(self._keys) - limit))

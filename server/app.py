@@ -336,6 +336,7 @@ async def run(settings: Settings, on_ready: object = None) -> None:
     gc.freeze()
     if os.environ.get("XSWITCH"):
         import sys
+
         sys.setswitchinterval(float(os.environ["XSWITCH"]))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

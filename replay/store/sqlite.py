@@ -471,20 +471,24 @@ class SQLiteRecorder(Recorder):
         return rows[0][0]
 
     async def wait_for_commit(self, after: int, timeout: float) -> None:
-        # Commits of this process signal the event at once; those of other processes
-        # are found by looking at the head every poll_interval.
+        # Commits of this process signal the event at once. The writer (it holds the
+        # writer lock: no other process commits here) waits for nothing else; a
+        # read-only recorder finds other processes' commits by looking at the head
+        # every poll_interval.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self._head <= after:
             if self._writer.conn is None:
                 return
-            if await self.head() > after:
+            if self._lock is None and await self.head() > after:
                 return
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
+            if self._lock is None:
+                remaining = min(remaining, self.poll_interval)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._committed.wait(), min(remaining, self.poll_interval))
+                await asyncio.wait_for(self._committed.wait(), remaining)
 
     # -- leases --------------------------------------------------------------------
     # Each is one statement on the writer's connection (autocommit), so it is atomic

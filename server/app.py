@@ -334,10 +334,6 @@ async def run(settings: Settings, on_ready: object = None) -> None:
     # every few seconds, every match at once (benchmarks/ingest.py, matches of 10).
     gc.collect()
     gc.freeze()
-    if os.environ.get("XSWITCH"):
-        import sys
-
-        sys.setswitchinterval(float(os.environ["XSWITCH"]))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     last_signal: dict[int, float] = {}

@@ -345,3 +345,34 @@ async def test_seeks_reach_ticks_through_the_engine_and_skip_a_bad_keyframe(tmp_
         assert resets == [150] and rules.state_hash(state) == rec.hashes[160]
         assert app.spectators.engine.stats.keyframes_skipped == 1
         await ws.close()
+
+
+async def test_an_unwatched_delay_costs_no_timer_and_a_late_spectator_gets_the_delayed_edge(
+    tmp_path,
+):
+    """A match nobody spectates arms no release timer for its delay (no wake-up per
+    tick); the first spectator still goes live exactly at the delayed edge, never early."""
+    async with running_app(tmp_path) as app:
+        settings = FAST_SETTINGS | {"time_limit_s": 6.0}
+        settings |= {"spectator_delay": DELAY, "public_spectating": True}
+        match = await app.lobby.create("arena", settings, start_players=2)
+        bots = await start_bots(app, match.match_id, 2)
+        while match.durable_tick < 3 * 30:  # three delays' worth of ticks, all unwatched
+            await asyncio.sleep(0.05)
+        hub = match.hub
+        assert hub is not None and hub._timer is None
+        spec = await Spectator.connect(url(app))
+        before = match.durable_tick
+        status = await spec.watch(match.match_id, "live")
+        live_tick = match.durable_tick
+        assert status["live"] is True
+        # The edge is the tick durable DELAY ago (a quarter second of slack for
+        # scheduling): not stale although nothing was released on time, never early.
+        assert before - (DELAY + 0.25) * 30 <= spec.tick <= live_tick - (DELAY - 0.25) * 30
+        assert hub._timer is not None  # watched: released on time from now on
+        async for frame in spec:
+            assert frame.tick <= match.durable_tick - (DELAY - 0.25) * 30
+            if frame.tick >= live_tick:
+                break
+        await spec.close()
+        await bots

@@ -220,6 +220,7 @@ class App:
         if self.cluster is not None:
             await self.cluster.start(s.public_url or f"ws://{s.host}:{self.port}/ws")
             log.info("cluster node %s (%s)", self.cluster.instance, self.cluster.url)
+        self.lobby.headroom.measure_from_now()
 
     async def stop(self) -> None:
         """Graceful shutdown (idempotent)."""
@@ -334,6 +335,7 @@ async def run(settings: Settings, on_ready: object = None) -> None:
     # every few seconds, every match at once (benchmarks/ingest.py, matches of 10).
     gc.collect()
     gc.freeze()
+    app.lobby.headroom.measure_from_now()  # not load either
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     last_signal: dict[int, float] = {}

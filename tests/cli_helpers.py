@@ -23,9 +23,18 @@ ERROR_LINE = re.compile(
 
 
 def env(**extra: str) -> dict[str, str]:
-    """The environment of a child: this checkout importable, no MATCHREPLAY_* leaking in."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MATCHREPLAY_")}
+    """The environment of a child: this checkout importable, no MATCHREPLAY_* leaking in
+    but the admission settings tests/conftest.py sets (a busy test machine must not
+    refuse a child's matches at random either)."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MATCHREPLAY_") or k in _ADMISSION_SETTINGS
+    }
     return base | {"PYTHONPATH": str(ROOT)} | extra
+
+
+_ADMISSION_SETTINGS = frozenset({"MATCHREPLAY_MAX_CPU", "MATCHREPLAY_MAX_TICK_LATENESS_MS"})
 
 
 def command(*args: str) -> list[str]:

@@ -12,6 +12,7 @@ from server_helpers import FAST_SETTINGS, running_app, token, url
 
 from client_sdk import GameClient
 from replay import protocol as p
+from server.headroom import Headroom, Limits
 from server.lobby import ServerFullError
 
 
@@ -92,3 +93,23 @@ async def test_a_process_whose_ticks_run_late_refuses_new_players_until_they_cat
         await until(lambda: app.lobby.refusal() == "")
         assert (await client.join(match.match_id)).slot is not None
         await client.close()
+
+
+def _busy(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_start_up_is_not_load_and_a_short_span_refuses_nobody() -> None:
+    """A server just up must not refuse its first match because starting used the CPU:
+    the figure is judged only over half a window at least, and start-up is forgotten."""
+    headroom = Headroom(Limits(max_cpu=0.5, window_s=0.4))
+    _busy(0.1)  # start-up work, over less than half a window
+    assert headroom.cpu() > 0.5 and headroom.full_reason(0) == ""
+    _busy(0.15)  # busy over half a window: that is load, and it refuses
+    assert "CPU at" in headroom.full_reason(0)
+    headroom.measure_from_now()  # what App.start and serve call once up
+    assert headroom.full_reason(0) == ""
+    time.sleep(0.25)  # idle since: measured, and room
+    assert headroom.cpu() < 0.5 and headroom.full_reason(0) == ""

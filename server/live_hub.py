@@ -291,17 +291,21 @@ class LiveHub:
 
     # -- spectators --------------------------------------------------------------------
 
+    def _group(self, privileged: bool) -> _Group:
+        """A spectator's group, released up to now (one nobody watches is released
+        lazily, by the next publish or this)."""
+        self._release(time.monotonic())
+        return self.groups[0.0 if privileged else self.options.delay]
+
     def edge(self, privileged: bool) -> int:
-        self._release(time.monotonic())  # a group nobody watches is released lazily
-        return self.groups[0.0 if privileged else self.options.delay].tick
+        return self._group(privileged).tick
 
     def attach(self, sub: LiveSub, privileged: bool) -> int | None:
         """Go live: send the latest released keyframe and the released frames after it,
         then add ``sub`` to its group. Synchronous, so no frame is missed or doubled.
         Returns the tick the client shows, or None when no keyframe is in memory
         (the caller then resets the client from the store and calls :meth:`attach_after`)."""
-        self._release(time.monotonic())  # a group nobody watches is released lazily
-        g = self.groups[0.0 if privileged else self.options.delay]
+        g = self._group(privileged)
         released = g.next_index - self.base_index
         start = None
         for i in range(released - 1, -1, -1):
@@ -316,8 +320,7 @@ class LiveHub:
 
     def attach_after(self, sub: LiveSub, privileged: bool, tick: int) -> int:
         """Like :meth:`attach` for a client already reset to ``tick``."""
-        self._release(time.monotonic())  # a group nobody watches is released lazily
-        g = self.groups[0.0 if privileged else self.options.delay]
+        g = self._group(privileged)
         released = g.next_index - self.base_index
         first = next((i for i in range(released) if self.entries[i].tick > tick), released)
         self._send_released(sub.conn, first, released)

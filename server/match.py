@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -216,11 +217,12 @@ class Match:
         # Metadata and keyframe writes handed off by the sender complete before the store closes.
         await asyncio.gather(*list(self._background), return_exceptions=True)
 
-    async def _drain(self) -> None:
-        """Until every tick run so far is durable and published (or the store failed)."""
-        while self._appending is not None or self._outbox:
+    async def _drain(self, through: float = math.inf) -> None:
+        """Until every tick run so far, or up to tick ``through``, is durable and
+        published (or the store failed)."""
+        while (self._appending is not None or self._outbox) and self.durable_tick < through:
             if self._appending is None:
-                self.flush()
+                self.flush()  # ticks waiting for the next pass go now
             if self._appending is not None:
                 await asyncio.wait([self._appending])
 
@@ -500,7 +502,7 @@ class Match:
             )
         # A tick already run may still be on its way to the disk (the store lags the
         # simulation by a few ticks under load): the admin named a tick the match showed.
-        await self._durable_through(min(to_tick, self.tick))
+        await self._drain(through=to_tick)
         if self._engine is None:
             self._engine = ReplayEngine(self.store, GameRegistry([self.rules]))
         try:
@@ -525,15 +527,6 @@ class Match:
             token=done,
         )
         return await landed
-
-    async def _durable_through(self, tick: int) -> None:
-        """Until ``tick`` (already run) is durable and published, or no append is left."""
-        while self.durable_tick < tick and not self._stopping:
-            if self._appending is None:
-                self.flush()  # ticks waiting for the next pass go now
-                if self._appending is None:
-                    return
-            await asyncio.wait([self._appending])
 
     def _reseat(self) -> None:
         """After a rewind: every player keeps a seat. One not seated in the restored state

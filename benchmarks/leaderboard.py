@@ -198,6 +198,31 @@ def http_client(port: int, paths: list[str], keep_alive: bool, conn) -> None:
     conn.send((lat, connects))
 
 
+def sdk_client(port: int, kind: str, players: list[str], conn) -> None:
+    """Latencies (us) of ``kind`` queries (one per player of ``players``) asked in turn
+    through ``client_sdk.Leaderboards`` over HTTP, as an application would on the default
+    asyncio loop: one kept-alive connection; sends them and the TCP connections used."""
+    from client_sdk import Leaderboards
+
+    base = f"http://127.0.0.1:{port}"
+
+    async def run() -> list[float]:
+        lat = []
+        async with Leaderboards(base) as boards:
+            ask = {
+                "rank": lambda player: boards.entry("kills", player),
+                "top-100": lambda player: boards.top("kills", limit=100),
+                "around": lambda player: boards.around("kills", player),
+            }[kind]
+            for player in players:
+                t0 = time.perf_counter()
+                await ask(player)
+                lat.append((time.perf_counter() - t0) * 1e6)
+            return lat, boards._http[base].connections
+
+    conn.send(asyncio.run(run()))
+
+
 class FloorHttp(asyncio.Protocol):
     """The least a server can do: each request head answered at once with ``body``."""
 
@@ -216,21 +241,18 @@ class FloorHttp(asyncio.Protocol):
             self.transport.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
 
-async def run_client(
-    port: int, paths: list[str], keep_alive: bool
-) -> tuple[list[float], int, float]:
-    """Latencies (us), TCP connections used, and this process's CPU per query (us): the
-    server's (or the floor's), a figure the other load on the machine disturbs less."""
+async def run_client(target, *args: Any) -> tuple[list[float], int, float]:
+    """``target(*args, pipe)`` in a client process: its latencies (us), the TCP
+    connections it used, and this process's CPU per query (us): the server's (or the
+    floor's), a figure the other load on the machine disturbs less."""
     parent, child = multiprocessing.Pipe()
     cpu = time.process_time()
-    proc = multiprocessing.get_context("fork").Process(
-        target=http_client, args=(port, paths, keep_alive, child)
-    )
+    proc = multiprocessing.get_context("fork").Process(target=target, args=(*args, child))
     proc.start()
     while not parent.poll():
         await asyncio.sleep(0.01)
     lat, connects = parent.recv()
-    cpu = (time.process_time() - cpu) / len(paths) * 1e6
+    cpu = (time.process_time() - cpu) / len(lat) * 1e6
     proc.join()
     return lat, connects, cpu
 
@@ -263,9 +285,11 @@ async def bench_http(board: Board, owners: list[str], n: int, rng) -> dict[str, 
             )
             FloorHttp.body = json.dumps(answer).encode() + b"\n"
             out[label] = {
-                "floor": await run_client(floor_port, paths, True),
-                "kept": await run_client(app.port, paths, True),
-                "new": await run_client(app.port, paths, False),
+                "sdk floor": await run_client(sdk_client, floor_port, label, sample),
+                "sdk": await run_client(sdk_client, app.port, label, sample),
+                "floor": await run_client(http_client, floor_port, paths, True),
+                "kept": await run_client(http_client, app.port, paths, True),
+                "new": await run_client(http_client, app.port, paths, False),
             }
     finally:
         floor.close()
@@ -605,43 +629,58 @@ def section_http(
 ) -> None:
     """3. the same queries over HTTP, beside the floor."""
     print(
-        "3. HTTP queries (us; the server's HTTP path on loopback, an http.client client in"
-        " another process)"
+        "3. HTTP queries (us; the server's HTTP path on loopback; clients in another"
+        " process: client_sdk.Leaderboards on the default asyncio loop, and the stdlib's"
+        " http.client)"
     )
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         http_lat = runner.run(bench_http(board, owners, 300 if args.quick else 2000, rng))
     http_targets = {"rank": TARGETS["http_rank_p50_us"], "top-100": TARGETS["http_top_p50_us"]}
     for label, runs in http_lat.items():
-        kept, conns, kept_cpu = runs["kept"]
         target = http_targets.get(label)
-        p50 = pct(kept, 50)
+        sdk, sdk_conns, sdk_cpu = runs["sdk"]
+        sdk_floor, _, sdk_floor_cpu = runs["sdk floor"]
+        p50 = pct(sdk, 50)
         line(
-            f"{label}, one kept-alive connection p50 / p99",
-            f"{p50:.0f} / {pct(kept, 99):.0f}",
+            f"{label}, client_sdk, one kept-alive connection p50 / p99",
+            f"{p50:.0f} / {pct(sdk, 99):.0f}",
             f"target p50 <= {target} us: {verdict(p50 <= target)}" if target else "",
+        )
+        line(
+            f"{label}, client_sdk, floor (same bytes, no server work) p50 / p99",
+            f"{pct(sdk_floor, 50):.0f} / {pct(sdk_floor, 99):.0f}",
+            f"server/floor p50 {p50 / pct(sdk_floor, 50):.2f}",
+        )
+        kept, conns, kept_cpu = runs["kept"]
+        floor, _, floor_cpu = runs["floor"]
+        line(
+            f"{label}, http.client, one kept-alive connection p50 / p99",
+            f"{pct(kept, 50):.0f} / {pct(kept, 99):.0f}",
+        )
+        line(
+            f"{label}, http.client, floor p50 / p99",
+            f"{pct(floor, 50):.0f} / {pct(floor, 99):.0f}",
+            f"server/floor p50 {pct(kept, 50) / pct(floor, 50):.2f}",
         )
         new, _, new_cpu = runs["new"]
         p99 = pct(new, 99)
         line(
-            f"{label}, a new connection per query p50 / p99",
+            f"{label}, http.client, a new connection per query p50 / p99",
             f"{pct(new, 50):.0f} / {p99:.0f}",
             f"target p99 <= {TARGETS['http_ms']} ms: {verdict(p99 <= TARGETS['http_ms'] * 1000)}",
-        )
-        floor, _, floor_cpu = runs["floor"]
-        line(
-            f"{label}, floor (same bytes, no server work) p50 / p99",
-            f"{pct(floor, 50):.0f} / {pct(floor, 99):.0f}",
-            f"kept-alive/floor p50 {p50 / pct(floor, 50):.2f}",
         )
         if label in REDIS_REFERENCE_US:
             line(
                 f"{label}, Redis round trip p50 (reference, not this run)",
                 f"{REDIS_REFERENCE_US[label]}",
             )
-        line(f"{label}: TCP connections the kept-alive client used", f"{conns} for {len(kept):,}")
         line(
-            f"{label}: server CPU per query, kept-alive / new / floor",
-            f"{kept_cpu:.0f} / {new_cpu:.0f} / {floor_cpu:.0f}",
+            f"{label}: TCP connections used, client_sdk / http.client kept-alive",
+            f"{sdk_conns} / {conns} for {len(kept):,}",
+        )
+        line(
+            f"{label}: server CPU per query, client_sdk / http.client kept-alive / new / floor",
+            f"{sdk_cpu:.0f} / {kept_cpu:.0f} / {new_cpu:.0f} / {floor_cpu:.0f}",
         )
 
 

@@ -1,8 +1,8 @@
 """``Leaderboards``: an async client for the leaderboard queries, over HTTP or websocket.
 
 Point it at the server's HTTP port (``http://host:8765``: the JSON routes of
-docs/leaderboards.md, requested with the stdlib's ``urllib`` on a worker thread,
-so no HTTP dependency) or at its websocket endpoint (``ws://host:8765/ws``: the
+docs/leaderboards.md, on one kept-alive connection per node, see
+:mod:`client_sdk.http_client`) or at its websocket endpoint (``ws://host:8765/ws``: the
 LEADERBOARD message of docs/protocol.md, whose encoding comes from
 :mod:`replay.protocol`). An error answer raises :class:`LeaderboardError` with
 the server's ``code`` and ``message``, the same for both.
@@ -22,18 +22,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
+import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.protocol import State
 
+from client_sdk.http_client import HttpConnection
 from client_sdk.nodes import Nodes, http_base, is_ws_url
 from replay import protocol as p
 from replay.leaderboards import errors as lb_errors
@@ -49,8 +48,11 @@ class LeaderboardError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
+    """One row of a board. A named tuple, not a frozen dataclass: a top-100 page builds
+    100 of them, and a frozen dataclass's ``__init__`` made that the client's largest
+    cost per page (benchmarks/leaderboard.py)."""
+
     rank: int
     owner: str
     value: int
@@ -115,6 +117,8 @@ class Leaderboards:
         self._refs = itertools.count(1)
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._connecting = asyncio.Lock()
+        self._http: dict[str, HttpConnection] = {}
+        """Per node (HTTP base URL), its kept-alive connection."""
 
     async def __aenter__(self) -> Leaderboards:
         return self
@@ -123,7 +127,10 @@ class Leaderboards:
         await self.close()
 
     async def close(self) -> None:
-        """Close the websocket connection, if any (HTTP mode holds no connection)."""
+        """Close the connections: the websocket, or the kept-alive HTTP ones."""
+        for http in self._http.values():
+            http.close()
+        self._http.clear()
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
@@ -197,9 +204,7 @@ class Leaderboards:
         deadline = self.timeout + (timeout or 0)
         if self.websocket:
             return await self._on_any_node(lambda url: self._ws_query(url, query, args, deadline))
-        return await self._on_any_node(
-            lambda url: asyncio.to_thread(self._fetch, _http_url(url, query, args), deadline)
-        )
+        return await self._on_any_node(lambda url: self._http_query(url, query, args, deadline))
 
     async def _on_any_node(
         self, send: Callable[[str], Awaitable[dict[str, Any]]]
@@ -213,7 +218,7 @@ class Leaderboards:
             try:
                 body = await send(url)
             except (OSError, InvalidHandshake, ConnectionClosed) as exc:
-                # OSError: refused, reset, timed out (urllib's URLError is one); an error
+                # OSError: refused, reset, timed out, a malformed answer; an error
                 # answer (LeaderboardError) is an answer and is raised as it is.
                 self.nodes.fail(url)
                 tried.add(url)
@@ -236,19 +241,27 @@ class Leaderboards:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    def _fetch(self, url: str, timeout: float) -> dict[str, Any]:
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    async def _http_query(
+        self, url: str, query: str, args: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        http = self._http.get(url)
+        if http is None:
+            http = self._http[url] = HttpConnection(url, timeout=self.timeout)
+        headers = {"Accept": "application/json"}
         if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+            headers["Authorization"] = f"Bearer {self.token}"
+        response = await http.request("GET", _http_target(query, args), headers, timeout=timeout)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                err = json.loads(exc.read())["error"]
-            except (ValueError, KeyError, TypeError):
-                raise LeaderboardError(exc.code, "http_error", str(exc)) from None
-            raise LeaderboardError(exc.code, err["code"], err["message"]) from None
+            body = orjson.loads(response.body)
+            if response.status == 200:
+                return body
+            err = body["error"]
+            error = LeaderboardError(response.status, err["code"], err["message"])
+        except (ValueError, KeyError, TypeError):
+            error = LeaderboardError(
+                response.status, "http_error", f"HTTP {response.status}: {response.body[:200]!r}"
+            )
+        raise error
 
     # -- websocket -------------------------------------------------------------------------
 
@@ -316,11 +329,10 @@ class Leaderboards:
             fut.set_result(body)  # type: ignore[arg-type]
 
 
-def _http_url(base_url: str, query: str, args: dict[str, Any]) -> str:
-    """The HTTP route of ``(query, args)`` (the protocol's one route table)."""
+def _http_target(query: str, args: dict[str, Any]) -> str:
+    """The HTTP request target of ``(query, args)`` (the protocol's one route table)."""
     path, rest = p.leaderboard_path(query, args)
-    q = urlencode(rest)
-    return f"{base_url}{path}" + (f"?{q}" if q else "")
+    return f"{path}?{urlencode(rest)}" if rest else path
 
 
 # The HTTP status of each error code, so both transports raise the same error.

@@ -3,7 +3,7 @@
 Any node of a cluster is a front door (docs/protocol.md section 14): a client that
 lost its node reconnects through another one. It knows the websocket URLs its caller
 gave, the ones a redirect named, and the ones ``GET /api/nodes`` lists as ``up`` on
-any node (fetched with the stdlib's ``urllib`` on a worker thread, as
+any node (fetched with :mod:`client_sdk.http_client`, as
 :mod:`client_sdk.leaderboards` does: no HTTP dependency). A node that failed (the
 connection dropped without a close frame, or could not be opened) is tried last
 until it answers again. One server alone is a cluster of one: the same rules give
@@ -12,14 +12,13 @@ until it answers again. One server alone is a cluster of one: the same rules giv
 
 from __future__ import annotations
 
-import asyncio
-import http.client
 import json
 import logging
-import urllib.request
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from client_sdk.http_client import HttpConnection
 
 __all__ = ["NODES_PATH", "NODES_TIMEOUT", "NODE_GONE", "Nodes", "http_base", "is_ws_url"]
 
@@ -94,8 +93,8 @@ class Nodes:
         node answered (a single server without the route answers 404: nothing to learn)."""
         for url in self.order():
             try:
-                listed = await asyncio.to_thread(_fetch_nodes, url, token)
-            except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as exc:
+                listed = await _fetch_nodes(url, token)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.debug("no node list from %s: %s", url, exc)
                 continue
             for node in listed:
@@ -111,14 +110,15 @@ class Nodes:
         return False
 
 
-def _fetch_nodes(ws_url: str, token: str | None) -> list[dict[str, Any]]:
-    request = urllib.request.Request(
-        http_base(ws_url) + NODES_PATH, headers={"Accept": "application/json"}
-    )
+async def _fetch_nodes(ws_url: str, token: str | None) -> list[dict[str, Any]]:
+    headers = {"Accept": "application/json"}
     if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=NODES_TIMEOUT) as response:
-        listed = json.loads(response.read())["nodes"]
+        headers["Authorization"] = f"Bearer {token}"
+    async with HttpConnection(http_base(ws_url), timeout=NODES_TIMEOUT) as http:
+        response = await http.request("GET", NODES_PATH, headers)
+    if response.status != 200:
+        raise ValueError(f"GET {NODES_PATH}: HTTP {response.status}")
+    listed = json.loads(response.body)["nodes"]
     if not isinstance(listed, list):
         raise TypeError(f"nodes is a {type(listed).__name__}, not a list")
     return [n for n in listed if isinstance(n, dict)]

@@ -483,6 +483,8 @@ def parse_head(buffer: bytearray) -> HttpRequest | object | None:
     then reads (and refuses with its own reason). The quick way costs a small part of
     what the parser's generators do per request: the header lines are checked and split
     by two regular expressions over them all (benchmarks/leaderboard.py)."""
+    if not buffer:
+        return None
     end = buffer.find(b"\r\n\r\n", 0, MAX_LINE_LENGTH)
     if end < 0:
         long_or_bare_lf = len(buffer) >= MAX_LINE_LENGTH or (

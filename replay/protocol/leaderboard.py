@@ -78,18 +78,23 @@ def parse_leaderboard_path(path: str) -> tuple[str, dict[str, str]] | None:
         return None
     # Split before unquoting, so a player id may contain an escaped "/" (%2F).
     parts = [unquote(p) for p in path[len(LEADERBOARD_PREFIX) :].split("/") if p]
-    for name, segments in LEADERBOARD_ROUTES:
-        if len(segments) != len(parts):
-            continue
+    for name, segments in _BY_LENGTH.get(len(parts), ()):
         args: dict[str, str] = {}
         for seg, part in zip(segments, parts, strict=True):
-            if seg.startswith("{"):
+            if seg[0] == "{":
                 args[seg[1:-1]] = part
             elif seg != part:
                 break
         else:
             return name, args
     return None
+
+
+_BY_LENGTH: dict[int, list[tuple[str, tuple[str, ...]]]] = {}
+"""The routes by their number of segments, in order (a rank query is looked up on
+every request: it is tried against one or two routes, not all of them)."""
+for _route in LEADERBOARD_ROUTES:
+    _BY_LENGTH.setdefault(len(_route[1]), []).append(_route)
 
 
 # -- messages ---------------------------------------------------------------------------------

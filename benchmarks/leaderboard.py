@@ -11,11 +11,13 @@ Printed, all measured in this run:
    (``replay.leaderboards.service.Leaderboards``, JSON-ready answers).
 3. the same queries over HTTP, from the server itself (``server.app.App``: its
    connections, router and leaderboard routes; uvloop, as ``matchreplay serve``) on
-   loopback, to an ``http.client`` client in another process: on one kept-alive
-   connection, as a client library does (``HTTPConnection`` reused; it reconnects
-   only when the server closes after ``http_max_requests``), and with a new
-   connection per query. Beside them, in the same run, the floor: a raw uvloop
-   protocol that answers each request head with the same bytes at once (the
+   loopback, to a client in another process, one query after another: our SDK
+   (``client_sdk.Leaderboards`` on the default asyncio loop: one kept-alive
+   connection, answers parsed into its ``Entry``/``Page``; the targets are judged on
+   it), and the stdlib's ``http.client`` (``HTTPConnection`` reused; it reconnects
+   only when the server closes after ``http_max_requests``; and with a new
+   connection per query). Beside each client, in the same run, its floor: a raw
+   uvloop protocol that answers each request head with the same bytes at once (the
    round trip and the client's own cost, no server work), and for reference the
    Redis figures of /work/shared/ANCHORS.md (not measured here).
 4. lag p99: event appended -> visible in the board, with the 1M-player board
@@ -639,7 +641,7 @@ def section_http(
     for label, runs in http_lat.items():
         target = http_targets.get(label)
         sdk, sdk_conns, sdk_cpu = runs["sdk"]
-        sdk_floor, _, sdk_floor_cpu = runs["sdk floor"]
+        sdk_floor, _, _ = runs["sdk floor"]
         p50 = pct(sdk, 50)
         line(
             f"{label}, client_sdk, one kept-alive connection p50 / p99",

@@ -10,6 +10,7 @@ route returns, and an error is an ERROR with the leaderboard error code
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
@@ -65,10 +66,19 @@ def leaderboard_path(query: str, args: Mapping[str, Any]) -> tuple[str, dict[str
     KeyError for an unknown query."""
     rest = dict(args)
     parts = [
-        quote(str(rest.pop(seg[1:-1], "")), safe="") if seg.startswith("{") else seg
-        for seg in _SEGMENTS[query]
+        _segment(rest.pop(seg[1:-1], "")) if seg[0] == "{" else seg for seg in _SEGMENTS[query]
     ]
     return "/".join([LEADERBOARD_PREFIX, *parts]), rest
+
+
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _segment(value: Any) -> str:
+    """``value`` as one path segment, percent-escaped (a board or player id is usually
+    plain: it is then taken as it is, without ``quote``'s encoding round)."""
+    text = str(value)
+    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
 
 
 def parse_leaderboard_path(path: str) -> tuple[str, dict[str, str]] | None:

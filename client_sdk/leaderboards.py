@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import operator
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -75,13 +76,23 @@ class Page:
     """With ``wait``: whether the board had reached that position."""
 
 
+_ENTRY_FIELDS = operator.itemgetter(*Entry._fields)
+
+
+def _entry(row: dict[str, Any]) -> Entry:
+    """An answer's entry object as an :class:`Entry`; fields a newer server adds are
+    left out (an older client keeps working). Built from the tuple of its fields at
+    once: half the cost of ``Entry(**row)``, which a top-100 page pays 100 times."""
+    return tuple.__new__(Entry, _ENTRY_FIELDS(row))
+
+
 def _page(body: dict[str, Any]) -> Page:
     return Page(
         body["board"],
         body["period"],
         body["position"],
         body["count"],
-        [Entry(**e) for e in body.get("entries", ())],
+        [_entry(e) for e in body.get("entries", ())],
         body.get("next_cursor"),
         body.get("reached"),
     )
@@ -170,7 +181,7 @@ class Leaderboards:
         """``player``'s rank and entry (the page has the board, period, position, count)."""
         args = {"board": board, "player": player, "period": period}
         body = await self.query("entry", args, wait, timeout)
-        return Entry(**body["entry"]), _page(body)
+        return _entry(body["entry"]), _page(body)
 
     async def around(
         self,

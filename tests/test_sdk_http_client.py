@@ -9,6 +9,7 @@ purpose (they stand for proxies and broken servers, which we do not control)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Callable
 
@@ -17,6 +18,7 @@ from server_helpers import running_app
 
 from client_sdk import LeaderboardError, Leaderboards
 from client_sdk.http_client import MAX_HEAD, HttpConnection
+from client_sdk.leaderboards import Entry
 
 
 @pytest.fixture
@@ -163,3 +165,19 @@ async def test_a_server_that_never_answers_times_out_and_refused_is_an_os_error(
             await http.request("GET", "/")
     with pytest.raises(ValueError):
         HttpConnection("ftp://example.com")
+
+
+async def test_an_answer_with_fields_a_newer_server_adds_still_reads(scripted) -> None:
+    entry = {"rank": 1, "owner": "amy", "value": 9, "subscore": 0, "reached_at": 4, "badge": "x"}
+    page = {"board": "kills", "period": "all", "position": 4, "count": 1, "entries": [entry]}
+    base = await scripted(
+        [
+            ok(json.dumps(page | {"cursor_ttl": 60}).encode()),
+            ok(json.dumps({**page, "entry": entry}).encode()),
+        ]
+    )
+    async with Leaderboards(base) as boards:
+        top = await boards.top("kills")
+        assert top.entries == [Entry(1, "amy", 9, 0, 4)] and top.position == 4
+        got, _ = await boards.entry("kills", "amy")
+        assert got == Entry(1, "amy", 9, 0, 4) and got.owner == "amy"

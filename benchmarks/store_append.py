@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import sqlite3
@@ -48,7 +49,7 @@ import msgpack
 from replay.codec import encode_batch
 from replay.events import NewEvent
 from replay.store import open_store
-from replay.store.base import EventStore, MatchRecord
+from replay.store.base import AppendResult, EventStore, MatchRecord
 from replay.store.recorder import batch_checksum
 from replay.store.recorder import type_mask as _type_mask
 from replay.store.sqlite import _SCHEMA, SQLiteEventStore, _insert_rows
@@ -102,16 +103,27 @@ async def run_store(
 
 
 async def play_and_scan(
-    store: EventStore, batches: list[list[list[NewEvent]]]
+    store: EventStore, batches: list[list[list[NewEvent]]], in_flight: int = 1
 ) -> tuple[float, float]:
+    """Seconds to append ``batches`` (each match one task, ``in_flight`` appends of it
+    handed over and not yet acknowledged at most: 1 awaits each append before the
+    next), and to scan the whole log back."""
     ids = [f"bench-{m}" for m in range(MATCHES)]
     for match_id in ids:
         await store.create_match(MatchRecord(match_id, "bench", "1", 30))
 
     async def play(match_id: str, ticks: list[list[NewEvent]]) -> None:
         version = 0
+        pending: collections.deque[asyncio.Future[AppendResult]] = collections.deque()
         for events in ticks:
-            version = (await store.append(match_id, events, version)).last_seq
+            if len(pending) == in_flight:
+                await pending.popleft()
+            elif pending:
+                await asyncio.sleep(0)  # one batch per loop turn, as a ticker hands them over
+            pending.append(store.append_soon(match_id, events, version))
+            version += len(events)
+        for done in pending:
+            assert (await done).last_seq <= version
 
     start = time.perf_counter()
     await asyncio.gather(*(play(i, b) for i, b in zip(ids, batches, strict=True)))
@@ -290,13 +302,18 @@ async def pg_bare(url: str, batches: list[list[list[NewEvent]]]) -> float:
         await conn.close()
 
 
-async def pg_run(url: str, batches: list[list[list[NewEvent]]]) -> tuple[float, float, float]:
+async def pg_run(
+    url: str, batches: list[list[list[NewEvent]]], in_flight: int = 1
+) -> tuple[float, float, float]:
     import asyncpg
 
-    async with open_store(url) as store:
-        append_s, scan_s = await play_and_scan(store, batches)
+    async with open_store(url) as store:  # creates the schema
+        pass
     conn = await asyncpg.connect(url)
     try:
+        await conn.execute("TRUNCATE batches, keyframes, matches RESTART IDENTITY")
+        async with open_store(url) as store:
+            append_s, scan_s = await play_and_scan(store, batches, in_flight)
         size = await conn.fetchval("SELECT pg_total_relation_size('batches')")
     finally:
         await conn.close()
@@ -310,26 +327,40 @@ def measure_pg(server: str, ticks: int) -> bool:
     try:
         store_s, scan_s, size = asyncio.run(pg_run(url, batches))
         bare_s = asyncio.run(pg_bare(url, batches))
+        flight_s, _, _ = asyncio.run(pg_run(url, batches, in_flight=2))
+        flight_bare_s = asyncio.run(pg_bare(url, batches))
         lag = subscription_lag(url)
     finally:
         asyncio.run(pg_database(server, f"matchreplay_bench_{os.getpid()}", drop=True))
     rate, bare_rate = events / store_s, events / bare_s
+    flight_rate, flight_bare_rate = events / flight_s, events / flight_bare_s
     print(
         f"PostgreSQL: {MATCHES} matches x {ticks} batches x {EVENTS_PER_BATCH} events = {events:,}"
     )
-    print(f"  EventStore (durable acks)      {rate:12,.0f} events/s  {size / events:6.1f} B/event")
+    print(
+        f"  EventStore, each append awaited before the next {rate:9,.0f} events/s"
+        f"  {size / events:6.1f} B/event"
+    )
     print(
         f"  bare asyncpg, same rows, group per transaction {bare_rate:9,.0f} events/s"
         f"   store/bare = {rate / bare_rate:.2f}"
     )
+    print(
+        f"  EventStore, 2 appends in flight per match   {flight_rate:12,.0f} events/s"
+        f"   store/bare = {flight_rate / flight_bare_rate:.2f}"
+        f" (bare again after it: {flight_bare_rate:,.0f})"
+    )
     print_scan(events / scan_s, rate)
     print_lag(lag)
-    ok = rate >= 100_000 and rate / bare_rate >= 0.5
-    print(
-        f"  target: >= 100,000 events/s and >= 0.5 x bare asyncpg: {'met' if ok else 'NOT met'}"
-        " (timings on a shared machine are noisy)"
-    )
-    return ok
+    for shape, ok in (
+        ("awaited", rate >= 100_000 and rate / bare_rate >= 0.5),
+        ("2 in flight", flight_rate >= 100_000 and flight_rate / flight_bare_rate >= 0.5),
+    ):
+        print(
+            f"  target ({shape}): >= 100,000 events/s and >= 0.5 x bare asyncpg:"
+            f" {'met' if ok else 'NOT met'} (timings on a shared machine are noisy)"
+        )
+    return rate >= 100_000 and rate / bare_rate >= 0.5
 
 
 # -- subscription lag ------------------------------------------------------------------

@@ -17,9 +17,22 @@ baseline A. Bytes per event: database file plus WAL after a checkpoint.
 PostgreSQL (``--store postgresql://...``, or by default when ``MATCHREPLAY_BENCH_PG``
 or ``MATCHREPLAY_TEST_PG`` names a server): the same appends through the store, and
 the same rows written by bare asyncpg (one multi-row INSERT per group of 100
-batches, one transaction each, as the store's group commits); the run creates a
-database of its own on that server and drops it at the end. Targets: >= 100,000
-durable events/s and >= 0.5 of the bare driver.
+batches, one transaction each, as the store's group commits, pre-encoded); the
+run creates a database of its own on that server and drops it at the end, and
+runs both on the event loop ``matchreplay serve`` runs the store on (uvloop where
+installed). Two producer shapes, each against the bare driver measured right
+after it:
+
+* awaited: every match awaits each append before handing over the next, so a
+  group's client work (checks, encoding, acks) and its commit never overlap: the
+  store's time is the sum of both, the bare driver's only the commit;
+* 2 in flight: every match hands over its next append (one per loop turn, as a
+  ticker does) while the previous one commits, at most two unacknowledged, as the
+  live server keeps simulating while its append is in flight: the client work of
+  one group overlaps the commit of the next.
+
+Targets: >= 100,000 durable events/s and >= 0.5 of the bare driver (the exit
+status follows the awaited shape).
 
 Both backends also print the read side, a full scan of the log in position order
 (``read_all_batches``, what a node catching up or a projection rebuild does;
@@ -43,6 +56,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -53,11 +68,13 @@ from replay.store.base import AppendResult, EventStore, MatchRecord
 from replay.store.recorder import batch_checksum
 from replay.store.recorder import type_mask as _type_mask
 from replay.store.sqlite import _SCHEMA, SQLiteEventStore, _insert_rows
+from server.app import event_loop_factory
 
 MATCHES = 100
 EVENTS_PER_BATCH = 64
 TARGET_RATE = 150_000
 TARGET_RATIO = 0.5
+_T = TypeVar("_T")
 
 
 def make_batches(ticks: int) -> list[list[list[NewEvent]]]:
@@ -320,22 +337,31 @@ async def pg_run(
     return append_s, scan_s, size
 
 
+def server_loop_run(coro: Coroutine[Any, Any, _T]) -> _T:
+    """``coro`` run on the event loop ``matchreplay serve`` runs the store on (uvloop
+    where installed: server/app.py), as both the store and the bare driver are here."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(coro)
+
+
 def measure_pg(server: str, ticks: int) -> bool:
     batches = make_batches(ticks)
     events = MATCHES * ticks * EVENTS_PER_BATCH
     url = asyncio.run(pg_database(server, f"matchreplay_bench_{os.getpid()}"))
     try:
-        store_s, scan_s, size = asyncio.run(pg_run(url, batches))
-        bare_s = asyncio.run(pg_bare(url, batches))
-        flight_s, _, _ = asyncio.run(pg_run(url, batches, in_flight=2))
-        flight_bare_s = asyncio.run(pg_bare(url, batches))
+        store_s, scan_s, size = server_loop_run(pg_run(url, batches))
+        bare_s = server_loop_run(pg_bare(url, batches))
+        flight_s, _, _ = server_loop_run(pg_run(url, batches, in_flight=2))
+        flight_bare_s = server_loop_run(pg_bare(url, batches))
         lag = subscription_lag(url)
     finally:
         asyncio.run(pg_database(server, f"matchreplay_bench_{os.getpid()}", drop=True))
     rate, bare_rate = events / store_s, events / bare_s
     flight_rate, flight_bare_rate = events / flight_s, events / flight_bare_s
+    loop = "uvloop" if event_loop_factory() is not None else "asyncio"
     print(
         f"PostgreSQL: {MATCHES} matches x {ticks} batches x {EVENTS_PER_BATCH} events = {events:,}"
+        f" (event loop: {loop})"
     )
     print(
         f"  EventStore, each append awaited before the next {rate:9,.0f} events/s"

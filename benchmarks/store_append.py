@@ -392,7 +392,7 @@ def measure_pg(server: str, ticks: int) -> bool:
         shape = "awaited" if in_flight == 1 else f"{in_flight} in flight"
         label = f"{shape}, {'bytes given (encoded=)' if given else 'the store encodes'}"
         print(
-            f"    {label:34} {events / shape_s:11,.0f} events/s"
+            f"    {label:36} {events / shape_s:11,.0f} events/s"
             f"   store/bare = {shape_bare_s / shape_s:.2f}"
         )
     print_scan(events / scan_s, rate)

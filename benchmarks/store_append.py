@@ -147,8 +147,8 @@ async def play_and_scan(
                 await asyncio.sleep(0)  # one batch per loop turn, as a ticker hands them over
             pending.append(store.append_soon(match_id, events, version, encoded=blob))
             version += len(events)
-        for done in pending:
-            assert (await done).last_seq <= version
+        acked = [await done for done in pending]
+        assert acked[-1].last_seq == version, (acked[-1], version)
 
     encoded = blobs or [[None] * len(ticks) for ticks in batches]
     start = time.perf_counter()

@@ -14,6 +14,7 @@ from replay.errors import ConcurrencyError
 from replay.events import RecordedEvent
 from replay.store import open_store
 from replay.store.base import AppendResult, EventIds, EventStore
+from replay.store.memory import MemoryRecorder
 
 MATCHES = 50
 BATCHES = 30
@@ -83,3 +84,47 @@ async def test_concurrent_matches_racing_writers_and_gapless_subscribers(shared_
             seqs = [e.seq for e in await store.read(m.match_id)]
             assert seqs == list(range(1, len(seqs) + 1))
         assert store.commits < expected_total // 4  # appends were grouped
+
+
+class _SlowMemoryRecorder(MemoryRecorder):
+    """Two groups in flight, as on PostgreSQL, and a commit that takes loop turns (the
+    database's time); it logs when each group goes."""
+
+    pipeline = 2
+
+    def __init__(self, log: list[tuple[str, int]]) -> None:
+        super().__init__()
+        self.log = log
+
+    async def insert_group(self, rows):  # type: ignore[no-untyped-def]
+        self.log.append(("group", len(rows)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return await super().insert_group(rows)
+
+
+async def test_a_group_queued_meanwhile_goes_before_the_acks_wake_their_callers() -> None:
+    """Callers that keep two appends in flight: the next group is sent as soon as the
+    one before it is decided, before that one's acks wake its callers, so they prepare
+    their next appends while it commits (the store's writer overlaps client work and
+    the commit); every append still lands in order, at the version it expected."""
+    log: list[tuple[str, int]] = []
+    async with EventStore(_SlowMemoryRecorder(log)) as store:
+        ms = [await store.create_match(record()) for _ in range(3)]
+
+        async def play(match_id: str) -> list[AppendResult]:
+            first = store.append_soon(match_id, tick_batch(0, 2), 0)
+            await asyncio.sleep(0)  # the next batch one loop turn later, as a ticker
+            second = store.append_soon(match_id, tick_batch(1, 2), 2)
+            done = [await first]
+            log.append(("acked", 1))
+            third = store.append_soon(match_id, tick_batch(2, 2), 4)
+            return [*done, await second, await third]
+
+        results = await asyncio.gather(*(play(m.match_id) for m in ms))
+    assert log[:3] == [("group", 3), ("group", 3), ("acked", 1)]
+    assert log.count(("group", 3)) == 3
+    for per_match in results:
+        assert [(r.first_seq, r.last_seq) for r in per_match] == [(1, 2), (3, 4), (5, 6)]
+        positions = [r.last_position for r in per_match]
+        assert positions == sorted(positions)

@@ -76,6 +76,28 @@ def batch(mkey: int, first_seq: int, ticks: tuple[int, int] = (0, 0), n: int = 2
     return NewBatch(mkey, first_seq, n, *ticks, first_id, blob, type_mask({type_}), checksum)
 
 
+async def test_a_closed_recorder_ends_waits_and_one_opened_again_waits(
+    recorder: Recorder, url: str
+) -> None:
+    """A wait for a commit on a closed recorder returns at once (on every backend); a
+    recorder opened again after close() waits for a commit again (no instant return,
+    which would make a subscriber spin: tests reuse a filled memory recorder), and a
+    commit wakes it."""
+    mkey = await recorder.insert_match(match_row("a"))
+    assert await recorder.insert_group([batch(mkey, 1)]) == [2]
+    await recorder.close()
+    await asyncio.wait_for(recorder.wait_for_commit(2, 3600.0), 60.0)  # closed: at once
+    if url.startswith("sqlite:"):
+        return  # an SQLite recorder is not opened twice: its worker threads end at close
+    await recorder.open()
+    waiter = asyncio.create_task(recorder.wait_for_commit(2, 60.0))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiter.done()  # nothing committed past position 2
+    assert await recorder.insert_group([batch(mkey, 3)]) == [4]
+    await waiter
+
+
 async def test_groups_insert_conditionally_in_commit_order(recorder: Recorder) -> None:
     a = await recorder.insert_match(match_row("a"))
     b = await recorder.insert_match(match_row("b"))

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Collection, Coroutine, Mapping, Sequence
+import operator
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from replay.codec import decode_batch, encode_batch, encoded_sizes
+from replay.codec import decode_batch, encode_rows, encoded_sizes
 from replay.errors import (
     ConcurrencyError,
     CorruptEventError,
@@ -232,7 +234,9 @@ class EventStore:
             record.status,
             json.dumps(record.options),
         )
-        await self._recorder().insert_match(row)
+        mkey = await self._recorder().insert_match(row)
+        # Its key never changes: the match's first append need not read it back.
+        self._remember(row._replace(mkey=mkey))
         return record.with_changes(version=0, last_tick=-1, owner="", epoch=0)
 
     async def get_match(self, match_id: str) -> MatchRecord:
@@ -367,7 +371,7 @@ class EventStore:
             raise StoreClosedError("the event store is closed")
         if not events:
             raise InvalidEventError(f"match {match_id!r}: empty batch")
-        types = _check_events(match_id, events)
+        types, (kinds, ticks, datas, versions) = _check_events(match_id, events)
         if first_id is not None and not 0 <= first_id <= _MAX_ID - len(events):
             raise InvalidEventError(f"match {match_id!r}: first_id {first_id} is not a 128-bit id")
         if type(expected_version) is not int or not 0 <= expected_version < MAX_INT:
@@ -376,7 +380,15 @@ class EventStore:
             )
         _check_epoch(match_id, epoch)
         try:
-            blob = encoded if encoded is not None else encode_batch(events)
+            if encoded is not None:
+                blob = encoded
+            else:  # checked: the ticks are sorted integers, all one tick when the ends are
+                offsets = (
+                    [0] * len(ticks)
+                    if ticks[0] == ticks[-1]
+                    else list(map(operator.sub, ticks, itertools.repeat(ticks[0])))
+                )
+                blob = encode_rows(events, kinds, versions, offsets, datas)
         except TypeError as exc:  # `data` that is not a sequence
             raise EventEncodeError(f"match {match_id!r}: event data must be arrays: {exc}") from exc
         # A batch no larger than the limit cannot hold an event over it: measure
@@ -498,14 +510,21 @@ class EventStore:
         hold prepare their next appends and the next group is sent (the recorder keeps
         commit order; a group waits for the one before it there, not here). A group
         goes only when none in flight holds one of its matches, so appends to one match
-        commit in the order they were queued."""
+        commit in the order they were queued. A group's matches are free again as soon as
+        the recorder has decided it, before its acks: appends queued meanwhile (callers
+        that keep appends in flight) go before the acks let their callers run."""
         depth = max(1, self.recorder.pipeline)
-        in_flight: dict[asyncio.Task[None], frozenset[int]] = {}
+        in_flight: dict[int, frozenset[int]] = {}  # group number -> matches it holds
+        numbers = itertools.count()
         acked = False  # a group landed since the last look at the queue
 
-        def landed(task: asyncio.Task[None]) -> None:
+        def decided(number: int) -> None:
+            in_flight[number] = frozenset()
+            self._wake.set()
+
+        def landed(number: int) -> None:
             nonlocal acked
-            del in_flight[task]
+            del in_flight[number]
             acked = True
             self._wake.set()
 
@@ -524,20 +543,23 @@ class EventStore:
                 if len(in_flight) >= depth or any(mkeys & held for held in in_flight.values()):
                     continue  # a group landing wakes this loop again
                 group, self._queue = self._queue, []
-                task = asyncio.create_task(self._commit_group(group))
-                in_flight[task] = mkeys
-                task.add_done_callback(landed)
+                number = next(numbers)
+                task = asyncio.create_task(
+                    self._commit_group(group, functools.partial(decided, number))
+                )
+                in_flight[number] = mkeys
+                task.add_done_callback(lambda _, number=number: landed(number))
             else:
                 acked = False
                 if self._closing and not in_flight:
                     return
 
-    async def _commit_group(self, group: list[_Append]) -> None:
+    async def _commit_group(self, group: list[_Append], decided: Callable[[], None]) -> None:
         """Write ``group`` through the recorder in one transaction. A request the
         recorder refuses fails alone; the others still commit; when the backend fails,
         the whole group fails (nothing of it is written)."""
         try:
-            await self._write_group(group)
+            await self._write_group(group, decided)
             self.unavailable = None
         except Exception as exc:  # the backend failed: nothing of the group is written
             if isinstance(exc, StoreUnavailableError):
@@ -545,7 +567,7 @@ class EventStore:
             for req in group:
                 _fail(req, exc)
 
-    async def _write_group(self, group: list[_Append]) -> None:
+    async def _write_group(self, group: list[_Append], decided: Callable[[], None]) -> None:
         rows = []
         for req in group:
             first_seq, n = req.expected_version + 1, len(req.events)
@@ -569,6 +591,13 @@ class EventStore:
             )
         outcomes = await self._recorder().insert_group(rows)
         self.commits += 1
+        decided()
+        if self._queue:
+            # Appends queued meanwhile (callers that keep appends in flight): one loop
+            # turn lets the writer start their group, and it goes to the database
+            # before the acks below wake their callers (call_soon order), so that the
+            # callers prepare their next appends while it commits.
+            await asyncio.sleep(0)
         # Durable now: acknowledge.
         for req, row, outcome in zip(group, rows, outcomes, strict=True):
             if isinstance(outcome, Conflict):
@@ -951,13 +980,17 @@ def _check_ttl(ttl: float) -> None:
         raise ValueError(f"a lease lasts 0 < ttl < 1e9 seconds, not {ttl!r}")
 
 
-def _check_events(match_id: str, events: Sequence[NewEvent]) -> set[int]:
+def _check_events(
+    match_id: str, events: Sequence[NewEvent]
+) -> tuple[set[int], tuple[tuple[Any, ...], ...]]:
     """Reject what the backends' columns or the reading rules cannot hold, before
     queueing: a bad request must fail alone, never inside the writer's shared group.
-    Returns the batch's event types. (On the append path for every batch: the checks
-    run over columns in C, and the per-event loops only find what to report.)"""
+    Returns the batch's event types and its columns (types, ticks, data, versions),
+    which the encoder takes too. (On the append path for every batch: the checks run
+    over columns in C, and the per-event loops only find what to report.)"""
     try:
-        kinds, ticks, _, versions = zip(*events, strict=True)
+        columns = tuple(zip(*events, strict=True))
+        kinds, ticks, _, versions = columns
     except (TypeError, ValueError):
         raise InvalidEventError(
             f"match {match_id!r}: events must be NewEvent(type, tick, data, version)"
@@ -990,7 +1023,7 @@ def _check_events(match_id: str, events: Sequence[NewEvent]) -> set[int]:
                 raise InvalidEventError(
                     f"match {match_id!r}: event version {version!r} is not >= 1"
                 )
-    return types
+    return types, columns
 
 
 def _fail(req: _Append, exc: BaseException) -> None:

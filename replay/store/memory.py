@@ -62,7 +62,9 @@ class MemoryRecorder(Recorder):
         return other
 
     async def open(self) -> None:
-        pass
+        # A fresh commit event: close() left the last one set (it wakes the waiters of
+        # then), and a reopened recorder's waits must wait again, not return at once.
+        self._committed = asyncio.Event()
 
     async def close(self) -> None:
         self._committed.set()

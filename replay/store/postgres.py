@@ -306,6 +306,9 @@ class PostgresRecorder(Recorder):
     # -- lifecycle -------------------------------------------------------------
 
     async def open(self) -> None:
+        # Opened again after close(): waits wait again (close set the event for good).
+        self._closed = False
+        self._committed = asyncio.Event()
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn,
@@ -326,6 +329,11 @@ class PostgresRecorder(Recorder):
             raise
         await self._listen()
         self._head = await self.head()
+        # The group commits' connections now, not in the first appends' time; one that
+        # cannot be had now is tried again (and its failure reported) by a group commit.
+        await asyncio.gather(
+            *map(self._writer_connection, range(self.pipeline)), return_exceptions=True
+        )
 
     async def _prepare(self, conn: asyncpg.Connection) -> None:
         async with conn.transaction():
@@ -474,6 +482,13 @@ class PostgresRecorder(Recorder):
             writer = await asyncpg.connect(
                 self._dsn, timeout=self.timeout, command_timeout=self.timeout
             )
+            try:
+                # An empty group: the statement is prepared and the function compiled
+                # in this session now, not in a group commit's time.
+                await writer.fetch(_INSERT_GROUP, *[[]] * 10)
+            except BaseException:
+                await writer.close()
+                raise
             if self._closed:  # closed meanwhile: nobody would close it
                 await writer.close()
                 raise StoreClosedError("the event store is closed")

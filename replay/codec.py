@@ -24,7 +24,7 @@ import msgpack
 from replay.errors import CorruptEventError, EventEncodeError
 from replay.events import NewEvent
 
-__all__ = ["decode_batch", "encode_batch", "encode_rows", "pack", "unpack"]
+__all__ = ["decode_batch", "encode_batch", "pack", "unpack"]
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
@@ -47,29 +47,6 @@ def encode_batch(events: Sequence[NewEvent]) -> bytes:
     """
     base = events[0].tick
     rows = [(e.type, e.version, e.tick - base, *e.data) for e in events]
-    return _pack_rows(events, rows)
-
-
-def encode_rows(
-    events: Sequence[NewEvent],
-    types: Sequence[int],
-    versions: Sequence[int],
-    offsets: Sequence[int],
-    datas: Sequence[Sequence[Any]],
-) -> bytes:
-    """:func:`encode_batch` of ``events`` from its columns (``offsets``: each tick
-    minus the base tick), for a caller that has them already (the store's checks
-    take the events apart): the same bytes (tests/test_codec_bytes.py), with the rows
-    built in C where the data are tuples (the usual case)."""
-    try:
-        rows = list(map(tuple.__add__, zip(types, versions, offsets, strict=True), datas))
-    except TypeError:  # a list: the same rule in Python (no sequence: TypeError, as above)
-        heads = zip(types, versions, offsets, strict=True)
-        rows = [(*head, *data) for head, data in zip(heads, datas, strict=True)]
-    return _pack_rows(events, rows)
-
-
-def _pack_rows(events: Sequence[NewEvent], rows: list[tuple[Any, ...]]) -> bytes:
     try:
         return _packer.pack(rows)
     except (TypeError, ValueError, OverflowError) as exc:

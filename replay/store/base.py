@@ -28,12 +28,11 @@ import functools
 import itertools
 import json
 import logging
-import operator
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from replay.codec import decode_batch, encode_rows, encoded_sizes
+from replay.codec import decode_batch, encode_batch, encoded_sizes
 from replay.errors import (
     ConcurrencyError,
     CorruptEventError,
@@ -371,7 +370,7 @@ class EventStore:
             raise StoreClosedError("the event store is closed")
         if not events:
             raise InvalidEventError(f"match {match_id!r}: empty batch")
-        types, (kinds, ticks, datas, versions) = _check_events(match_id, events)
+        types = _check_events(match_id, events)
         if first_id is not None and not 0 <= first_id <= _MAX_ID - len(events):
             raise InvalidEventError(f"match {match_id!r}: first_id {first_id} is not a 128-bit id")
         if type(expected_version) is not int or not 0 <= expected_version < MAX_INT:
@@ -380,15 +379,7 @@ class EventStore:
             )
         _check_epoch(match_id, epoch)
         try:
-            if encoded is not None:
-                blob = encoded
-            else:  # checked: the ticks are sorted integers, all one tick when the ends are
-                offsets = (
-                    [0] * len(ticks)
-                    if ticks[0] == ticks[-1]
-                    else list(map(operator.sub, ticks, itertools.repeat(ticks[0])))
-                )
-                blob = encode_rows(events, kinds, versions, offsets, datas)
+            blob = encoded if encoded is not None else encode_batch(events)
         except TypeError as exc:  # `data` that is not a sequence
             raise EventEncodeError(f"match {match_id!r}: event data must be arrays: {exc}") from exc
         # A batch no larger than the limit cannot hold an event over it: measure
@@ -980,17 +971,13 @@ def _check_ttl(ttl: float) -> None:
         raise ValueError(f"a lease lasts 0 < ttl < 1e9 seconds, not {ttl!r}")
 
 
-def _check_events(
-    match_id: str, events: Sequence[NewEvent]
-) -> tuple[set[int], tuple[tuple[Any, ...], ...]]:
+def _check_events(match_id: str, events: Sequence[NewEvent]) -> set[int]:
     """Reject what the backends' columns or the reading rules cannot hold, before
     queueing: a bad request must fail alone, never inside the writer's shared group.
-    Returns the batch's event types and its columns (types, ticks, data, versions),
-    which the encoder takes too. (On the append path for every batch: the checks run
-    over columns in C, and the per-event loops only find what to report.)"""
+    Returns the batch's event types. (On the append path for every batch: the checks
+    run over columns in C, and the per-event loops only find what to report.)"""
     try:
-        columns = tuple(zip(*events, strict=True))
-        kinds, ticks, _, versions = columns
+        kinds, ticks, _, versions = zip(*events, strict=True)
     except (TypeError, ValueError):
         raise InvalidEventError(
             f"match {match_id!r}: events must be NewEvent(type, tick, data, version)"
@@ -1023,7 +1010,7 @@ def _check_events(
                 raise InvalidEventError(
                     f"match {match_id!r}: event version {version!r} is not >= 1"
                 )
-    return types, columns
+    return types
 
 
 def _fail(req: _Append, exc: BaseException) -> None:

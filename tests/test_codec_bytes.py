@@ -1,7 +1,8 @@
 """The batch bytes never change: stores written before must read, and the live server
 sends the same bytes to its players. ``encode_batch`` and the blob the store keeps for
-an append it encodes itself give exactly the bytes of the documented rule (docs/events.md): one msgpack array of
-``[type, version, tick - base_tick, *data]`` per event."""
+an append it encodes itself give exactly the bytes of the documented rule
+(docs/events.md): one msgpack array of ``[type, version, tick - base_tick, *data]``
+per event."""
 
 from __future__ import annotations
 

@@ -220,7 +220,7 @@ def sdk_client(port: int, kind: str, players: list[str], conn) -> None:
                 t0 = time.perf_counter()
                 await ask(player)
                 lat.append((time.perf_counter() - t0) * 1e6)
-            return lat, boards._http[base].connections
+            return lat, boards.http_connections()
 
     conn.send(asyncio.run(run()))
 

@@ -97,6 +97,9 @@ class HttpConnection:
         self.timeout = timeout
         self.connections = 0
         """TCP connections opened so far (a kept-alive client opens one)."""
+        self.pending = 0
+        """Requests on this connection not answered yet: the one being answered and
+        those waiting for it (requests go one at a time, in order)."""
         self._reader: _Reader | None = None
         self._lock = asyncio.Lock()
 
@@ -126,17 +129,21 @@ class HttpConnection:
         data = (head + "\r\n").encode("latin-1")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
-        async with self._lock:
-            try:
-                response = await self._exchange(method, data, deadline)
-            except BaseException:
-                self.close()  # a half-read answer would be taken for the next one
-                raise
-            if response.headers.get("connection", "").lower() == "close" or (
-                self._reader is not None and self._reader.closed
-            ):
-                self.close()
-            return response
+        self.pending += 1
+        try:
+            async with self._lock:
+                try:
+                    response = await self._exchange(method, data, deadline)
+                except BaseException:
+                    self.close()  # a half-read answer would be taken for the next one
+                    raise
+                if response.headers.get("connection", "").lower() == "close" or (
+                    self._reader is not None and self._reader.closed
+                ):
+                    self.close()
+                return response
+        finally:
+            self.pending -= 1
 
     async def _exchange(self, method: str, data: bytes, deadline: float) -> HttpResponse:
         reused = self._reader is not None and not self._reader.closed

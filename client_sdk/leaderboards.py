@@ -1,8 +1,8 @@
 """``Leaderboards``: an async client for the leaderboard queries, over HTTP or websocket.
 
 Point it at the server's HTTP port (``http://host:8765``: the JSON routes of
-docs/leaderboards.md, on one kept-alive connection per node, see
-:mod:`client_sdk.http_client`) or at its websocket endpoint (``ws://host:8765/ws``: the
+docs/leaderboards.md, on kept-alive connections, see :mod:`client_sdk.http_client`
+and :data:`HTTP_CONNECTIONS`) or at its websocket endpoint (``ws://host:8765/ws``: the
 LEADERBOARD message of docs/protocol.md, whose encoding comes from
 :mod:`replay.protocol`). An error answer raises :class:`LeaderboardError` with
 the server's ``code`` and ``message``, the same for both.
@@ -38,7 +38,12 @@ from client_sdk.nodes import Nodes, http_base, is_ws_url
 from replay import protocol as p
 from replay.leaderboards import errors as lb_errors
 
-__all__ = ["Entry", "LeaderboardError", "Leaderboards", "Page"]
+__all__ = ["HTTP_CONNECTIONS", "Entry", "LeaderboardError", "Leaderboards", "Page"]
+
+HTTP_CONNECTIONS = 4
+"""Kept-alive connections per node in HTTP mode: queries asked at the same time go
+over up to this many at once; more wait for one of them (a query is answered in about
+a round trip, so a few connections keep many concurrent callers busy)."""
 
 
 class LeaderboardError(Exception):
@@ -128,8 +133,9 @@ class Leaderboards:
         self._refs = itertools.count(1)
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._connecting = asyncio.Lock()
-        self._http: dict[str, HttpConnection] = {}
-        """Per node (HTTP base URL), its kept-alive connection."""
+        self._http: dict[str, list[HttpConnection]] = {}
+        """Per node (HTTP base URL), its kept-alive connections (at most
+        :data:`HTTP_CONNECTIONS`)."""
 
     async def __aenter__(self) -> Leaderboards:
         return self
@@ -139,8 +145,9 @@ class Leaderboards:
 
     async def close(self) -> None:
         """Close the connections: the websocket, or the kept-alive HTTP ones."""
-        for http in self._http.values():
-            http.close()
+        for pool in self._http.values():
+            for http in pool:
+                http.close()
         self._http.clear()
         if self._ws is not None:
             await self._ws.close()
@@ -255,9 +262,7 @@ class Leaderboards:
     async def _http_query(
         self, url: str, query: str, args: dict[str, Any], timeout: float
     ) -> dict[str, Any]:
-        http = self._http.get(url)
-        if http is None:
-            http = self._http[url] = HttpConnection(url, timeout=self.timeout)
+        http = self._connection_to(url)
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -273,6 +278,22 @@ class Leaderboards:
                 response.status, "http_error", f"HTTP {response.status}: {response.body[:200]!r}"
             )
         raise error
+
+    def _connection_to(self, url: str) -> HttpConnection:
+        """An idle kept-alive connection to ``url``, a new one while there are fewer than
+        :data:`HTTP_CONNECTIONS`, else the one with the fewest queries waiting."""
+        pool = self._http.setdefault(url, [])
+        idle = [http for http in pool if not http.pending]
+        if idle:
+            return idle[0]
+        if len(pool) < HTTP_CONNECTIONS:
+            pool.append(HttpConnection(url, timeout=self.timeout))
+            return pool[-1]
+        return min(pool, key=lambda http: http.pending)
+
+    def http_connections(self) -> int:
+        """TCP connections opened so far in HTTP mode, to every node."""
+        return sum(http.connections for pool in self._http.values() for http in pool)
 
     # -- websocket -------------------------------------------------------------------------
 

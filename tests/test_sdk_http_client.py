@@ -18,7 +18,7 @@ from server_helpers import running_app
 
 from client_sdk import LeaderboardError, Leaderboards
 from client_sdk.http_client import MAX_HEAD, HttpConnection
-from client_sdk.leaderboards import Entry
+from client_sdk.leaderboards import HTTP_CONNECTIONS, Entry
 
 
 @pytest.fixture
@@ -65,12 +65,12 @@ async def test_many_queries_one_connection_and_a_closed_one_is_reopened(tmp_path
         async with Leaderboards(base) as boards:
             answers = [await boards.count("kills") for _ in range(12)]
             assert answers == [0] * 12
-            assert boards._http[base].connections == 3  # 5 + 5 + 2
+            assert boards.http_connections() == 3  # 5 + 5 + 2
             with pytest.raises(LeaderboardError) as error:
                 await boards.top("no-such-board")
             assert (error.value.status, error.value.code) == (404, "unknown_board")
             assert (await boards.boards())["position"] == 0  # the error kept the connection
-            assert boards._http[base].connections == 3
+            assert boards.http_connections() == 3
         async with running_app(tmp_path / "b") as other:
             base = f"http://127.0.0.1:{other.port}"
             async with HttpConnection(base) as http:
@@ -181,3 +181,41 @@ async def test_an_answer_with_fields_a_newer_server_adds_still_reads(scripted) -
         assert top.entries == [Entry(1, "amy", 9, 0, 4)] and top.position == 4
         got, _ = await boards.entry("kills", "amy")
         assert got == Entry(1, "amy", 9, 0, 4) and got.owner == "amy"
+
+
+async def test_queries_asked_together_go_over_several_connections() -> None:
+    # Each connection's first answer is held until HTTP_CONNECTIONS requests have
+    # arrived: queries sent one after another over one connection would never get it.
+    arrived = asyncio.Barrier(HTTP_CONNECTIONS)
+    connections = 0
+    body = json.dumps({"board": "kills", "period": "all", "position": 1, "count": 7}).encode()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        first = True
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                if first:
+                    first = False
+                    await arrived.wait()
+                writer.write(ok(body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with Leaderboards(base, timeout=5) as boards:
+            counts = await asyncio.gather(*(boards.count("kills") for _ in range(10)))
+            assert counts == [7] * 10
+            assert boards.http_connections() == connections == HTTP_CONNECTIONS
+            # Asked one at a time, they keep to one idle connection of the pool.
+            for _ in range(5):
+                assert await boards.count("kills") == 7
+            assert boards.http_connections() == HTTP_CONNECTIONS
+    finally:
+        server.close()

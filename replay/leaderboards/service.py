@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from replay.leaderboards.board import REACHED_SLOTS, Board, RankedEntry
+from replay.leaderboards.board import REACHED_SLOTS, Board
 from replay.leaderboards.definitions import BoardDefinition
 from replay.leaderboards.errors import (
     BadCursorError,
@@ -45,27 +45,14 @@ _json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 _UINT64_MAX = (1 << 64) - 1
 
 
-def entry_json(e: RankedEntry, hidden: Collection[str] = ()) -> dict[str, Any]:
-    """An entry as the API answers it; an owner of ``hidden`` without its name (nor when
-    it last changed, which would point at the private match's event)."""
-    if e.owner in hidden:
-        return {"rank": e.rank, "owner": None, "value": e.value, "subscore": e.subscore,
-                "reached_at": None}  # fmt: skip
-    return {
-        "rank": e.rank,
-        "owner": e.owner,
-        "value": e.value,
-        "subscore": e.subscore,
-        "reached_at": e.reached // REACHED_SLOTS,
-    }
-
-
 def entries_json(
     columns: tuple[int, list[str], list[int], list[int], list[int]],
     hidden: Collection[str] = (),
 ) -> list[dict[str, Any]]:
-    """:func:`entry_json` of each entry of ``columns`` (what ``Board.columns`` gives),
-    built straight from the columns: no entry tuple, no call per entry."""
+    """Entries as the API answers them (the one place their JSON shape is written), from
+    ``columns`` (what ``Board.columns`` gives): no entry tuple, no call per entry. An
+    owner of ``hidden`` comes without its name, nor when it last changed (which would
+    point at the private match's event)."""
     first, owners, values, subscores, reached = columns
     out = [
         {"rank": rank, "owner": o, "value": v, "subscore": s, "reached_at": r // REACHED_SLOTS}
@@ -209,7 +196,8 @@ class Leaderboards:
         e = board.rank(player)
         if e is None or player in self._hidden(board_id, key, anonymous):
             raise UnknownPlayerError(board_id, key, player)
-        return self._answer(board_id, key, board) | {"entry": entry_json(e)}
+        (entry,) = entries_json((e.rank, [e.owner], [e.value], [e.subscore], [e.reached]))
+        return self._answer(board_id, key, board) | {"entry": entry}
 
     def around(
         self,

@@ -513,7 +513,7 @@ class EventStore:
             in_flight[number] = frozenset()
             self._wake.set()
 
-        def landed(number: int) -> None:
+        def landed(number: int, _: asyncio.Task[None]) -> None:
             nonlocal acked
             del in_flight[number]
             acked = True
@@ -539,7 +539,7 @@ class EventStore:
                     self._commit_group(group, functools.partial(decided, number))
                 )
                 in_flight[number] = mkeys
-                task.add_done_callback(lambda _, number=number: landed(number))
+                task.add_done_callback(functools.partial(landed, number))
             else:
                 acked = False
                 if self._closing and not in_flight:

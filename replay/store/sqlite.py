@@ -477,18 +477,20 @@ class SQLiteRecorder(Recorder):
         # every poll_interval.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        polls = self._lock is None  # read-only: other processes commit
         while self._head <= after:
             if self._writer.conn is None:
                 return
-            if self._lock is None and await self.head() > after:
+            if polls and await self.head() > after:
                 return
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
-            if self._lock is None:
-                remaining = min(remaining, self.poll_interval)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._committed.wait(), remaining)
+                await asyncio.wait_for(
+                    self._committed.wait(),
+                    min(remaining, self.poll_interval) if polls else remaining,
+                )
 
     # -- leases --------------------------------------------------------------------
     # Each is one statement on the writer's connection (autocommit), so it is atomic

@@ -27,7 +27,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -57,6 +57,7 @@ from replay.protocol import (
 )
 from replay.store.base import EventStore, MatchRecord
 from server import auth, leaderboard_api
+from server.answer_cache import AnswerCache
 from server.forking import ForkError, prepare_fork
 from server.lobby import Lobby, LobbyError, MatchMovingError, ServerFullError
 from server.match import JoinRefused, Match
@@ -358,16 +359,20 @@ def http_date() -> str:
 
 
 def json_response(conn: ServerConnection, value: Any, status: int = 200) -> Response:
+    return respond(conn, status, json_bytes(value), "application/json")
+
+
+def json_bytes(value: Any) -> bytes:
+    """An answer's JSON body (with a final newline)."""
     # orjson: a top-100 leaderboard page in ~10 us against ~180 us (json module); keys
     # that are not strings (ints) double that, so they are allowed only when present.
     try:
-        data = orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:
         try:
-            data = orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
+            return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
         except orjson.JSONEncodeError:  # an integer past 64 bits (user settings): json's answer
-            data = (json.dumps(value) + "\n").encode()
-    return respond(conn, status, data, "application/json")
+            return (json.dumps(value) + "\n").encode()
 
 
 def query(request: Request) -> Params:
@@ -741,6 +746,8 @@ class BoardsApi:
     service: Leaderboards
     auth: Authenticator
     """Whether a caller is anonymous: it sees private matches' players hidden."""
+    answers: AnswerCache = field(default_factory=AnswerCache)
+    """Anonymous answers kept while the boards are unchanged (server/answer_cache.py)."""
 
 
 _boards: RouteTable[BoardsApi] = RouteTable()
@@ -766,11 +773,21 @@ def leaderboards_at_once(api: BoardsApi, path: str, query_string: str) -> Respon
     """:func:`leaderboards` for a request without credentials (anonymous) and without
     ``wait``: answered from the target alone. A ``token`` parameter is checked by
     :func:`leaderboards` (None)."""
+    target = f"{path}?{query_string}"
+    stamp = api.service.stamp()
+    kept = api.answers.get(target, stamp)
+    if kept is not None:
+        return respond(None, kept[0], kept[1], "application/json")  # type: ignore[arg-type]
     args = query_args(query_string)
     if "token" in args:
         return None
     answer = leaderboard_api.handle_now(api.service, "GET", path, args, anonymous=True)
-    return None if answer is None else json_response(None, answer[1], answer[0])  # type: ignore[arg-type]
+    if answer is None:
+        return None
+    status, body = answer[0], json_bytes(answer[1])
+    if status == 200:
+        api.answers.put(target, stamp, status, body)
+    return respond(None, status, body, "application/json")  # type: ignore[arg-type]
 
 
 async def _leaderboards_later(

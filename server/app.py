@@ -149,6 +149,7 @@ class App:
             close_timeout=settings.close_timeout,
             max_connections=settings.max_connections,
             websockets=lambda: self.connections,
+            at_once=self.router.at_once,
         )
         self.server: Server | None = None
         self.stopped = asyncio.Event()

@@ -27,7 +27,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -57,6 +57,7 @@ from replay.protocol import (
 )
 from replay.store.base import EventStore, MatchRecord
 from server import auth, leaderboard_api
+from server.answer_cache import AnswerCache
 from server.forking import ForkError, prepare_fork
 from server.lobby import Lobby, LobbyError, MatchMovingError, ServerFullError
 from server.match import JoinRefused, Match
@@ -91,6 +92,10 @@ Handler = Callable[[ServerConnection, Request, Params], "Response | Awaitable[Re
 """A route's handler: the answer, or an awaitable of it when it must wait (the store, a
 match, another node). Plain ones are answered at once by the connection, no task."""
 Route = tuple[str, re.Pattern[str], Handler]
+Quick = Callable[[str, str], "Response | None"]
+"""A route's answer from the request target alone (path, query string), for a request
+that carries no credentials and no header that changes the answer: given at once, or
+None when the request needs its route's handler after all (server/http_keepalive.py)."""
 D = TypeVar("D")
 MAX_TOKEN_TTL_S = 366 * 24 * 3600.0
 """Longest lifetime ``POST /api/tokens`` issues (``ttl``): a year and a day."""
@@ -106,17 +111,25 @@ class HttpRequest(Request):
 
     route_path: str = ""
     query_string: str = ""
+    _args: Params | None = None
 
     @classmethod
     def of(cls, path: str, headers: Headers, method: str, protocol: str) -> HttpRequest:
         route_path, query_string = split_target(path)
         return cls(path, headers, method, protocol, None, route_path, query_string)
 
-    @functools.cached_property
+    @property
     def args(self) -> Params:
-        return (
-            {k: v[-1] for k, v in parse_qs(self.query_string).items()} if self.query_string else {}
-        )
+        # Parsed on first use (not functools.cached_property: on 3.11 it takes a lock
+        # per instance, a microsecond on every leaderboard query).
+        if self._args is None:
+            self._args = query_args(self.query_string)
+        return self._args
+
+
+def query_args(query_string: str) -> Params:
+    """A query string's parameters, the last value of each."""
+    return {k: v[-1] for k, v in parse_qs(query_string).items()} if query_string else {}
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -148,8 +161,24 @@ class RouteTable(Generic[D]):
 
         return add
 
+    def at_once(self, handler: Callable[..., Any]) -> Callable[[Any], Any]:
+        """Give ``handler``'s route a :data:`Quick` answer, which takes the dependencies
+        first as the handler does."""
+
+        def add(quick: Callable[..., Any]) -> Any:
+            handler.at_once = quick
+            return quick
+
+        return add
+
     def bind(self, deps: D) -> list[Route]:
-        return [(m, pattern, functools.partial(h, deps)) for m, pattern, h in self._routes]
+        routes: list[Route] = []
+        for m, pattern, h in self._routes:
+            bound = functools.partial(h, deps)
+            if (quick := getattr(h, "at_once", None)) is not None:
+                bound.at_once = functools.partial(quick, deps)  # type: ignore[attr-defined]
+            routes.append((m, pattern, bound))
+        return routes
 
 
 _GROUP = re.compile(r"\(\?P<(\w+)>")
@@ -183,6 +212,22 @@ class Router:
 
     def serves(self, path: str) -> bool:
         return any(pattern.match(path) for _, pattern, _ in self.routes)
+
+    def at_once(self, target: str) -> Response | None:
+        """The answer to ``GET target`` from the target alone, when the route it goes to
+        has a :data:`Quick` answer and gives it (the caller sent no credentials nor any
+        header that changes the answer); else None: :meth:`dispatch` answers it."""
+        path, query_string = split_target(target)
+        table = self._by_method.get("GET")
+        m = table[0].match(path) if table is not None else None
+        if m is None:
+            return None
+        handler, _ = table[1][m.lastgroup]  # type: ignore[index,union-attr]
+        quick: Quick | None = getattr(handler, "at_once", None)
+        answer = quick(path, query_string) if quick is not None else None
+        if answer is not None:
+            log.debug("GET %s %d", path, answer.status_code)
+        return answer
 
     def dispatch(self, conn: ServerConnection, request: Request) -> Response | Awaitable[Response]:
         """The answer, at once when the route's handler needs no waiting, else an
@@ -314,16 +359,20 @@ def http_date() -> str:
 
 
 def json_response(conn: ServerConnection, value: Any, status: int = 200) -> Response:
+    return respond(conn, status, json_bytes(value), "application/json")
+
+
+def json_bytes(value: Any) -> bytes:
+    """An answer's JSON body (with a final newline)."""
     # orjson: a top-100 leaderboard page in ~10 us against ~180 us (json module); keys
     # that are not strings (ints) double that, so they are allowed only when present.
     try:
-        data = orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:
         try:
-            data = orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
+            return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
         except orjson.JSONEncodeError:  # an integer past 64 bits (user settings): json's answer
-            data = (json.dumps(value) + "\n").encode()
-    return respond(conn, status, data, "application/json")
+            return (json.dumps(value) + "\n").encode()
 
 
 def query(request: Request) -> Params:
@@ -697,6 +746,8 @@ class BoardsApi:
     service: Leaderboards
     auth: Authenticator
     """Whether a caller is anonymous: it sees private matches' players hidden."""
+    answers: AnswerCache = field(default_factory=AnswerCache)
+    """Anonymous answers kept while the boards are unchanged (server/answer_cache.py)."""
 
 
 _boards: RouteTable[BoardsApi] = RouteTable()
@@ -715,6 +766,28 @@ def leaderboards(
     if answer is None:
         return _leaderboards_later(api.service, conn, path, args, anonymous)
     return json_response(conn, answer[1], answer[0])
+
+
+@_boards.at_once(leaderboards)
+def leaderboards_at_once(api: BoardsApi, path: str, query_string: str) -> Response | None:
+    """:func:`leaderboards` for a request without credentials (anonymous) and without
+    ``wait``: answered from the target alone. A ``token`` parameter is checked by
+    :func:`leaderboards` (None)."""
+    target = f"{path}?{query_string}"
+    stamp = api.service.stamp()
+    kept = api.answers.get(target, stamp)
+    if kept is not None:
+        return respond(None, kept[0], kept[1], "application/json")  # type: ignore[arg-type]
+    args = query_args(query_string)
+    if "token" in args:
+        return None
+    answer = leaderboard_api.handle_now(api.service, "GET", path, args, anonymous=True)
+    if answer is None:
+        return None
+    status, body = answer[0], json_bytes(answer[1])
+    if status == 200:
+        api.answers.put(target, stamp, status, body)
+    return respond(None, status, body, "application/json")  # type: ignore[arg-type]
 
 
 async def _leaderboards_later(

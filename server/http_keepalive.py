@@ -76,11 +76,24 @@ PARSER_REFUSALS: dict[type[Exception], tuple[int, str]] = {
 """Requests websockets' HTTP parser refuses for their size, with the
 status and code of their answer (docs/protocol.md section 8); anything else it refuses is
 400 ``bad_request``."""
-_FIELD_TEXT = r"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*([\x09\x20-\x7e\x80-\xff]*?)[ \t]*\r\n"
+_VISIBLE = r"\x21-\x7e\x80-\xff"
+_FIELD_TEXT = (
+    r"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*"
+    rf"((?:[{_VISIBLE}](?:[\x09\x20-\x7e\x80-\xff]*[{_VISIBLE}])?)?)[ \t]*\r\n"
+)
 _FIELD = re.compile(_FIELD_TEXT)
 _FIELDS = re.compile(f"(?:{_FIELD_TEXT})*")
 """A header line as websockets' parser accepts it (RFC 9110: a token, a colon, the
-value stripped of spaces and tabs), and a block of them."""
+value stripped of spaces and tabs), and a block of them. The value starts and ends with
+a visible character, so it is found without trying every split of its trailing blanks."""
+_PLAIN_GET = re.compile(
+    rb"GET (/[\x21-\x7e]*) HTTP/1\.1\r\n"
+    rb"((?!(?i:authorization|connection|upgrade|keep-alive|transfer-encoding|content-length|"
+    rb"expect|te):)" + _FIELD_TEXT.encode() + rb"){0,%d}\r\n" % MAX_NUM_HEADERS
+)
+"""A complete HTTP/1.1 GET head (valid as :data:`_FIELDS` checks it) with none of the
+headers that carry credentials, change the connection (HTTP/1.1 keeps it alive) or
+announce a body: its answer depends on its target alone (``PlainHttp.at_once``)."""
 _SLOW = object()
 """What :func:`parse_head` answers for a request it leaves to websockets' parser."""
 E_BAD_REQUEST = "bad_request"
@@ -131,6 +144,11 @@ class PlainHttp:
     """Kept-alive channels waiting for their next request, the longest idle first."""
     closing: bool = False
     """The server stops: every answer closes its connection."""
+
+    at_once: Callable[[str], Response | None] | None = None
+    """The answer to ``GET target`` from the target alone (``Router.at_once``), tried
+    first for a request that sends no credentials and no header that changes the answer
+    (:data:`_PLAIN_GET`): no request object, headers or dispatch for a leaderboard query."""
 
     keep_alive_header: str = ""
     """``Keep-Alive: timeout=S``, formatted once."""
@@ -263,6 +281,8 @@ class HttpChannel:
         """Parse every complete request head buffered, up to MAX_PIPELINED queued."""
         while not (self.finished or self.upgrading) and len(self.queue) < MAX_PIPELINED:
             if self.parser is None:
+                if self._answered_at_once():
+                    continue
                 parsed = parse_head(self.reader.buffer)
                 if parsed is None:
                     return  # more bytes needed
@@ -283,8 +303,7 @@ class HttpChannel:
                     return
                 self.parser = None
             request: HttpRequest = parsed  # type: ignore[assignment]
-            self._busy()
-            self.http.idle.pop(self, None)
+            self._taken()
             if wants_websocket(request):
                 # websockets reads the upgrade from its first byte (self.raw still
                 # starts there) with everything after it; until then reading pauses.
@@ -294,15 +313,45 @@ class HttpChannel:
                     self.paused = True
                     self.conn.transport.pause_reading()
             else:
-                del self.raw[: len(self.raw) - len(self.reader.buffer)]
-                self.requests += 1
+                self._counted()
                 self.queue.append(request)
-                if self.requests >= self.http.max_requests:
-                    self.finished = True  # the last one this connection answers
             self._answer_soon()
         if len(self.queue) >= MAX_PIPELINED and not self.paused:
             self.paused = True
             self.conn.transport.pause_reading()
+
+    def _answered_at_once(self) -> bool:
+        """Answer the next request now if it is a plain GET (:data:`_PLAIN_GET`) whose
+        route answers from the target alone, nothing being ahead of it; else False."""
+        at_once, buffer = self.http.at_once, self.reader.buffer
+        if at_once is None or not buffer or self.queue or self.answering is not None:
+            return False
+        if self.conn.paused:  # the client does not read its answers: they wait in turn
+            return False
+        m = _PLAIN_GET.match(buffer)
+        if m is None or m.end() > MAX_LINE_LENGTH:  # longer: parse_head's (slow) way
+            return False
+        response = at_once(m[1].decode("ascii"))
+        if response is None:
+            return False
+        del buffer[: m.end()]
+        self._taken()
+        self._counted()
+        if not self._reply(None, response):
+            self._between_requests()
+        return True
+
+    def _taken(self) -> None:
+        """A request was read: the connection is busy, no longer idle."""
+        self._busy()
+        self.http.idle.pop(self, None)
+
+    def _counted(self) -> None:
+        """A plain request was taken out of the bytes: count it against the budget."""
+        del self.raw[: len(self.raw) - len(self.reader.buffer)]
+        self.requests += 1
+        if self.requests >= self.http.max_requests:
+            self.finished = True  # the last one this connection answers
 
     def _refuse(self, exc: Exception) -> None:
         status, code = PARSER_REFUSALS.get(type(exc), (400, E_BAD_REQUEST))
@@ -382,11 +431,11 @@ class HttpChannel:
         log.exception("%s %s failed", request.method, request.route_path)
         return json_response(self.conn, error_body(E_INTERNAL, "internal error"), 500)  # type: ignore[arg-type]
 
-    def _reply(self, request: HttpRequest, response: Response, failed: bool = False) -> bool:
-        """Send the answer to ``request``; True when the connection closes after it (a
-        failed answer closes it)."""
+    def _reply(self, request: HttpRequest | None, response: Response, failed: bool = False) -> bool:
+        """Send the answer to ``request`` (None: a plain GET answered at once); True
+        when the connection closes after it (a failed answer closes it)."""
         close = failed or (self.finished and not self.queue)
-        close = close or not _keeps_alive(request) or self.http.closing
+        close = close or (request is not None and not _keeps_alive(request)) or self.http.closing
         close = close or self.http.over_budget()
         self._send(response, request, close)
         return close

@@ -176,8 +176,8 @@ def handle_now(
     if params.get("wait") is not None:
         return None
     try:
-        name, args = _route(method, path, params)
-        return 200, query_now(service, name, args, anonymous)  # type: ignore[return-value]
+        name, args = _route(method, path, params)  # args are known ones: _route checks
+        return 200, _answer(service, name, args, anonymous)
     except LeaderboardError as exc:
         return _error(exc.status, exc.code, str(exc))
 

@@ -17,6 +17,7 @@ from websockets.http11 import Request, Response
 from websockets.streams import StreamReader
 
 from replay import protocol as p
+from replay.leaderboards.board import Board
 from server.http import HttpRequest, Router, RouteTable, json_response, split_target
 from server.http_keepalive import _SLOW, MAX_PIPELINED, parse_head
 from server.proxy import forward
@@ -278,6 +279,116 @@ def test_json_answers_hold_integers_past_64_bits():
     body = json_response(None, value).body  # type: ignore[arg-type]
     assert json.loads(body) == {"big": 2**70, "nested": {"1": [1.5, None, "é"]}}
     assert json.loads(json_response(None, {2: "x"}).body) == {"2": "x"}  # type: ignore[arg-type]
+
+
+LB = p.LEADERBOARD_PREFIX
+
+
+def count_at_once(app) -> list[str]:
+    """The targets the connection answered at once (``PlainHttp.at_once``), from now on."""
+    taken: list[str] = []
+    at_once = app.http.at_once
+
+    def counting(target: str):
+        answer = at_once(target)
+        if answer is not None:
+            taken.append(target)
+        return answer
+
+    app.http.at_once = counting
+    return taken
+
+
+async def test_anonymous_leaderboard_gets_answered_at_once_as_the_router_answers_them(tmp_path):
+    async with running_app(tmp_path) as app:
+        board = Board(descending=True)
+        board.load(["ann", "bob", "c/d", "eve"], [5, 9, 7, 1], [0] * 4, [1, 2, 3, 4])
+        app.projection.state.boards["kills"]["all"] = board
+        taken = count_at_once(app)
+        targets = [
+            LB,
+            f"{LB}/",
+            f"{LB}/kills?limit=2",
+            f"{LB}//kills/",
+            f"{LB}/kills/count",
+            f"{LB}/kills/periods",
+            f"{LB}/kills/players/bob",
+            f"{LB}/kills/players/c%2Fd",
+            f"{LB}/kills/players/ann/around?limit=3",
+            f"{LB}/kills/players/nobody",
+            f"{LB}/nope",
+            f"{LB}/kills?limit=100000",
+            f"{LB}/kills?limit=x",
+            f"{LB}/kills?bogus=1",
+            f"{LB}/kills_weekly?period=previous",
+            f"{LB}/kills/x/y/z/w",
+        ]
+        reader, writer = await open_conn(app)
+        for target in targets:
+            writer.write(get(target))
+            at_once = await read_response(reader)
+            # "Connection: keep-alive" changes nothing in HTTP/1.1 but takes the router's way.
+            writer.write(get(target, "Connection: keep-alive"))
+            routed = await read_response(reader)
+            assert (at_once[0], at_once[2]) == (routed[0], routed[2]), target
+            assert "connection" not in at_once[1] and at_once[1]["keep-alive"], target
+            assert at_once[1]["content-type"] == routed[1]["content-type"] == "application/json"
+        assert taken == targets  # each plain GET was answered at once, and only those
+        writer.write(get(f"{LB}/kills/players/c%2Fd") + get(f"{LB}/kills/players/nobody"))
+        status, _, body = await read_response(reader)
+        entry = json.loads(body)["entry"]
+        assert (status, entry["rank"], entry["owner"], entry["value"]) == (200, 2, "c/d", 7)
+        status, _, body = await read_response(reader)
+        assert (status, json.loads(body)["error"]["code"]) == (404, "unknown_player")
+        writer.close()
+
+
+async def test_credentials_and_other_requests_take_the_routers_way(tmp_path):
+    async with running_app(tmp_path, http_max_requests=4) as app:
+        taken = count_at_once(app)
+        reader, writer = await open_conn(app)
+        # A token is checked (a bad one: 401), never read past as anonymous.
+        writer.write(get(f"{LB}/kills?token=forged"))
+        assert (await read_response(reader))[0] == 401
+        writer.write(get(f"{LB}/kills", "Authorization: Bearer forged"))
+        assert (await read_response(reader))[0] == 401
+        # wait= waits for a position (the router's task); HEAD has no body.
+        writer.write(get(f"{LB}/kills?wait=0"))
+        status, _, body = await read_response(reader)
+        assert status == 200 and json.loads(body)["reached"] is True
+        assert taken == []  # none of them was answered at once
+        # The request budget counts answers given at once: the 4th closes.
+        writer.write(get(f"{LB}/kills"))
+        status, headers, _ = await read_response(reader)
+        assert (status, headers.get("connection")) == (200, "close")
+        assert await closed_by_server(reader)
+        assert taken == [f"{LB}/kills"]
+        writer.close()
+        # HTTP/1.0 and HEAD take the router's way too (HEAD: 405 for these GET routes,
+        # its head without the body).
+        reader, writer = await open_conn(app)
+        writer.write(get(f"{LB}/kills", "Connection: keep-alive", version="HTTP/1.0"))
+        status, headers, body = await read_response(reader)
+        assert (status, headers["connection"]) == (200, "keep-alive") and json.loads(body)
+        writer.write(f"HEAD {LB}/kills HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 405 ")
+        writer.write(get("/healthz"))  # no body came after the HEAD's head
+        assert (await read_response(reader))[0] == 200
+        assert taken == [f"{LB}/kills"]
+        writer.close()
+
+
+async def test_pipelined_gets_answered_at_once_keep_their_order_with_the_others(tmp_path):
+    async with running_app(tmp_path) as app:
+        taken = count_at_once(app)
+        reader, writer = await open_conn(app)
+        paths = [f"{LB}/kills", "/healthz", f"{LB}/nope", f"{LB}/kills?wait=0", f"{LB}"] * 8
+        writer.write(b"".join(get(path) for path in paths))
+        statuses = [(await read_response(reader))[0] for _ in paths]
+        assert statuses == [200, 200, 404, 200, 200] * 8
+        assert taken  # some were answered at once, in their turn among the others
+        writer.close()
 
 
 async def test_answers_that_wait_and_answers_given_at_once_keep_their_order(tmp_path):

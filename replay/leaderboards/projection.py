@@ -519,6 +519,7 @@ class LeaderboardProjection:
                     continue  # the live projection moved on meanwhile: catch up again
                 aside.position = self.state.position
                 aside.apply([], released=_released_since(aside, self.state))
+                self.state.note_change()
                 for b in ids:
                     self.state.boards[b] = aside.boards[b]
                     self.state.marked[b] = aside.marked[b]

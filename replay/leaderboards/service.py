@@ -125,6 +125,13 @@ class Leaderboards:
         keys = set(self.projection.state.boards[d.id]) | {period_key(d.reset, self.clock())}
         return sorted(keys, reverse=True)
 
+    def stamp(self) -> tuple[int, int, int]:
+        """What every answer depends on besides its arguments: two answers to the same
+        query under the same stamp are the same (the boards and marks unchanged, the
+        same position, the same second of the clock, which decides current periods)."""
+        state = self.projection.state
+        return state.changes, state.position, int(self.clock())
+
     def _answer(self, board_id: str, period: str, board: Board) -> dict[str, Any]:
         return {
             "board": board_id,

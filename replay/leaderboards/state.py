@@ -119,6 +119,9 @@ class LeaderboardState:
         self._holds_changed = False
         """Whether :attr:`held` changed since the last :class:`Changes` said it."""
         self.position = 0
+        self.changes = 0
+        """Counts the calls that may have changed a board or a mark (:meth:`note_change`):
+        with :attr:`position`, what an answer read from the boards depends on."""
         # game -> event code -> [(definition, metric function)]
         self._triggers: dict[str, dict[int, list[tuple[BoardDefinition, MetricFn]]]] = {}
         for d in self.definitions.values():
@@ -131,6 +134,10 @@ class LeaderboardState:
         self.known_rewinds = known_rewinds or {}
         """A rebuild's: every match's rewinds in the log it folds (so it never counts an
         abandoned tick, and needs no refold for a rewind it knew of)."""
+
+    def note_change(self) -> None:
+        """Boards or marks may have changed (answers read before are out of date)."""
+        self.changes += 1
 
     def board(self, board_id: str, period: str) -> Board | None:
         return self.boards[board_id].get(period)
@@ -166,6 +173,7 @@ class LeaderboardState:
 
         A batch whose events a metric or the tally cannot fold (a damaged event that
         decoded into the wrong shapes) is passed over and reported in ``damaged``."""
+        self.note_change()
         folds: dict[tuple[str, str], _Fold] = {}
         dirty: set[str] = set()
         ended: set[str] = set()
@@ -302,6 +310,7 @@ class LeaderboardState:
         return self.marked[board_id].get(period) or frozenset()
 
     def load_marks(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        self.note_change()
         for board_id, period, owner in rows:
             if board_id in self.marked:
                 self.marked[board_id].setdefault(period, set()).add(owner)
@@ -349,6 +358,7 @@ class LeaderboardState:
 
     def load_entries(self, rows: Iterable[tuple[str, str, str, int, int, int]]) -> None:
         """Fill boards from stored rows (board, period, owner, value, subscore, reached)."""
+        self.note_change()
         grouped: dict[tuple[str, str], tuple[list[str], list[int], list[int], list[int]]] = {}
         for board_id, period, owner, v, s, r in rows:
             if board_id in self.definitions:

@@ -87,7 +87,9 @@ def parse_leaderboard_path(path: str) -> tuple[str, dict[str, str]] | None:
     if path != LEADERBOARD_PREFIX and not path.startswith(LEADERBOARD_PREFIX + "/"):
         return None
     # Split before unquoting, so a player id may contain an escaped "/" (%2F).
-    parts = [unquote(p) for p in path[len(LEADERBOARD_PREFIX) :].split("/") if p]
+    parts = [p for p in path[len(LEADERBOARD_PREFIX) :].split("/") if p]
+    if "%" in path:  # a plain path (the usual one) has nothing to unquote
+        parts = [unquote(p) for p in parts]
     for name, segments in _BY_LENGTH.get(len(parts), ()):
         args: dict[str, str] = {}
         for seg, part in zip(segments, parts, strict=True):

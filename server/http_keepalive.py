@@ -328,8 +328,11 @@ class HttpChannel:
             return False
         if self.conn.paused:  # the client does not read its answers: they wait in turn
             return False
-        m = _PLAIN_GET.match(buffer)
-        if m is None or m.end() > MAX_LINE_LENGTH:  # longer: parse_head's (slow) way
+        # Only a whole head within the first MAX_LINE_LENGTH bytes, as parse_head takes
+        # the quick way (a head dripping in is not scanned again at every byte).
+        end = buffer.find(b"\r\n\r\n", 0, MAX_LINE_LENGTH)
+        m = _PLAIN_GET.match(buffer, 0, end + 4) if end >= 0 else None
+        if m is None:
             return False
         response = at_once(m[1].decode("ascii"))
         if response is None:

@@ -100,11 +100,13 @@ _SPLIT_ACKS = 16
 woken in two halves (EventStore._write_group)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Append:
     match_id: str
     mkey: int
-    events: Sequence[NewEvent]
+    count: int
+    base_tick: int
+    last_tick: int
     expected_version: int
     first_id: int
     blob: bytes
@@ -383,7 +385,8 @@ class EventStore:
             raise InvalidEventError(
                 f"match {match_id!r}: expected version {expected_version!r} is not in 0..2**62"
             )
-        _check_epoch(match_id, epoch)
+        if epoch is not None:
+            _check_epoch(match_id, epoch)
         try:
             blob = encoded if encoded is not None else _encode(columns)
         except TypeError as exc:  # `data` that is not a sequence
@@ -397,12 +400,15 @@ class EventStore:
                         f"match {match_id!r}: event {i} (type {events[i].type}) encodes to"
                         f" {size} bytes; the limit is {self.max_event_bytes}"
                     )
+        ticks = columns.ticks
         request = _Append(
             match_id,
             -1,
-            events,
+            len(ticks),
+            ticks[0],
+            ticks[-1],
             expected_version,
-            self._ids.take(len(events)) if first_id is None else first_id,
+            self._ids.take(len(ticks)) if first_id is None else first_id,
             blob,
             type_mask(columns.types),
             UNFENCED if epoch is None else epoch,
@@ -489,7 +495,7 @@ class EventStore:
     async def _find_batch(self, req: _Append) -> AppendResult | None:
         first_seq = req.expected_version + 1
         row = await self._recorder().find_batch(req.mkey, first_seq)
-        n = len(req.events)
+        n = req.count
         if row is None or row.count != n or row.first_id != req.first_id.to_bytes(16, "big"):
             return None
         return AppendResult(
@@ -572,8 +578,8 @@ class EventStore:
     async def _write_group(self, group: list[_Append], decided: Callable[[], bool]) -> None:
         rows = []
         for req in group:
-            first_seq, n = req.expected_version + 1, len(req.events)
-            base_tick, last_tick = req.events[0].tick, req.events[-1].tick
+            first_seq, n = req.expected_version + 1, req.count
+            base_tick, last_tick = req.base_tick, req.last_tick
             first_id = req.first_id.to_bytes(16, "big")
             rows.append(
                 NewBatch(

@@ -23,9 +23,11 @@ runs both on the event loop ``matchreplay serve`` runs the store on (uvloop wher
 installed). Two producer shapes, each against the bare driver measured right
 after it:
 
-* awaited: every match awaits each append before handing over the next, so a
-  group's client work (checks, encoding, acks) and its commit never overlap: the
-  store's time is the sum of both, the bare driver's only the commit;
+* awaited: every match awaits each append before handing over the next, so the
+  client work of a match's next append (checks, encoding, ack) cannot overlap the
+  commit of its last one; the store overlaps it with the commit of other matches'
+  appends only by waking a landed group's callers in two halves (docs/operations.md,
+  "Group commit"), while the bare driver's time is only its commits;
 * 2 in flight: every match hands over its next append (one per loop turn, as a
   ticker does) while the previous one commits, at most two unacknowledged, as the
   live server keeps simulating while its append is in flight: the client work of

@@ -515,7 +515,9 @@ class EventStore:
         goes only when none in flight holds one of its matches, so appends to one match
         commit in the order they were queued. A group's matches are free again as soon as
         the recorder has decided it, before its acks: appends queued meanwhile (callers
-        that keep appends in flight) go before the acks let their callers run."""
+        that keep appends in flight) go before the acks let their callers run, and a
+        group decided with nothing else in the database wakes its callers in two halves
+        around one look of this loop (_write_group)."""
         depth = max(1, self.recorder.pipeline)
         in_flight: dict[int, frozenset[int]] = {}  # group number -> matches it holds
         numbers = itertools.count()

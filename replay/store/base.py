@@ -617,7 +617,8 @@ class EventStore:
         half = len(group) // 2 if database_idle and len(group) >= _SPLIT_ACKS else 0
         self._acknowledge(group[:half], rows[:half], outcomes[:half])
         if half:
-            looked = self._looked
+            await asyncio.sleep(0)  # the first half's callers run, queueing their appends
+            looked = self._looked  # set by the writer's next look, which takes them
             self._wake.set()
             await looked.wait()
         self._acknowledge(group[half:], rows[half:], outcomes[half:])
@@ -1042,7 +1043,7 @@ def _check_events(match_id: str, events: Sequence[NewEvent]) -> _Columns:
     try:
         types, known_versions = set(kinds), set(versions)
     except TypeError:  # unhashable: not an int, reported below
-        types = known_versions = {None}  # type: ignore[assignment]
+        types = known_versions = {None}
     if not (
         set(map(type, types)) <= _INT
         and set(map(type, known_versions)) <= _INT

@@ -623,6 +623,12 @@ async def test_a_store_from_before_leases_opens_and_appends(old_store_url: str) 
         conn = await asyncpg.connect(old_store_url)
         try:
             assert await conn.fetchval("SELECT max(version) FROM matchreplay_schema") == PG_SCHEMA
+            # The old group-commit function is gone: a node still running the old code
+            # fails its appends instead of misreading the new function's answers.
+            functions = await conn.fetch(
+                "SELECT proname FROM pg_proc WHERE proname LIKE 'matchreplay%' ORDER BY 1"
+            )
+            assert [f[0] for f in functions] == ["matchreplay_commit_group"]
         finally:
             await conn.close()
 

@@ -157,7 +157,9 @@ DROP FUNCTION IF EXISTS matchreplay_insert_group(
     # Rows may hold a rewound or forked event under bit 62 only: every row with bit 62
     # gets bit 61 too (a superset, never a miss).
     3: f"UPDATE batches SET types = types | {1 << NOTABLE_BIT} WHERE types & {1 << TYPE_BITS} <> 0",
-    # The group-commit function's result changed (CREATE OR REPLACE cannot do that).
+    # The group-commit function answers differently now: a new name, so that a node
+    # still running the old code fails its group commits loudly (no such function)
+    # instead of reading the new answer the old way.
     4: """
 DROP FUNCTION IF EXISTS matchreplay_insert_group(
     bigint[], bigint[], integer[], bigint[], bigint[], bytea[], bytea[], bigint[], bytea[],
@@ -174,7 +176,7 @@ _INSERT_GROUP_FUNCTION = f"""
 -- in actual), then one row per refused input row (i: its 1-based index): the caller
 -- numbers the accepted rows from that head in order, as the insert does. Replaced by
 -- every migration.
-CREATE OR REPLACE FUNCTION matchreplay_insert_group(
+CREATE OR REPLACE FUNCTION matchreplay_commit_group(
     p_mkey bigint[], p_first_seq bigint[], p_count integer[], p_base_tick bigint[],
     p_last_tick bigint[], p_first_id bytea[], p_blob bytea[], p_types bigint[],
     p_checksum bytea[], p_epoch bigint[])
@@ -293,7 +295,7 @@ _MATCH_SELECT = (
     "  WHERE b.mkey = m.mkey ORDER BY first_seq DESC LIMIT 1) h ON true"
 )
 _INSERT_GROUP = (
-    "SELECT * FROM matchreplay_insert_group($1::text::bigint[], $2::text::bigint[],"
+    "SELECT * FROM matchreplay_commit_group($1::text::bigint[], $2::text::bigint[],"
     " $3::text::integer[], $4::text::bigint[], $5::text::bigint[], $6::bytea[], $7::bytea[],"
     " $8::text::bigint[], $9::bytea[], $10::text::bigint[])"
 )

@@ -17,7 +17,8 @@ baseline A. Bytes per event: database file plus WAL after a checkpoint.
 PostgreSQL (``--store postgresql://...``, or by default when ``MATCHREPLAY_BENCH_PG``
 or ``MATCHREPLAY_TEST_PG`` names a server): the same appends through the store, and
 the same rows written by bare asyncpg (one multi-row INSERT per group of 100
-batches, one transaction each, as the store's group commits, pre-encoded); the
+batches, one per match, one transaction each, pre-encoded; the store forms its own
+groups, and prints how many it committed); the
 run creates a database of its own on that server and drops it at the end, and
 runs both on the event loop ``matchreplay serve`` runs the store on (uvloop where
 installed). Two producer shapes, each against the bare driver measured right
@@ -92,6 +93,8 @@ class GcClock:
         self.total = 0.0
         self.in_appends = 0.0
         """Of the last play_and_scan's appends."""
+        self.commits = 0
+        """The store's group commits in the last play_and_scan (a diagnostic too)."""
         self._started = 0.0
         gc.callbacks.append(self._on_gc)
 
@@ -179,6 +182,7 @@ async def play_and_scan(
     await asyncio.gather(*map(play, ids, batches, encoded))
     append_s = time.perf_counter() - start
     GC_CLOCK.in_appends = GC_CLOCK.total - gc_before
+    GC_CLOCK.commits = store.commits
     start, after, n = time.perf_counter(), 0, 0
     while got := await store.read_all_batches(after, 1000):
         after = got[-1].last_position
@@ -387,7 +391,7 @@ def measure_pg(server: str, ticks: int) -> bool:
     url = asyncio.run(pg_database(server, f"matchreplay_bench_{os.getpid()}"))
     try:
         store_s, scan_s, size = server_loop_run(pg_run(url, batches))
-        store_gc_s = GC_CLOCK.in_appends
+        store_gc_s, store_commits = GC_CLOCK.in_appends, GC_CLOCK.commits
         bare_s = server_loop_run(pg_bare(url, batches))
         shapes = {}  # (in flight, caller's bytes) -> (store s, bare s right after)
         blobs = [[encode_batch(events) for events in ticks] for ticks in batches]
@@ -415,7 +419,7 @@ def measure_pg(server: str, ticks: int) -> bool:
     )
     print(
         f"    (diagnostic: the store's {store_s * 1000:.0f} ms include"
-        f" {store_gc_s * 1000:.0f} ms of garbage collection)"
+        f" {store_gc_s * 1000:.0f} ms of garbage collection; {store_commits} group commits)"
     )
     print("  other producer shapes, each against the bare driver run right after it:")
     for (in_flight, given), (shape_s, shape_bare_s) in shapes.items():

@@ -17,15 +17,18 @@ baseline A. Bytes per event: database file plus WAL after a checkpoint.
 PostgreSQL (``--store postgresql://...``, or by default when ``MATCHREPLAY_BENCH_PG``
 or ``MATCHREPLAY_TEST_PG`` names a server): the same appends through the store, and
 the same rows written by bare asyncpg (one multi-row INSERT per group of 100
-batches, one transaction each, as the store's group commits, pre-encoded); the
+batches, one per match, one transaction each, pre-encoded; the store forms its own
+groups, and prints how many it committed); the
 run creates a database of its own on that server and drops it at the end, and
 runs both on the event loop ``matchreplay serve`` runs the store on (uvloop where
 installed). Two producer shapes, each against the bare driver measured right
 after it:
 
-* awaited: every match awaits each append before handing over the next, so a
-  group's client work (checks, encoding, acks) and its commit never overlap: the
-  store's time is the sum of both, the bare driver's only the commit;
+* awaited: every match awaits each append before handing over the next, so the
+  client work of a match's next append (checks, encoding, ack) cannot overlap the
+  commit of its last one; the store overlaps it with the commit of other matches'
+  appends only by waking a landed group's callers in two halves (docs/operations.md,
+  "Group commit"), while the bare driver's time is only its commits;
 * 2 in flight: every match hands over its next append (one per loop turn, as a
   ticker does) while the previous one commits, at most two unacknowledged, as the
   live server keeps simulating while its append is in flight: the client work of
@@ -52,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import json
 import os
 import sqlite3
@@ -79,6 +83,29 @@ EVENTS_PER_BATCH = 64
 TARGET_RATE = 150_000
 TARGET_RATIO = 0.5
 _T = TypeVar("_T")
+
+
+class GcClock:
+    """Seconds spent in garbage collection (a printed diagnostic: a full collection
+    walks the benchmark's prepared events, tens of ms, in whichever run it lands)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.in_appends = 0.0
+        """Of the last play_and_scan's appends."""
+        self.commits = 0
+        """The store's group commits in the last play_and_scan (a diagnostic too)."""
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._started
+
+
+GC_CLOCK = GcClock()
 
 
 def make_batches(ticks: int) -> list[list[list[NewEvent]]]:
@@ -151,9 +178,11 @@ async def play_and_scan(
         assert acked[-1].last_seq == version, (acked[-1], version)
 
     encoded = blobs or [[None] * len(ticks) for ticks in batches]
-    start = time.perf_counter()
+    start, gc_before = time.perf_counter(), GC_CLOCK.total
     await asyncio.gather(*map(play, ids, batches, encoded))
     append_s = time.perf_counter() - start
+    GC_CLOCK.in_appends = GC_CLOCK.total - gc_before
+    GC_CLOCK.commits = store.commits
     start, after, n = time.perf_counter(), 0, 0
     while got := await store.read_all_batches(after, 1000):
         after = got[-1].last_position
@@ -362,6 +391,7 @@ def measure_pg(server: str, ticks: int) -> bool:
     url = asyncio.run(pg_database(server, f"matchreplay_bench_{os.getpid()}"))
     try:
         store_s, scan_s, size = server_loop_run(pg_run(url, batches))
+        store_gc_s, store_commits = GC_CLOCK.in_appends, GC_CLOCK.commits
         bare_s = server_loop_run(pg_bare(url, batches))
         shapes = {}  # (in flight, caller's bytes) -> (store s, bare s right after)
         blobs = [[encode_batch(events) for events in ticks] for ticks in batches]
@@ -386,6 +416,10 @@ def measure_pg(server: str, ticks: int) -> bool:
     print(
         f"  bare asyncpg, same rows, group per transaction {bare_rate:9,.0f} events/s"
         f"   store/bare = {rate / bare_rate:.2f}"
+    )
+    print(
+        f"    (diagnostic: the store's {store_s * 1000:.0f} ms include"
+        f" {store_gc_s * 1000:.0f} ms of garbage collection; {store_commits} group commits)"
     )
     print("  other producer shapes, each against the bare driver run right after it:")
     for (in_flight, given), (shape_s, shape_bare_s) in shapes.items():

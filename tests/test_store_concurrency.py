@@ -128,3 +128,52 @@ async def test_a_group_queued_meanwhile_goes_before_the_acks_wake_their_callers(
         assert [(r.first_seq, r.last_seq) for r in per_match] == [(1, 2), (3, 4), (5, 6)]
         positions = [r.last_position for r in per_match]
         assert positions == sorted(positions)
+
+
+async def test_callers_awaiting_each_append_are_woken_in_two_halves() -> None:
+    """Callers that await each append before the next: a group landing with nothing
+    else in the database wakes the first half of its callers, whose next appends are
+    sent as a group before the second half is woken (so it commits while they
+    prepare); from then on the two halves alternate. Every append lands once, in
+    order, at the version it expected."""
+    log: list[tuple[str, int]] = []
+    async with EventStore(_SlowMemoryRecorder(log)) as store:
+        ms = [await store.create_match(record()) for _ in range(20)]
+
+        async def play(match_id: str) -> list[AppendResult]:
+            results = []
+            for tick in range(4):
+                results.append(await store.append(match_id, tick_batch(tick, 2), 2 * tick))
+                log.append(("acked", 1))
+            return results
+
+        results = await asyncio.gather(*(play(m.match_id) for m in ms))
+    groups = [n for kind, n in log if kind == "group"]
+    assert groups == [20, 10, 10, 10, 10, 10, 10]
+    # The first half's next group went before any of the second half was woken.
+    second_group = [i for i, entry in enumerate(log) if entry[0] == "group"][1]
+    assert log[1:second_group].count(("acked", 1)) == 10
+    for per_match in results:
+        assert [(r.first_seq, r.last_seq) for r in per_match] == [(1, 2), (3, 4), (5, 6), (7, 8)]
+        positions = [r.last_position for r in per_match]
+        assert positions == sorted(positions)
+    everything = sorted(r.last_position for per_match in results for r in per_match)
+    assert everything == list(range(2, 2 * 80 + 1, 2))
+
+
+async def test_callers_of_a_single_connection_recorder_are_woken_together() -> None:
+    """One group in flight at most (SQLite, memory): nothing could commit while the
+    others prepare, so a landed group wakes all its callers at once and the groups
+    stay whole."""
+    log: list[tuple[str, int]] = []
+    recorder = _SlowMemoryRecorder(log)
+    recorder.pipeline = 1
+    async with EventStore(recorder) as store:
+        ms = [await store.create_match(record()) for _ in range(20)]
+
+        async def play(match_id: str) -> None:
+            for tick in range(3):
+                await store.append(match_id, tick_batch(tick, 2), 2 * tick)
+
+        await asyncio.gather(*(play(m.match_id) for m in ms))
+    assert [n for kind, n in log if kind == "group"] == [20, 20, 20]

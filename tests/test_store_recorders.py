@@ -137,6 +137,48 @@ async def test_groups_insert_conditionally_in_commit_order(recorder: Recorder) -
     assert [r.first_seq for r in await recorder.batches_by_tick(b, 0, 3)] == [1]
 
 
+async def test_a_group_of_distinct_matches_decides_each_row_on_its_own(
+    recorder: Recorder,
+) -> None:
+    """Each match at most once in a group (a tick's group; PostgreSQL decides such a
+    group in one query, not row by row): every refusal reason, the accepted rows
+    numbered in order around the refused ones."""
+    a, b, c, d = [await recorder.insert_match(match_row(m)) for m in "abcd"]
+    ended = await recorder.insert_match(match_row("e", status="ended"))
+    fenced = await recorder.insert_match(match_row("f"))
+    assert await recorder.acquire_lease("f", "n1/f", 30, None) is not None
+    assert await recorder.insert_group([batch(a, 1, (0, 1)), batch(b, 1, (0, 3))]) == [2, 4]
+    outcomes = await recorder.insert_group(
+        [
+            batch(9999, 1),
+            batch(a, 3, (1, 2)),  # accepted: 5..6
+            batch(b, 3, (1, 1)),  # tick 1 is before b's last stored tick 3
+            batch(ended, 1),
+            batch(c, 1, (0, 0), n=3),  # accepted: 7..9
+            batch(d, 5),  # d is at 0
+            batch(fenced, 1)._replace(epoch=7),  # the stored epoch is 1
+        ]
+    )
+    assert outcomes == [
+        Conflict("unknown"),
+        6,
+        Conflict("tick", 3),
+        Conflict("ended", status="ended"),
+        9,
+        Conflict("version", 0),
+        Conflict("epoch", 1),
+    ]
+    assert await recorder.head() == 9
+    assert [(r.position, r.first_seq) for r in await recorder.batches_by_seq(c, 1, 9)] == [(9, 1)]
+    assert await recorder.find_batch(d, 5) is None
+    # All refused: nothing written, the head stays.
+    assert await recorder.insert_group([batch(d, 2), batch(a, 1)]) == [
+        Conflict("version", 0),
+        Conflict("version", 4),
+    ]
+    assert await recorder.head() == 9
+
+
 async def test_a_failing_group_writes_nothing(url: str, recorder: Recorder) -> None:
     if url == "memory:":
         pytest.skip("the memory recorder has no failing backend")
@@ -581,6 +623,12 @@ async def test_a_store_from_before_leases_opens_and_appends(old_store_url: str) 
         conn = await asyncpg.connect(old_store_url)
         try:
             assert await conn.fetchval("SELECT max(version) FROM matchreplay_schema") == PG_SCHEMA
+            # The old group-commit function is gone: a node still running the old code
+            # fails its appends instead of misreading the new function's answers.
+            functions = await conn.fetch(
+                "SELECT proname FROM pg_proc WHERE proname LIKE 'matchreplay%' ORDER BY 1"
+            )
+            assert [f[0] for f in functions] == ["matchreplay_commit_group"]
         finally:
             await conn.close()
 

@@ -30,9 +30,10 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import sub
+from typing import Any, NamedTuple
 
-from replay.codec import decode_batch, encode_batch, encoded_sizes
+from replay.codec import decode_batch, encode_columns, encoded_sizes
 from replay.errors import (
     ConcurrencyError,
     CorruptEventError,
@@ -94,13 +95,18 @@ log = logging.getLogger(__name__)
 _MAX_ID = 2**128 - 1
 _STATUSES = frozenset({"created", "running", "ended", "interrupted"})
 _INT = frozenset({int})
+_SPLIT_ACKS = 16
+"""Groups of at least this many appends landing in an idle database have their acks
+woken in two halves (EventStore._write_group)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Append:
     match_id: str
     mkey: int
-    events: Sequence[NewEvent]
+    count: int
+    base_tick: int
+    last_tick: int
     expected_version: int
     first_id: int
     blob: bytes
@@ -141,6 +147,8 @@ class EventStore:
         self._closing = False
         self._queue: list[_Append] = []
         self._wake = asyncio.Event()
+        self._looked = asyncio.Event()
+        """Set (and replaced) after each look of the writer at the queue."""
         self._writer_task: asyncio.Task[None] | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -370,16 +378,17 @@ class EventStore:
             raise StoreClosedError("the event store is closed")
         if not events:
             raise InvalidEventError(f"match {match_id!r}: empty batch")
-        types = _check_events(match_id, events)
+        columns = _check_events(match_id, events)
         if first_id is not None and not 0 <= first_id <= _MAX_ID - len(events):
             raise InvalidEventError(f"match {match_id!r}: first_id {first_id} is not a 128-bit id")
         if type(expected_version) is not int or not 0 <= expected_version < MAX_INT:
             raise InvalidEventError(
                 f"match {match_id!r}: expected version {expected_version!r} is not in 0..2**62"
             )
-        _check_epoch(match_id, epoch)
+        if epoch is not None:
+            _check_epoch(match_id, epoch)
         try:
-            blob = encoded if encoded is not None else encode_batch(events)
+            blob = encoded if encoded is not None else _encode(columns)
         except TypeError as exc:  # `data` that is not a sequence
             raise EventEncodeError(f"match {match_id!r}: event data must be arrays: {exc}") from exc
         # A batch no larger than the limit cannot hold an event over it: measure
@@ -391,14 +400,17 @@ class EventStore:
                         f"match {match_id!r}: event {i} (type {events[i].type}) encodes to"
                         f" {size} bytes; the limit is {self.max_event_bytes}"
                     )
+        ticks = columns.ticks
         request = _Append(
             match_id,
             -1,
-            events,
+            len(ticks),
+            ticks[0],
+            ticks[-1],
             expected_version,
-            self._ids.take(len(events)) if first_id is None else first_id,
+            self._ids.take(len(ticks)) if first_id is None else first_id,
             blob,
-            type_mask(types),
+            type_mask(columns.types),
             UNFENCED if epoch is None else epoch,
             asyncio.get_running_loop().create_future(),
             first_id is not None,
@@ -483,7 +495,7 @@ class EventStore:
     async def _find_batch(self, req: _Append) -> AppendResult | None:
         first_seq = req.expected_version + 1
         row = await self._recorder().find_batch(req.mkey, first_seq)
-        n = len(req.events)
+        n = req.count
         if row is None or row.count != n or row.first_id != req.first_id.to_bytes(16, "big"):
             return None
         return AppendResult(
@@ -503,15 +515,18 @@ class EventStore:
         goes only when none in flight holds one of its matches, so appends to one match
         commit in the order they were queued. A group's matches are free again as soon as
         the recorder has decided it, before its acks: appends queued meanwhile (callers
-        that keep appends in flight) go before the acks let their callers run."""
+        that keep appends in flight) go before the acks let their callers run, and a
+        group decided with nothing else in the database wakes its callers in two halves
+        around one look of this loop (_write_group)."""
         depth = max(1, self.recorder.pipeline)
         in_flight: dict[int, frozenset[int]] = {}  # group number -> matches it holds
         numbers = itertools.count()
         acked = False  # a group landed since the last look at the queue
 
-        def decided(number: int) -> None:
+        def decided(number: int) -> bool:
             in_flight[number] = frozenset()
             self._wake.set()
+            return len(in_flight) < depth  # only this group is in the database
 
         def landed(number: int, _: asyncio.Task[None]) -> None:
             nonlocal acked
@@ -531,21 +546,25 @@ class EventStore:
                     acked = False
                     await asyncio.sleep(0)
                 mkeys = frozenset(req.mkey for req in self._queue)
-                if len(in_flight) >= depth or any(mkeys & held for held in in_flight.values()):
-                    continue  # a group landing wakes this loop again
-                group, self._queue = self._queue, []
-                number = next(numbers)
-                task = asyncio.create_task(
-                    self._commit_group(group, functools.partial(decided, number))
-                )
-                in_flight[number] = mkeys
-                task.add_done_callback(functools.partial(landed, number))
+                if len(in_flight) < depth and not any(mkeys & held for held in in_flight.values()):
+                    group, self._queue = self._queue, []
+                    number = next(numbers)
+                    task = asyncio.create_task(
+                        self._commit_group(group, functools.partial(decided, number))
+                    )
+                    in_flight[number] = mkeys
+                    task.add_done_callback(functools.partial(landed, number))
+                # else a group landing wakes this loop again
             else:
                 acked = False
                 if self._closing and not in_flight:
                     return
+            # A group holding back half its acks until this look (_write_group): its
+            # task, if one was started, runs before the other half's callers.
+            looked, self._looked = self._looked, asyncio.Event()
+            looked.set()
 
-    async def _commit_group(self, group: list[_Append], decided: Callable[[], None]) -> None:
+    async def _commit_group(self, group: list[_Append], decided: Callable[[], bool]) -> None:
         """Write ``group`` through the recorder in one transaction. A request the
         recorder refuses fails alone; the others still commit; when the backend fails,
         the whole group fails (nothing of it is written)."""
@@ -558,11 +577,11 @@ class EventStore:
             for req in group:
                 _fail(req, exc)
 
-    async def _write_group(self, group: list[_Append], decided: Callable[[], None]) -> None:
+    async def _write_group(self, group: list[_Append], decided: Callable[[], bool]) -> None:
         rows = []
         for req in group:
-            first_seq, n = req.expected_version + 1, len(req.events)
-            base_tick, last_tick = req.events[0].tick, req.events[-1].tick
+            first_seq, n = req.expected_version + 1, req.count
+            base_tick, last_tick = req.base_tick, req.last_tick
             first_id = req.first_id.to_bytes(16, "big")
             rows.append(
                 NewBatch(
@@ -582,14 +601,31 @@ class EventStore:
             )
         outcomes = await self._recorder().insert_group(rows)
         self.commits += 1
-        decided()
+        database_idle = decided()
         if self._queue:
             # Appends queued meanwhile (callers that keep appends in flight): one loop
             # turn lets the writer start their group, and it goes to the database
             # before the acks below wake their callers (call_soon order), so that the
             # callers prepare their next appends while it commits.
             await asyncio.sleep(0)
-        # Durable now: acknowledge.
+        # Durable now: acknowledge. With nothing else in the database, the first half
+        # of the callers are woken alone and the writer sends what they append before
+        # the second half is woken: that group commits while the second half prepares
+        # theirs, instead of the database waiting for every caller (callers that await
+        # each append). The two halves then keep alternating, each preparing while the
+        # other's group commits.
+        half = len(group) // 2 if database_idle and len(group) >= _SPLIT_ACKS else 0
+        self._acknowledge(group[:half], rows[:half], outcomes[:half])
+        if half:
+            await asyncio.sleep(0)  # the first half's callers run, queueing their appends
+            looked = self._looked  # set by the writer's next look, which takes them
+            self._wake.set()
+            await looked.wait()
+        self._acknowledge(group[half:], rows[half:], outcomes[half:])
+
+    def _acknowledge(
+        self, group: list[_Append], rows: list[NewBatch], outcomes: list[int | Conflict]
+    ) -> None:
         for req, row, outcome in zip(group, rows, outcomes, strict=True):
             if isinstance(outcome, Conflict):
                 error = _conflict_error(req, row, outcome)
@@ -971,20 +1007,32 @@ def _check_ttl(ttl: float) -> None:
         raise ValueError(f"a lease lasts 0 < ttl < 1e9 seconds, not {ttl!r}")
 
 
-def _check_events(match_id: str, events: Sequence[NewEvent]) -> set[int]:
+class _Columns(NamedTuple):
+    """A checked batch as columns (``zip(*events)``): what the encoder takes."""
+
+    kinds: tuple[int, ...]
+    ticks: tuple[int, ...]
+    payloads: tuple[Sequence[Any], ...]
+    versions: tuple[int, ...]
+    types: set[int]
+
+
+def _check_events(match_id: str, events: Sequence[NewEvent]) -> _Columns:
     """Reject what the backends' columns or the reading rules cannot hold, before
     queueing: a bad request must fail alone, never inside the writer's shared group.
-    Returns the batch's event types. (On the append path for every batch: the checks
-    run over columns in C, and the per-event loops only find what to report.)"""
+    Returns the batch as columns with its set of event types. (On the append path for
+    every batch: the checks run over columns in C, and the per-event loops only find
+    what to report.)"""
     try:
-        kinds, ticks, _, versions = zip(*events, strict=True)
+        kinds, ticks, payloads, versions = zip(*events, strict=True)
     except (TypeError, ValueError):
         raise InvalidEventError(
             f"match {match_id!r}: events must be NewEvent(type, tick, data, version)"
         ) from None
     if not set(map(type, ticks)) <= _INT:
         raise InvalidEventError(f"match {match_id!r}: ticks must be integers")
-    if list(ticks) != sorted(ticks):
+    # All at one tick (a tick's batch, the common case) is in order; else sort to see.
+    if ticks.count(ticks[0]) != len(ticks) and list(ticks) != sorted(ticks):
         i = next(i for i in range(1, len(ticks)) if ticks[i] < ticks[i - 1])
         raise InvalidEventError(
             f"match {match_id!r}: event {i} has tick {ticks[i]}, before the previous"
@@ -1010,7 +1058,18 @@ def _check_events(match_id: str, events: Sequence[NewEvent]) -> set[int]:
                 raise InvalidEventError(
                     f"match {match_id!r}: event version {version!r} is not >= 1"
                 )
-    return types
+    return _Columns(kinds, ticks, payloads, versions, types)
+
+
+def _encode(columns: _Columns) -> bytes:
+    """encode_batch of a checked batch, from its columns."""
+    ticks = columns.ticks
+    base = ticks[0]
+    # Ticks are checked integers in order: all at the base tick when the last is.
+    offsets = (
+        (0,) * len(ticks) if ticks[-1] == base else tuple(map(sub, ticks, itertools.repeat(base)))
+    )
+    return encode_columns(columns.kinds, columns.versions, offsets, columns.payloads)
 
 
 def _fail(req: _Append, exc: BaseException) -> None:

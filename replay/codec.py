@@ -49,28 +49,19 @@ def encode_batch(events: Sequence[NewEvent]) -> bytes:
     msgpack cannot encode (a float NaN encodes; a Python object does not), and
     TypeError when a payload is not a sequence.
     """
-    kinds, ticks, payloads, versions = zip(*events, strict=True)
-    base = ticks[0]
-    return encode_columns(kinds, versions, tuple(map(sub, ticks, repeat(base))), payloads)
+    return encode_columns(*zip(*events, strict=True))
 
 
 def encode_columns(
     kinds: Sequence[int],
-    versions: Sequence[int],
-    offsets: Sequence[int],
+    ticks: Sequence[int],
     payloads: Sequence[Sequence[Any]],
+    versions: Sequence[int],
 ) -> bytes:
-    """:func:`encode_batch` of the events given as columns (``zip(*events)``, with
-    ``offsets`` the ticks minus the base tick): the same bytes. For a caller that has
-    the columns already (the event store checks them), and faster: the rows are built
-    by C-level ``map``/``zip``, not a Python loop per event."""
-    try:
-        rows = list(map(_concat, zip(kinds, versions, offsets, strict=True), payloads))
-    except TypeError:  # a payload that is not a tuple: a list encodes by the same rule
-        rows = [
-            (kind, version, offset, *data)
-            for kind, version, offset, data in zip(kinds, versions, offsets, payloads, strict=True)
-        ]
+    """:func:`encode_batch` of the events given as columns, in ``NewEvent``'s field
+    order (``zip(*events)``): the same bytes, for a caller that has the columns already
+    (the event store checks them)."""
+    rows = _rows(kinds, ticks, payloads, versions)
     try:
         return _packer.pack(rows)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -84,10 +75,33 @@ def encode_columns(
         raise EventEncodeError(f"batch does not encode: {exc}") from exc
 
 
+def _rows(
+    kinds: Sequence[int],
+    ticks: Sequence[int],
+    payloads: Sequence[Sequence[Any]],
+    versions: Sequence[int],
+) -> list[tuple[Any, ...]]:
+    """Each event's stored row, ``(type, version, tick - base tick, *data)``: the one
+    place the byte rule is written. Built by C-level ``map``/``zip``, not a Python loop
+    per event; a batch at one tick (the usual) subtracts nothing."""
+    base = ticks[0]
+    offsets = repeat(0) if ticks.count(base) == len(ticks) else map(sub, ticks, repeat(base))
+    heads = zip(kinds, versions, offsets, strict=False)  # offsets may be an endless repeat
+    try:
+        rows = list(map(_concat, heads, payloads))
+        if len(rows) == len(kinds):
+            return rows
+    except TypeError:  # a payload that is not a tuple (a list encodes by the same rule)
+        pass
+    return [
+        (kind, version, tick - base, *data)
+        for kind, tick, data, version in zip(kinds, ticks, payloads, versions, strict=True)
+    ]
+
+
 def encoded_sizes(events: Sequence[NewEvent]) -> list[int]:
     """Encoded size of each event, for enforcing the per-event size limit."""
-    base = events[0].tick
-    return [len(_packer.pack((e.type, e.version, e.tick - base, *e.data))) for e in events]
+    return [len(_packer.pack(row)) for row in _rows(*zip(*events, strict=True))]
 
 
 _Row = tuple[int, int, int, tuple[Any, ...]]

@@ -30,7 +30,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import sub
 from typing import Any, NamedTuple
 
 from replay.codec import decode_batch, encode_columns, encoded_sizes
@@ -388,7 +387,7 @@ class EventStore:
         if epoch is not None:
             _check_epoch(match_id, epoch)
         try:
-            blob = encoded if encoded is not None else _encode(columns)
+            blob = encoded if encoded is not None else encode_columns(*columns[:4])
         except TypeError as exc:  # `data` that is not a sequence
             raise EventEncodeError(f"match {match_id!r}: event data must be arrays: {exc}") from exc
         # A batch no larger than the limit cannot hold an event over it: measure
@@ -1059,17 +1058,6 @@ def _check_events(match_id: str, events: Sequence[NewEvent]) -> _Columns:
                     f"match {match_id!r}: event version {version!r} is not >= 1"
                 )
     return _Columns(kinds, ticks, payloads, versions, types)
-
-
-def _encode(columns: _Columns) -> bytes:
-    """encode_batch of a checked batch, from its columns."""
-    ticks = columns.ticks
-    base = ticks[0]
-    # Ticks are checked integers in order: all at the base tick when the last is.
-    offsets = (
-        (0,) * len(ticks) if ticks[-1] == base else tuple(map(sub, ticks, itertools.repeat(base)))
-    )
-    return encode_columns(columns.kinds, columns.versions, offsets, columns.payloads)
 
 
 def _fail(req: _Append, exc: BaseException) -> None:

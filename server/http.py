@@ -761,31 +761,39 @@ def leaderboards(
     """Answered at once (the boards are in memory), but for read-your-writes (``wait``)."""
     # The handler validates its own parameters and answers every bad one with a 4xx.
     anonymous = api.auth.requester(request) is auth.ANONYMOUS  # a bad token: 401
-    path, args = request_path(request), query(request)
-    answer = leaderboard_api.handle_now(api.service, "GET", path, args, anonymous)
+    path, query_string = split_target(request.path)
+    args = query(request)
+    answer = _board_answer(api, path, query_string, args, anonymous)
     if answer is None:
         return _leaderboards_later(api.service, conn, path, args, anonymous)
-    return json_response(conn, answer[1], answer[0])
+    return answer
 
 
 @_boards.at_once(leaderboards)
 def leaderboards_at_once(api: BoardsApi, path: str, query_string: str) -> Response | None:
-    """:func:`leaderboards` for a request without credentials (anonymous) and without
-    ``wait``: answered from the target alone. A ``token`` parameter is checked by
-    :func:`leaderboards` (None)."""
-    target = f"{path}?{query_string}"
-    stamp = api.service.stamp()
-    kept = api.answers.get(target, stamp)
-    if kept is not None:
-        return respond(None, kept[0], kept[1], "application/json")  # type: ignore[arg-type]
+    """:func:`leaderboards` for a request without credentials: anonymous, answered from
+    the target alone. A ``token`` parameter is checked by :func:`leaderboards` (None)."""
     args = query_args(query_string)
     if "token" in args:
         return None
-    answer = leaderboard_api.handle_now(api.service, "GET", path, args, anonymous=True)
+    return _board_answer(api, path, query_string, args, anonymous=True)
+
+
+def _board_answer(
+    api: BoardsApi, path: str, query_string: str, args: Params, anonymous: bool
+) -> Response | None:
+    """The answer now, or None when it waits for a position (``wait``). An anonymous
+    answer is kept under its target while the boards are unchanged (``api.answers``)."""
+    target = f"{path}?{query_string}"
+    stamp = api.service.stamp() if anonymous else None
+    kept = api.answers.get(target, stamp) if anonymous else None
+    if kept is not None:
+        return respond(None, kept[0], kept[1], "application/json")  # type: ignore[arg-type]
+    answer = leaderboard_api.handle_now(api.service, "GET", path, args, anonymous)
     if answer is None:
         return None
     status, body = answer[0], json_bytes(answer[1])
-    if status == 200:
+    if anonymous and status == 200:
         api.answers.put(target, stamp, status, body)
     return respond(None, status, body, "application/json")  # type: ignore[arg-type]
 

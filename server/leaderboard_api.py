@@ -28,7 +28,7 @@ from replay.protocol import (
     parse_leaderboard_path,
 )
 
-__all__ = ["ARGS", "handle", "handle_now", "process_request", "query", "query_now"]
+__all__ = ["ARGS", "handle", "handle_now", "process_request", "query"]
 
 DEFAULT_WAIT_TIMEOUT_S = 5.0
 _PARAMS = frozenset({"limit", "cursor", "period", "wait", "timeout"})
@@ -100,17 +100,6 @@ async def query(
     if reached is not None:
         body["reached"] = reached
     return body
-
-
-def query_now(
-    service: Leaderboards, name: str, args: Mapping[str, Any], anonymous: bool = False
-) -> dict[str, Any] | None:
-    """:func:`query` when it need not wait (the boards are in memory): the answer, or
-    None when ``args`` ask to wait for a position (``wait``), which :func:`query` does."""
-    if args.get("wait") is not None:
-        return None
-    _known(args)
-    return _answer(service, name, args, anonymous)
 
 
 def _known(args: Mapping[str, Any]) -> None:

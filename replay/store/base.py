@@ -146,8 +146,8 @@ class EventStore:
         self._closing = False
         self._queue: list[_Append] = []
         self._wake = asyncio.Event()
-        self._looked = asyncio.Event()
-        """Set (and replaced) after each look of the writer at the queue."""
+        self._lookers: list[asyncio.Future[None]] = []
+        """Groups waiting for the writer's next look at the queue (_write_group)."""
         self._writer_task: asyncio.Task[None] | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -560,8 +560,11 @@ class EventStore:
                     return
             # A group holding back half its acks until this look (_write_group): its
             # task, if one was started, runs before the other half's callers.
-            looked, self._looked = self._looked, asyncio.Event()
-            looked.set()
+            if self._lookers:
+                lookers, self._lookers = self._lookers, []
+                for looked in lookers:
+                    if not looked.done():  # its group's task may have been cancelled
+                        looked.set_result(None)
 
     async def _commit_group(self, group: list[_Append], decided: Callable[[], bool]) -> None:
         """Write ``group`` through the recorder in one transaction. A request the
@@ -617,9 +620,10 @@ class EventStore:
         self._acknowledge(group[:half], rows[:half], outcomes[:half])
         if half:
             await asyncio.sleep(0)  # the first half's callers run, queueing their appends
-            looked = self._looked  # set by the writer's next look, which takes them
+            looked = asyncio.get_running_loop().create_future()
+            self._lookers.append(looked)  # the writer's next look, which takes them, sets it
             self._wake.set()
-            await looked.wait()
+            await looked
         self._acknowledge(group[half:], rows[half:], outcomes[half:])
 
     def _acknowledge(

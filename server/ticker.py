@@ -24,6 +24,13 @@ from server.headroom import Headroom
 
 __all__ = ["Ticked", "Ticker"]
 
+CLOCK_SLACK_S = 0.001
+"""A due time this close ahead counts as come. uvloop's clock and timers have a
+resolution of one millisecond: a timer set for a due time may fire while the clock
+still reads a little before it, and without the slack the ticker went back to sleep
+for the rest of that millisecond, several times a tick (30 matches at 30 Hz: 790 passes
+in 3 s, 700 of them empty; 90 with the slack)."""
+
 
 class Ticked(Protocol):
     """What the ticker drives (server/match.py's Match)."""
@@ -72,7 +79,7 @@ class Ticker:
         due = self._due
         while due:
             wake_at = due[0][0]
-            if wake_at > loop.time():
+            if wake_at > loop.time() + CLOCK_SLACK_S:
                 self._sleep, self._wake_at = loop.create_future(), wake_at
                 timer = loop.call_at(wake_at, _wake, self._sleep)
                 await self._sleep
@@ -81,7 +88,7 @@ class Ticker:
             now = loop.time()
             ran: list[Ticked] = []
             late = 0.0
-            while due and due[0][0] <= now:
+            while due and due[0][0] <= now + CLOCK_SLACK_S:
                 due_at, order, match = heapq.heappop(due)
                 late = max(late, now - due_at)
                 next_at = match.run_due(due_at, now)

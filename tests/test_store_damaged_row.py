@@ -71,3 +71,9 @@ async def test_the_store_names_the_damaged_match_and_copy_refuses_to_skip_it(
         assert list(store.damaged) == [a.match_id] and store.damaged_skipped == 1
         with pytest.raises(CorruptMatchError, match=a.match_id):
             await store.get_match(a.match_id)
+        # Many records at once (the leaderboard projection's lookups): the damaged one is
+        # left out and reported, like an unknown one; the others come.
+        skipped = store.damaged_skipped
+        found = await store.get_matches([a.match_id, b.match_id, "unknown"])
+        assert list(found) == [b.match_id] and found[b.match_id].settings == b.settings
+        assert store.damaged_skipped == skipped + 1

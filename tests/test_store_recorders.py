@@ -232,6 +232,20 @@ async def test_match_rows_and_keyframes(recorder: Recorder) -> None:
     assert await recorder.delete_keyframes(a, 11) == 1
 
 
+async def test_match_rows_by_id(recorder: Recorder) -> None:
+    for match_id, status in (("a", "ended"), ("b", "running"), ("c", "running")):
+        await recorder.insert_match(match_row(match_id, status))
+    rows = await recorder.matches(None, None, 10, 0, ["c", "a", "unknown"])
+    assert sorted(r.match_id for r in rows) == ["a", "c"]
+    assert {r.match_id: r.status for r in rows} == {"a": "ended", "c": "running"}
+    # With the other filters, and the limit.
+    assert [r.match_id for r in await recorder.matches(["running"], None, 10, 0, ["a", "c"])] == [
+        "c"
+    ]
+    assert len(await recorder.matches(None, None, 1, 0, ["a", "b", "c"])) == 1
+    assert await recorder.matches(None, None, 10, 0, []) == []
+
+
 # -- across processes -------------------------------------------------------------
 
 

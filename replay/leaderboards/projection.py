@@ -37,7 +37,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from replay.errors import ReplayError, UnknownMatchError
+from replay.errors import ReplayError
 from replay.events import SYSTEM_REWOUND
 from replay.leaderboards.definitions import BoardDefinition, validate_definitions
 from replay.leaderboards.errors import UnknownBoardError
@@ -279,12 +279,15 @@ class LeaderboardProjection:
         """Register the matches first seen in ``batches``, and find how far each match
         that is not shown at once may be shown now (match -> edge tick).
 
-        One record lookup per new match, and per match not shown at once at most every
-        ``RECHECK_S`` (a live server steps every 25 ms; an edge a little old only holds
-        a little longer), and again if last looked up before ``recheck_since`` (a
-        monotonic time)."""
+        A record is looked up for each new match, and for each match not shown at once
+        at most every ``RECHECK_S`` (a live server steps every 25 ms; an edge a little old
+        only holds a little longer) and again if last looked up before ``recheck_since``
+        (a monotonic time). All of a step's lookups go in one store call: a private match
+        is held until it ends, so a server of many small matches has all of them to
+        look at four times a second."""
         edges: dict[str, int] = {}
         now, now_mono = self.clock(), time.monotonic()
+        lookups: dict[str, bool] = {}  # match -> new
         for match_id in {b.match_id for b in batches} | set(self.state.held):
             vis = self._visibility.get(match_id)
             new = self.state.needs_match(match_id)
@@ -298,11 +301,17 @@ class LeaderboardProjection:
             ):
                 edges[match_id] = cached[1]
                 continue
-            try:
-                record = await self.store.get_match(match_id)
-            except (ReplayError, ValueError, sqlite3.DatabaseError) as exc:
-                if not isinstance(exc, UnknownMatchError):
-                    log.warning("leaderboards: match %r unreadable: %s", match_id, exc)
+            lookups[match_id] = new
+        if not lookups:
+            return edges
+        try:
+            records = await self.store.get_matches(lookups)
+        except (ReplayError, ValueError, sqlite3.DatabaseError) as exc:
+            log.warning("leaderboards: match records unreadable: %s", exc)
+            records = {}
+        for match_id, new in lookups.items():
+            record = records.get(match_id)
+            if record is None:  # unknown, damaged (the store reports it) or unreadable
                 if new:  # no record to read a game from: its events feed no board
                     self.state.add_match(match_id, None)
                 else:

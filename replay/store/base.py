@@ -48,6 +48,7 @@ from replay.errors import (
 )
 from replay.events import EventCatalog, NewEvent, RecordedEvent
 from replay.store.recorder import (
+    MATCH_IDS_PER_QUERY,
     MAX_INT,
     UNFENCED,
     BatchRow,
@@ -274,6 +275,23 @@ class EventStore:
                 out.append(_record(row))
             except CorruptMatchError as exc:
                 self._report_damaged(exc)
+        return out
+
+    async def get_matches(self, match_ids: Collection[str]) -> dict[str, MatchRecord]:
+        """The records of these matches, by id, in one query per
+        ``MATCH_IDS_PER_QUERY``: a reader of many matches at once (the leaderboard
+        projection's look at the matches it holds back) makes one round trip, not one
+        each. An unknown match is absent; so is one whose stored row is damaged (and
+        reported, as by :meth:`list_matches`)."""
+        ids = list(dict.fromkeys(match_ids))
+        out: dict[str, MatchRecord] = {}
+        for i in range(0, len(ids), MATCH_IDS_PER_QUERY):
+            chunk = ids[i : i + MATCH_IDS_PER_QUERY]
+            for row in await self._recorder().matches(None, None, len(chunk), 0, chunk):
+                try:
+                    out[row.match_id] = _record(row)
+                except CorruptMatchError as exc:
+                    self._report_damaged(exc)
         return out
 
     def _report_damaged(self, exc: CorruptMatchError) -> None:

@@ -88,12 +88,20 @@ class MemoryRecorder(Recorder):
         return self._with_head(self._matches[mkey - 1])
 
     async def matches(
-        self, statuses: Sequence[str] | None, game: str | None, limit: int, offset: int
+        self,
+        statuses: Sequence[str] | None,
+        game: str | None,
+        limit: int,
+        offset: int,
+        match_ids: Sequence[str] | None = None,
     ) -> list[MatchRow]:
+        ids = None if match_ids is None else set(match_ids)
         rows = [
             r
             for r in self._matches
-            if (statuses is None or r.status in statuses) and (game is None or r.game == game)
+            if (statuses is None or r.status in statuses)
+            and (game is None or r.game == game)
+            and (ids is None or r.match_id in ids)
         ]
         rows.sort(key=lambda r: (r.created_at, r.mkey), reverse=True)
         return [self._with_head(r) for r in rows[offset : offset + limit]]

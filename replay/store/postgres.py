@@ -484,16 +484,23 @@ class PostgresRecorder(Recorder):
         return _match_row(rows[0]) if rows else None
 
     async def matches(
-        self, statuses: Sequence[str] | None, game: str | None, limit: int, offset: int
+        self,
+        statuses: Sequence[str] | None,
+        game: str | None,
+        limit: int,
+        offset: int,
+        match_ids: Sequence[str] | None = None,
     ) -> list[MatchRow]:
         rows = await self._fetch(
             f"{_MATCH_SELECT} WHERE ($1::text[] IS NULL OR m.status = ANY($1::text[]))"
             " AND ($2::text IS NULL OR m.game = $2)"
+            " AND ($5::text[] IS NULL OR m.match_id = ANY($5::text[]))"
             " ORDER BY m.created_at DESC, m.mkey DESC LIMIT $3 OFFSET $4",
             None if statuses is None else list(statuses),
             game,
             limit,
             offset,
+            None if match_ids is None else list(match_ids),
         )
         return [_match_row(r) for r in rows]
 

@@ -107,6 +107,11 @@ def batch_checksum(
     return hashlib.blake2b(header + first_id + blob, digest_size=8).digest()
 
 
+MATCH_IDS_PER_QUERY = 500
+"""Most match ids one ``Recorder.matches`` call filters on: each is a bound parameter, and
+SQLite before 3.32 takes 999 at most."""
+
+
 class NewBatch(NamedTuple):
     """One append, encoded, as the store hands it to :meth:`Recorder.insert_group`."""
 
@@ -223,9 +228,15 @@ class Recorder(abc.ABC):
 
     @abc.abstractmethod
     async def matches(
-        self, statuses: Sequence[str] | None, game: str | None, limit: int, offset: int
+        self,
+        statuses: Sequence[str] | None,
+        game: str | None,
+        limit: int,
+        offset: int,
+        match_ids: Sequence[str] | None = None,
     ) -> list[MatchRow]:
-        """Newest first (``created_at``, then key)."""
+        """Newest first (``created_at``, then key); ``match_ids``: only those matches
+        (at most :data:`MATCH_IDS_PER_QUERY` of them)."""
 
     @abc.abstractmethod
     async def update_match(

@@ -353,7 +353,12 @@ class SQLiteRecorder(Recorder):
         return _match_row(rows[0]) if rows else None
 
     async def matches(
-        self, statuses: Sequence[str] | None, game: str | None, limit: int, offset: int
+        self,
+        statuses: Sequence[str] | None,
+        game: str | None,
+        limit: int,
+        offset: int,
+        match_ids: Sequence[str] | None = None,
     ) -> list[MatchRow]:
         where: list[str] = []
         args: list[Any] = []
@@ -363,6 +368,9 @@ class SQLiteRecorder(Recorder):
         if game is not None:
             where.append("m.game = ?")
             args.append(game)
+        if match_ids is not None:
+            where.append(f"m.match_id IN ({', '.join('?' * len(match_ids))})")
+            args.extend(match_ids)
         sql = f"SELECT {_MATCH_COLS} FROM matches m"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -60,6 +60,8 @@ try:
 except ImportError:  # pragma: no cover - websockets built without its C extension
     from websockets.utils import apply_mask
 
+from server.prepared import FIN_BINARY
+
 __all__ = ["GameConnection"]
 
 log = logging.getLogger(__name__)
@@ -67,8 +69,6 @@ log = logging.getLogger(__name__)
 INPUT_PREFIX = b"\x92\x02"
 """msgpack of ``[2, ...]``: a two-element array whose first element is the INPUT type."""
 
-_FIN_BINARY = 0x82
-"""First header byte of a final binary frame without reserved bits."""
 _AT_EOF = getattr(StreamReader.at_eof, "__code__", None)
 _PARSE = getattr(WebSocketProtocol.parse, "__code__", None)
 _OPEN = State.OPEN
@@ -158,7 +158,7 @@ class GameConnection(ServerConnection, asyncio.BufferedProtocol):
         pos, size = 0, len(data)
         while pos < size:
             # Client frames are masked: header (2 or 4 bytes), 4-byte key, payload.
-            if size - pos < 6 or data[pos] != _FIN_BINARY:
+            if size - pos < 6 or data[pos] != FIN_BINARY:
                 break
             length = data[pos + 1]
             if length < 0x80:  # not masked: a protocol error websockets reports

@@ -29,10 +29,9 @@ Memory: one copy of the frame (payload + 2-10 bytes of header) shared by all.
 The frame itself is built here, not by websockets' ``Frame.serialize``: a final binary
 frame from a server is a fixed first byte, the payload length in 1, 3 or 9 bytes and
 the payload (RFC 6455 5.2), and the frame object, its checks and its ``BytesIO`` cost
-3 us against 0.3 us. Every match makes two a tick (its players' UPDATE and its
-spectators' FRAME), so with matches of 2 that was ~3% of a core.
-tests/test_prepared.py checks the bytes against ``Frame.serialize`` at every length
-boundary.
+3 us against 0.3 us here, and every match makes two a tick (its players' UPDATE and its
+spectators' FRAME). tests/test_prepared.py checks the bytes against ``Frame.serialize``
+at every length boundary.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import struct
 from typing import Any
 
 import msgpack
@@ -27,16 +26,12 @@ try:
 except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
+from server.prepared import frame_bytes  # what our server writes: the same framing cost
+
 __all__ = ["floor_main"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _READ = memoryview(bytearray(64 * 1024))  # shared: get_buffer/buffer_updated run back to back
-
-
-def _frame(payload: bytes) -> bytes:
-    n = len(payload)
-    head = bytes((0x82, n)) if n < 126 else struct.pack("!BBH", 0x82, 126, n)
-    return head + payload
 
 
 def floor_main(port_out: Any, received: Any, tick_rate: int) -> None:
@@ -68,7 +63,7 @@ def floor_main(port_out: Any, received: Any, tick_rate: int) -> None:
                     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
                 )
-                self.transport.write(_frame(msgpack.packb([16, 1, "p", "player", {}])))
+                self.transport.write(frame_bytes(msgpack.packb([16, 1, "p", "player", {}])))
                 del buf[: end + 4]
                 self.upgraded = True
                 last_seq[self] = 0
@@ -91,7 +86,7 @@ def floor_main(port_out: Any, received: Any, tick_rate: int) -> None:
                     received.value += len(msg[1])
                 elif msg[0] == 1:  # JOIN
                     joined = [17, msg[1], 0, "arena", tick_rate, {}, 0, "running", 0, 0, 0, False]
-                    self.transport.write(_frame(msgpack.packb(joined)))
+                    self.transport.write(frame_bytes(msgpack.packb(joined)))
             del buf[:pos]
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -107,6 +102,6 @@ def floor_main(port_out: Any, received: Any, tick_rate: int) -> None:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             tick += 1
             for player, seq in list(last_seq.items()):
-                player.transport.write(_frame(msgpack.packb([19, tick, 0, None, [0, seq]])))
+                player.transport.write(frame_bytes(msgpack.packb([19, tick, 0, None, [0, seq]])))
 
     uvloop.run(main())

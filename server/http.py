@@ -319,9 +319,12 @@ class HttpError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def respond(conn: ServerConnection, status: int, body: str | bytes, content_type: str) -> Response:
-    """An answer to a plain HTTP request (``conn``: the handlers' one call shape); the
-    connection adds its ``Connection`` header (server/http_keepalive.py)."""
+def respond(
+    conn: ServerConnection | None, status: int, body: str | bytes, content_type: str
+) -> Response:
+    """An answer to a plain HTTP request (``conn``: the handlers' one call shape; None for
+    an answer given at once, which has none); the connection adds its ``Connection``
+    header (server/http_keepalive.py)."""
     data = body if isinstance(body, bytes) else body.encode()
     headers = ValidHeaders(
         [("Date", http_date()), ("Content-Length", str(len(data))), ("Content-Type", content_type)]
@@ -788,14 +791,14 @@ def _board_answer(
     stamp = api.service.stamp() if anonymous else None
     kept = api.answers.get(target, stamp) if anonymous else None
     if kept is not None:
-        return respond(None, kept[0], kept[1], "application/json")  # type: ignore[arg-type]
+        return respond(None, kept[0], kept[1], "application/json")
     answer = leaderboard_api.handle_now(api.service, "GET", path, args, anonymous)
     if answer is None:
         return None
     status, body = answer[0], json_bytes(answer[1])
     if anonymous and status == 200:
         api.answers.put(target, stamp, status, body)
-    return respond(None, status, body, "application/json")  # type: ignore[arg-type]
+    return respond(None, status, body, "application/json")
 
 
 async def _leaderboards_later(

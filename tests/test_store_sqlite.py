@@ -10,8 +10,10 @@ import pytest
 from games import open_test_store
 from store_contract import record, tick_batch
 
+from replay.codec import encode_batch
 from replay.errors import CorruptEventError, StoreSchemaError
 from replay.events import NewEvent
+from replay.store.recorder import MatchRow, NewBatch, batch_checksum
 from replay.store.sqlite import SCHEMA_VERSION, SQLiteEventStore, SQLiteRecorder
 
 
@@ -194,3 +196,98 @@ async def test_a_newer_store_file_is_refused(db: str) -> None:
         async with SQLiteEventStore(db):
             pass
     assert err.value.code == "store_schema" and "99" in str(err.value)
+
+
+async def test_a_group_commit_waits_for_the_writers_thread_and_is_staged_on_the_loop_when_idle(
+    db: str, monkeypatch
+) -> None:
+    # A small group's statements run on the event loop's thread when the writer's
+    # thread is idle; while that thread works (here: a transaction held open), the
+    # whole group queues behind it instead of using the connection at the same time.
+    import threading
+
+    import replay.store.sqlite as sqlite_store
+
+    staged_on: list[int] = []
+    stage = sqlite_store._stage_group
+
+    def spy(c, rows):  # type: ignore[no-untyped-def]
+        staged_on.append(threading.get_ident())
+        return stage(c, rows)
+
+    monkeypatch.setattr(sqlite_store, "_stage_group", spy)
+    async with SQLiteEventStore(db) as store:
+        recorder = store.recorder
+        assert isinstance(recorder, SQLiteRecorder)
+        m = await store.create_match(record())
+        await store.append(m.match_id, tick_batch(0, 1), 0)
+        assert staged_on == [threading.get_ident()]  # the thread was idle: on the loop
+
+        release = threading.Event()
+
+        def hold(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN IMMEDIATE")
+            release.wait(10)
+            c.execute("COMMIT")
+
+        held = asyncio.ensure_future(recorder._writer.run(hold))
+        await asyncio.sleep(0.05)
+        appended = asyncio.ensure_future(store.append(m.match_id, tick_batch(1, 1), 1))
+        await asyncio.sleep(0.1)
+        assert not appended.done()  # behind the thread's transaction
+        release.set()
+        await held
+        assert (await appended).last_seq == 2
+        assert staged_on[1] != threading.get_ident()  # staged on the writer's thread
+
+        # Thread work and group commits interleaving: every write lands, none at once.
+        matches = [m, *[await store.create_match(record()) for _ in range(3)]]
+        for other in matches[1:]:
+            await store.append(other.match_id, tick_batch(0, 2), 0)
+        for tick in range(2, 32):
+            await asyncio.gather(
+                *(store.append(x.match_id, tick_batch(tick, 1), tick) for x in matches[1:]),
+                store.append(m.match_id, tick_batch(tick, 1), tick),
+                store.update_match(matches[tick % 4].match_id, players=[f"p{tick}"]),
+            )
+        writer = recorder._writer.conn
+        assert writer is not None and not writer.in_transaction
+        assert [e.tick for e in await store.read(m.match_id)] == list(range(32))
+        assert (await store.get_match(matches[31 % 4].match_id)).players == ("p31",)
+    assert len(set(staged_on)) == 2
+
+
+async def test_a_group_commit_whose_caller_stops_waiting_still_commits(db: str) -> None:
+    # The transaction is open from the loop's statements until the COMMIT on the
+    # writer's thread returns: a caller cancelled in between must not leave it open
+    # (the next group would fail) or half written.
+    recorder = SQLiteRecorder(db)
+    await recorder.open()
+    try:
+        mkey = await recorder.insert_match(
+            MatchRow(0, "m", "g", "1", 30, "[]", "{}", 1, 1.0, None, "running", "{}")
+        )
+
+        def batch(first_seq: int) -> NewBatch:
+            blob = encode_batch(tick_batch(first_seq, 1))
+            first_id = first_seq.to_bytes(16, "big")
+            checksum = batch_checksum(mkey, first_seq, 1, first_seq, first_seq, first_id, blob)
+            return NewBatch(
+                mkey, first_seq, 1, first_seq, first_seq, first_id, blob, 1 << 6, checksum
+            )
+
+        task = asyncio.ensure_future(
+            recorder.insert_group(
+                [
+                    batch(1),
+                ]
+            )
+        )
+        await asyncio.sleep(0)  # staged on the loop; the COMMIT is on the writer's thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await recorder.insert_group([batch(2)]) == [2]  # no transaction left open
+        assert [b.first_seq for b in await recorder.batches_by_seq(mkey, 1, 9)] == [1, 2]
+    finally:
+        await recorder.close()

@@ -291,3 +291,39 @@ async def test_a_group_commit_whose_caller_stops_waiting_still_commits(db: str) 
         assert [b.first_seq for b in await recorder.batches_by_seq(mkey, 1, 9)] == [1, 2]
     finally:
         await recorder.close()
+
+
+async def test_a_write_lock_held_by_another_process_never_blocks_the_event_loop(
+    db: str,
+) -> None:
+    # An outside process (a sqlite3 shell's checkpoint, a tool) holding SQLite's write
+    # lock: the group waits for it on the writer's thread, not on the event loop, and
+    # commits once the lock is free.
+    import threading
+
+    async with SQLiteEventStore(db, busy_timeout_ms=5000) as store:
+        m = await store.create_match(record())
+        await store.append(m.match_id, tick_batch(0, 1), 0)
+        other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            released = threading.Event()
+
+            def release() -> None:
+                other.execute("ROLLBACK")
+                released.set()
+
+            threading.Timer(0.5, release).start()
+            appended = asyncio.ensure_future(store.append(m.match_id, tick_batch(1, 1), 1))
+            beats = 0
+            while not appended.done():
+                await asyncio.sleep(0.02)
+                beats += 1
+            assert released.is_set()
+            assert (await appended).last_seq == 2
+            assert beats >= 10  # the loop ran on while the lock was held (~0.5 s)
+            writer = store.recorder._writer.conn  # type: ignore[attr-defined]
+            assert writer is not None and not writer.in_transaction
+            await store.append(m.match_id, tick_batch(2, 1), 2)  # back on the loop
+        finally:
+            other.close()

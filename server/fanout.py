@@ -32,6 +32,8 @@ from server.prepared import Prepared
 
 __all__ = ["Feed", "Subscriber"]
 
+_OPEN = State.OPEN
+
 log = logging.getLogger(__name__)
 
 
@@ -81,7 +83,7 @@ class Feed:
         limit = self.limit_bytes
         for sub in list(self.subscribers):
             conn = sub.conn
-            if conn.state is not State.OPEN:
+            if conn.protocol.state is not _OPEN:  # (conn.state is a property over this one)
                 continue
             if sub.pending is not None:
                 sub.pending.append((last_seq, frame))

@@ -249,8 +249,10 @@ class ArenaRules(Rules[ArenaState]):
     def tick(self, state: ArenaState, tick: int, inputs: Mapping[str, Any]) -> list[NewEvent]:
         """Absent input: no movement, aim kept, no fire. Inputs of players who are not
         (or no longer) alive are ignored."""
+        if state.started_tick < 0 or state.ended:  # what step() decides, without its arrays
+            return []
         n = state.settings.max_players
-        if n <= SMALL_MATCH and state.started_tick >= 0 and not state.ended:
+        if n <= SMALL_MATCH:
             done = self._tick_small(state, tick, inputs)
             if done is not None:
                 return done

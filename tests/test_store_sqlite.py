@@ -257,10 +257,28 @@ async def test_a_group_commit_waits_for_the_writers_thread_and_is_staged_on_the_
     assert len(set(staged_on)) == 2
 
 
-async def test_a_group_commit_whose_caller_stops_waiting_still_commits(db: str) -> None:
-    # The transaction is open from the loop's statements until the COMMIT on the
-    # writer's thread returns: a caller cancelled in between must not leave it open
-    # (the next group would fail) or half written.
+async def test_a_slow_commit_on_the_loop_sends_the_next_ones_to_the_writers_thread(
+    db: str, monkeypatch
+) -> None:
+    # The loop commits a small group itself, but never waits long for the disk: after a
+    # COMMIT slower than LOOP_COMMIT_MAX_S the next ones go to the writer's thread. There,
+    # a caller cancelled while its COMMIT runs must not leave the transaction open (the
+    # next group would fail) or the group half written.
+    import threading
+    import time
+
+    import replay.store.sqlite as sqlite_store
+
+    committed_on: list[int] = []
+    commit = sqlite_store._commit
+
+    def slow_first(c: sqlite3.Connection) -> None:
+        committed_on.append(threading.get_ident())
+        if len(committed_on) == 1:
+            time.sleep(sqlite_store.LOOP_COMMIT_MAX_S * 2)  # a stalled disk
+        commit(c)
+
+    monkeypatch.setattr(sqlite_store, "_commit", slow_first)
     recorder = SQLiteRecorder(db)
     await recorder.open()
     try:
@@ -276,19 +294,17 @@ async def test_a_group_commit_whose_caller_stops_waiting_still_commits(db: str) 
                 mkey, first_seq, 1, first_seq, first_seq, first_id, blob, 1 << 6, checksum
             )
 
-        task = asyncio.ensure_future(
-            recorder.insert_group(
-                [
-                    batch(1),
-                ]
-            )
-        )
-        await asyncio.sleep(0)  # staged on the loop; the COMMIT is on the writer's thread
+        assert await recorder.insert_group([batch(1)]) == [1]
+        task = asyncio.ensure_future(recorder.insert_group([batch(2)]))
+        await asyncio.sleep(0)  # its statements ran here; its COMMIT is on the thread
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert await recorder.insert_group([batch(2)]) == [2]  # no transaction left open
-        assert [b.first_seq for b in await recorder.batches_by_seq(mkey, 1, 9)] == [1, 2]
+        assert await recorder.insert_group([batch(3)]) == [3]  # no transaction left open
+        assert [b.first_seq for b in await recorder.batches_by_seq(mkey, 1, 9)] == [1, 2, 3]
+        loop_thread = threading.get_ident()
+        assert committed_on[0] == loop_thread
+        assert loop_thread not in committed_on[1:] and len(committed_on) == 3
     finally:
         await recorder.close()
 

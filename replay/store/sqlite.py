@@ -16,10 +16,9 @@ Concurrency. Two connections, each with its own thread (sqlite3 releases the GIL
 while it works). A group commit is one transaction on the writer connection:
 ``BEGIN IMMEDIATE`` (SQLite's write lock, which also serialises writers in other
 processes), the heads of the group's matches and the highest position read under
-that lock, the conditional checks, one multi-row ``INSERT``, ``COMMIT``. Its
-statements run on the event loop's thread when the writer's thread is idle, and
-only the ``COMMIT`` (the log's write and fsync) on the writer's thread
-(``_Connection.transact`` says why). Positions are therefore assigned in
+that lock, the conditional checks, one multi-row ``INSERT``, ``COMMIT``. A small
+group runs on the event loop's thread when the writer's thread is idle, a bulk one
+on the writer's thread (``_Connection.transact`` says why). Positions are therefore assigned in
 commit order and a conflict is decided by the file, not by any process's memory.
 Reads use the other connection; under WAL they never block the writer and see
 only committed data.
@@ -153,11 +152,18 @@ def _insert_rows(n: int) -> str:
     return _INSERT_BATCH + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
 
 
+LOOP_COMMIT_MAX_S = 0.010
+"""A ``COMMIT`` on the event loop's thread slower than this (its fsync on a slow or
+stalled disk) sends the next ones to the writer's thread (``_Connection.transact``);
+here one takes 1.0 ms p50, 3.5 ms p99 and at most 6 ms beside 300 playing players.
+SQLite's automatic checkpoints (every ~1,000 pages written) run in a ``COMMIT`` too."""
+LOOP_COMMIT_BACKOFF_S = 10.0
+"""For how long (seconds) after a slow one ``COMMIT`` runs on the writer's thread."""
 _LOOP_GROUP_BYTES = 16 * 1024
 """A group commit with more bytes than this runs whole on the writer's thread, where
 SQLite's own work (most of a bulk group's: 100 rows, 55 KiB in the store benchmark)
 runs beside the event loop; a smaller one (a tick of 30 live matches: 30 rows, under
-4 KiB) is staged on the loop's thread (``_Connection.transact``)."""
+4 KiB) runs on the loop's thread when it can (``_Connection.transact``)."""
 
 _BATCH_COLS = "position, mkey, first_seq, count, base_tick, last_tick, first_id, blob, checksum"
 _BATCH_COLS_OF_B = ", ".join(f"b.{c}" for c in _BATCH_COLS.split(", "))
@@ -188,6 +194,9 @@ class _Connection:
         self._jobs = 0
         """Calls queued or running on the connection's thread (counted on the loop):
         while any is, the connection is the thread's."""
+        self._commits_in_thread_until = 0.0
+        """Until then (monotonic) :meth:`transact` commits on the thread: a commit on the
+        loop was slow."""
 
     async def connect(self) -> None:
         def connect() -> sqlite3.Connection:
@@ -219,16 +228,17 @@ class _Connection:
         """``stage(conn, *args)`` in one write transaction (``BEGIN IMMEDIATE`` ...
         ``COMMIT``; rolled back when anything fails).
 
-        When the thread has nothing of this connection's, the statements run here on
-        the event loop's thread and only the ``COMMIT`` (the write and fsync of the
-        log) goes to the connection's thread. A statement releases the GIL while
-        SQLite works and takes it back after, so in the thread a small transaction
-        waited once per statement and per row read for a busy loop to let go of the
-        GIL: a group commit of 30 matches took 4 ms p50 and 16-34 ms p99 beside a
-        busy loop, against 2.3 and 4.8 ms on the loop's thread. Otherwise the whole
-        transaction queues behind the thread's work, in order, and so does one that
-        finds SQLite's write lock taken by another process (an outside checkpoint or
-        tool): the loop never waits for a lock."""
+        When the connection's thread is idle, the whole transaction runs here, on the
+        event loop's thread. In the thread, a statement gives the GIL back while SQLite
+        works and waits to take it again behind a busy loop, and the result comes back
+        through three loop turns: beside 300 playing players a group commit of 30
+        matches took 4-5 ms p50 and 15-34 ms p99 there, against 2.2 and 7 ms here
+        (where its fsync takes 1.0 ms p50, 3.5 ms p99). Otherwise the transaction
+        queues whole behind the thread's work, in order, and so does one that finds
+        SQLite's write lock taken by another process (an outside checkpoint or tool):
+        the loop never waits for a lock. Nor long for the disk: a ``COMMIT`` here that
+        takes longer than :data:`LOOP_COMMIT_MAX_S` (a slow or stalled disk) sends the
+        ``COMMIT`` of the next :data:`LOOP_COMMIT_BACKOFF_S` seconds to the thread."""
         conn = self.conn
         if conn is None:
             raise StoreClosedError("the event store is not open")
@@ -240,8 +250,14 @@ class _Connection:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        # Shielded: the transaction is open until this returns, whoever stops waiting.
-        await asyncio.shield(self.call(_commit, conn))
+        started = time.monotonic()
+        if started < self._commits_in_thread_until:
+            # Shielded: the transaction is open until this returns, whoever stops waiting.
+            await asyncio.shield(self.call(_commit, conn))
+            return result
+        _commit(conn)
+        if time.monotonic() - started > LOOP_COMMIT_MAX_S:
+            self._commits_in_thread_until = time.monotonic() + LOOP_COMMIT_BACKOFF_S
         return result
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:

@@ -244,12 +244,7 @@ class _Connection:
             raise StoreClosedError("the event store is not open")
         if self._jobs or not _begin_at_once(conn, self.busy_timeout_ms):
             return await self.call(_transaction, conn, stage, *args)
-        try:
-            result = stage(conn, *args)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        result = _staged(conn, stage, *args)
         started = time.monotonic()
         if started < self._commits_in_thread_until:
             # Shielded: the transaction is open until this returns, whoever stops waiting.
@@ -291,14 +286,19 @@ def _commit(c: sqlite3.Connection) -> None:
         raise
 
 
-def _transaction(c: sqlite3.Connection, stage: Callable[..., _T], *args: Any) -> _T:
-    c.execute("BEGIN IMMEDIATE")
+def _staged(c: sqlite3.Connection, stage: Callable[..., _T], *args: Any) -> _T:
+    """``stage(c, *args)`` in the open transaction, rolled back if it fails."""
     try:
-        result = stage(c, *args)
+        return stage(c, *args)
     except BaseException:
         if c.in_transaction:
             c.execute("ROLLBACK")
         raise
+
+
+def _transaction(c: sqlite3.Connection, stage: Callable[..., _T], *args: Any) -> _T:
+    c.execute("BEGIN IMMEDIATE")
+    result = _staged(c, stage, *args)
     _commit(c)
     return result
 

@@ -18,10 +18,10 @@ while it works). A group commit is one transaction on the writer connection:
 processes), the heads of the group's matches and the highest position read under
 that lock, the conditional checks, one multi-row ``INSERT``, ``COMMIT``. A small
 group runs on the event loop's thread when the writer's thread is idle, a bulk one
-on the writer's thread (``_Connection.transact`` says why). Positions are therefore assigned in
-commit order and a conflict is decided by the file, not by any process's memory.
-Reads use the other connection; under WAL they never block the writer and see
-only committed data.
+on the writer's thread (``_Connection.transact`` says why). Positions are
+therefore assigned in commit order and a conflict is decided by the file, not by
+any process's memory. Reads use the other connection; under WAL they never block
+the writer and see only committed data.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class _Connection:
         job = self._pool.submit(fn, *args)
         # Counted down when the thread is done with it, even if the caller was
         # cancelled meanwhile (before the caller hears of the result: added first).
-        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._job_done))
+        job.add_done_callback(lambda _: _call_soon(loop, self._job_done))
         return await asyncio.wrap_future(job, loop=loop)
 
     def _job_done(self) -> None:
@@ -232,7 +232,7 @@ class _Connection:
         event loop's thread. In the thread, a statement gives the GIL back while SQLite
         works and waits to take it again behind a busy loop, and the result comes back
         through three loop turns: beside 300 playing players a group commit of 30
-        matches took 4-5 ms p50 and 15-34 ms p99 there, against 2.2 and 7 ms here
+        matches took 4-5.5 ms p50 and 16-34 ms p99 there, against 2.2 and 7 ms here
         (where its fsync takes 1.0 ms p50, 3.5 ms p99). Otherwise the transaction
         queues whole behind the thread's work, in order, and so does one that finds
         SQLite's write lock taken by another process (an outside checkpoint or tool):
@@ -263,6 +263,12 @@ class _Connection:
             conn, self.conn = self.conn, None
             await self.call(conn.close)
         self._pool.shutdown(wait=False)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """From another thread, as asyncio's own futures do: nothing once the loop closed."""
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(callback)
 
 
 def _begin_at_once(c: sqlite3.Connection, busy_timeout_ms: int) -> bool:

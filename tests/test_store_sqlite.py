@@ -202,7 +202,7 @@ async def test_a_group_commit_waits_for_the_writers_thread_and_is_staged_on_the_
     db: str, monkeypatch
 ) -> None:
     # A small group's statements run on the event loop's thread when the writer's
-    # thread is idle; while that thread works (here: a transaction held open), the
+    # thread is idle; while that thread works (here: a call that has not returned), the
     # whole group queues behind it instead of using the connection at the same time.
     import threading
 
@@ -226,9 +226,10 @@ async def test_a_group_commit_waits_for_the_writers_thread_and_is_staged_on_the_
         release = threading.Event()
 
         def hold(c: sqlite3.Connection) -> None:
-            c.execute("BEGIN IMMEDIATE")
+            # Busy with the connection, no transaction open: only the idle check, not
+            # SQLite's own "transaction within a transaction" refusal, keeps the loop off.
+            c.execute("SELECT count(*) FROM batches").fetchone()
             release.wait(10)
-            c.execute("COMMIT")
 
         held = asyncio.ensure_future(recorder._writer.run(hold))
         await asyncio.sleep(0.05)

@@ -32,7 +32,7 @@ import functools
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
 from replay.errors import MatchExistsError, StoreClosedError, StoreSchemaError
@@ -191,9 +191,9 @@ class _Connection:
         """How long a statement waits for a lock another process holds (set by the
         recorder as ``PRAGMA busy_timeout``)."""
         self.conn: sqlite3.Connection | None = None
-        self._jobs = 0
-        """Calls queued or running on the connection's thread (counted on the loop):
-        while any is, the connection is the thread's."""
+        self._last_job: Future[Any] | None = None
+        """The call handed to the connection's thread last. One thread takes them in
+        order, so while this one is not done the connection is the thread's."""
         self._commits_in_thread_until = 0.0
         """Until then (monotonic) :meth:`transact` commits on the thread: a commit on the
         loop was slow."""
@@ -207,16 +207,8 @@ class _Connection:
         self.conn = await self.call(connect)
 
     async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        loop = asyncio.get_running_loop()
-        self._jobs += 1
-        job = self._pool.submit(fn, *args)
-        # Counted down when the thread is done with it, even if the caller was
-        # cancelled meanwhile (before the caller hears of the result: added first).
-        job.add_done_callback(lambda _: _call_soon(loop, self._job_done))
-        return await asyncio.wrap_future(job, loop=loop)
-
-    def _job_done(self) -> None:
-        self._jobs -= 1
+        job = self._last_job = self._pool.submit(fn, *args)
+        return await asyncio.wrap_future(job)
 
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(conn, *args)`` on the connection's thread."""
@@ -242,7 +234,8 @@ class _Connection:
         conn = self.conn
         if conn is None:
             raise StoreClosedError("the event store is not open")
-        if self._jobs or not _begin_at_once(conn, self.busy_timeout_ms):
+        busy = self._last_job is not None and not self._last_job.done()
+        if busy or not _begin_at_once(conn, self.busy_timeout_ms):
             return await self.call(_transaction, conn, stage, *args)
         result = _staged(conn, stage, *args)
         started = time.monotonic()
@@ -263,12 +256,6 @@ class _Connection:
             conn, self.conn = self.conn, None
             await self.call(conn.close)
         self._pool.shutdown(wait=False)
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-    """From another thread, as asyncio's own futures do: nothing once the loop closed."""
-    if not loop.is_closed():
-        loop.call_soon_threadsafe(callback)
 
 
 def _begin_at_once(c: sqlite3.Connection, busy_timeout_ms: int) -> bool:

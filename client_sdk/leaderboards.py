@@ -124,7 +124,7 @@ class Leaderboards:
         bases in HTTP mode), asked when ``base_url``'s node cannot be reached."""
         self.base_url = base_url.rstrip("/")
         """The node queried (the last one that answered)."""
-        self.token = token
+        self.token = token  # (a property: it sets the HTTP headers too)
         self.timeout = timeout
         self.websocket = self.base_url.startswith(("ws://", "wss://"))
         self.nodes = Nodes([self.base_url, *(n.rstrip("/") for n in nodes)])
@@ -136,6 +136,18 @@ class Leaderboards:
         self._http: dict[str, list[HttpConnection]] = {}
         """Per node (HTTP base URL), its kept-alive connections (at most
         :data:`HTTP_CONNECTIONS`)."""
+
+    @property
+    def token(self) -> str | None:
+        return self._token
+
+    @token.setter
+    def token(self, token: str | None) -> None:
+        self._token = token
+        # The headers of every HTTP query, built once rather than per query.
+        self._http_headers = {"Accept": "application/json"}
+        if token:
+            self._http_headers["Authorization"] = f"Bearer {token}"
 
     async def __aenter__(self) -> Leaderboards:
         return self
@@ -215,26 +227,29 @@ class Leaderboards:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """One query; the answer is the server's JSON object as is."""
-        args = {
-            k: v for k, v in (args | {"wait": wait, "timeout": timeout}).items() if v is not None
-        }
+        args = {k: v for k, v in args.items() if v is not None}
+        if wait is not None:
+            args["wait"] = wait
+        if timeout is not None:
+            args["timeout"] = timeout
         # A waiting query may take its whole timeout on the server: allow for it.
         deadline = self.timeout + (timeout or 0)
-        if self.websocket:
-            return await self._on_any_node(lambda url: self._ws_query(url, query, args, deadline))
-        return await self._on_any_node(lambda url: self._http_query(url, query, args, deadline))
+        send = self._ws_query if self.websocket else self._http_query
+        return await self._on_any_node(send, query, args, deadline)
 
     async def _on_any_node(
-        self, send: Callable[[str], Awaitable[dict[str, Any]]]
+        self,
+        send: Callable[[str, str, dict[str, Any], float], Awaitable[dict[str, Any]]],
+        *query: Any,
     ) -> dict[str, Any]:
-        """``send`` the query to the current node, then to every other known node in
+        """``send(url, *query)`` to the current node, then to every other known node in
         turn while none can be reached (the node list is fetched once, when needed)."""
         tried: set[str] = set()
         refreshed = False
         url = self.base_url
         while True:
             try:
-                body = await send(url)
+                body = await send(url, *query)
             except (OSError, InvalidHandshake, ConnectionClosed) as exc:
                 # OSError: refused, reset, timed out, a malformed answer; an error
                 # answer (LeaderboardError) is an answer and is raised as it is.
@@ -263,10 +278,9 @@ class Leaderboards:
         self, url: str, query: str, args: dict[str, Any], timeout: float
     ) -> dict[str, Any]:
         http = self._connection_to(url)
-        headers = {"Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        response = await http.request("GET", _http_target(query, args), headers, timeout=timeout)
+        response = await http.request(
+            "GET", _http_target(query, args), self._http_headers, timeout=timeout
+        )
         try:
             body = orjson.loads(response.body)
             if response.status == 200:
@@ -283,9 +297,9 @@ class Leaderboards:
         """An idle kept-alive connection to ``url``, a new one while there are fewer than
         :data:`HTTP_CONNECTIONS`, else the one with the fewest queries waiting."""
         pool = self._http.setdefault(url, [])
-        idle = [http for http in pool if not http.pending]
-        if idle:
-            return idle[0]
+        for http in pool:
+            if not http.pending:
+                return http
         if len(pool) < HTTP_CONNECTIONS:
             pool.append(HttpConnection(url, timeout=self.timeout))
             return pool[-1]

@@ -167,6 +167,43 @@ async def test_a_server_that_never_answers_times_out_and_refused_is_an_os_error(
         HttpConnection("ftp://example.com")
 
 
+async def test_each_request_keeps_its_own_deadline_on_one_connection() -> None:
+    # One timer watches a connection's deadlines: a request with a shorter timeout than
+    # the one before still times out at its own, and a timer set for an earlier
+    # request's deadline does not fail the slow answer of a later one within its own.
+    delays = iter([0.0, 0.3, None])  # seconds before each answer; None: never
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                delay = next(delays)
+                if delay is None:
+                    await reader.read()  # until the client gives up
+                    break
+                await asyncio.sleep(delay)
+                writer.write(ok(b"x"))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with HttpConnection(base, timeout=60) as http:
+            # Its timer is set for 0.5 s from now and fires while the next one waits.
+            assert (await http.request("GET", "/", timeout=0.5)).body == b"x"
+            await asyncio.sleep(0.3)
+            assert (await http.request("GET", "/", timeout=30)).body == b"x"
+            with pytest.raises(TimeoutError) as late:
+                # The connection's own 60 s is far: only the request's 0.2 s ends it.
+                await asyncio.wait_for(http.request("GET", "/", timeout=0.2), 10)
+            assert "no answer within the timeout" in str(late.value)
+            assert http.connections == 1
+    finally:
+        server.close()
+
+
 async def test_an_answer_with_fields_a_newer_server_adds_still_reads(scripted) -> None:
     entry = {"rank": 1, "owner": "amy", "value": 9, "subscore": 0, "reached_at": 4, "badge": "x"}
     page = {"board": "kills", "period": "all", "position": 4, "count": 1, "entries": [entry]}

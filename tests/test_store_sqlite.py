@@ -13,6 +13,8 @@ from store_contract import record, tick_batch
 from replay.codec import encode_batch
 from replay.errors import CorruptEventError, StoreSchemaError
 from replay.events import NewEvent
+from replay.keyframes import checksum
+from replay.store.base import Keyframe
 from replay.store.recorder import MatchRow, NewBatch, batch_checksum
 from replay.store.sqlite import SCHEMA_VERSION, SQLiteEventStore, SQLiteRecorder
 
@@ -344,3 +346,45 @@ async def test_a_write_lock_held_by_another_process_never_blocks_the_event_loop(
             await store.append(m.match_id, tick_batch(2, 1), 2)  # back on the loop
         finally:
             other.close()
+
+
+async def test_keyframes_put_together_are_written_in_one_transaction(db: str) -> None:
+    # The matches of a process tick together, so their keyframes fall due together: one
+    # transaction (one fsync) for all of them, not one each in a row on the writer's
+    # thread, where the group commits arriving meanwhile would wait behind them.
+    async with SQLiteEventStore(db) as store:
+        recorder = store.recorder
+        assert isinstance(recorder, SQLiteRecorder)
+        matches = [await store.create_match(record()) for _ in range(30)]
+        writer = recorder._writer.conn
+        assert writer is not None
+        begun: list[str] = []
+        writer.set_trace_callback(lambda sql: sql.startswith("BEGIN") and begun.append(sql))
+
+        def frame(match_id: str, tick: int, size: int = 900) -> Keyframe:
+            data = bytes([tick % 256]) * size
+            return Keyframe(match_id, tick, 1, data, checksum(data))
+
+        await asyncio.gather(*(store.put_keyframe(frame(m.match_id, 150)) for m in matches))
+        assert len(begun) == 1
+        # One put while that batch is being written goes in the next one; a caller that
+        # stops waiting still has its keyframe written; bulk (27 KiB) or small, all land.
+        first = [asyncio.ensure_future(store.put_keyframe(frame(m.match_id, 300))) for m in matches]
+        while recorder._keyframe_batch is None:  # until the batch gathers them
+            await asyncio.sleep(0)
+        while recorder._keyframe_batch is not None:  # and is taken to be written
+            await asyncio.sleep(0)
+        late = asyncio.ensure_future(store.put_keyframe(frame(matches[0].match_id, 301, 10)))
+        first[1].cancel()
+        await asyncio.gather(*first, late, return_exceptions=True)
+        assert len(begun) == 3
+        for m in matches:
+            assert await store.keyframe_ticks(m.match_id) == (
+                [150, 300, 301] if m is matches[0] else [150, 300]
+            )
+            got = await store.get_keyframe(m.match_id, 300)
+            assert got is not None and got.data == frame(m.match_id, 300).data
+        assert not writer.in_transaction
+    # The store closed with nothing left to write: its file has all 61 keyframes.
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM keyframes").fetchone() == (61,)

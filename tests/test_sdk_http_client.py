@@ -9,9 +9,10 @@ purpose (they stand for proxies and broken servers, which we do not control)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from server_helpers import running_app
@@ -50,6 +51,16 @@ async def scripted() -> AsyncIterator[Callable[..., asyncio.Future]]:
 
     yield start  # type: ignore[misc]
     for server in servers:
+        server.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(serve: Callable[..., Awaitable[None]]) -> AsyncIterator[str]:
+    """``serve`` (an ``asyncio.start_server`` callback) on a loopback port: its base URL."""
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
         server.close()
 
 
@@ -187,21 +198,16 @@ async def test_each_request_keeps_its_own_deadline_on_one_connection() -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        async with HttpConnection(base, timeout=60) as http:
-            # Its timer is set for 0.5 s from now and fires while the next one waits.
-            assert (await http.request("GET", "/", timeout=0.5)).body == b"x"
-            await asyncio.sleep(0.3)
-            assert (await http.request("GET", "/", timeout=30)).body == b"x"
-            with pytest.raises(TimeoutError) as late:
-                # The connection's own 60 s is far: only the request's 0.2 s ends it.
-                await asyncio.wait_for(http.request("GET", "/", timeout=0.2), 10)
-            assert "no answer within the timeout" in str(late.value)
-            assert http.connections == 1
-    finally:
-        server.close()
+    async with serving(serve) as base, HttpConnection(base, timeout=60) as http:
+        # Its timer is set for 0.5 s from now and fires while the next one waits.
+        assert (await http.request("GET", "/", timeout=0.5)).body == b"x"
+        await asyncio.sleep(0.3)
+        assert (await http.request("GET", "/", timeout=30)).body == b"x"
+        with pytest.raises(TimeoutError) as late:
+            # The connection's own 60 s is far: only the request's 0.2 s ends it.
+            await asyncio.wait_for(http.request("GET", "/", timeout=0.2), 10)
+        assert "no answer within the timeout" in str(late.value)
+        assert http.connections == 1
 
 
 async def test_an_answer_with_fields_a_newer_server_adds_still_reads(scripted) -> None:
@@ -243,16 +249,11 @@ async def test_queries_asked_together_go_over_several_connections() -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        async with Leaderboards(base, timeout=5) as boards:
-            counts = await asyncio.gather(*(boards.count("kills") for _ in range(10)))
-            assert counts == [7] * 10
-            assert boards.http_connections() == connections == HTTP_CONNECTIONS
-            # Asked one at a time, they keep to one idle connection of the pool.
-            for _ in range(5):
-                assert await boards.count("kills") == 7
-            assert boards.http_connections() == HTTP_CONNECTIONS
-    finally:
-        server.close()
+    async with serving(serve) as base, Leaderboards(base, timeout=5) as boards:
+        counts = await asyncio.gather(*(boards.count("kills") for _ in range(10)))
+        assert counts == [7] * 10
+        assert boards.http_connections() == connections == HTTP_CONNECTIONS
+        # Asked one at a time, they keep to one idle connection of the pool.
+        for _ in range(5):
+            assert await boards.count("kills") == 7
+        assert boards.http_connections() == HTTP_CONNECTIONS

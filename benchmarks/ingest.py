@@ -22,6 +22,7 @@ machine the load generators compete with the server, which the output says.
     .venv/bin/python benchmarks/ingest.py                  # 600 players, 10 s
     .venv/bin/python benchmarks/ingest.py --players 200 --seconds 5
     .venv/bin/python benchmarks/ingest.py --find-capacity 2,10,64   # docs/operations.md
+    .venv/bin/python benchmarks/ingest.py --rounds 3       # (a) and (b) 3 times, and medians
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -353,6 +355,13 @@ def main() -> None:
         " raise the players along --capacity-steps until input-to-ack p99 passes"
         " --capacity-p99-ms or a tick overruns, and print what one process holds",
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run (a) and (b) this many times in turn and print the medians too (the figures"
+        " of a shared machine move by tens of percent from one run to the next)",
+    )
     ap.add_argument("--capacity-steps", default="50,100,150,300,450,600,750")
     ap.add_argument("--capacity-p99-ms", type=float, default=100.0)
     args = ap.parse_args()
@@ -435,57 +444,94 @@ def main() -> None:
         return
 
     # -- (a) capacity per match size, each beside the bare baseline and the floor ----------
-    base = measure_process(_baseline_main, args.players)
-    floor = measure_process(floor_main, args.players, RATE) if floor_main is not None else None
-    print(
-        f"(a) capacity, {args.players} players, 30 inputs/s each, 30 Hz ticks,"
-        " SQLite synchronous=FULL:"
-    )
-    base_cost = report("baseline", base)
-    print(
-        "                   (a bare websockets server on asyncio's loop: receives the inputs,"
-        " answers each player once per tick with its last seq)"
-    )
-    if floor is not None:
-        report("floor", floor)
-        print(
-            "                   (benchmarks/floor_server.py: a raw uvloop protocol that only"
-            " unmasks, decodes and acks; the bound no server goes below here)"
-        )
+    # Per server, each round's (CPU per player-second, p99, ratio to that round's baseline,
+    # overruns): the summary of several rounds takes medians, the ratio per round (the
+    # baseline and ours of one round met the same machine).
+    rounds: dict[str, list[tuple[float, float, float, float]]] = {}
+    overload_p99: list[float] = []
     server_loop = "asyncio"
-    for per_match in shapes:
-        # Admission by measured load off: this run measures what the players cost.
-        ours, server_loop = measure_ours(
-            args.players, per_match, "--max-cpu", "0", "--max-tick-lateness-ms", "0"
-        )
-        cost = report(f"matchreplay/{per_match}", ours)
+    for n in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"round {n} of {args.rounds}")
+        base = measure_process(_baseline_main, args.players)
+        floor = measure_process(floor_main, args.players, RATE) if floor_main is not None else None
         print(
-            f"                   {-(-args.players // per_match)} matches of {per_match}:"
-            f" tick overruns in the window {ours['overruns']:.0f};"
-            f" durable events/s {ours['events'] / ours['wall']:,.0f};"
-            f" CPU per player-second / baseline's {cost / base_cost:.2f}"
+            f"(a) capacity, {args.players} players, 30 inputs/s each, 30 Hz ticks,"
+            " SQLite synchronous=FULL:"
         )
-    print(f"  (our server ran on {server_loop})")
+        base_cost = report("baseline", base)
+        rounds.setdefault("baseline", []).append((base_cost, base["p99"], 1.0, 0.0))
+        print(
+            "                   (a bare websockets server on asyncio's loop: receives the inputs,"
+            " answers each player once per tick with its last seq)"
+        )
+        if floor is not None:
+            floor_cost = report("floor", floor)
+            rounds.setdefault("floor", []).append(
+                (floor_cost, floor["p99"], floor_cost / base_cost, 0.0)
+            )
+            print(
+                "                   (benchmarks/floor_server.py: a raw uvloop protocol that only"
+                " unmasks, decodes and acks; the bound no server goes below here)"
+            )
+        for per_match in shapes:
+            # Admission by measured load off: this run measures what the players cost.
+            ours, server_loop = measure_ours(
+                args.players, per_match, "--max-cpu", "0", "--max-tick-lateness-ms", "0"
+            )
+            cost = report(f"matchreplay/{per_match}", ours)
+            rounds.setdefault(f"matchreplay/{per_match}", []).append(
+                (cost, ours["p99"], cost / base_cost, ours["overruns"])
+            )
+            print(
+                f"                   {-(-args.players // per_match)} matches of {per_match}:"
+                f" tick overruns in the window {ours['overruns']:.0f};"
+                f" durable events/s {ours['events'] / ours['wall']:,.0f};"
+                f" CPU per player-second / baseline's {cost / base_cost:.2f}"
+            )
+        print(f"  (our server ran on {server_loop})")
 
-    # -- (b) overload: more players than the process's budget -------------------------------
-    if args.overload:
-        offered = round(args.players * args.overload)
-        per_match = shapes[0]
-        ours, _ = measure_ours(
-            offered, per_match, "--max-seated-players", str(args.players), "--max-cpu", "0"
-        )
-        refused = ours["refused"]
-        codes = ", ".join(f"{c} x{refused.count(c)}" for c in sorted(set(refused))) or "none"
-        print(
-            f"(b) overload: {offered} players offered in matches of {per_match} to a server"
-            f" whose budget is {args.players} seated players:"
-        )
-        print(
-            f"  admitted {ours['admitted']}, refused {len(refused)} ({codes});"
-            f" admitted players' input-to-ack p50 {ours['p50']:.1f} ms p99 {ours['p99']:.1f} ms;"
-            f" tick overruns in the window {ours['overruns']:.0f}"
-        )
-        print("  (target: p99 <= 100 ms, no overrun, every refused player got server_full)")
+        # -- (b) overload: more players than the process's budget ---------------------------
+        if args.overload:
+            offered = round(args.players * args.overload)
+            per_match = shapes[0]
+            ours, _ = measure_ours(
+                offered, per_match, "--max-seated-players", str(args.players), "--max-cpu", "0"
+            )
+            refused = ours["refused"]
+            codes = ", ".join(f"{c} x{refused.count(c)}" for c in sorted(set(refused))) or "none"
+            print(
+                f"(b) overload: {offered} players offered in matches of {per_match} to a server"
+                f" whose budget is {args.players} seated players:"
+            )
+            print(
+                f"  admitted {ours['admitted']}, refused {len(refused)} ({codes});"
+                f" admitted players' input-to-ack p50 {ours['p50']:.1f} ms"
+                f" p99 {ours['p99']:.1f} ms; tick overruns in the window {ours['overruns']:.0f}"
+            )
+            print("  (target: p99 <= 100 ms, no overrun, every refused player got server_full)")
+            overload_p99.append(ours["p99"])
+
+    if args.rounds > 1:
+        print(f"medians of {args.rounds} rounds (each round's runs one after another):")
+        for name, runs in rounds.items():
+            cost, p99, ratio, overruns = (statistics.median(col) for col in zip(*runs, strict=True))
+            print(
+                f"  {name:<16} {cost * 1e6:7.0f} us CPU per player-second"
+                f" (rounds {', '.join(f'{r[0] * 1e6:.0f}' for r in runs)})"
+                f" | p99 {p99:6.1f} ms (rounds {', '.join(f'{r[1]:.1f}' for r in runs)})"
+                + (
+                    f" | / baseline's {ratio:.2f} (rounds {', '.join(f'{r[2]:.2f}' for r in runs)})"
+                    f" | overruns {overruns:.0f}"
+                    if name != "baseline"
+                    else ""
+                )
+            )
+        if overload_p99:
+            print(
+                f"  overload, admitted players' p99 {statistics.median(overload_p99):.1f} ms"
+                f" (rounds {', '.join(f'{x:.1f}' for x in overload_p99)})"
+            )
 
     # -- (c) burst ---------------------------------------------------------------------------
     proc, port, _ = start_ours(tmp / "burst.db", "--max-cpu", "0", "--max-tick-lateness-ms", "0")

@@ -312,6 +312,34 @@ async def test_a_slow_commit_on_the_loop_sends_the_next_ones_to_the_writers_thre
         await recorder.close()
 
 
+async def test_writes_started_together_while_commits_go_to_the_thread_all_land(db: str) -> None:
+    # After a slow COMMIT, a transaction's statements run on the loop and its COMMIT on
+    # the writer's thread. Another write started in the same loop turn (a keyframe batch
+    # beside a group commit) must find the thread busy and queue behind that COMMIT:
+    # started on the loop or ahead of it on the thread, it met the open transaction
+    # ("cannot start a transaction within a transaction") and failed every match.
+    import time
+
+    async with SQLiteEventStore(db) as store:
+        recorder = store.recorder
+        assert isinstance(recorder, SQLiteRecorder)
+        matches = [await store.create_match(record()) for _ in range(4)]
+        recorder._writer._commits_in_thread_until = time.monotonic() + 60
+        for tick in range(5):
+            await asyncio.gather(
+                *(store.append(m.match_id, tick_batch(tick, 1), tick) for m in matches),
+                *(
+                    store.put_keyframe(Keyframe(m.match_id, tick, 1, b"k", b"c" * 16))
+                    for m in matches
+                ),
+            )
+        for m in matches:
+            assert [e.tick for e in await store.read(m.match_id)] == list(range(5))
+            assert await store.keyframe_ticks(m.match_id) == list(range(5))
+        writer = recorder._writer.conn
+        assert writer is not None and not writer.in_transaction
+
+
 async def test_a_write_lock_held_by_another_process_never_blocks_the_event_loop(
     db: str,
 ) -> None:

@@ -240,8 +240,12 @@ class _Connection:
         result = _staged(conn, stage, *args)
         started = time.monotonic()
         if started < self._commits_in_thread_until:
-            # Shielded: the transaction is open until this returns, whoever stops waiting.
-            await asyncio.shield(self.call(_commit, conn))
+            # Handed to the thread now, before anything else runs on the loop: the
+            # transaction stays open until the COMMIT, and the next transaction must find
+            # the thread busy (it queues behind it) and not start on the loop, or on the
+            # thread ahead of this COMMIT. Shielded: it runs whoever stops waiting.
+            job = self._last_job = self._pool.submit(_commit, conn)
+            await asyncio.shield(asyncio.wrap_future(job))
             return result
         _commit(conn)
         if time.monotonic() - started > LOOP_COMMIT_MAX_S:
@@ -263,8 +267,10 @@ def _begin_at_once(c: sqlite3.Connection, busy_timeout_ms: int) -> bool:
     c.execute("PRAGMA busy_timeout=0")
     try:
         c.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError:  # SQLITE_BUSY: another process writes or checkpoints
-        return False
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # (extended codes too)
+            raise  # not a lock another process holds (a transaction left open is a bug)
+        return False  # another process writes or checkpoints
     finally:
         c.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     return True

@@ -10,12 +10,11 @@ and headers out; a status line, headers and a body in (``Content-Length``, chunk
 until close). Requests on one connection go one at a time, in order.
 
 The answer is parsed by the connection's protocol as its bytes arrive
-(:class:`_Reader`, no coroutine per read; only the headers that frame it are looked
-at), the request waits on one future for the whole answer, and one timer per
-connection watches the deadlines. In process, without the socket, a rank query
-through ``Leaderboards.entry`` cost 40 us of CPU when a coroutine read the buffer
-with a timer per request and every header parsed, 31 us so (a bare asyncio protocol
-reading the same answer: 8 us).
+(:class:`_Reader`, no coroutine per read), the request waits on one future for the
+whole answer, and one timer per connection watches the deadlines. In process,
+without the socket, a rank query through ``Leaderboards.entry`` cost 40 us of CPU
+when a coroutine read the buffer with a timer per request, 32-33 us so (a bare
+asyncio protocol reading the same answer: 8 us).
 
 A connection the server closed while idle (its keep-alive timeout, or after its
 request budget) is reopened for the next request; a GET sent on a reused connection
@@ -41,21 +40,13 @@ MAX_BODY = 64 * 1024 * 1024
 
 
 class HttpResponse:
-    __slots__ = ("_fields", "_headers", "body", "status")
+    __slots__ = ("body", "headers", "status")
 
-    def __init__(self, status: int, fields: str, body: bytes) -> None:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.status = status
-        self._fields = fields
-        self._headers: dict[str, str] | None = None
+        self.headers = headers
+        """Lower-cased names; a repeated header keeps its last value."""
         self.body = body
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """Lower-cased names; a repeated header keeps its last value. Built when first
-        read: the queries read only the status and the body."""
-        if self._headers is None:
-            self._headers = _header_dict(self._fields)
-        return self._headers
 
 
 class _ClosedBeforeAnswer(Exception):
@@ -67,9 +58,12 @@ def _malformed(what: str) -> OSError:
 
 
 def _header_dict(fields: str) -> dict[str, str]:
+    """The header lines of a head (CRLF-separated) by lower-cased name."""
     headers: dict[str, str] = {}
     for line in fields.split("\r\n") if fields else ():
-        name, _, value = line.partition(":")
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise _malformed(f"a header line without a colon: {line[:80]!r}")
         headers[name.strip().lower()] = value.strip()
     return headers
 
@@ -92,12 +86,10 @@ class _Reader(asyncio.Protocol):
         self._method = "GET"
         self._status = 0
         """The status of the answer being read once its head is in (0: not yet)."""
-        self._fields = ""
+        self._headers: dict[str, str] = {}
         self._length = 0
         """The body's length, or :data:`_UNTIL_CLOSE`, or :data:`_CHUNKED`."""
         self._chunks = bytearray()
-        self.close_after = False
-        """The answer read last said ``Connection: close``."""
         self.deadline = 0.0
         """When the answer being waited for is late (while :attr:`answer` is set)."""
         self._timer: asyncio.TimerHandle | None = None
@@ -169,7 +161,7 @@ class _Reader(asyncio.Protocol):
         if body is not None:
             answer, self.answer = self.answer, None
             if answer is not None and not answer.done():
-                answer.set_result(HttpResponse(self._status, self._fields, body))
+                answer.set_result(HttpResponse(self._status, self._headers, body))
 
     def _fail(self, exc: BaseException) -> None:
         answer, self.answer = self.answer, None
@@ -195,24 +187,12 @@ class _Reader(asyncio.Protocol):
         code = rest[:3]
         if not version.startswith("HTTP/1.") or not code.isdigit():
             raise _malformed(f"not an HTTP/1.x status line: {status_line[:80]!r}")
-        length, chunked, close = None, False, False
-        # Only the headers that frame the answer are looked at here (the dict of them
-        # all is built if the caller asks for it).
-        for line in fields.lower().split("\r\n") if fields else ():
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise _malformed(f"a header line without a colon: {line[:80]!r}")
-            if name == "content-length":
-                length = value.strip()
-            elif name == "transfer-encoding":
-                chunked = value.strip() == "chunked"
-            elif name == "connection":
-                close = value.strip() == "close"
-        self.close_after = close
-        self._status, self._fields = int(code), fields
+        headers = _header_dict(fields)
+        self._status, self._headers = int(code), headers
+        length = headers.get("content-length") if "transfer-encoding" not in headers else None
         if self._method == "HEAD" or self._status in (204, 304) or 100 <= self._status < 200:
             self._length = 0
-        elif chunked:
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
             self._length = _CHUNKED
             self._chunks = bytearray()
         elif length is not None:
@@ -332,8 +312,9 @@ class HttpConnection:
                 except BaseException:
                     self.close()  # a half-read answer would be taken for the next one
                     raise
-                reader = self._reader
-                if reader is not None and (reader.closed or reader.close_after):
+                if response.headers.get("connection", "").lower() == "close" or (
+                    self._reader is not None and self._reader.closed
+                ):
                     self.close()
                 return response
         finally:

@@ -84,25 +84,12 @@ class _Entry:
     blob: bytes | None
     """The tick's events (``replay.codec.encode_batch``), None for a tick without."""
     keyframe: Any
-    """The state on keyframe ticks (a copy nothing changes), else None."""
-    rules: Rules[Any]
+    """The state on keyframe ticks (a copy nothing changes), else None; its STATE
+    message is built when first sent (:meth:`LiveHub._state`)."""
     extra: Prepared | None
     """SCOREBOARD push or ENDED, sent right after the frame."""
     _frame: Prepared | None = None
-    _state: Prepared | None = None
-
-    @property
-    def state(self) -> Prepared | None:
-        """The STATE message of a keyframe tick, built when first sent, as the frame
-        is: the matches of a process take their keyframes at the same tick, and 30 of
-        10 players encoded theirs in the pass that published them (1.6 ms) although
-        nobody watched."""
-        keyframe = self.keyframe
-        if self._state is None and keyframe is not None:
-            rules = self.rules
-            data = rules.encode_state(keyframe)
-            self._state = Prepared(p.state(rules.state_tick(keyframe), rules.state_format, data))
-        return self._state
+    state: Prepared | None = None
 
     @property
     def frame(self) -> Prepared | None:
@@ -151,7 +138,7 @@ class LiveHub:
         # The first entry is the initial state, so a young match always has a base.
         self.entries: deque[_Entry] = deque(
             # A copy: the caller's state goes on changing (its STATE is built when sent).
-            [_Entry(tick0, time.monotonic(), None, rules.copy_state(initial_state), rules, None)]
+            [_Entry(tick0, time.monotonic(), None, rules.copy_state(initial_state), None)]
         )
         self.base_index = 0
         self.groups: dict[float, _Group] = {options.delay: _Group(options.delay, tick=tick0)}
@@ -165,6 +152,17 @@ class LiveHub:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = math.inf
         """When the armed timer releases next (monotonic); inf when none is armed."""
+
+    def _state(self, entry: _Entry) -> Prepared:
+        """The STATE message of a keyframe entry, built when first sent, as the frame
+        is: the matches of a process take their keyframes at the same tick, and 30 of
+        10 players encoded theirs in the pass that published them (1.6 ms) although
+        nobody watched."""
+        if entry.state is None:
+            rules, keyframe = self.rules, entry.keyframe
+            data = rules.encode_state(keyframe)
+            entry.state = Prepared(p.state(rules.state_tick(keyframe), rules.state_format, data))
+        return entry.state
 
     # -- input from the match ----------------------------------------------------------
 
@@ -184,13 +182,13 @@ class LiveHub:
         if blob is None and keyframe is None and extra is None:
             return
         self.entries.append(
-            _Entry(tick, time.monotonic() if at is None else at, blob, keyframe, self.rules, extra)
+            _Entry(tick, time.monotonic() if at is None else at, blob, keyframe, extra)
         )
         self._release(time.monotonic())
 
     def finish(self, ended: bytes, tick: int) -> None:
         """The match is over: ``ended`` (the ENDED message) follows the last frame."""
-        self.entries.append(_Entry(tick, time.monotonic(), None, None, self.rules, Prepared(ended)))
+        self.entries.append(_Entry(tick, time.monotonic(), None, None, Prepared(ended)))
         self.finished = True
         self._release(time.monotonic())
 
@@ -273,11 +271,10 @@ class LiveHub:
                 g.subs.discard(sub)
                 continue
             if sub.skipping_since is not None:
-                state = entry.state
-                if state is not None and sub.unsent() <= self.queue_bytes // 2:
+                if entry.keyframe is not None and sub.unsent() <= self.queue_bytes // 2:
                     # Resynchronise at this keyframe: the client resets its state.
                     Prepared(p.skipped(sub.tick + 1, entry.tick, "slow_consumer")).write(sub.conn)
-                    state.write(sub.conn)
+                    self._state(entry).write(sub.conn)
                     sub.skipping_since = None
                     if extra is not None:
                         extra.write(sub.conn)
@@ -331,7 +328,7 @@ class LiveHub:
                 break
         if start is None:
             return None
-        self.entries[start].state.write(sub.conn)  # type: ignore[union-attr]
+        self._state(self.entries[start]).write(sub.conn)
         self._send_released(sub.conn, start + 1, released)
         return self._join(g, sub)
 

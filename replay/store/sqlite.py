@@ -160,7 +160,7 @@ SQLite's automatic checkpoints (every ~1,000 pages written) run in a ``COMMIT`` 
 LOOP_COMMIT_BACKOFF_S = 10.0
 """For how long (seconds) after a slow one ``COMMIT`` runs on the writer's thread."""
 _LOOP_GROUP_BYTES = 16 * 1024
-"""A group commit with more bytes than this runs whole on the writer's thread, where
+"""A transaction writing more bytes than this runs whole on the writer's thread, where
 SQLite's own work (most of a bulk group's: 100 rows, 55 KiB in the store benchmark)
 runs beside the event loop; a smaller one (a tick of 30 live matches: 30 rows, under
 4 KiB) runs on the loop's thread when it can (``_Connection.transact``)."""
@@ -216,11 +216,13 @@ class _Connection:
             raise StoreClosedError("the event store is not open")
         return await self.call(fn, self.conn, *args)
 
-    async def transact(self, stage: Callable[..., _T], *args: Any) -> _T:
+    async def transact(self, nbytes: int, stage: Callable[..., _T], *args: Any) -> _T:
         """``stage(conn, *args)`` in one write transaction (``BEGIN IMMEDIATE`` ...
-        ``COMMIT``; rolled back when anything fails).
+        ``COMMIT``; rolled back when anything fails) that writes about ``nbytes``.
 
-        When the connection's thread is idle, the whole transaction runs here, on the
+        A bulk transaction (over :data:`_LOOP_GROUP_BYTES`) runs whole on the
+        connection's thread, where SQLite's own work runs beside the event loop. A
+        small one, when the connection's thread is idle, runs whole here, on the
         event loop's thread. In the thread, a statement gives the GIL back while SQLite
         works and waits to take it again behind a busy loop, and the result comes back
         through three loop turns: beside 300 playing players a group commit of 30
@@ -235,7 +237,7 @@ class _Connection:
         if conn is None:
             raise StoreClosedError("the event store is not open")
         busy = self._last_job is not None and not self._last_job.done()
-        if busy or not _begin_at_once(conn, self.busy_timeout_ms):
+        if busy or nbytes > _LOOP_GROUP_BYTES or not _begin_at_once(conn, self.busy_timeout_ms):
             return await self.call(_transaction, conn, stage, *args)
         result = _staged(conn, stage, *args)
         started = time.monotonic()
@@ -313,7 +315,6 @@ class _KeyframeBatch:
     def __init__(self) -> None:
         self.rows: list[_KeyframeRow] = []
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.done.add_done_callback(_retrieved)
         self.task: asyncio.Future[None] | None = None
 
 
@@ -323,12 +324,6 @@ def _stage_keyframes(c: sqlite3.Connection, rows: list[_KeyframeRow]) -> None:
         " VALUES (?, ?, ?, ?, ?)",
         rows,
     )
-
-
-def _retrieved(future: asyncio.Future[None]) -> None:
-    """Its error is the callers'; when all of them stopped waiting, nobody else's."""
-    if not future.cancelled():
-        future.exception()
 
 
 class SQLiteRecorder(Recorder):
@@ -539,10 +534,8 @@ class SQLiteRecorder(Recorder):
     # -- batches ---------------------------------------------------------------
 
     async def insert_group(self, rows: Sequence[NewBatch]) -> list[int | Conflict]:
-        if sum(len(r.blob) for r in rows) > _LOOP_GROUP_BYTES:
-            outcomes, head = await self._writer.run(_transaction, _stage_group, rows)
-        else:
-            outcomes, head = await self._writer.transact(_stage_group, rows)
+        nbytes = sum(len(r.blob) for r in rows)
+        outcomes, head = await self._writer.transact(nbytes, _stage_group, rows)
         if head > self._head:
             self._head = head
             committed, self._committed = self._committed, asyncio.Event()
@@ -769,10 +762,7 @@ class SQLiteRecorder(Recorder):
         try:
             await asyncio.sleep(0)  # the keyframes put in this loop turn join the batch
             self._keyframe_batch = None
-            if sum(len(row[3]) for row in rows) > _LOOP_GROUP_BYTES:
-                await self._writer.run(_transaction, _stage_keyframes, rows)
-            else:
-                await self._writer.transact(_stage_keyframes, rows)
+            await self._writer.transact(sum(len(row[3]) for row in rows), _stage_keyframes, rows)
         except asyncio.CancelledError:
             if self._keyframe_batch is batch:
                 self._keyframe_batch = None

@@ -14,8 +14,9 @@ Printed, all measured in this run:
    loopback, to a client in another process, one query after another: our SDK
    (``client_sdk.Leaderboards`` on the default asyncio loop: one kept-alive
    connection, answers parsed into its ``Entry``/``Page``; the targets are judged on
-   it), and the stdlib's ``http.client`` (``HTTPConnection`` reused; it reconnects
-   only when the server closes after ``http_max_requests``; and with a new
+   it; and the same SDK on uvloop, the loop an application that cares about latency
+   runs, beside its own floor), and the stdlib's ``http.client`` (``HTTPConnection``
+   reused; it reconnects only when the server closes after ``http_max_requests``; and with a new
    connection per query). Beside each client, in the same run, its floor: a raw
    uvloop protocol that answers each request head with the same bytes at once (the
    round trip and the client's own cost, no server work), and for reference the
@@ -200,10 +201,11 @@ def http_client(port: int, paths: list[str], keep_alive: bool, conn) -> None:
     conn.send((lat, connects))
 
 
-def sdk_client(port: int, kind: str, players: list[str], conn) -> None:
+def sdk_client(port: int, kind: str, players: list[str], uvloop: bool, conn) -> None:
     """Latencies (us) of ``kind`` queries (one per player of ``players``) asked in turn
     through ``client_sdk.Leaderboards`` over HTTP, as an application would on the default
-    asyncio loop: one kept-alive connection; sends them and the TCP connections used."""
+    asyncio loop (or on uvloop): one kept-alive connection; sends them and the TCP
+    connections used."""
     from client_sdk import Leaderboards
 
     base = f"http://127.0.0.1:{port}"
@@ -222,7 +224,8 @@ def sdk_client(port: int, kind: str, players: list[str], conn) -> None:
                 lat.append((time.perf_counter() - t0) * 1e6)
             return lat, boards.http_connections()
 
-    conn.send(asyncio.run(run()))
+    with asyncio.Runner(loop_factory=event_loop_factory() if uvloop else None) as runner:
+        conn.send(runner.run(run()))
 
 
 class FloorHttp(asyncio.Protocol):
@@ -260,8 +263,10 @@ async def run_client(target, *args: Any) -> tuple[list[float], int, float]:
 
 
 async def bench_http(board: Board, owners: list[str], n: int, rng) -> dict[str, dict[str, Any]]:
-    """Per query kind: ``kept`` (one kept-alive connection), ``new`` (a connection per
-    query) and ``floor`` (kept-alive, the floor server): what :func:`run_client` returns."""
+    """Per query kind: ``sdk`` and ``sdk uvloop`` (client_sdk on either loop), ``kept``
+    (http.client, one kept-alive connection), ``new`` (a connection per query), and the
+    floor server's (``sdk floor``, ``sdk uvloop floor``, ``floor``): what
+    :func:`run_client` returns."""
     from server.app import App
     from server.config import Settings
     from server.leaderboard_api import handle
@@ -287,8 +292,10 @@ async def bench_http(board: Board, owners: list[str], n: int, rng) -> dict[str, 
             )
             FloorHttp.body = json.dumps(answer).encode() + b"\n"
             out[label] = {
-                "sdk floor": await run_client(sdk_client, floor_port, label, sample),
-                "sdk": await run_client(sdk_client, app.port, label, sample),
+                "sdk floor": await run_client(sdk_client, floor_port, label, sample, False),
+                "sdk": await run_client(sdk_client, app.port, label, sample, False),
+                "sdk uvloop floor": await run_client(sdk_client, floor_port, label, sample, True),
+                "sdk uvloop": await run_client(sdk_client, app.port, label, sample, True),
                 "floor": await run_client(http_client, floor_port, paths, True),
                 "kept": await run_client(http_client, app.port, paths, True),
                 "new": await run_client(http_client, app.port, paths, False),
@@ -632,8 +639,8 @@ def section_http(
     """3. the same queries over HTTP, beside the floor."""
     print(
         "3. HTTP queries (us; the server's HTTP path on loopback; clients in another"
-        " process: client_sdk.Leaderboards on the default asyncio loop, and the stdlib's"
-        " http.client)"
+        " process: client_sdk.Leaderboards on the default asyncio loop and on uvloop, and"
+        " the stdlib's http.client)"
     )
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         http_lat = runner.run(bench_http(board, owners, 300 if args.quick else 2000, rng))
@@ -652,6 +659,17 @@ def section_http(
             f"{label}, client_sdk, floor (same bytes, no server work) p50 / p99",
             f"{pct(sdk_floor, 50):.0f} / {pct(sdk_floor, 99):.0f}",
             f"server/floor p50 {p50 / pct(sdk_floor, 50):.2f}",
+        )
+        uv, _, _ = runs["sdk uvloop"]
+        uv_floor, _, _ = runs["sdk uvloop floor"]
+        line(
+            f"{label}, client_sdk on uvloop p50 / p99",
+            f"{pct(uv, 50):.0f} / {pct(uv, 99):.0f}",
+        )
+        line(
+            f"{label}, client_sdk on uvloop, floor p50 / p99",
+            f"{pct(uv_floor, 50):.0f} / {pct(uv_floor, 99):.0f}",
+            f"server/floor p50 {pct(uv, 50) / pct(uv_floor, 50):.2f}",
         )
         kept, conns, kept_cpu = runs["kept"]
         floor, _, floor_cpu = runs["floor"]

@@ -46,6 +46,7 @@ from benchmarks.ingest import (  # noqa: E402
     UNTHROTTLED,
     cpu_seconds,
     create_matches,
+    remove_unless_errors,
     spawn_load,
     start_ours,
 )
@@ -399,6 +400,7 @@ def main() -> None:
         )
     finally:
         pg.remove()
+        remove_unless_errors(tmp)
     print(f"load average after the run: {os.getloadavg()[0]:.2f}")
 
 

@@ -36,12 +36,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
+import itertools
 import json
 import math
 import multiprocessing as mp
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -91,24 +94,37 @@ def start_ours(db: Path, *flags: str) -> tuple[subprocess.Popen, int, str]:
     raise RuntimeError(f"server did not start (its log: {db.with_suffix('.log')})")
 
 
-def say_server_errors(db: Path, indent: str) -> None:
-    """Print what the server of ``db`` logged at ERROR or above (and tracebacks), if
-    anything: a run in which the server failed (an append error interrupts every match)
-    must say so, not pass for a slow machine."""
+def server_errors(log: Path) -> list[str]:
+    """What a server logged at ERROR or above, and its tracebacks' first lines."""
     try:
-        text = db.with_suffix(".log").read_text(errors="replace")
+        text = log.read_text(errors="replace")
     except FileNotFoundError:
-        return
-    errors = [
+        return []
+    return [
         line
         for line in text.splitlines()
         if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")
     ]
-    if errors:
+
+
+def say_server_errors(db: Path, indent: str) -> None:
+    """Print what the server of ``db`` logged at ERROR or above, if anything: a run in
+    which the server failed (an append error interrupts every match) must say so, not
+    pass for a slow machine."""
+    log = db.with_suffix(".log")
+    if errors := server_errors(log):
         print(
             f"{indent}NOTE: the server logged {len(errors)} errors, the first: {errors[0][:160]}"
-            f" (its log: {db.with_suffix('.log')})"
+            f" (its log: {log})"
         )
+
+
+def remove_unless_errors(tmp: Path) -> None:
+    """The run's databases and logs go, unless a server logged errors (kept to be read)."""
+    if any(server_errors(log) for log in tmp.rglob("*.log")):
+        print(f"kept {tmp}: a server logged errors there")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _popen_ours(db: Path, log: IO[bytes], *flags: str) -> subprocess.Popen:
@@ -358,9 +374,14 @@ def our_counters(port: int) -> Callable[[], dict]:
     return read
 
 
-def create_matches(port: int, admin: str, n: int, per_match: int) -> list[str]:
+def create_matches(
+    port: int, admin: str, n: int, per_match: int, public: bool = False
+) -> list[str]:
+    """``n`` arena matches that run until stopped; ``public``: watchable by anyone, so
+    their results reach the leaderboards while they run (docs/leaderboards.md)."""
     settings = {"max_players": per_match, "min_players": 1, "tick_rate": RATE}
-    settings = quote(json.dumps(settings | {"time_limit_s": 0, "score_limit": 0}))
+    settings |= {"time_limit_s": 0, "score_limit": 0, "public_spectating": public}
+    settings = quote(json.dumps(settings))
     ids = []
     for _ in range(n):
         req = urllib.request.Request(
@@ -418,11 +439,15 @@ def main() -> None:
         f" load average {os.getloadavg()[0]:.2f} before the run"
     )
     tmp = Path(tempfile.mkdtemp(prefix="ingest-"))
+    atexit.register(remove_unless_errors, tmp)
     admin = auth.issue(SECRET, "bench", "admin")
     target = args.players * RATE
 
+    run_numbers = itertools.count(1)
+
     def measure_ours(players: int, per_match: int, *flags: str) -> tuple[dict, str]:
-        db = tmp / f"ingest-{per_match}-{players}-{len(flags)}.db"
+        # A new database (and log) per run: a round must not start on the last one's store.
+        db = tmp / f"ingest-{next(run_numbers)}-{per_match}-{players}.db"
         proc, port, server_loop = start_ours(db, *flags)
         try:
             n_matches = -(-players // per_match)

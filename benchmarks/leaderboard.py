@@ -49,6 +49,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -303,6 +304,7 @@ async def bench_http(board: Board, owners: list[str], n: int, rng) -> dict[str, 
     finally:
         floor.close()
         await app.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -441,7 +443,7 @@ def bench_lag_under_ingest(board: Board, players: int, seconds: float) -> dict[s
                 server_lags.append((time.perf_counter() - at) * 1000)
 
     async def follow(until: float) -> tuple[list[float], list[float]]:
-        store = open_store(str(db), catalogs=GAMES.catalogs())
+        store = open_store(str(db), catalogs=GAMES.catalogs(), read_only=True)  # the server writes
         await store.open()
         projection = LeaderboardProjection(
             store, str(tmp / "boards.sqlite"), GAMES.default_boards(), GAMES.leaderboard_metrics()
@@ -476,7 +478,9 @@ def bench_lag_under_ingest(board: Board, players: int, seconds: float) -> dict[s
     try:
         admin = auth.issue(ingest.SECRET, "bench", "admin")
         n_matches = -(-players // LAG_PLAYERS_PER_MATCH)
-        ids = ingest.create_matches(port, admin, n_matches, LAG_PLAYERS_PER_MATCH)
+        # Public: the boards show a running match's results no earlier than its
+        # spectators may see them, and a private match's only once it is over.
+        ids = ingest.create_matches(port, admin, n_matches, LAG_PLAYERS_PER_MATCH, public=True)
         jobs = [
             (auth.issue(ingest.SECRET, f"p{i}", "player"), ids[i % n_matches])
             for i in range(players)
@@ -496,6 +500,7 @@ def bench_lag_under_ingest(board: Board, players: int, seconds: float) -> dict[s
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+        ingest.remove_unless_errors(tmp)
 
 
 # -- 5. rebuild -------------------------------------------------------------------------------

@@ -638,6 +638,16 @@ def section_queries(board: Board, owners: list[str], samples: int, rng: random.R
     line("around (21) p50 / p99", f"{pct(arounds, 50):.1f} / {pct(arounds, 99):.1f}")
 
 
+def beside_floor(name: str, lat: list[float], floor: list[float], judged: str = "") -> None:
+    """A client's p50 / p99, then its floor's (same bytes, no server work) and the ratio."""
+    line(f"{name} p50 / p99", f"{pct(lat, 50):.0f} / {pct(lat, 99):.0f}", judged)
+    line(
+        f"{name}: its floor (same bytes, no server work) p50 / p99",
+        f"{pct(floor, 50):.0f} / {pct(floor, 99):.0f}",
+        f"server/floor p50 {pct(lat, 50) / pct(floor, 50):.2f}",
+    )
+
+
 def section_http(
     args: argparse.Namespace, board: Board, owners: list[str], rng: random.Random
 ) -> None:
@@ -653,40 +663,17 @@ def section_http(
     for label, runs in http_lat.items():
         target = http_targets.get(label)
         sdk, sdk_conns, sdk_cpu = runs["sdk"]
-        sdk_floor, _, _ = runs["sdk floor"]
         p50 = pct(sdk, 50)
-        line(
-            f"{label}, client_sdk, one kept-alive connection p50 / p99",
-            f"{p50:.0f} / {pct(sdk, 99):.0f}",
-            f"target p50 <= {target} us: {verdict(p50 <= target)}" if target else "",
+        judged = f"target p50 <= {target} us: {verdict(p50 <= target)}" if target else ""
+        beside_floor(
+            f"{label}, client_sdk, one kept-alive connection", sdk, runs["sdk floor"][0], judged
         )
-        line(
-            f"{label}, client_sdk, floor (same bytes, no server work) p50 / p99",
-            f"{pct(sdk_floor, 50):.0f} / {pct(sdk_floor, 99):.0f}",
-            f"server/floor p50 {p50 / pct(sdk_floor, 50):.2f}",
-        )
-        uv, _, _ = runs["sdk uvloop"]
-        uv_floor, _, _ = runs["sdk uvloop floor"]
-        line(
-            f"{label}, client_sdk on uvloop p50 / p99",
-            f"{pct(uv, 50):.0f} / {pct(uv, 99):.0f}",
-        )
-        line(
-            f"{label}, client_sdk on uvloop, floor p50 / p99",
-            f"{pct(uv_floor, 50):.0f} / {pct(uv_floor, 99):.0f}",
-            f"server/floor p50 {pct(uv, 50) / pct(uv_floor, 50):.2f}",
+        beside_floor(
+            f"{label}, client_sdk on uvloop", runs["sdk uvloop"][0], runs["sdk uvloop floor"][0]
         )
         kept, conns, kept_cpu = runs["kept"]
         floor, _, floor_cpu = runs["floor"]
-        line(
-            f"{label}, http.client, one kept-alive connection p50 / p99",
-            f"{pct(kept, 50):.0f} / {pct(kept, 99):.0f}",
-        )
-        line(
-            f"{label}, http.client, floor p50 / p99",
-            f"{pct(floor, 50):.0f} / {pct(floor, 99):.0f}",
-            f"server/floor p50 {pct(kept, 50) / pct(floor, 50):.2f}",
-        )
+        beside_floor(f"{label}, http.client, one kept-alive connection", kept, floor)
         new, _, new_cpu = runs["new"]
         p99 = pct(new, 99)
         line(

@@ -54,7 +54,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +84,25 @@ def start_ours(db: Path, *flags: str) -> tuple[subprocess.Popen, int, str]:
     """The server process, its port and the event loop it reports (uvloop where installed).
     Its log goes beside ``db`` (:func:`say_server_errors` reads it)."""
     with open(db.with_suffix(".log"), "wb") as log:  # the child keeps its own descriptor
-        proc = _popen_ours(db, log, *flags)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "serve",
+                "--port",
+                "0",
+                "--db",
+                str(db),
+                *UNTHROTTLED,
+                *flags,
+            ],
+            cwd=ROOT,
+            env=os.environ | {"MATCHREPLAY_SECRET": SECRET},
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
     assert proc.stdout is not None
     for line in proc.stdout:
         m = re.search(r"ws://[\d.]+:(\d+)/", line)
@@ -125,28 +143,6 @@ def remove_unless_errors(tmp: Path) -> None:
         print(f"kept {tmp}: a server logged errors there")
     else:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _popen_ours(db: Path, log: IO[bytes], *flags: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "serve",
-            "--port",
-            "0",
-            "--db",
-            str(db),
-            *UNTHROTTLED,
-            *flags,
-        ],
-        cwd=ROOT,
-        env=os.environ | {"MATCHREPLAY_SECRET": SECRET},
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
 
 
 try:  # the floor server needs uvloop (a dependency on Linux and macOS)

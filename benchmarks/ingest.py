@@ -676,9 +676,9 @@ def find_capacity(args: argparse.Namespace, measure: Callable[..., tuple[dict, s
     )
     print(
         "| players per match | players | matches | CPU us per player-second | p50 ms | p99 ms"
-        " | overruns | inputs received | load average | passes |"
+        " | overruns | inputs received | load average | cores stolen | passes |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     held: dict[int, tuple[int, dict]] = {}
     for size in sizes:
         for players in steps:
@@ -693,7 +693,8 @@ def find_capacity(args: argparse.Namespace, measure: Callable[..., tuple[dict, s
                 print(
                     f"| {size} | {players} | {-(-players // size)} | {cost * 1e6:,.0f}"
                     f" | {r['p50']:.1f} | {r['p99']:.1f} | {r['overruns']:.0f}"
-                    f" | {received * 100:.0f}% | {load:.2f} | {'yes' if passes else 'no'}"
+                    f" | {received * 100:.0f}% | {load:.2f} | {r['stolen'] * 100:.0f}%"
+                    f" | {'yes' if passes else 'no'}"
                     f"{' (again)' if attempt == 2 else ''} |",
                     flush=True,
                 )

@@ -189,13 +189,14 @@ class _Reader(asyncio.Protocol):
             raise _malformed(f"not an HTTP/1.x status line: {status_line[:80]!r}")
         headers = _header_dict(fields)
         self._status, self._headers = int(code), headers
-        length = headers.get("content-length") if "transfer-encoding" not in headers else None
+        coding = headers.get("transfer-encoding")  # it overrides any Content-Length
+        length = headers.get("content-length")
         if self._method == "HEAD" or self._status in (204, 304) or 100 <= self._status < 200:
             self._length = 0
-        elif headers.get("transfer-encoding", "").lower() == "chunked":
+        elif coding is not None and coding.lower() == "chunked":
             self._length = _CHUNKED
             self._chunks = bytearray()
-        elif length is not None:
+        elif coding is None and length is not None:
             if not length.isdigit() or int(length) > MAX_BODY:
                 raise _malformed(f"a Content-Length of {length[:40]!r}")
             self._length = int(length)

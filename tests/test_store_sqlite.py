@@ -416,3 +416,20 @@ async def test_keyframes_put_together_are_written_in_one_transaction(db: str) ->
     # The store closed with nothing left to write: its file has all 61 keyframes.
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT count(*) FROM keyframes").fetchone() == (61,)
+
+
+async def test_keyframes_put_just_before_close_are_written(db: str) -> None:
+    # The keyframes of a batch still gathering when the store closes (the server stopping
+    # right after a keyframe tick) are written before the writer's connection goes.
+    store = SQLiteEventStore(db)
+    await store.open()
+    matches = [await store.create_match(record()) for _ in range(3)]
+    puts = [
+        asyncio.ensure_future(store.put_keyframe(Keyframe(m.match_id, 5, 1, b"k", b"c" * 16)))
+        for m in matches
+    ]
+    await asyncio.sleep(0)  # the puts join a batch, whose write has not started
+    await store.close()
+    await asyncio.gather(*puts)
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM keyframes").fetchone() == (3,)

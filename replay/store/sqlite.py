@@ -308,7 +308,8 @@ _KeyframeRow = tuple[int, int, int, bytes, bytes]
 
 
 class _KeyframeBatch:
-    """Keyframes to write in one transaction, its outcome, and the task writing it."""
+    """Keyframes to write in one transaction, its outcome, and the task writing it
+    (which :meth:`SQLiteRecorder.close` waits for)."""
 
     __slots__ = ("done", "rows", "task")
 
@@ -432,6 +433,10 @@ class SQLiteRecorder(Recorder):
         (self._head,) = c.execute("SELECT coalesce(max(position), 0) FROM batches").fetchone()
 
     async def close(self) -> None:
+        batch = self._keyframe_batch
+        if batch is not None and batch.task is not None:
+            # Keyframes put just before closing are written before the connection goes.
+            await asyncio.gather(batch.task, return_exceptions=True)
         try:
             await self._reader.close()
             await self._writer.close()
